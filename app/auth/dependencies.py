@@ -1,0 +1,77 @@
+"""Who is calling: a tenant (``Authorization: Bearer fk_live_…``) or the operator (admin token)."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+
+from app.auth.keys import hash_api_key
+from app.db.session import SessionDep
+from app.kit.problems import Unauthorized
+from app.models import ApiKey, Tenant
+
+bearer = HTTPBearer(auto_error=False, description="A tenant API key (fk_live_…).")
+admin_bearer = HTTPBearer(
+    auto_error=False, scheme_name="AdminToken", description="The operator's admin token."
+)
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="foley"'}
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant: Tenant
+    api_key: ApiKey
+
+
+async def current_principal(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    if credentials is None or not credentials.credentials:
+        raise Unauthorized(
+            "Send your API key as 'Authorization: Bearer <key>'.",
+            code="missing_api_key",
+            headers=_CHALLENGE,
+        )
+    stmt = (
+        select(ApiKey, Tenant)
+        .join(Tenant, Tenant.id == ApiKey.tenant_id)
+        .where(ApiKey.key_hash == hash_api_key(credentials.credentials))
+        .where(ApiKey.revoked_at.is_(None))
+    )
+    row = (await session.execute(stmt)).first()
+    if row is None:
+        raise Unauthorized("The API key is not valid or was revoked.", code="invalid_api_key",
+                           headers=_CHALLENGE)
+    return Principal(tenant=row.Tenant, api_key=row.ApiKey)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+async def current_tenant(principal: CurrentPrincipal) -> Tenant:
+    return principal.tenant
+
+
+CurrentTenant = Annotated[Tenant, Depends(current_tenant)]
+
+
+async def require_admin(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)],
+) -> None:
+    token = request.app.state.settings.admin_token
+    if token is None:
+        raise Unauthorized("Admin API disabled: FOLEY_ADMIN_TOKEN is not set.", code="admin_disabled")
+    given = credentials.credentials if credentials else ""
+    if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+        raise Unauthorized("Invalid admin token.", code="invalid_admin_token", headers=_CHALLENGE)
+
+
+AdminDep = Depends(require_admin)

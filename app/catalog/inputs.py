@@ -1,0 +1,49 @@
+"""The normalized inputs a client sends, one pydantic class per model family. Unknown fields are
+rejected, so a typo never silently falls back to an upstream default."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _check_video_url(value: str) -> str:
+    if not value.startswith(("http://", "https://", "data:")):
+        raise ValueError("must be an http(s) URL or a data: URI")
+    return value
+
+
+VideoUrl = Annotated[
+    str,
+    Field(max_length=8192, description="Where the upstream fetches the video (http(s) or data:)."),
+    AfterValidator(_check_video_url),
+]
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1, description="Fixes the upstream's randomness.")]
+
+
+class NormalizedInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    video_url: VideoUrl
+
+
+class ThinkSoundInput(NormalizedInput):
+    prompt: str = Field(
+        default="",
+        max_length=2000,
+        description="What to hear. Empty: the model derives a prompt from the video and returns it.",
+    )
+    seed: Seed | None = None
+    steps: int | None = Field(default=None, ge=2, le=100, description="Inference steps (24).")
+    guidance: float | None = Field(default=None, ge=1, le=20, description="CFG scale (5).")
+
+
+class KlingInput(NormalizedInput):
+    prompt: str | None = Field(
+        default=None, max_length=200, description="Sound effects to generate (≤ 200 characters)."
+    )
+    music_prompt: str | None = Field(
+        default=None, max_length=200, description="Background music (≤ 200 characters)."
+    )
+    asmr_mode: bool = Field(default=False, description="Enhance detailed sound effects.")

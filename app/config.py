@@ -1,0 +1,151 @@
+"""The gateway's one settings class.
+
+Every value comes from the environment (prefix ``FOLEY_``; fal's own ``FAL_KEY`` is read as is) or
+from a ``.env`` file. Durations are ``timedelta`` (pydantic accepts ``30``, ``"PT30S"`` or
+``"00:00:30"``), secrets are ``SecretStr``. Outside development the class refuses to start with a
+missing or placeholder secret, so a copy-pasted example config cannot reach production.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Values people paste from examples; never acceptable as a real secret.
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "secret", "admin", "password", "foley", "test", "xxx", "todo"}
+)
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class AmbiguousSubmitPolicy(StrEnum):
+    """What to do when a submit may have reached fal but no answer came back.
+
+    ``fail`` never risks a second paid request; ``retry`` resubmits once after the grace period.
+    """
+
+    fail = "fail"
+    retry = "retry"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FOLEY_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    env: Environment = Environment.development
+    log_level: str = "INFO"
+    log_format: Literal["console", "json"] = "console"
+
+    # --- storage of state -------------------------------------------------------------------
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql://… of an external Postgres ≥ 15; absent → embedded server.",
+    )
+    data_dir: Path = Path(".foley")
+    db_pool_size: int = 10
+
+    # --- fal -------------------------------------------------------------------------------
+    fal_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("FAL_KEY", "FOLEY_FAL_KEY")
+    )
+    fal_queue_url: str = "https://queue.fal.run"
+    fal_rest_url: str = "https://rest.fal.ai"
+    fal_cdn_url: str = "https://v3.fal.media"
+    fal_jwks_url: str | None = Field(
+        default=None, description="Defaults to <fal_rest_url>/.well-known/jwks.json."
+    )
+    fal_platform_url: str = "https://api.fal.ai/v1"
+    fal_concurrency: int = Field(
+        default=10, ge=1, description="Requests in flight at fal at once, across all workers."
+    )
+    upstream_connect_timeout: timedelta = timedelta(seconds=5)
+    upstream_read_timeout: timedelta = timedelta(seconds=30)
+    upstream_start_timeout: timedelta = Field(
+        default=timedelta(minutes=15),
+        description="Sent as X-Fal-Request-Timeout: fal gives up if the job has not started.",
+    )
+
+    # --- webhooks and polling -----------------------------------------------------------------
+    public_url: str | None = Field(
+        default=None, description="Where fal can reach this gateway; absent → polling only."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC key for the job token carried in fal webhook URLs."
+    )
+    webhook_tolerance: timedelta = timedelta(seconds=300)
+    poll_interval_min: timedelta = timedelta(seconds=1)
+    poll_interval_max: timedelta = timedelta(seconds=30)
+    webhook_grace: timedelta = Field(
+        default=timedelta(seconds=30),
+        description="With a public URL, how long to wait for a webhook before polling.",
+    )
+    ambiguous_submit_grace: timedelta = timedelta(seconds=120)
+    ambiguous_submit_policy: AmbiguousSubmitPolicy = AmbiguousSubmitPolicy.fail
+    job_timeout: timedelta = Field(
+        default=timedelta(hours=1), description="A job still unfinished after this fails."
+    )
+
+    # --- worker ------------------------------------------------------------------------------
+    worker_concurrency: int = Field(default=8, ge=1)
+    lease_duration: timedelta = timedelta(seconds=60)
+    worker_poll_interval: timedelta = Field(
+        default=timedelta(seconds=2), description="Fallback wake-up when no NOTIFY arrives."
+    )
+    max_output_bytes: int = 512 * 1024 * 1024
+
+    # --- access -------------------------------------------------------------------------------
+    admin_token: SecretStr | None = None
+    idempotency_retention: timedelta = timedelta(hours=24)
+
+    @field_validator("fal_queue_url", "fal_rest_url", "fal_cdn_url", "fal_platform_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return v.rstrip("/")
+
+    @field_validator("public_url", "fal_jwks_url")
+    @classmethod
+    def _optional_url(cls, v: str | None) -> str | None:
+        if v in (None, ""):
+            return None
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Settings:
+        if self.env is not Environment.production:
+            return self
+        for name in ("admin_token", "webhook_secret", "fal_key"):
+            secret: SecretStr | None = getattr(self, name)
+            if secret is None or secret.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+                raise ValueError(f"{name} must be set to a real secret when env=production")
+        if self.database_url is None:
+            raise ValueError("database_url must be set when env=production")
+        return self
+
+    @property
+    def jwks_url(self) -> str:
+        return self.fal_jwks_url or f"{self.fal_rest_url}/.well-known/jwks.json"
+
+    @property
+    def uses_embedded_db(self) -> bool:
+        return self.database_url is None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,109 @@
+"""The job resource: one shape for every model (Replicate's prediction, which users know)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.models import JobStatus
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "thinksound",
+                    "input": {"video_url": "https://example.com/clip.mp4", "prompt": "rain"},
+                    "metadata": {"order": "42"},
+                },
+                {
+                    "model": "kling-video-to-audio",
+                    "input": {
+                        "video_url": "https://example.com/clip.mp4",
+                        "prompt": "footsteps on gravel",
+                        "music_prompt": "calm piano",
+                    },
+                },
+            ]
+        },
+    )
+
+    model: str = Field(description="A model id or alias from GET /v1/models.")
+    input: dict[str, Any] = Field(
+        description="The normalized input: video_url, prompt, seed, plus the model's own fields "
+        "(see each model's input_schema). Unknown fields are rejected."
+    )
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="Your own key/value pairs, returned as given (≤ 50)."
+    )
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    upstream: dict[str, Any] | None = None
+
+
+class Upstream(BaseModel):
+    provider: Literal["fal"] = "fal"
+    endpoint: str
+    request_id: str | None
+    queue_position: int | None
+
+
+class Metrics(BaseModel):
+    queue_s: float | None = Field(None, description="Accepted → running at fal.")
+    run_s: float | None = Field(None, description="Running at fal → completed.")
+    inference_s: float | None = Field(None, description="fal's metrics.inference_time.")
+    total_s: float | None = Field(None, description="Accepted → completed.")
+
+
+class JobUrls(BaseModel):
+    self: str
+    cancel: str
+
+
+class MediaOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    file_id: uuid.UUID
+    url: str
+    content_type: str
+    size_bytes: int
+    duration_s: float | None = None
+
+
+class ResultOut(BaseModel):
+    prompt: str | None = None
+    video: MediaOut | None = None
+    audio: MediaOut | None = None
+
+
+class LogLine(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    message: str
+    level: str | None = None
+    timestamp: str | None = None
+
+
+class JobOut(BaseModel):
+    object: Literal["job"] = "job"
+    id: uuid.UUID
+    model: str
+    status: JobStatus
+    input: dict[str, Any]
+    result: ResultOut | None
+    error: JobError | None
+    upstream: Upstream
+    logs: list[LogLine]
+    metrics: Metrics
+    metadata: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    urls: JobUrls

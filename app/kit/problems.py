@@ -1,0 +1,200 @@
+"""RFC 9457 problem details: one error base class carrying its HTTP status, one handler, one shape.
+
+Every error the API returns is ``application/problem+json`` with ``type``, ``title``, ``status``,
+``detail``, ``instance`` and the extensions ``code`` (stable, machine-readable), ``param`` (the
+offending field, dotted) and ``request_id``. Domain errors subclass :class:`ProblemError` beside
+the service that raises them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.kit.request_id import current_request_id
+
+log = structlog.get_logger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://foley.dev/problems/"
+
+
+class ProblemError(Exception):
+    status: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+    title: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        code: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.param = param
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+        if code is not None:
+            self.code = code  # type: ignore[misc]
+        if status is not None:
+            self.status = status  # type: ignore[misc]
+
+
+class BadRequest(ProblemError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(ProblemError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ProblemError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(ProblemError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ProblemError):
+    status = 409
+    code = "conflict"
+
+
+class Gone(ProblemError):
+    status = 410
+    code = "gone"
+
+
+class Unprocessable(ProblemError):
+    status = 422
+    code = "validation_error"
+
+
+def problem_body(
+    *,
+    status: int,
+    code: str,
+    detail: str,
+    instance: str | None,
+    title: str | None = None,
+    param: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + code,
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "code": code,
+        "param": param,
+        "request_id": current_request_id(),
+    }
+    if extra:
+        body.update(extra)
+    return body
+
+
+def problem_response(
+    request: Request | None,
+    *,
+    status: int,
+    code: str,
+    detail: str,
+    title: str | None = None,
+    param: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = problem_body(
+        status=status,
+        code=code,
+        detail=detail,
+        title=title,
+        instance=request.url.path if request is not None else None,
+        param=param,
+        extra=extra,
+    )
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _loc_to_param(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts)
+
+
+def validation_errors(errors: Sequence[Mapping[str, Any]], *, prefix: str = "") -> list[dict]:
+    out = []
+    for err in errors:
+        param = _loc_to_param(err.get("loc", ()))
+        if prefix:
+            param = f"{prefix}.{param}" if param else prefix
+        out.append({"param": param, "code": err.get("type", "invalid"), "message": err.get("msg")})
+    return out
+
+
+class InputValidationError(Unprocessable):
+    """A request body that failed schema validation; ``errors`` lists every offending field."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        first = errors[0] if errors else {"param": None, "message": "invalid input"}
+        detail = f"{first['param']}: {first['message']}" if first["param"] else first["message"]
+        super().__init__(detail, param=first["param"], extra={"errors": errors})
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(
+            request,
+            status=exc.status,
+            code=exc.code,
+            detail=exc.detail,
+            title=exc.title,
+            param=exc.param,
+            extra=exc.extra,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        err = InputValidationError(validation_errors(exc.errors()))
+        return await _problem(request, err)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return problem_response(
+            request,
+            status=exc.status_code,
+            code=code,
+            detail=str(exc.detail),
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", path=request.url.path)
+        return problem_response(
+            request,
+            status=500,
+            code="internal_error",
+            detail="An internal error occurred; quote the request_id when reporting it.",
+        )

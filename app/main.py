@@ -1,0 +1,65 @@
+"""create_app(): the HTTP API. The worker is a separate process (app.worker) sharing the database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.catalog.endpoints import router as models_router
+from app.config import Settings, get_settings
+from app.db.engine import create_engine, create_sessionmaker, resolve_database_url
+from app.health.endpoints import router as health_router
+from app.jobs.endpoints import router as jobs_router
+from app.kit.problems import install_problem_handlers
+from app.kit.request_id import RequestIdMiddleware
+from app.tenants.endpoints import router as admin_router
+
+DESCRIPTION = """
+Foley sends your videos to fal.ai's video-to-audio models and gives back the video with generated
+sound, and the sound on its own.
+
+* **Jobs** are accepted at once (`202`), stored, and sent to fal by a worker. Poll
+  `GET /v1/jobs/{id}` until `status` is `succeeded`, `failed` or `canceled`.
+* **Results** are fetched from fal as soon as a job completes, measured, and served from the
+  gateway (`GET /v1/files/{id}`), so they outlive fal's expiring URLs.
+* **Errors** are RFC 9457 problem details with a stable `code` and the offending `param`.
+
+Authenticate with `Authorization: Bearer <tenant API key>`; the admin API takes the admin token.
+"""
+
+
+def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_engine = engine is None
+        if own_engine:
+            url = await asyncio.to_thread(resolve_database_url, settings)
+            app.state.engine = create_engine(url, pool_size=settings.db_pool_size)
+        else:
+            app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(app.state.engine)
+        try:
+            yield
+        finally:
+            if own_engine:
+                await app.state.engine.dispose()
+
+    app = FastAPI(
+        title="Foley",
+        version="0.1.0",
+        summary="A self-hosted gateway to fal.ai's video-to-audio models.",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.add_middleware(RequestIdMiddleware)
+    install_problem_handlers(app)
+    for router in (health_router, jobs_router, models_router, admin_router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,323 @@
+"""Where the gateway keeps files: a small async interface and its local-filesystem backend.
+
+The interface is shaped so that an S3-compatible backend fits without changing callers:
+
+* keys are `/`-separated relative names in a conservative alphabet that is valid both as a
+  path and as an S3 object key (`validate_key`);
+* writes are whole-object (`put_stream`, `put_file`) and atomic: a reader sees the old object or
+  the new one, never a partial file;
+* reads are by byte range (`open_range`), which maps onto S3's `GetObject(Range=...)`;
+* every object carries its size, SHA-256 and content type (`StoredObject`); on S3 they would be
+  the object's own metadata;
+* `local_path()` lets PyAV read a file in place when the backend has one, and
+  `presigned_url()` lets the HTTP layer redirect instead of streaming when the backend can sign
+  URLs (`supports_presigned_urls`).
+
+`LocalStorage` keeps object `a/b.mp4` at `<root>/a/b.mp4`, its metadata at
+`<root>/.meta/a/b.mp4.json`, and writes through `<root>/.tmp/` (same filesystem, so the final
+rename is atomic). Names starting with a dot are not valid keys, so objects and bookkeeping
+never collide. All file I/O runs in worker threads, in 64 KiB chunks, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import time
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol, runtime_checkable
+
+CHUNK_SIZE = 64 * 1024
+# Small network chunks are gathered up to this size before a write, to keep thread hops few.
+_WRITE_BUFFER_SIZE = 1024 * 1024
+_MAX_KEY_LENGTH = 1024  # S3's limit, in bytes
+_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._=+-]*$")
+
+
+class StorageError(Exception):
+    """Base class for storage errors."""
+
+
+class InvalidKeyError(StorageError, ValueError):
+    """The key is not a safe relative object name."""
+
+
+class ObjectNotFoundError(StorageError, LookupError):
+    """No object is stored under the key."""
+
+
+class ObjectTooLargeError(StorageError, ValueError):
+    """A write exceeded its `max_bytes`; nothing was stored."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"the object exceeds the limit of {max_bytes} bytes")
+        self.max_bytes = max_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    key: str
+    size_bytes: int
+    sha256: str  # hex
+    content_type: str
+
+    @property
+    def etag(self) -> str:
+        """A strong HTTP entity tag: the content's SHA-256, quoted."""
+        return f'"{self.sha256}"'
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """An object store. Implementations: `LocalStorage` (an S3 backend is planned)."""
+
+    supports_presigned_urls: bool
+
+    async def put_stream(
+        self,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        content_type: str,
+        max_bytes: int | None = None,
+    ) -> StoredObject:
+        """Store the concatenated `chunks` under `key`, replacing any previous object.
+
+        Raises `ObjectTooLargeError` (and stores nothing) as soon as more than `max_bytes`
+        arrive, so an oversized download is cut short rather than read to the end.
+        """
+        ...
+
+    async def put_file(self, key: str, path: Path, *, content_type: str) -> StoredObject:
+        """Store a copy of the local file at `path` under `key`."""
+        ...
+
+    async def open_range(
+        self, key: str, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Open bytes `start`..`end` (inclusive, as in HTTP; `None`: to the end) for reading.
+
+        Awaiting this raises `ObjectNotFoundError` at once, before any byte is produced, so a
+        caller can still answer 404; the returned iterator yields chunks of at most 64 KiB.
+        """
+        ...
+
+    async def stat(self, key: str) -> StoredObject | None:
+        """The object's metadata, or `None` when there is no object under `key`."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove the object; removing a missing object is not an error."""
+        ...
+
+    def local_path(self, key: str) -> Path | None:
+        """Where the object's file is (whether or not it exists yet), or `None` when the backend
+        keeps no local files (then download the object to a temporary file to probe it)."""
+        ...
+
+    async def presigned_url(self, key: str, expires_s: int) -> str | None:
+        """A URL that serves the object without our auth for `expires_s` seconds, or `None`.
+
+        Async because S3 clients built on aiobotocore sign asynchronously.
+        """
+        ...
+
+
+def validate_key(key: str) -> str:
+    """Return `key` if it is a safe relative object name, else raise `InvalidKeyError`.
+
+    A key is one or more `/`-separated segments of letters, digits and `._=+-`, none starting
+    with a dot (so no `.`, `..` or hidden names) and none empty (so no absolute paths or `//`);
+    backslashes, control characters and spaces are refused outright.
+    """
+    if not key or len(key.encode()) > _MAX_KEY_LENGTH:
+        raise InvalidKeyError(f"invalid storage key {key!r}: empty or too long")
+    for segment in key.split("/"):
+        if not _KEY_SEGMENT.match(segment):
+            raise InvalidKeyError(f"invalid storage key {key!r}: bad segment {segment!r}")
+    return key
+
+
+class LocalStorage:
+    """Objects as files under `root` (see the module docstring for the layout)."""
+
+    supports_presigned_urls = False
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self._meta_root = self.root / ".meta"
+        self._tmp_root = self.root / ".tmp"
+
+    def _data_path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    def _meta_path(self, key: str) -> Path:
+        return self._meta_root / f"{validate_key(key)}.json"
+
+    def _new_tmp_path(self) -> Path:
+        self._tmp_root.mkdir(parents=True, exist_ok=True)
+        return self._tmp_root / uuid.uuid4().hex
+
+    async def put_stream(
+        self,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        content_type: str,
+        max_bytes: int | None = None,
+    ) -> StoredObject:
+        validate_key(key)
+        tmp_path = await asyncio.to_thread(self._new_tmp_path)
+        f = await asyncio.to_thread(tmp_path.open, "wb")
+        try:
+            hasher = hashlib.sha256()
+            size = 0
+            buffer = bytearray()
+            async for chunk in chunks:
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise ObjectTooLargeError(max_bytes)
+                buffer += chunk
+                if len(buffer) >= _WRITE_BUFFER_SIZE:
+                    await asyncio.to_thread(_hash_and_write, f, hasher, bytes(buffer))
+                    buffer.clear()
+            if buffer:
+                await asyncio.to_thread(_hash_and_write, f, hasher, bytes(buffer))
+            await asyncio.to_thread(_sync_and_close, f)
+            obj = StoredObject(key, size, hasher.hexdigest(), content_type)
+            await asyncio.to_thread(self._commit, tmp_path, obj)
+            return obj
+        finally:
+            # Synchronous on purpose: it must also run when the task is being cancelled.
+            f.close()
+            tmp_path.unlink(missing_ok=True)
+
+    async def put_file(self, key: str, path: Path, *, content_type: str) -> StoredObject:
+        validate_key(key)
+        return await asyncio.to_thread(self._put_file_sync, key, Path(path), content_type)
+
+    def _put_file_sync(self, key: str, source: Path, content_type: str) -> StoredObject:
+        tmp_path = self._new_tmp_path()
+        try:
+            hasher = hashlib.sha256()
+            size = 0
+            with source.open("rb") as src, tmp_path.open("wb") as dst:
+                while chunk := src.read(CHUNK_SIZE):
+                    hasher.update(chunk)
+                    dst.write(chunk)
+                    size += len(chunk)
+                dst.flush()
+                os.fsync(dst.fileno())
+            obj = StoredObject(key, size, hasher.hexdigest(), content_type)
+            self._commit(tmp_path, obj)
+            return obj
+        finally:
+            tmp_path.unlink(missing_ok=True)
+
+    def _commit(self, tmp_path: Path, obj: StoredObject) -> None:
+        # Data first, metadata second: stat() reports an object only once its metadata exists,
+        # so a reader never sees metadata pointing at a file that is not there yet.
+        data_path = self._data_path(obj.key)
+        meta_path = self._meta_path(obj.key)
+        data_path.parent.mkdir(parents=True, exist_ok=True)
+        meta_path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp_path, data_path)
+        meta_tmp = self._new_tmp_path()
+        try:
+            meta_tmp.write_text(json.dumps(asdict(obj)))
+            os.replace(meta_tmp, meta_path)
+        finally:
+            meta_tmp.unlink(missing_ok=True)
+
+    async def open_range(
+        self, key: str, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        path = self._data_path(key)
+        if start < 0 or (end is not None and end < start):
+            raise ValueError(f"invalid byte range {start}-{end}")
+        try:
+            f = await asyncio.to_thread(path.open, "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFoundError(key) from None
+        return _read_chunks(f, start, None if end is None else end - start + 1)
+
+    async def stat(self, key: str) -> StoredObject | None:
+        return await asyncio.to_thread(self._stat_sync, key)
+
+    def _stat_sync(self, key: str) -> StoredObject | None:
+        try:
+            meta = json.loads(self._meta_path(key).read_text())
+            size = self._data_path(key).stat().st_size
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return StoredObject(
+            key=key, size_bytes=size, sha256=meta["sha256"], content_type=meta["content_type"]
+        )
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self._delete_sync, key)
+
+    def _delete_sync(self, key: str) -> None:
+        # Metadata first: from then on stat() says "absent" even if the data removal fails.
+        self._meta_path(key).unlink(missing_ok=True)
+        self._data_path(key).unlink(missing_ok=True)
+
+    def local_path(self, key: str) -> Path | None:
+        return self._data_path(key)
+
+    async def presigned_url(self, key: str, expires_s: int) -> str | None:
+        validate_key(key)
+        return None
+
+    async def remove_stale_tmp(self, older_than_s: float = 24 * 3600) -> int:
+        """Remove temporary files a crashed writer left behind; returns how many.
+
+        Only files older than `older_than_s` go: the API and the worker share the root, and a
+        younger file may be another process's write in progress.
+        """
+        return await asyncio.to_thread(self._remove_stale_tmp_sync, older_than_s)
+
+    def _remove_stale_tmp_sync(self, older_than_s: float) -> int:
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for entry in self._tmp_root.glob("*") if self._tmp_root.is_dir() else ():
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    entry.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
+
+
+def _hash_and_write(f: BinaryIO, hasher: hashlib._Hash, data: bytes) -> None:
+    hasher.update(data)
+    f.write(data)
+
+
+def _sync_and_close(f: BinaryIO) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+    f.close()
+
+
+async def _read_chunks(f: BinaryIO, offset: int, length: int | None) -> AsyncIterator[bytes]:
+    try:
+        await asyncio.to_thread(f.seek, offset)
+        remaining = length
+        while remaining is None or remaining > 0:
+            size = CHUNK_SIZE if remaining is None else min(CHUNK_SIZE, remaining)
+            chunk = await asyncio.to_thread(f.read, size)
+            if not chunk:
+                break
+            if remaining is not None:
+                remaining -= len(chunk)
+            yield chunk
+    finally:
+        f.close()

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Enum, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base, Timestamps, UUIDPrimaryKey
+
+
+class JobStatus(enum.StrEnum):
+    """The public life cycle (Replicate's words): queued here → starting (IN_QUEUE at fal) →
+    processing (IN_PROGRESS) → succeeded | failed | canceled."""
+
+    queued = "queued"
+    starting = "starting"
+    processing = "processing"
+    succeeded = "succeeded"
+    failed = "failed"
+    canceled = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.canceled})
+
+
+class SubmitState(enum.StrEnum):
+    """Where the upstream submit stands. ``sending`` is written (and committed) before the HTTP
+    call: a worker that finds it after a crash knows the request may exist at fal."""
+
+    pending = "pending"
+    sending = "sending"
+    submitted = "submitted"
+    ambiguous = "ambiguous"
+
+
+class Job(UUIDPrimaryKey, Timestamps, Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # The worker's claim scan: live jobs whose next action is due.
+        Index(
+            "ix_jobs_due",
+            "next_action_at",
+            postgresql_where=text("status IN ('queued', 'starting', 'processing')"),
+        ),
+        # Keyset pagination of a tenant's jobs, newest first.
+        Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
+    )
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
+    )
+    model: Mapped[str] = mapped_column(String(200), nullable=False)
+    endpoint: Mapped[str] = mapped_column(String(200), nullable=False)
+    status: Mapped[JobStatus] = mapped_column(
+        Enum(JobStatus, name="job_status", values_callable=lambda e: [m.value for m in e]),
+        nullable=False,
+        default=JobStatus.queued,
+    )
+    input: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    upstream_payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    job_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, nullable=False)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    logs: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'[]'::jsonb")
+    )
+    upstream_output: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    inference_s: Mapped[float | None]
+
+    # upstream bookkeeping
+    submit_state: Mapped[SubmitState] = mapped_column(
+        Enum(SubmitState, name="submit_state", values_callable=lambda e: [m.value for m in e]),
+        nullable=False,
+        default=SubmitState.pending,
+    )
+    submit_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    upstream_request_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    status_url: Mapped[str | None] = mapped_column(Text)
+    response_url: Mapped[str | None] = mapped_column(Text)
+    cancel_url: Mapped[str | None] = mapped_column(Text)
+    queue_position: Mapped[int | None] = mapped_column(Integer)
+    upstream_completed: Mapped[bool] = mapped_column(nullable=False, default=False)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    # worker bookkeeping: when the job next needs a worker, and who holds it
+    next_action_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    poll_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

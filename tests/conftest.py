@@ -1,0 +1,119 @@
+"""Shared fixtures: real Postgres, the API over httpx, tenants and keys."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
+
+from app.config import Settings
+from app.db.engine import create_engine
+from app.main import create_app
+from tests.support.database import create_database, server_url
+
+ADMIN_TOKEN = "test-admin-" + secrets.token_hex(8)
+
+
+@pytest.fixture(scope="session")
+def pg_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pg")
+
+
+@pytest.fixture(scope="session")
+def pg_server(pg_root: Path) -> str:
+    return server_url(pg_root)
+
+
+@pytest.fixture(scope="session")
+async def database_url(pg_server: str) -> str:
+    return await create_database(pg_server, "foley_test")
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(database_url, pool_size=5)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection inside a transaction that is rolled back after the test."""
+    async with engine.connect() as conn:
+        trans = await conn.begin()
+        try:
+            yield conn
+        finally:
+            await trans.rollback()
+
+
+@pytest.fixture
+def sessionmaker(connection: AsyncConnection) -> async_sessionmaker:
+    # Every session the code opens joins the test's transaction through a savepoint, so
+    # commits inside the code under test are real commits to it and still vanish afterwards.
+    return async_sessionmaker(
+        bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
+    )
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        env="test",
+        data_dir=tmp_path / "data",
+        admin_token=SecretStr(ADMIN_TOKEN),
+        database_url="postgresql://unused/unused",
+        fal_key=SecretStr("test-fal-key"),
+    )
+
+
+@pytest.fixture
+async def api(
+    settings: Settings, engine: AsyncEngine, sessionmaker: async_sessionmaker
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, engine=engine)
+    app.state.engine = engine
+    app.state.sessionmaker = sessionmaker
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://foley.test") as client:
+        client.app = app  # type: ignore[attr-defined]
+        yield client
+
+
+@dataclass
+class TenantCreds:
+    id: str
+    name: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+async def make_tenant(api: httpx.AsyncClient, name: str) -> TenantCreds:
+    r = await api.post("/v1/admin/tenants", json={"name": name}, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    tid = r.json()["id"]
+    r = await api.post(f"/v1/admin/tenants/{tid}/keys", json={}, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    return TenantCreds(id=tid, name=name, key=r.json()["key"])
+
+
+@pytest.fixture
+async def tenant(api: httpx.AsyncClient) -> TenantCreds:
+    return await make_tenant(api, "acme")
+
+
+@pytest.fixture
+async def other_tenant(api: httpx.AsyncClient) -> TenantCreds:
+    return await make_tenant(api, "globex")

@@ -9,14 +9,23 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
 from app.catalog.endpoints import router as models_router
 from app.config import Settings, get_settings
 from app.db.engine import create_engine, create_sessionmaker, resolve_database_url
+from app.files.endpoints import router as files_router
 from app.health.endpoints import router as health_router
 from app.jobs.endpoints import router as jobs_router
 from app.kit.problems import install_problem_handlers
 from app.kit.request_id import RequestIdMiddleware
+from app.media.storage import LocalStorage
 from app.tenants.endpoints import router as admin_router
+from app.upstream.fal import FalTimeouts, build_http_client
+from app.upstream.webhooks import FalWebhookVerifier
+from app.webhooks.endpoints import router as webhooks_router
+from app.webhooks.tokens import JobTokens, resolve_webhook_secret
 
 DESCRIPTION = """
 Foley sends your videos to fal.ai's video-to-audio models and gives back the video with generated
@@ -44,9 +53,14 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         else:
             app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(app.state.engine)
+        http = build_http_client(FalTimeouts())
+        app.state.webhook_verifier = FalWebhookVerifier(
+            settings.jwks_url, http, tolerance=settings.webhook_tolerance
+        )
         try:
             yield
         finally:
+            await http.aclose()
             if own_engine:
                 await app.state.engine.dispose()
 
@@ -58,8 +72,16 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.storage = LocalStorage(settings.data_dir / "files")
+    app.state.job_tokens = JobTokens(resolve_webhook_secret(settings))
     app.add_middleware(RequestIdMiddleware)
     install_problem_handlers(app)
-    for router in (health_router, jobs_router, models_router, admin_router):
+    for router in (health_router, jobs_router, files_router, models_router, webhooks_router,
+                   admin_router):
         app.include_router(router)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
     return app

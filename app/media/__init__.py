@@ -1,0 +1,45 @@
+"""Media: measure files with PyAV, copy audio out of video, store files and serve them by range.
+
+Imports no other domain of the app; configuration comes in as arguments.
+"""
+
+from app.media.errors import AudioCopyError, MediaError, MediaUnreadableError, NoAudioStreamError
+from app.media.extract import extract_audio
+from app.media.probe import AudioInfo, MediaInfo, VideoInfo, probe
+from app.media.ranges import ByteRange, RangeNotSatisfiableError, parse_range, stream_stored_object
+from app.media.samples import ensure_sample_video
+from app.media.storage import (
+    InvalidKeyError,
+    LocalStorage,
+    ObjectNotFoundError,
+    ObjectTooLargeError,
+    Storage,
+    StorageError,
+    StoredObject,
+    validate_key,
+)
+
+__all__ = [
+    "AudioCopyError",
+    "AudioInfo",
+    "ByteRange",
+    "InvalidKeyError",
+    "LocalStorage",
+    "MediaError",
+    "MediaInfo",
+    "MediaUnreadableError",
+    "NoAudioStreamError",
+    "ObjectNotFoundError",
+    "ObjectTooLargeError",
+    "RangeNotSatisfiableError",
+    "Storage",
+    "StorageError",
+    "StoredObject",
+    "VideoInfo",
+    "ensure_sample_video",
+    "extract_audio",
+    "parse_range",
+    "probe",
+    "stream_stored_object",
+    "validate_key",
+]

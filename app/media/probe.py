@@ -182,7 +182,7 @@ def _measure(
                 container, audio_stream, container_duration, exact_audio_max_s
             )
         else:
-            duration = _stream_duration(audio_stream)
+            duration = _stream_duration(audio_stream) or container_duration
         audio = _audio_info(audio_stream, duration)
 
     primary = video or audio

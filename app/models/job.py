@@ -89,6 +89,7 @@ class Job(UUIDPrimaryKey, Timestamps, Base):
     queue_position: Mapped[int | None] = mapped_column(Integer)
     upstream_completed: Mapped[bool] = mapped_column(nullable=False, default=False)
     cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancel_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     # worker bookkeeping: when the job next needs a worker, and who holds it
     next_action_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -117,7 +117,7 @@ class UpstreamAuthError(PermanentUpstreamError):
 
 
 class UpstreamAccountLockedError(PermanentUpstreamError):
-    """403 "User is locked": the fal account is out of balance. Every job will fail until topped up."""
+    """403 "User is locked": the fal account is out of balance; every job fails until topped up."""
 
     code: ClassVar[str] = "upstream_account_locked"
 

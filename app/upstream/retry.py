@@ -124,7 +124,9 @@ class RetryPolicy:
         ceiling = min(self.max_delay_s, self.base_delay_s * math.pow(2, exponent))
         return uniform(0.0, ceiling)
 
-    def delay_s(self, retry_number: int, retry_after: float | None, uniform: Uniform) -> float | None:
+    def delay_s(
+        self, retry_number: int, retry_after: float | None, uniform: Uniform
+    ) -> float | None:
         """Delay before the next attempt, or ``None`` when fal asked for more than the cap."""
         if retry_after is not None:
             return retry_after if retry_after <= self.retry_after_cap_s else None

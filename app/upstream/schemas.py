@@ -60,7 +60,8 @@ class LogEntry(_Wire):
 class Metrics(_Wire):
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    inference_time: float | None = None  # seconds of runner time; the only per-request usage fal gives
+    # Seconds of runner time: the only per-request usage figure fal gives.
+    inference_time: float | None = None
 
 
 class QueueStatus(_Wire):
@@ -136,7 +137,7 @@ class ResultCancelled:
 
 @dataclass(frozen=True, slots=True)
 class ResultPending:
-    """400 before completion: the status said COMPLETED too early, or we asked too soon. Poll again."""
+    """400 before completion: we asked too soon (or status ran ahead). Poll again."""
 
     detail: Any
     request_id: str | None = None
@@ -154,7 +155,8 @@ ResultOutcome = ResultOk | ResultFailed | ResultCancelled | ResultPending | Resu
 
 
 class CancelOutcome(StrEnum):
-    CANCELLATION_REQUESTED = "CANCELLATION_REQUESTED"  # 202: queued ones are dropped, running ones asked
+    # 202: a queued request is dropped; a running one is asked to stop.
+    CANCELLATION_REQUESTED = "CANCELLATION_REQUESTED"
     ALREADY_COMPLETED = "ALREADY_COMPLETED"  # 400: too late, fetch the result
     NOT_FOUND = "NOT_FOUND"  # 404
     OK = "OK"  # listed by newer docs

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+import structlog
+from fastapi import APIRouter, Query, Request
+
+from app.db.session import SessionDep
+from app.kit.problems import ProblemError, Unauthorized
+from app.metrics import WEBHOOKS_RECEIVED, WEBHOOKS_REJECTED
+from app.upstream.errors import WebhookKeysUnavailableError, WebhookVerificationError
+from app.webhooks.service import record_fal_webhook
+
+log = structlog.get_logger(__name__)
+
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+
+
+class WebhookKeysUnavailable(ProblemError):
+    status = 503
+    code = "webhook_keys_unavailable"
+
+
+@router.post(
+    "/fal",
+    status_code=200,
+    responses={401: {"description": "Signature missing, invalid, or outside the time window."}},
+)
+async def fal_webhook(
+    request: Request,
+    session: SessionDep,
+    job: Annotated[str | None, Query()] = None,
+    token: Annotated[str | None, Query()] = None,
+) -> dict[str, str]:
+    """fal's completion webhook (Ed25519-signed; verified against fal's JWKS on the raw body)."""
+    raw = await request.body()
+    try:
+        verified = await request.app.state.webhook_verifier.verify(request.headers, raw)
+    except WebhookVerificationError as exc:
+        WEBHOOKS_REJECTED.labels(reason=exc.reason).inc()
+        log.warning("fal webhook rejected", reason=exc.reason)
+        raise Unauthorized(f"Webhook rejected: {exc.reason}.", code="webhook_signature_invalid") \
+            from exc
+    except WebhookKeysUnavailableError as exc:
+        # fal retries non-2xx deliveries, so a 503 here loses nothing.
+        raise WebhookKeysUnavailable("fal's signing keys cannot be fetched right now.") from exc
+    outcome = await record_fal_webhook(
+        session, verified, tokens=request.app.state.job_tokens, job_param=job, token_param=token
+    )
+    WEBHOOKS_RECEIVED.labels(outcome=outcome).inc()
+    return {"status": "received"}

@@ -1,0 +1,211 @@
+"""The worker process: claim due jobs, run one step each, repeat.
+
+It wakes on ``NOTIFY foley_jobs`` (a new job, a webhook, a cancel), falls back to polling every
+``worker_poll_interval``, keeps at most ``worker_concurrency`` steps running, extends the leases
+of the jobs it holds while they run, and on SIGTERM stops claiming, lets running steps finish for
+a grace period, and gives back the leases of any it had to abandon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+from app.db.engine import create_sessionmaker, unit_of_work
+from app.jobs.repository import NOTIFY_CHANNEL
+from app.jobs.tasks import WorkerContext, run_step
+from app.kit.idempotency import prune_expired
+from app.media.storage import Storage
+from app.upstream.fal import FalClient
+from app.webhooks.tokens import JobTokens, resolve_webhook_secret
+from app.worker import claims
+
+log = structlog.get_logger(__name__)
+
+HOUSEKEEPING_EVERY_S = 300.0
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        fal: FalClient,
+        storage: Storage,
+        *,
+        owner: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.owner = owner or worker_id()
+        tmp = Path(settings.data_dir) / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.ctx = WorkerContext(
+            settings=settings,
+            sessionmaker=create_sessionmaker(engine),
+            fal=fal,
+            storage=storage,
+            tokens=JobTokens(resolve_webhook_secret(settings)),
+            owner=self.owner,
+            tmp_dir=tmp,
+        )
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self.steps_run = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, *, shutdown_grace_s: float = 30.0) -> None:
+        log.info("worker started", owner=self.owner,
+                 concurrency=self.settings.worker_concurrency,
+                 fal_concurrency=self.settings.fal_concurrency)
+        helpers = [
+            asyncio.create_task(self._listen(), name="listen"),
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self._housekeeping(), name="housekeeping"),
+        ]
+        try:
+            while not self._stopping.is_set():
+                claimed = await self._claim_and_start()
+                if claimed:
+                    continue  # there may be more due right now
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._wake.wait(), self.settings.worker_poll_interval.total_seconds()
+                    )
+        finally:
+            await self._drain(shutdown_grace_s)
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            log.info("worker stopped", owner=self.owner, steps=self.steps_run)
+
+    async def run_until_idle(self, *, max_rounds: int = 1000) -> None:
+        """Claim and run steps until nothing is due (tests and `foley` one-shots)."""
+        for _ in range(max_rounds):
+            if not await self._claim_and_start():
+                if not self._running:
+                    return
+                await asyncio.wait(list(self._running.values()),
+                                   return_when=asyncio.FIRST_COMPLETED)
+
+    async def _claim_and_start(self) -> int:
+        free = self.settings.worker_concurrency - len(self._running)
+        if free <= 0:
+            await asyncio.wait(list(self._running.values()), return_when=asyncio.FIRST_COMPLETED)
+            return 1
+        lease = self.settings.lease_duration
+        try:
+            async with unit_of_work(self.ctx.sessionmaker) as session:
+                ids = await claims.claim_follow_ups(session, self.owner, lease, free)
+            async with unit_of_work(self.ctx.sessionmaker) as session:
+                ids += await claims.claim_dispatches(
+                    session, self.owner, lease, free - len(ids), self.settings.fal_concurrency
+                )
+        except Exception:
+            log.exception("claim failed; retrying")
+            await asyncio.sleep(1.0)
+            return 0
+        for job_id in ids:
+            task = asyncio.create_task(self._step(job_id), name=f"job-{job_id}")
+            self._running[job_id] = task
+        return len(ids)
+
+    async def _step(self, job_id: uuid.UUID) -> None:
+        try:
+            await run_step(self.ctx, job_id)
+        finally:
+            self.steps_run += 1
+            self._running.pop(job_id, None)
+            self._wake.set()  # a slot is free
+
+    async def _drain(self, grace_s: float) -> None:
+        if not self._running:
+            return
+        log.info("waiting for running steps", count=len(self._running), grace_s=grace_s)
+        _, pending = await asyncio.wait(list(self._running.values()), timeout=grace_s)
+        abandoned = [job_id for job_id, t in self._running.items() if t in pending]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if abandoned:
+            # Give the jobs back now rather than at lease expiry. A step cut mid-submit left
+            # submit_state = 'sending', which the next worker treats as ambiguous: nothing is
+            # sent twice.
+            async with unit_of_work(self.ctx.sessionmaker) as session:
+                await session.execute(
+                    text("UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL, "
+                         "next_action_at = now() WHERE id = ANY(:ids) AND lease_owner = :owner"),
+                    {"ids": abandoned, "owner": self.owner},
+                )
+
+    async def _heartbeat(self) -> None:
+        period = self.settings.lease_duration.total_seconds() / 3
+        while True:
+            await asyncio.sleep(period)
+            if not self._running:
+                continue
+            try:
+                async with unit_of_work(self.ctx.sessionmaker) as session:
+                    await claims.extend_leases(session, self.owner, self.settings.lease_duration,
+                                               list(self._running))
+            except Exception:
+                log.exception("lease heartbeat failed")
+
+    async def _listen(self) -> None:
+        """LISTEN on a dedicated connection; reconnect on loss. A signal, not a carrier."""
+        while True:
+            try:
+                async with self.engine.connect() as conn:
+                    raw = await conn.get_raw_connection()
+                    driver = raw.driver_connection
+                    assert driver is not None
+
+                    def on_notify(*_: object) -> None:
+                        self._wake.set()
+
+                    await driver.add_listener(NOTIFY_CHANNEL, on_notify)
+                    try:
+                        while not driver.is_closed():
+                            await asyncio.sleep(5)
+                    finally:
+                        with contextlib.suppress(Exception):
+                            await driver.remove_listener(NOTIFY_CHANNEL, on_notify)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("LISTEN connection lost; reconnecting", exc_info=True)
+            await asyncio.sleep(1.0)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            try:
+                async with unit_of_work(self.ctx.sessionmaker) as session:
+                    pruned = await prune_expired(session)
+                if pruned:
+                    log.info("pruned expired idempotency keys", count=pruned)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("housekeeping failed")
+            await asyncio.sleep(HOUSEKEEPING_EVERY_S)

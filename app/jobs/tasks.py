@@ -100,6 +100,7 @@ def _finish(job: Job, status: JobStatus, *, error: dict[str, Any] | None = None)
     job.status = status
     job.error = error
     job.completed_at = now
+    job.queue_position = None
     if job.started_at is None and status is JobStatus.succeeded and job.inference_s is not None:
         # We never saw it running (a short run between two polls, or a webhook): fal's own
         # inference time is the best account of when it started.
@@ -316,7 +317,18 @@ async def _follow_up(ctx: WorkerContext, job: Job) -> None:
     if event is not None:
         outcome = await _outcome_from_webhook(ctx, job, event)
         if outcome is not None:
-            await _complete(ctx, job, outcome, event_id=event.id)
+            # The webhook carries no metrics: one status call gives fal's inference time (what
+            # ThinkSound is billed by) and the final logs.
+            inference_s, logs = None, None
+            if job.status_url is not None:
+                try:
+                    final = await ctx.fal.status(job.status_url, logs=True)
+                    inference_s = final.inference_time
+                    logs = [e.model_dump(mode="json") for e in final.logs]
+                except UpstreamError as exc:
+                    log.warning("no final status for metrics", job_id=str(job.id), error=str(exc))
+            await _complete(ctx, job, outcome, inference_s=inference_s, logs=logs,
+                            event_id=event.id)
             return
     if job.status_url is None:
         # Attached by a webhook after an ambiguous submit: we only know what the webhook says.

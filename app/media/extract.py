@@ -9,14 +9,16 @@ from pathlib import Path
 import av
 
 from app.media.errors import AudioCopyError, NoAudioStreamError
-from app.media.probe import MediaInfo, open_input, probe
+from app.media.probe import MediaInfo, open_input, primary_stream, probe
 
 # What FFmpeg's "ipod" muxer (the .m4a flavour of MP4) accepts; anything else would need a
 # re-encode, which extract_audio() never does.
 M4A_AUDIO_CODECS: frozenset[str] = frozenset({"aac", "alac"})
 
 
-def extract_audio(video_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> MediaInfo:
+def extract_audio(
+    video_path: str | os.PathLike[str], out_path: str | os.PathLike[str]
+) -> MediaInfo:
     """Copy the first audio stream of `video_path` into an M4A file at `out_path`.
 
     The packets are remuxed untouched (stream copy): no decode, no re-encode, so the audio is
@@ -32,10 +34,7 @@ def extract_audio(video_path: str | os.PathLike[str], out_path: str | os.PathLik
     tmp_path = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with open_input(video_path) as source:
-            audio = next(
-                (s for s in source.streams.audio if not s.disposition & av.stream.Disposition.attached_pic),
-                None,
-            )
+            audio = primary_stream(source, "audio")
             if audio is None:
                 raise NoAudioStreamError(f"{Path(video_path).name} has no audio stream")
             codec = audio.codec_context.codec.canonical_name

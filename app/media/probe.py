@@ -163,13 +163,15 @@ def probe(
 def _measure(
     container: av.container.InputContainer, path: Path, exact_audio_max_s: float
 ) -> MediaInfo:
-    video_stream = _first_stream(container, "video")
-    audio_stream = _first_stream(container, "audio")
+    video_stream = primary_stream(container, "video")
+    audio_stream = primary_stream(container, "audio")
     if video_stream is None and audio_stream is None:
         raise MediaUnreadableError("the file has no video or audio stream")
 
     format_name = container.format.name
-    major_brand = container.metadata.get("major_brand") if format_name == _ISO_BMFF_DEMUXER else None
+    major_brand = (
+        container.metadata.get("major_brand") if format_name == _ISO_BMFF_DEMUXER else None
+    )
     container_duration = (
         container.duration / av.time_base if container.duration and container.duration > 0 else None
     )
@@ -199,7 +201,8 @@ def _measure(
     )
 
 
-def _first_stream(container: av.container.InputContainer, kind: str) -> Any:
+def primary_stream(container: av.container.InputContainer, kind: str) -> Any:
+    """The first `kind` ("video" or "audio") stream that is real media, or `None`."""
     for stream in container.streams:
         if stream.type != kind:
             continue

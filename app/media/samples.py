@@ -26,7 +26,7 @@ _BOUNCE_HEIGHT = 130
 def ensure_sample_video(directory: Path) -> Path:
     """Return the path of the demo clip in `directory`, writing it first if it is not there.
 
-    The clip: 4 s, 320×240, 24 fps, H.264/yuv420p MP4 without audio, a ball bouncing across the
+    The clip: 4 s, 320x240, 24 fps, H.264/yuv420p MP4 without audio, a ball bouncing across the
     frame and landing at `SAMPLE_IMPACT_TIMES_S`. Its frames are a pure function of the frame
     index and x264 runs single-threaded, so the file is the same on every run with the same
     FFmpeg build. It is written beside its final name and renamed into place, so two processes

@@ -241,11 +241,11 @@ class LocalStorage:
         path = self._data_path(key)
         if start < 0 or (end is not None and end < start):
             raise ValueError(f"invalid byte range {start}-{end}")
-        try:
-            f = await asyncio.to_thread(path.open, "rb")
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise ObjectNotFoundError(key) from None
-        return _read_chunks(f, start, None if end is None else end - start + 1)
+        if not await asyncio.to_thread(path.is_file):
+            raise ObjectNotFoundError(key)
+        # The file is opened on the first iteration, so a response that is built but never sent
+        # holds no file handle. Deleted in between, the read fails mid-body instead of as a 404.
+        return _read_chunks(path, start, None if end is None else end - start + 1)
 
     async def stat(self, key: str) -> StoredObject | None:
         return await asyncio.to_thread(self._stat_sync, key)
@@ -307,7 +307,8 @@ def _sync_and_close(f: BinaryIO) -> None:
     f.close()
 
 
-async def _read_chunks(f: BinaryIO, offset: int, length: int | None) -> AsyncIterator[bytes]:
+async def _read_chunks(path: Path, offset: int, length: int | None) -> AsyncIterator[bytes]:
+    f = await asyncio.to_thread(path.open, "rb")
     try:
         await asyncio.to_thread(f.seek, offset)
         remaining = length

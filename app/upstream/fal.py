@@ -410,7 +410,7 @@ class FalClient:
         try:
             if not response.is_success:
                 await response.aread()
-                if response.status_code in (403, 404, 410):
+                if response.status_code in (401, 403, 404, 410):
                     raise _permanent(
                         OutputUnavailableError, "download", response, "output file is gone"
                     )
@@ -848,6 +848,12 @@ async def _stream_to(
         raise TransientUpstreamError(
             f"output download broke off after {size} bytes: {type(exc).__name__}",
             operation="download",
+        ) from exc
+    except httpx.HTTPError as exc:  # e.g. a Content-Encoding that does not decode
+        if writer is not None:
+            await writer.discard()
+        raise UpstreamProtocolError(
+            f"output download unreadable: {type(exc).__name__}: {exc}", operation="download"
         ) from exc
     except BaseException:
         if writer is not None:

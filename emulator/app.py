@@ -1,0 +1,59 @@
+"""`create_app(settings)`: the emulator's FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from emulator.config import EmulatorSettings
+from emulator.requestlog import RequestLogMiddleware
+from emulator.routes import control, platform, queue, storage
+from emulator.state import Emulator
+
+
+def banner(emu: Emulator) -> str:
+    knobs = emu.knobs
+    keys = "any non-empty key" if knobs.keys is None else ", ".join(knobs.keys)
+    base = emu.base_url
+    return "\n".join(
+        (
+            f"fal emulator ready at {base}  (fast mode {'on' if emu.settings.fast else 'off'}, "
+            f"concurrency {knobs.concurrency}, seed {emu.seed}, data {emu.settings.data_dir})",
+            f"  admin key : {emu.admin_key}   (control: {base}/_emulator/state with "
+            "'Authorization: Bearer <admin key>')",
+            f"  FAL keys  : {keys}   ('Authorization: Key <key>')",
+            f"  gateway   : point the fal queue, REST, CDN and platform base URLs at {base}",
+        )
+    )
+
+
+def create_app(settings: EmulatorSettings, *, announce: bool = False) -> FastAPI:
+    emu = Emulator(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await emu.start()
+        if announce:
+            print(banner(emu), flush=True)
+        try:
+            yield
+        finally:
+            await emu.stop()
+
+    app = FastAPI(
+        title="Foley fal emulator",
+        description="A local stand-in for fal's queue API. See docs/emulator.md.",
+        lifespan=lifespan,
+        docs_url="/_emulator/docs",
+        redoc_url=None,
+        openapi_url="/_emulator/openapi.json",
+    )
+    app.state.emu = emu
+    app.include_router(control.router)
+    app.include_router(storage.router)
+    app.include_router(platform.router)
+    app.include_router(queue.router)  # last: its catch-all takes every model id
+    app.add_middleware(RequestLogMiddleware, log=emu.requests)
+    return app

@@ -1,0 +1,1 @@
+"""HTTP surface of the emulator: thin handlers over `emulator.state.Emulator`."""

@@ -1,0 +1,85 @@
+"""Helpers for driving ``FalClient`` against ``httpx.MockTransport``: only the network edge is
+faked; every byte our client sends goes through httpx's real request building."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from app.upstream import FalClient, RetryPolicy
+
+QUEUE = "https://queue.test"
+REST = "https://rest.test"
+CDN = "https://cdn.test"
+KEY = "key-id:key-secret"
+
+Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
+
+
+@dataclass
+class Recorder:
+    """Records the requests a handler saw and the sleeps the client asked for."""
+
+    requests: list[httpx.Request] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+    body_chunks: list[list[bytes]] = field(default_factory=list)
+    sleeps: list[float] = field(default_factory=list)
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+
+class RecordingTransport(httpx.MockTransport):
+    """A MockTransport that first records the request body chunk by chunk, as it was streamed
+    (MockTransport alone reads a streamed body whole before the handler sees it)."""
+
+    def __init__(self, handler: Handler, recorder: Recorder) -> None:
+        super().__init__(handler)
+        self.recorder = recorder
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        chunks = [chunk async for chunk in request.stream]  # type: ignore[union-attr]
+        self.recorder.requests.append(request)
+        self.recorder.body_chunks.append(chunks)
+        self.recorder.bodies.append(b"".join(chunks))
+        request.stream = httpx.ByteStream(b"".join(chunks))
+        return await super().handle_async_request(request)
+
+
+def upper_bound(low: float, high: float) -> float:
+    """A deterministic ``uniform`` that always picks the top of the jitter range."""
+    return high
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+async def make_client(recorder: Recorder) -> AsyncIterator[Callable[..., FalClient]]:
+    """``make_client(handler, **FalClient kwargs)``: a client whose network is ``handler``."""
+    clients: list[httpx.AsyncClient] = []
+
+    def build(handler: Handler, **kwargs: object) -> FalClient:
+        http = httpx.AsyncClient(transport=RecordingTransport(handler, recorder))
+        clients.append(http)
+        options: dict[str, object] = {
+            "queue_url": QUEUE,
+            "rest_url": REST,
+            "cdn_url": CDN,
+            "http": http,
+            "sleep": recorder.sleep,
+            "uniform": upper_bound,
+            "submit_policy": RetryPolicy(max_attempts=4, base_delay_s=0.5, max_delay_s=8.0),
+            "call_policy": RetryPolicy(max_attempts=3, base_delay_s=0.25, max_delay_s=4.0),
+        }
+        options.update(kwargs)
+        return FalClient(KEY, **options)  # type: ignore[arg-type]
+
+    yield build
+    for http in clients:
+        await http.aclose()

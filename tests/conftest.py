@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +17,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 from app.config import Settings
 from app.db.engine import create_engine
 from app.main import create_app
-from tests.support.database import create_database, server_url
+from tests.support.database import create_database, drop_database, server_url
 
 ADMIN_TOKEN = "test-admin-" + secrets.token_hex(8)
+RUN_ID = f"{os.getpid()}"
 
 
 @pytest.fixture(scope="session")
-def pg_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("pg")
+def pg_root() -> Path:
+    # Not under pytest's tmp dirs: those are private to root (0700), and the embedded server runs
+    # as an unprivileged user when the tests run as root. Concurrent test runs share the server
+    # (pgserver counts its users) and each uses databases of its own (RUN_ID).
+    root = Path(tempfile.gettempdir()) / f"foley-test-pg-{os.getuid()}"
+    root.mkdir(mode=0o755, exist_ok=True)
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -31,8 +39,10 @@ def pg_server(pg_root: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-async def database_url(pg_server: str) -> str:
-    return await create_database(pg_server, "foley_test")
+async def database_url(pg_server: str) -> AsyncIterator[str]:
+    name = f"foley_test_{RUN_ID}"
+    yield await create_database(pg_server, name)
+    await drop_database(pg_server, name)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from app.db import migrate
+from tests.conftest import RUN_ID
 from tests.support.database import _asyncpg_dsn, create_database
 
 
@@ -24,7 +25,7 @@ async def _tables(url: str) -> set[str]:
 
 
 async def test_upgrade_check_downgrade(pg_server: str) -> None:
-    url = await create_database(pg_server, "foley_migrations", migrate=False)
+    url = await create_database(pg_server, f"foley_migrations_{RUN_ID}", migrate=False)
     migrate.upgrade(url)
     assert {"jobs", "tenants", "api_keys", "files", "job_status"} <= await _tables(url)
     migrate.check(url)  # raises if the models and the migrated schema differ

@@ -47,3 +47,11 @@ async def create_database(server: str, name: str | None = None, *, migrate: bool
     if migrate:
         upgrade(url)
     return url
+
+
+async def drop_database(server: str, name: str) -> None:
+    conn = await asyncpg.connect(**_asyncpg_dsn(server))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()

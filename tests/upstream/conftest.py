@@ -3,7 +3,7 @@ faked; every byte our client sends goes through httpx's real request building.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 
 import httpx
@@ -16,7 +16,7 @@ REST = "https://rest.test"
 CDN = "https://cdn.test"
 KEY = "key-id:key-secret"
 
-Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
+Handler = Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
 
 
 @dataclass

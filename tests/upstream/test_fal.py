@@ -88,6 +88,7 @@ async def test_submit_sends_full_endpoint_key_and_fal_headers(
         start_timeout_s=900,
         store_io=False,
         priority="low",
+        output_expiration_s=3600,
     )
 
     assert submitted.request_id == RID
@@ -105,6 +106,9 @@ async def test_submit_sends_full_endpoint_key_and_fal_headers(
     assert request.headers["x-fal-no-retry"] == "1"
     assert request.headers["x-fal-store-io"] == "0"
     assert request.headers["x-fal-queue-priority"] == "low"
+    assert json.loads(request.headers["x-fal-object-lifecycle-preference"]) == {
+        "expiration_duration_seconds": 3600
+    }
     assert json.loads(recorder.bodies[0]) == {"video_url": "https://v/clip.mp4", "seed": 3}
 
 
@@ -826,7 +830,7 @@ async def test_download_stops_a_stream_that_grows_past_the_cap(
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("status", [403, 404, 410])
+@pytest.mark.parametrize("status", [401, 403, 404, 410])
 async def test_download_of_an_expired_output(
     make_client: MakeClient, tmp_path: Path, status: int
 ) -> None:

@@ -1,8 +1,8 @@
 """The gateway's one settings class.
 
 Every value comes from the environment (prefix ``FOLEY_``; fal's own ``FAL_KEY`` is read as is) or
-from a ``.env`` file. Durations are ``timedelta`` (pydantic accepts ``30``, ``"PT30S"`` or
-``"00:00:30"``), secrets are ``SecretStr``. Outside development the class refuses to start with a
+from a ``.env`` file. Durations are ``timedelta`` given as seconds (``30``, ``2.5``), with a unit
+(``500ms``, ``30s``, ``5m``, ``1h``, ``7d``) or in ISO 8601 (``PT30S``); secrets are ``SecretStr``. Outside development the class refuses to start with a
 missing or placeholder secret, so a copy-pasted example config cannot reach production.
 """
 
@@ -12,15 +12,34 @@ from datetime import timedelta
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values people paste from examples; never acceptable as a real secret.
 PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "secret", "admin", "password", "foley", "test", "xxx", "todo"}
 )
+
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: Any) -> Any:
+    """Seconds as a number ("2.5"), a number with a unit ("500ms", "30s", "5m", "1h", "7d"), or
+    anything pydantic's timedelta takes (ISO 8601 "PT30S", "00:00:30")."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", value)
+        if m:
+            return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2) or "s"])
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
 class Environment(StrEnum):
@@ -70,9 +89,9 @@ class Settings(BaseSettings):
     fal_concurrency: int = Field(
         default=10, ge=1, description="Requests in flight at fal at once, across all workers."
     )
-    upstream_connect_timeout: timedelta = timedelta(seconds=5)
-    upstream_read_timeout: timedelta = timedelta(seconds=30)
-    upstream_start_timeout: timedelta = Field(
+    upstream_connect_timeout: Duration = timedelta(seconds=5)
+    upstream_read_timeout: Duration = timedelta(seconds=30)
+    upstream_start_timeout: Duration = Field(
         default=timedelta(minutes=15),
         description="Sent as X-Fal-Request-Timeout: fal gives up if the job has not started.",
     )
@@ -84,30 +103,30 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(
         default=None, description="HMAC key for the job token carried in fal webhook URLs."
     )
-    webhook_tolerance: timedelta = timedelta(seconds=300)
-    poll_interval_min: timedelta = timedelta(seconds=1)
-    poll_interval_max: timedelta = timedelta(seconds=30)
-    webhook_grace: timedelta = Field(
+    webhook_tolerance: Duration = timedelta(seconds=300)
+    poll_interval_min: Duration = timedelta(seconds=1)
+    poll_interval_max: Duration = timedelta(seconds=30)
+    webhook_grace: Duration = Field(
         default=timedelta(seconds=30),
         description="With a public URL, how long to wait for a webhook before polling.",
     )
-    ambiguous_submit_grace: timedelta = timedelta(seconds=120)
+    ambiguous_submit_grace: Duration = timedelta(seconds=120)
     ambiguous_submit_policy: AmbiguousSubmitPolicy = AmbiguousSubmitPolicy.fail
-    job_timeout: timedelta = Field(
+    job_timeout: Duration = Field(
         default=timedelta(hours=1), description="A job still unfinished after this fails."
     )
 
     # --- worker ------------------------------------------------------------------------------
     worker_concurrency: int = Field(default=8, ge=1)
-    lease_duration: timedelta = timedelta(seconds=60)
-    worker_poll_interval: timedelta = Field(
+    lease_duration: Duration = timedelta(seconds=60)
+    worker_poll_interval: Duration = Field(
         default=timedelta(seconds=2), description="Fallback wake-up when no NOTIFY arrives."
     )
     max_output_bytes: int = 512 * 1024 * 1024
 
     # --- access -------------------------------------------------------------------------------
     admin_token: SecretStr | None = None
-    idempotency_retention: timedelta = timedelta(hours=24)
+    idempotency_retention: Duration = timedelta(hours=24)
 
     @field_validator("fal_queue_url", "fal_rest_url", "fal_cdn_url", "fal_platform_url")
     @classmethod

@@ -473,7 +473,7 @@ async def _complete(
 
 def _failure_code(outcome: ResultFailed) -> str:
     if outcome.status_code == 422:
-        return "upstream_validation_error"
+        return "upstream_validation"
     if outcome.error_type == "request_timeout" and outcome.status_code == 504:
         return "upstream_start_timeout"
     if outcome.status_code >= 500:

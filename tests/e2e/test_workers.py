@@ -1,0 +1,99 @@
+"""Workers: many at once, one killed mid-dispatch, and the fal account's concurrency cap."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import timedelta
+
+from tests.support.clips import Clip
+
+
+async def test_two_workers_never_claim_one_job(gateway, clips: dict[str, Clip]) -> None:
+    async with gateway(public=True, workers=2, worker_concurrency=4) as gw:
+        url = gw.video_url(clips["bounce"])
+        jobs = [await gw.create({"model": "thinksound-audio", "input": {"video_url": url}})
+                for _ in range(12)]
+        done = [await gw.wait(j["id"], timeout=90) for j in jobs]
+        assert {d["status"] for d in done} == {"succeeded"}
+        submits = gw.emu.submits()
+        assert len(submits) == 12  # one upstream request per job, none twice
+        request_ids = Counter(d["upstream"]["request_id"] for d in done)
+        assert len(request_ids) == 12
+        assert all(w.steps_run > 0 for w in gw.workers), "both workers took part"
+
+
+async def test_fal_concurrency_cap_holds_across_workers(gateway, clips: dict[str, Clip]) -> None:
+    async with gateway(public=False, workers=2, fal_concurrency=2) as gw:
+        gw.emu.control(concurrency=10, run_time=1)
+        url = gw.video_url(clips["bounce"])
+        jobs = [await gw.create({"model": "thinksound-audio", "input": {"video_url": url}})
+                for _ in range(6)]
+        peak = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            counters = gw.emu.state()["requests"]
+            peak = max(peak, counters["running"] + counters["queued"])
+            statuses = {(await gw.get(j["id"]))["status"] for j in jobs}
+            if statuses == {"succeeded"}:
+                break
+            await asyncio.sleep(0.05)
+        assert statuses == {"succeeded"}
+        assert peak == 2, f"fal saw {peak} requests at once with a cap of 2"
+
+
+async def test_worker_killed_mid_dispatch_loses_nothing_and_sends_once(
+    gateway, clips: dict[str, Clip], tmp_path
+) -> None:
+    lease = timedelta(seconds=2)
+    async with gateway(public=True, workers=0, lease_duration=lease,
+                       ambiguous_submit_grace=timedelta(seconds=30)) as gw:
+        # fal receives the request, runs it, and the answer to the submit never comes back.
+        gw.emu.control(ambiguous_submit_rate=1.0, ambiguous_submit_hold_s=30)
+        s = gw.settings
+        env = {
+            **os.environ,
+            "FOLEY_ENV": "test",
+            "FOLEY_DATA_DIR": str(s.data_dir),
+            "FOLEY_DATABASE_URL": s.database_url or "",
+            "FOLEY_PUBLIC_URL": s.public_url or "",
+            "FOLEY_LEASE_DURATION": str(lease.total_seconds()),
+            "FOLEY_FAL_QUEUE_URL": s.fal_queue_url,
+            "FOLEY_FAL_REST_URL": s.fal_rest_url,
+            "FOLEY_FAL_CDN_URL": s.fal_cdn_url,
+            "FAL_KEY": s.fal_key.get_secret_value() if s.fal_key else "",
+            "FOLEY_WORKER_POLL_INTERVAL": "0.2",
+        }
+        worker = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "app.cli", "worker"], env=env,
+            stdout=(tmp_path / "worker.log").open("wb"), stderr=subprocess.STDOUT,
+        )
+        try:
+            job = await gw.create({"model": "thinksound",
+                                   "input": {"video_url": gw.video_url(clips["bounce"])}})
+            deadline = time.monotonic() + 30
+            while not gw.emu.submits() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert len(gw.emu.submits()) == 1, (tmp_path / "worker.log").read_text()
+        finally:
+            worker.send_signal(signal.SIGKILL)  # mid-dispatch: the submit is still in the air
+            worker.wait(10)
+        rows = await gw.sql("SELECT submit_state, lease_owner IS NOT NULL FROM jobs")
+        assert rows == [("sending", True)]
+        gw.emu.control(ambiguous_submit_rate=0.0)
+        # A new worker takes over once the dead one's lease expires.
+        survivor = gw.make_worker(owner="survivor")
+        task = asyncio.create_task(survivor.run(shutdown_grace_s=5))
+        try:
+            done = await gw.wait(job["id"], timeout=40)
+        finally:
+            survivor.stop()
+            await task
+        assert done["status"] == "succeeded", done
+        assert len(gw.emu.submits()) == 1  # the webhook named the job: never sent again
+        assert done["upstream"]["request_id"] == gw.emu.submits()[0]["request_id"]

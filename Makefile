@@ -1,0 +1,25 @@
+# The two commands of the README, and a few more. Everything runs through uv and the lock file;
+# `make` installs uv itself if it is missing, so a fresh machine needs only Python 3.11+ and make.
+UV_VERSION := 0.13.8
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+
+.PHONY: up test setup lint bench
+
+setup:
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
+	@$(UV) sync --frozen --quiet
+
+up: setup  ## embedded Postgres + migrations + API + worker + fal emulator, no configuration
+	$(UV) run --frozen foley up
+
+test: setup  ## the whole suite: real Postgres, the emulator over HTTP
+	$(UV) run --frozen pytest
+
+lint: setup
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+
+bench: setup
+	$(UV) run --frozen python bench/synth_bench.py
+	$(UV) run --frozen python bench/emulator_bench.py
+	$(UV) run --frozen python bench/gateway_bench.py

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from scipy.ndimage import median_filter, percentile_filter
 from scipy.signal import find_peaks
 
@@ -36,7 +37,10 @@ _BASELINE_WINDOW_S = 1.0
 # i.e. a quarter of a level) are codec "pumping" at keyframes, which nudges the centroid of a
 # static low-contrast scene and would otherwise read as a hit.
 _MOTION_GATE = 0.001
-# Frames whose contrast weight is below this (grey levels per pixel) have no usable centroid.
+# Contrast below this many median absolute deviations of a frame counts as its noise floor.
+_NOISE_MADS = 3.0
+# Frames whose mean weight (squared grey levels above their noise floor) is below this are
+# too flat to have a centroid.
 _MIN_CONTRAST = 0.5
 
 
@@ -67,10 +71,10 @@ class VideoAnalysis:
 
 
 def analyze_video(path: str | Path) -> VideoAnalysis:
-    """Decode the first video stream of `path` and measure it.
+    """Decode the first real video stream of `path` and measure it.
 
-    Raises VideoDecodeError for files FFmpeg cannot open, files without a video stream and
-    streams that yield no frame.
+    Raises VideoDecodeError for files FFmpeg cannot open, still images, files without a video
+    stream (cover art does not count) and streams that yield no frame.
     """
     path = Path(path)
     digest = _sha256(path)
@@ -79,9 +83,11 @@ def analyze_video(path: str | Path) -> VideoAnalysis:
     except (av.FFmpegError, UnicodeDecodeError) as exc:
         raise VideoDecodeError(f"not a readable media file: {exc}") from exc
     with container:
-        if not container.streams.video:
+        if _is_still_image(container.format.name):
+            raise VideoDecodeError(f"a still image ({container.format.name}), not a video")
+        stream = primary_video_stream(container)
+        if stream is None:
             raise VideoDecodeError("the file has no video stream")
-        stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         # Not skip_loop_filter: the loop filter is in-loop, so skipping it makes the picture
         # drift until the next keyframe, and the snap back reads as a (false) impact.
@@ -110,8 +116,8 @@ def analyze_video(path: str | Path) -> VideoAnalysis:
     impacts, strength = _detect_impacts(
         times, frames.centroid * np.array([aspect, 1.0]), frames.motion
     )
-    # A hit detected in the last fraction of a frame cannot be rendered inside the duration.
-    keep = impacts < duration
+    # The path-intersection estimate may fall a hair outside the clip at either end.
+    keep = (impacts >= 0) & (impacts < duration)
     motion = frames.motion
     return VideoAnalysis(
         duration_s=float(duration),
@@ -130,6 +136,15 @@ def analyze_video(path: str | Path) -> VideoAnalysis:
         format_name=format_name,
         impact_strength=_frozen(strength[keep]),
     )
+
+
+def primary_video_stream(container: av.container.Container) -> av.VideoStream | None:
+    """The first real video stream: cover art in audio files (MP3, M4A) is an "attached
+    picture" video stream of one frame and must not pass for a video."""
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    return None
 
 
 def describe_video(a: VideoAnalysis) -> str:
@@ -261,64 +276,78 @@ def _decode_small_grey(
     container: av.container.InputContainer, stream: av.VideoStream
 ) -> _SmallFrames:
     times: list[float] = []
-    motion: list[float] = []
-    centroids: list[tuple[float, float]] = []
-    brightness_sum = 0.0
-    previous: np.ndarray | None = None
+    greys: list[np.ndarray] = []
     last_duration = 0.0
-    xs = (np.arange(ANALYSIS_WIDTH) + 0.5) / ANALYSIS_WIDTH
-    ys = (np.arange(ANALYSIS_HEIGHT) + 0.5) / ANALYSIS_HEIGHT
+    # One reformatter for the whole stream keeps its scaler context: twice as fast as
+    # frame.reformat(), which builds a new one per frame.
+    scaler = VideoReformatter()
     for index, frame in enumerate(container.decode(stream)):
         t = frame.time
         if t is None:
-            rate = float(stream.average_rate or stream.guessed_rate or 25)
-            t = index / rate
+            t = index / float(stream.average_rate or stream.guessed_rate or 25)
         if times and t <= times[-1]:
             # Duplicate or out-of-order timestamps (broken muxers): keep time strictly rising.
             continue
-        grey = frame.reformat(
-            width=ANALYSIS_WIDTH, height=ANALYSIS_HEIGHT, format="gray", interpolation="AREA"
-        ).to_ndarray()
-        pixels = grey.astype(np.float32)
-        brightness_sum += float(pixels.mean())
-        if previous is None:
-            motion.append(0.0)
-        else:
-            per_frame = float(np.abs(pixels - previous).mean()) / 255.0
-            motion.append(min(1.0, per_frame * _REFERENCE_FRAME_S / (t - times[-1])))
-        # Weight pixels by contrast against the frame's median so the centroid follows what
-        # stands out (bright object on dark ground or the reverse), not the mean level.
-        weights = np.abs(pixels - np.median(pixels))
-        total = float(weights.sum())
-        if total >= _MIN_CONTRAST * weights.size:
-            centroids.append(
-                (float(weights.sum(axis=0) @ xs) / total, float(weights.sum(axis=1) @ ys) / total)
-            )
-        else:
-            centroids.append(centroids[-1] if centroids else (0.5, 0.5))
-        previous = pixels
+        small = scaler.reformat(
+            frame, width=ANALYSIS_WIDTH, height=ANALYSIS_HEIGHT, format="gray", interpolation="AREA"
+        )
+        greys.append(small.to_ndarray())
         times.append(float(t))
-        if frame.duration and frame.time_base:
+        if frame.duration and frame.time_base is not None:
             last_duration = float(frame.duration * frame.time_base)
         else:
             last_duration = 0.0
 
     count = len(times)
     time_array = np.asarray(times, dtype=np.float64)
+    if count == 0:
+        return _SmallFrames(0, time_array, 0.0, np.zeros(0), np.zeros((0, 2)), 0.0)
     if last_duration <= 0.0:
         if count > 1:
             last_duration = float(np.median(np.diff(time_array)))
         else:
-            rate = float(stream.average_rate or stream.guessed_rate or 25)
-            last_duration = 1.0 / rate
+            last_duration = 1.0 / float(stream.average_rate or stream.guessed_rate or 25)
+
+    # 3 KB per frame: hold them all and compute the statistics vectorised, not per frame.
+    pixels = np.stack(greys).astype(np.float32)
+    per_frame = np.abs(np.diff(pixels, axis=0)).mean(axis=(1, 2)) / 255.0
+    motion = np.concatenate(
+        [[0.0], np.minimum(1.0, per_frame * _REFERENCE_FRAME_S / np.diff(time_array))]
+    )
     return _SmallFrames(
         count=count,
         times=time_array,
         last_duration=last_duration,
-        motion=np.asarray(motion, dtype=np.float64),
-        centroid=np.asarray(centroids, dtype=np.float64).reshape(-1, 2),
-        brightness=brightness_sum / count / 255.0 if count else 0.0,
+        motion=motion,
+        centroid=_contrast_centroids(pixels),
+        brightness=float(pixels.mean()) / 255.0,
     )
+
+
+def _contrast_centroids(pixels: np.ndarray) -> np.ndarray:
+    """(N, 2) centroid of each frame, x and y in 0..1.
+
+    Pixels are weighted by their contrast against the frame's median, so the centroid follows
+    what stands out (a bright object on a dark ground or the reverse), not the mean level. A
+    frame too flat to have a centroid keeps the previous one.
+    """
+    count = len(pixels)
+    medians = np.median(pixels.reshape(count, -1), axis=1)
+    deviation = np.abs(pixels - medians[:, None, None])
+    # Soft-threshold at a few median absolute deviations: grain and compression noise spread
+    # over the whole frame would otherwise drag the centroid toward the centre by an amount
+    # that changes from frame to frame (keyframes keep more grain), faking accelerations.
+    spread = np.median(deviation.reshape(count, -1), axis=1)
+    # Squared, so strong edges and objects dominate what little noise survives.
+    weights = np.square(np.maximum(deviation - _NOISE_MADS * spread[:, None, None], 0.0))
+    totals = weights.sum(axis=(1, 2))
+    xs = (np.arange(ANALYSIS_WIDTH) + 0.5) / ANALYSIS_WIDTH
+    ys = (np.arange(ANALYSIS_HEIGHT) + 0.5) / ANALYSIS_HEIGHT
+    valid = totals >= _MIN_CONTRAST * ANALYSIS_WIDTH * ANALYSIS_HEIGHT
+    safe = np.where(valid, totals, 1.0)
+    centroid = np.stack([weights.sum(axis=1) @ xs / safe, weights.sum(axis=2) @ ys / safe], axis=1)
+    source = np.maximum.accumulate(np.where(valid, np.arange(count), -1))
+    return np.where((source >= 0)[:, None], centroid[np.maximum(source, 0)], 0.5)
 
 
 def _declared_duration(stream: av.VideoStream) -> float | None:
@@ -362,6 +391,12 @@ def _ebml_doctype(path: Path) -> str | None:
         size = (size << 8) | byte
     start = at + 2 + width
     return head[start : start + size].decode("ascii", "replace").lower()
+
+
+def _is_still_image(format_name: str) -> bool:
+    # FFmpeg reads PNG/JPEG/WebP... through image demuxers ("png_pipe", "image2"): one
+    # frame, no timeline. Animated GIF has its own demuxer and stays a video.
+    return format_name == "image2" or format_name.endswith("_pipe")
 
 
 def _is_regular(instants: np.ndarray) -> bool:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import av
 import numpy as np
+
+from emulator.synth.analysis import VideoDecodeError, primary_video_stream
 
 AudioFormat = Literal["mp3", "m4a", "wav"]
 
@@ -65,7 +68,9 @@ def mux_audio_into_video(video_in: Path, pcm: np.ndarray, sample_rate: int, out:
             str(out), mode="w", format="mp4", container_options={"movflags": "+faststart"}
         ) as dst,
     ):
-        source = src.streams.video[0]
+        source = primary_video_stream(src)
+        if source is None:
+            raise VideoDecodeError(f"{video_in} has no video stream")
         start = source.start_time or 0
         try:
             # opaque=True reuses the decoder's codec object; the default looks up an encoder
@@ -91,13 +96,12 @@ def _copied_packets(
     src: av.container.InputContainer, source: av.VideoStream, video: av.VideoStream, start: int
 ) -> Iterator[av.Packet]:
     for packet in src.demux(source):
-        if packet.size == 0 and packet.dts is None:
+        # AVI and raw streams may carry decode times only; such inputs have no B-frames, so
+        # presentation time equals decode time.
+        pts = packet.pts if packet.pts is not None else packet.dts
+        if pts is None:
             continue  # the demuxer's end-of-stream marker
-        if packet.pts is None:
-            # AVI and raw streams may carry decode times only; such inputs have no B-frames,
-            # so presentation time equals decode time.
-            packet.pts = packet.dts
-        packet.pts -= start
+        packet.pts = pts - start
         if packet.dts is not None:
             packet.dts -= start
         packet.stream = video
@@ -106,13 +110,14 @@ def _copied_packets(
 
 def _add_h264_stream(dst: av.container.OutputContainer, source: av.VideoStream) -> av.VideoStream:
     rate = source.average_rate or source.guessed_rate or Fraction(25)
+    time_base = source.time_base or 1 / rate
     video = dst.add_stream("libx264", rate=rate)
     # yuv420p needs even dimensions; dropping one edge pixel beats failing.
     video.width = source.codec_context.width & ~1
     video.height = source.codec_context.height & ~1
     video.pix_fmt = "yuv420p"
-    video.time_base = source.time_base
-    video.codec_context.time_base = source.time_base
+    video.time_base = time_base
+    video.codec_context.time_base = time_base
     video.options = {"preset": "veryfast", "crf": "20"}
     return video
 
@@ -126,7 +131,8 @@ def _transcoded_packets(
             continue
         picture = frame.reformat(width=video.width, height=video.height, format="yuv420p")
         picture.pts = frame.pts - start
-        picture.time_base = source.time_base
+        # The codec's time base, not the stream's: the MP4 muxer rewrites the latter.
+        picture.time_base = video.codec_context.time_base
         yield from video.encode(picture)
     yield from video.encode(None)
 
@@ -134,7 +140,7 @@ def _transcoded_packets(
 def _add_audio_stream(
     dst: av.container.OutputContainer, spec: _AudioSpec, sample_rate: int
 ) -> av.AudioStream:
-    stream = dst.add_stream(spec.codec, rate=sample_rate)
+    stream = cast("av.AudioStream", dst.add_stream(spec.codec, rate=sample_rate))
     stream.layout = "stereo"
     stream.format = spec.sample_format
     if spec.bit_rate:
@@ -173,15 +179,11 @@ def _seconds(timestamp: int | None, packet: av.Packet) -> float:
     return float(timestamp * packet.time_base)
 
 
-class _removed_on_error:
+@contextmanager
+def _removed_on_error(path: Path) -> Iterator[None]:
     """Delete a half-written output if encoding fails, so no caller serves a broken file."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is not None:
-            self._path.unlink(missing_ok=True)
+    try:
+        yield
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise

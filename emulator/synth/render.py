@@ -120,7 +120,7 @@ def _seed(
 
 def _motion_envelope(a: VideoAnalysis, sample_times: np.ndarray, sr: int) -> np.ndarray:
     """Motion energy (0..1) per sample. motion[k] describes frames k-1..k, so it is placed
-    at their midpoint, then smoothed so block edges and frame steps never click."""
+    at their midpoint, then smoothed so frame-rate steps never turn into zipper noise."""
     if len(a.frame_times) < 2:
         return np.zeros(len(sample_times))
     midpoints = (a.frame_times[1:] + a.frame_times[:-1]) / 2

@@ -22,7 +22,10 @@ _CONTINUOUS_LEVEL = 0.1
 # Room tone around -52 dBFS RMS before mastering: audible on headphones, never digital zero.
 _ROOM_TONE_RMS = 0.0025
 _HIT_SECONDS = 0.6
-_FILTER_BLOCK = 512
+# Whoosh cutoff update period: ~23 ms, about one video frame.
+_FILTER_BLOCK = 1024
+# Chord roots for the music bed, F2..E3: low enough to sit under the foley.
+_MUSIC_ROOTS_HZ = (98.0, 110.0, 130.81, 146.83, 164.81, 87.31)
 
 
 def preset_continuous(
@@ -43,20 +46,18 @@ def preset_hit(preset: Preset, rng: np.random.Generator, sr: int, *, asmr: bool)
     decay = 0.5 if asmr else 1.0
     hit = _HITS[preset](rng, t, sr, decay)
     if asmr:
-        click = _filtered_noise(rng, len(t), sr, "highpass", 4000.0) * np.exp(-t / 0.0015)
+        click = _decaying_noise(rng, t, sr, "highpass", 4000.0, 0.0015)
         hit = hit + 0.6 * click / _peak(click)
     return hit / _peak(hit)
 
 
 def room_tone(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     """Stereo (2, n) pinkish noise, independent per channel like a real room."""
-    channels = []
-    for _ in range(2):
-        warm = _filtered_noise(rng, n, sr, "lowpass", 500.0)
-        air = rng.standard_normal(n) * 0.15
-        tone = warm / _rms(warm) + air
-        channels.append(tone * (_ROOM_TONE_RMS / _rms(tone)))
-    return np.stack(channels)
+    white = rng.standard_normal((2, n))
+    warm = sosfilt(_sos("lowpass", 500.0, sr), white, axis=-1)
+    # Mostly low rumble with a little air on top: roughly pink, like HVAC and traffic.
+    tone = warm / _rms(warm) + 0.15 * white
+    return tone * (_ROOM_TONE_RMS / _rms(tone))
 
 
 def music_bed(music_prompt: str, n: int, sr: int) -> np.ndarray:
@@ -89,30 +90,30 @@ def music_bed(music_prompt: str, n: int, sr: int) -> np.ndarray:
     return (0.12 / total_level) * bed * (rise * fall * swell)
 
 
-_MUSIC_ROOTS_HZ = (98.0, 110.0, 130.81, 146.83, 164.81, 87.31)
-
-
 # Continuous layers -----------------------------------------------------------------------
 
 
 def _whoosh(rng: np.random.Generator, envelope: np.ndarray, sr: int) -> np.ndarray:
     """Noise through a low-pass whose cutoff opens with the motion: slow motion rumbles,
     fast motion hisses. Block-wise coefficients, filter state carried across blocks."""
-    noise = rng.standard_normal(len(envelope))
+    n = len(envelope)
+    noise = rng.standard_normal(n)
     out = np.empty_like(noise)
+    starts = np.arange(0, n, _FILTER_BLOCK)
+    cutoffs = 150.0 + 3500.0 * np.add.reduceat(envelope, starts) / np.diff(starts, append=n)
+    poles = np.exp(-2 * np.pi * cutoffs / sr)
     state = np.zeros(2)
-    for start in range(0, len(noise), _FILTER_BLOCK):
+    for start, pole in zip(starts, poles, strict=True):
         stop = start + _FILTER_BLOCK
-        level = float(envelope[start:stop].mean())
-        cutoff = 150.0 + 3500.0 * level**1.5
-        pole = np.exp(-2 * np.pi * cutoff / sr)
-        # Two one-pole sections in series: 12 dB/octave, cheap to retune every block.
-        first, zi1 = lfilter([1 - pole], [1, -pole], noise[start:stop], zi=state[:1])
-        second, zi2 = lfilter([1 - pole], [1, -pole], first, zi=state[1:])
-        state = np.concatenate([zi1, zi2])
-        # Narrow filtering drops the level; compensate roughly (noise power ~ cutoff).
-        out[start:stop] = second * np.sqrt(sr / (np.pi * cutoff))
-    return _CONTINUOUS_LEVEL * envelope * out
+        # Two one-pole sections in series (one biquad): 12 dB/octave, cheap to retune.
+        out[start:stop], state = lfilter(
+            [(1 - pole) ** 2], [1, -2 * pole, pole * pole], noise[start:stop], zi=state
+        )
+    # Narrowing the filter drops the level (noise power ~ cutoff); compensate with a gain
+    # interpolated between block centres so it never steps.
+    centres = np.minimum(starts + _FILTER_BLOCK / 2, n - 1)
+    gain = np.interp(np.arange(n), centres, np.sqrt(sr / (np.pi * cutoffs)))
+    return _CONTINUOUS_LEVEL * envelope * out * gain
 
 
 def _rain(rng: np.random.Generator, envelope: np.ndarray, sr: int) -> np.ndarray:
@@ -135,7 +136,9 @@ def _engine(rng: np.random.Generator, envelope: np.ndarray, sr: int) -> np.ndarr
     n = len(envelope)
     f0 = 38.0 + 55.0 * envelope
     phase = 2 * np.pi * np.cumsum(f0) / sr
-    drone = sum(np.sin(k * phase) / k for k in range(1, 7))
+    drone = np.zeros(n)
+    for k in range(1, 7):
+        drone += np.sin(k * phase) / k
     # Firing pulses: the level pumps at half the fundamental.
     drone = drone * (0.75 + 0.25 * np.sin(0.5 * phase))
     rumble = _filtered_noise(rng, n, sr, "lowpass", 300.0)
@@ -170,7 +173,7 @@ def _crackle(rng: np.random.Generator, envelope: np.ndarray, sr: int) -> np.ndar
         sr=sr,
         freqs=(3200.0, 4700.0, 6300.0),
         decay_s=0.002,
-        level=(0.03, 0.15),
+        level=(0.05, 0.25),
     )
 
 
@@ -190,7 +193,7 @@ _CONTINUOUS: dict[Preset, Callable[[np.random.Generator, np.ndarray, int], np.nd
 
 def _hit_impact(rng: np.random.Generator, t: np.ndarray, sr: int, decay: float) -> np.ndarray:
     """The recipe's hit: a ~15 ms noise burst on a damped 80-120 Hz body (~80 ms)."""
-    burst = _filtered_noise(rng, len(t), sr, "lowpass", 3000.0) * np.exp(-t / (0.005 * decay))
+    burst = _decaying_noise(rng, t, sr, "lowpass", 3000.0, 0.005 * decay)
     body_hz = rng.uniform(80.0, 120.0) * (1.5 if decay < 1 else 1.0)
     body = np.sin(2 * np.pi * body_hz * t) * np.exp(-t / (0.027 * decay))
     return 0.8 * burst / _peak(burst) + body
@@ -199,8 +202,8 @@ def _hit_impact(rng: np.random.Generator, t: np.ndarray, sr: int, decay: float) 
 def _hit_footstep(rng: np.random.Generator, t: np.ndarray, sr: int, decay: float) -> np.ndarray:
     """Heel thud with a gritty scuff, then a softer toe ~70 ms later."""
     thud = np.sin(2 * np.pi * rng.uniform(60.0, 90.0) * t) * np.exp(-t / (0.02 * decay))
-    scuff = _filtered_noise(rng, len(t), sr, "bandpass", (400.0, 2500.0))
-    scuff *= np.exp(-t / (0.018 * decay)) / _peak(scuff)
+    scuff = _decaying_noise(rng, t, sr, "bandpass", (400.0, 2500.0), 0.018 * decay)
+    scuff /= _peak(scuff)
     heel = thud + 0.7 * scuff
     toe_at = round(rng.uniform(0.06, 0.08) * sr)
     step = heel.copy()
@@ -210,32 +213,39 @@ def _hit_footstep(rng: np.random.Generator, t: np.ndarray, sr: int, decay: float
 
 def _hit_glass(rng: np.random.Generator, t: np.ndarray, sr: int, decay: float) -> np.ndarray:
     """Bright tick plus inharmonic high partials (a free glass plate) that ring."""
-    f0 = rng.uniform(1800.0, 2600.0)
-    ring = sum(
-        np.sin(2 * np.pi * f0 * ratio * t) * np.exp(-t / (tau * decay)) / (i + 1)
-        for i, (ratio, tau) in enumerate(((1.0, 0.25), (2.76, 0.16), (5.40, 0.09), (8.93, 0.05)))
+    # Ratios of a free plate's first modes; higher modes die faster.
+    ring = _ringing(
+        t,
+        rng.uniform(1800.0, 2600.0),
+        ((1.0, 0.25, 1.0), (2.76, 0.16, 0.5), (5.40, 0.09, 0.33), (8.93, 0.05, 0.25)),
+        decay,
     )
-    tick = _filtered_noise(rng, len(t), sr, "highpass", 3000.0) * np.exp(-t / (0.003 * decay))
+    tick = _decaying_noise(rng, t, sr, "highpass", 3000.0, 0.003 * decay)
     return 0.6 * ring / _peak(ring) + tick / _peak(tick)
 
 
 def _hit_metal(rng: np.random.Generator, t: np.ndarray, sr: int, decay: float) -> np.ndarray:
     """A clang: low-mid inharmonic partials with long, uneven decays."""
-    f0 = rng.uniform(300.0, 700.0)
-    ratios = ((1.0, 0.35), (1.59, 0.3), (2.14, 0.22), (2.30, 0.2), (2.65, 0.15))
-    ring = sum(
-        np.sin(2 * np.pi * f0 * ratio * t) * np.exp(-t / (tau * decay)) / (1 + 0.5 * i)
-        for i, (ratio, tau) in enumerate(ratios)
+    ring = _ringing(
+        t,
+        rng.uniform(300.0, 700.0),
+        (
+            (1.0, 0.35, 1.0),
+            (1.59, 0.3, 0.67),
+            (2.14, 0.22, 0.5),
+            (2.30, 0.2, 0.4),
+            (2.65, 0.15, 0.33),
+        ),
+        decay,
     )
-    strike = _filtered_noise(rng, len(t), sr, "bandpass", (800.0, 6000.0))
-    strike *= np.exp(-t / (0.004 * decay))
+    strike = _decaying_noise(rng, t, sr, "bandpass", (800.0, 6000.0), 0.004 * decay)
     return ring / _peak(ring) + 0.7 * strike / _peak(strike)
 
 
 def _hit_water(rng: np.random.Generator, t: np.ndarray, sr: int, decay: float) -> np.ndarray:
     """A splash: a band of noise with a fast attack, then a few rising bubbles."""
-    splash = _filtered_noise(rng, len(t), sr, "bandpass", (400.0, 4000.0))
-    splash *= np.exp(-t / (0.06 * decay)) / _peak(splash)
+    splash = _decaying_noise(rng, t, sr, "bandpass", (400.0, 4000.0), 0.06 * decay)
+    splash /= _peak(splash)
     for _ in range(3):
         start = rng.uniform(0.01, 0.09)
         local = np.clip(t - start, 0, None)
@@ -250,10 +260,8 @@ def _hit_clunk(rng: np.random.Generator, t: np.ndarray, sr: int, decay: float) -
 
 
 def _hit_rain(rng: np.random.Generator, t: np.ndarray, sr: int, decay: float) -> np.ndarray:
-    burst = _filtered_noise(rng, len(t), sr, "bandpass", (500.0, 6000.0))
-    return 0.7 * burst * np.exp(-t / (0.008 * decay)) / _peak(burst) + 0.5 * _hit_impact(
-        rng, t, sr, decay
-    )
+    burst = _decaying_noise(rng, t, sr, "bandpass", (500.0, 6000.0), 0.008 * decay)
+    return 0.7 * burst / _peak(burst) + 0.5 * _hit_impact(rng, t, sr, decay)
 
 
 _HITS: dict[Preset, Callable[[np.random.Generator, np.ndarray, int, float], np.ndarray]] = {
@@ -268,6 +276,19 @@ _HITS: dict[Preset, Callable[[np.random.Generator, np.ndarray, int, float], np.n
 
 
 # Building blocks --------------------------------------------------------------------------
+
+
+def _ringing(
+    t: np.ndarray,
+    f0: float,
+    partials: tuple[tuple[float, float, float], ...],
+    decay: float,
+) -> np.ndarray:
+    """Exponentially decaying sine partials: (frequency ratio, time constant s, gain)."""
+    out = np.zeros(len(t))
+    for ratio, tau, gain in partials:
+        out += gain * np.sin(2 * np.pi * f0 * ratio * t) * np.exp(-t / (tau * decay))
+    return out
 
 
 def _resonant_events(
@@ -305,6 +326,22 @@ def _resonator(freq: float, decay_s: float, sr: int) -> tuple[np.ndarray, np.nda
 @lru_cache(maxsize=64)
 def _sos(kind: str, cutoff: float | tuple[float, float], sr: int) -> np.ndarray:
     return butter(2, cutoff, btype=kind, fs=sr, output="sos")
+
+
+def _decaying_noise(
+    rng: np.random.Generator,
+    t: np.ndarray,
+    sr: int,
+    kind: Literal["lowpass", "highpass", "bandpass"],
+    cutoff: float | tuple[float, float],
+    tau_s: float,
+) -> np.ndarray:
+    """Filtered noise under an exponential decay, computed only where it is audible
+    (10 time constants, -87 dB) and zero after: hits are mostly silence."""
+    out = np.zeros(len(t))
+    m = min(len(t), round(10 * tau_s * sr) + 1)
+    out[:m] = _filtered_noise(rng, m, sr, kind, cutoff) * np.exp(-t[:m] / tau_s)
+    return out
 
 
 def _filtered_noise(

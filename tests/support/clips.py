@@ -11,10 +11,11 @@ alternate floor / wall exactly every 0.4 s and never coincide.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import av
 import numpy as np
@@ -86,17 +87,24 @@ def make_bouncing_square(
     vfr: bool = False,
     background: int = 24,
     foreground: int = 230,
+    grain: float = 0.0,
 ) -> Clip:
     """Encode the bouncing-square clip and return its ground truth.
 
     `vfr=True` alternates frame intervals of 0.6/fps and 1.4/fps (same mean rate) so decoders
-    must use real timestamps. `background`/`foreground` are grey levels 0..255.
+    must use real timestamps. `background`/`foreground` are grey levels 0..255. `grain` adds
+    per-frame Gaussian noise of that standard deviation (grey levels), seeded by frame index:
+    it makes the clip cost as much to decode as real footage, for benchmarks.
     """
     times = _frame_times(duration_s, fps, vfr)
     side = max(2.0, height / 8)
     frames = (
-        _square_frame(t, width=width, height=height, side=side, bg=background, fg=foreground)
-        for t in times[:-1]
+        _grainy(
+            _square_frame(t, width=width, height=height, side=side, bg=background, fg=foreground),
+            grain,
+            seed=i,
+        )
+        for i, t in enumerate(times[:-1])
     )
     _encode(
         Path(path),
@@ -176,8 +184,9 @@ def _arithmetic(first: float, step: float, end: float) -> list[float]:
 def _frame_times(duration_s: float, fps: float, vfr: bool) -> list[float]:
     """Presentation times of every frame plus, as the last item, the end of the last frame.
 
-    Times are exact multiples of the stream time base chosen in `_time_base`, so what the
-    decoder reports equals what was drawn.
+    Frame times are exact multiples of the stream time base chosen in `_time_base`, so what
+    the decoder reports equals what was drawn (Matroska/WebM store 1 ms ticks, so there the
+    reported time is the drawn one rounded to the millisecond).
     """
     rate = Fraction(fps).limit_denominator(1001)
     count = max(1, round(duration_s * rate))
@@ -186,9 +195,11 @@ def _frame_times(duration_s: float, fps: float, vfr: bool) -> list[float]:
     # 1 ms ticks; alternate short/long intervals around the nominal one.
     nominal_ms = 1000 / float(rate)
     ticks = [0]
-    for i in range(count):
+    for i in range(count - 1):
         ticks.append(ticks[-1] + round(nominal_ms * (0.6 if i % 2 == 0 else 1.4)))
-    return [t / 1000 for t in ticks]
+    # Muxers size the last frame from the nominal rate whatever its packet says, so the last
+    # interval is nominal: the clip then ends where every container will report it ending.
+    return [t / 1000 for t in ticks] + [(ticks[-1] + nominal_ms) / 1000]
 
 
 def _time_base(fps: float, vfr: bool) -> Fraction:
@@ -221,9 +232,16 @@ def _square_frame(
     return np.rint(bg + (fg - bg) * mask).astype(np.uint8)
 
 
+def _grainy(pixels: np.ndarray, grain: float, *, seed: int) -> np.ndarray:
+    if grain <= 0:
+        return pixels
+    noise = np.random.default_rng(seed).normal(0.0, grain, size=pixels.shape)
+    return np.clip(pixels + noise, 0, 255).astype(np.uint8)
+
+
 def _encode(
     path: Path,
-    frames: object,
+    frames: Iterable[np.ndarray],
     *,
     times: list[float],
     fps: float,
@@ -237,8 +255,12 @@ def _encode(
 ) -> None:
     time_base = _time_base(fps, vfr)
     with av.open(str(path), mode="w", format=_FORMAT_FOR_CONTAINER[container]) as out:
-        video = out.add_stream(
-            codec or _DEFAULT_VIDEO_CODEC[container], rate=Fraction(fps).limit_denominator(1001)
+        video = cast(
+            "av.VideoStream",
+            out.add_stream(
+                codec or _DEFAULT_VIDEO_CODEC[container],
+                rate=Fraction(fps).limit_denominator(1001),
+            ),
         )
         video.width = width
         video.height = height
@@ -260,7 +282,7 @@ def _encode(
 
         audio = _add_sine_audio_stream(out, container) if with_audio else None
 
-        for i, pixels in enumerate(frames):  # type: ignore[attr-defined]
+        for i, pixels in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(pixels, format="gray")
             frame.pts = round(Fraction(times[i]).limit_denominator(1_000_000) / time_base)
             frame.time_base = time_base
@@ -276,7 +298,7 @@ def _add_sine_audio_stream(
 ) -> av.AudioStream:
     codec, sample_format = _AUDIO_CODEC[container]
     rate = 48_000 if codec == "libopus" else 44_100
-    stream = out.add_stream(codec, rate=rate)
+    stream = cast("av.AudioStream", out.add_stream(codec, rate=rate))
     stream.layout = "stereo"
     stream.format = sample_format
     stream.codec_context.bit_rate = 96_000

@@ -112,7 +112,9 @@ async def _run_worker(settings: Settings, stop: asyncio.Event | None = None) -> 
     from app.worker.runner import Worker
 
     if settings.fal_key is None:
-        raise typer.BadParameter("FAL_KEY is not set (or use `foley up`, which starts the emulator)")
+        raise typer.BadParameter(
+            "FAL_KEY is not set (or use `foley up`, which starts the emulator)"
+        )
     url = await asyncio.to_thread(resolve_database_url, settings)
     engine = create_engine(url, pool_size=settings.worker_concurrency + 4)
     timeouts = FalTimeouts(
@@ -135,10 +137,12 @@ async def _run_worker(settings: Settings, stop: asyncio.Event | None = None) -> 
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, w.stop)
     else:
-        loop.create_task(_stop_when(stop, w))
+        stopper = loop.create_task(_stop_when(stop, w))
     try:
         await w.run()
     finally:
+        if stop is not None:
+            stopper.cancel()
         await http.aclose()
         await engine.dispose()
 
@@ -264,11 +268,20 @@ def _start_emulator(settings: Settings, host: str, port: int) -> subprocess.Pope
     log_path = Path(settings.data_dir) / "emulator.log"
     log_file = log_path.open("ab")
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "emulator", "--host", host, "--port", str(port),
-         "--data-dir", str(data_dir)],
+        [
+            sys.executable,
+            "-m",
+            "emulator",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+        ],
         stdout=log_file,
         stderr=subprocess.STDOUT,
-        preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads exist yet at this point
+        preexec_fn=_die_with_parent,
     )
     base = f"http://{host}:{port}"
     deadline = time.monotonic() + 30
@@ -306,8 +319,13 @@ def up(
         emulator_port = _free_port(host, emulator_port)
         emulator_proc = _start_emulator(base_settings, host, emulator_port)
         emu = f"http://{host}:{emulator_port}"
-        overrides.update(fal_key=SecretStr(EMULATOR_KEY), fal_queue_url=emu, fal_rest_url=emu,
-                         fal_cdn_url=emu, fal_platform_url=f"{emu}/v1")
+        overrides.update(
+            fal_key=SecretStr(EMULATOR_KEY),
+            fal_queue_url=emu,
+            fal_rest_url=emu,
+            fal_cdn_url=emu,
+            fal_platform_url=f"{emu}/v1",
+        )
     public = base_settings.public_url or f"http://{host}:{port}"
     overrides["public_url"] = public
     if base_settings.admin_token is None:
@@ -329,8 +347,14 @@ def up(
     # Development only: the sample video, where the (local) emulator can fetch it.
     app.mount("/samples", StaticFiles(directory=sample.parent), name="samples")
     admin = settings.admin_token.get_secret_value() if settings.admin_token else ""
-    _print_banner(host, port, admin, demo_key, f"{public}/samples/{sample.name}",
-                  emulator=f"http://{host}:{emulator_port}" if emulator_proc else None)
+    _print_banner(
+        host,
+        port,
+        admin,
+        demo_key,
+        f"{public}/samples/{sample.name}",
+        emulator=f"http://{host}:{emulator_port}" if emulator_proc else None,
+    )
 
     async def serve() -> None:
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
@@ -369,8 +393,10 @@ async def _demo_key(settings: Settings) -> str:
 
                 secret = path.read_text().strip()
                 found = await session.scalar(
-                    select(ApiKey.id).where(ApiKey.key_hash == hash_api_key(secret),
-                                            ApiKey.revoked_at.is_(None)))
+                    select(ApiKey.id).where(
+                        ApiKey.key_hash == hash_api_key(secret), ApiKey.revoked_at.is_(None)
+                    )
+                )
                 if found is not None:
                     return secret
             tenant = await service.create_tenant(session, "demo")
@@ -382,12 +408,15 @@ async def _demo_key(settings: Settings) -> str:
         await engine.dispose()
 
 
-def _print_banner(host: str, port: int, admin: str, key: str, sample_url: str,
-                  emulator: str | None) -> None:
+def _print_banner(
+    host: str, port: int, admin: str, key: str, sample_url: str, emulator: str | None
+) -> None:
     base = f"http://{host}:{port}"
     upstream = f"fal emulator at {emulator}" if emulator else "fal (FAL_KEY is set)"
-    body = ('{"model":"thinksound","input":{"video_url":"' + sample_url + '","prompt":"a ball '
-            'bouncing on a wooden floor"}}')
+    body = (
+        '{"model":"thinksound","input":{"video_url":"' + sample_url + '","prompt":"a ball '
+        'bouncing on a wooden floor"}}'
+    )
     typer.echo(f"""
 Foley is up.
   API docs     {base}/docs

@@ -2,20 +2,28 @@
 
 Every value comes from the environment (prefix ``FOLEY_``; fal's own ``FAL_KEY`` is read as is) or
 from a ``.env`` file. Durations are ``timedelta`` given as seconds (``30``, ``2.5``), with a unit
-(``500ms``, ``30s``, ``5m``, ``1h``, ``7d``) or in ISO 8601 (``PT30S``); secrets are ``SecretStr``. Outside development the class refuses to start with a
-missing or placeholder secret, so a copy-pasted example config cannot reach production.
+(``500ms``, ``30s``, ``5m``, ``1h``, ``7d``) or in ISO 8601 (``PT30S``); secrets are ``SecretStr``.
+In production it refuses to start with a missing or placeholder secret, so a copy-pasted example
+config cannot reach production.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values people paste from examples; never acceptable as a real secret.

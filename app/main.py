@@ -1,4 +1,4 @@
-"""create_app(): the HTTP API. The worker is a separate process (app.worker) sharing the database."""
+"""create_app(): the HTTP API. The worker is a separate process (app.worker), same database."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
 from app.catalog.endpoints import router as models_router
@@ -76,8 +75,14 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.state.job_tokens = JobTokens(resolve_webhook_secret(settings))
     app.add_middleware(RequestIdMiddleware)
     install_problem_handlers(app)
-    for router in (health_router, jobs_router, files_router, models_router, webhooks_router,
-                   admin_router):
+    for router in (
+        health_router,
+        jobs_router,
+        files_router,
+        models_router,
+        webhooks_router,
+        admin_router,
+    ):
         app.include_router(router)
 
     @app.get("/metrics", include_in_schema=False)

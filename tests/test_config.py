@@ -12,15 +12,26 @@ REAL = SecretStr("a-real-secret-value-1234")
 
 def test_production_refuses_placeholder_secrets() -> None:
     with pytest.raises(ValidationError, match="admin_token"):
-        Settings(env="production", admin_token=SecretStr("changeme"), webhook_secret=REAL,
-                 fal_key=REAL, database_url="postgresql://u@h/d")
+        Settings(
+            env="production",
+            admin_token=SecretStr("changeme"),
+            webhook_secret=REAL,
+            fal_key=REAL,
+            database_url="postgresql://u@h/d",
+        )
     with pytest.raises(ValidationError, match="webhook_secret"):
-        Settings(env="production", admin_token=REAL, fal_key=REAL,
-                 database_url="postgresql://u@h/d")
+        Settings(
+            env="production", admin_token=REAL, fal_key=REAL, database_url="postgresql://u@h/d"
+        )
     with pytest.raises(ValidationError, match="database_url"):
         Settings(env="production", admin_token=REAL, webhook_secret=REAL, fal_key=REAL)
-    ok = Settings(env="production", admin_token=REAL, webhook_secret=REAL, fal_key=REAL,
-                  database_url="postgresql://u@h/d")
+    ok = Settings(
+        env="production",
+        admin_token=REAL,
+        webhook_secret=REAL,
+        fal_key=REAL,
+        database_url="postgresql://u@h/d",
+    )
     assert ok.admin_token == REAL
 
 

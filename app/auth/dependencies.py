@@ -47,8 +47,9 @@ async def current_principal(
     )
     row = (await session.execute(stmt)).first()
     if row is None:
-        raise Unauthorized("The API key is not valid or was revoked.", code="invalid_api_key",
-                           headers=_CHALLENGE)
+        raise Unauthorized(
+            "The API key is not valid or was revoked.", code="invalid_api_key", headers=_CHALLENGE
+        )
     return Principal(tenant=row.Tenant, api_key=row.ApiKey)
 
 
@@ -68,7 +69,9 @@ async def require_admin(
 ) -> None:
     token = request.app.state.settings.admin_token
     if token is None:
-        raise Unauthorized("Admin API disabled: FOLEY_ADMIN_TOKEN is not set.", code="admin_disabled")
+        raise Unauthorized(
+            "Admin API disabled: FOLEY_ADMIN_TOKEN is not set.", code="admin_disabled"
+        )
     given = credentials.credentials if credentials else ""
     if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
         raise Unauthorized("Invalid admin token.", code="invalid_admin_token", headers=_CHALLENGE)

@@ -32,7 +32,7 @@ class ThinkSoundInput(NormalizedInput):
     prompt: str = Field(
         default="",
         max_length=2000,
-        description="What to hear. Empty: the model derives a prompt from the video and returns it.",
+        description="What to hear. Empty: the model derives one from the video and returns it.",
     )
     seed: Seed | None = None
     steps: int | None = Field(default=None, ge=2, le=100, description="Inference steps (24).")

@@ -146,8 +146,9 @@ MODELS: tuple[ModelSpec, ...] = (
         "video with the audio and the audio as MP3.",
         input_model=KlingInput,
         to_upstream=_kling_payload,
-        outputs=Outputs(video_field="video", audio_field="audio",
-                        prompt_from_payload="sound_effect_prompt"),
+        outputs=Outputs(
+            video_field="video", audio_field="audio", prompt_from_payload="sound_effect_prompt"
+        ),
         limits=Limits(
             containers=frozenset({"mp4", "mov"}),
             max_bytes=100 * 1024 * 1024,

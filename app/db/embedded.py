@@ -58,9 +58,11 @@ def _ensure_runtime_dir() -> None:
 def _ensure_database(server: Any, database: str) -> None:
     # \gexec runs the CREATE only when the database is missing. Two processes may race here; the
     # loser's CREATE fails harmlessly (psql reports it on stderr and carries on), so check after.
-    server.psql(
-        f"SELECT 'CREATE DATABASE \"{database}\"' "
-        f"WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{database}')\\gexec\n"
-    )
-    if "1 row" not in server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';"):
+    if not database.replace("_", "").isalnum():
+        raise ValueError(f"unsafe database name {database!r}")
+    # The name is checked above; psql's \gexec cannot bind identifiers.
+    create = f"SELECT 'CREATE DATABASE \"{database}\"' "
+    exists = f"SELECT 1 FROM pg_database WHERE datname = '{database}'"  # noqa: S608
+    server.psql(f"{create} WHERE NOT EXISTS ({exists})\\gexec\n")
+    if "1 row" not in server.psql(f"{exists};"):
         raise RuntimeError(f"could not create the embedded database {database!r}")

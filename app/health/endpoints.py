@@ -29,5 +29,7 @@ async def readyz(request: Request) -> JSONResponse:
     except Exception as exc:  # readiness reports, it does not raise
         checks.setdefault("database", f"error: {type(exc).__name__}")
     ready = all(v == "ok" for v in checks.values()) and "migrations" in checks
-    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )

@@ -85,8 +85,9 @@ async def list_jobs(
         ending_before=ending_before,
     )
     base = _base_url(request)
-    return ListPage[JobOut](data=[service.present(j, base) for j in rows], has_more=has_more,
-                            url="/v1/jobs")
+    return ListPage[JobOut](
+        data=[service.present(j, base) for j in rows], has_more=has_more, url="/v1/jobs"
+    )
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=PROBLEMS)

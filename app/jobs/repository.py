@@ -80,8 +80,9 @@ async def files_of(session: AsyncSession, job_ids: Sequence[uuid.UUID]) -> list[
 
 async def notify_workers(session: AsyncSession, reason: str = "job") -> None:
     """Wake the workers. Delivered at commit, so a worker never sees an uncommitted job."""
-    await session.execute(text("SELECT pg_notify(:channel, :payload)"),
-                          {"channel": NOTIFY_CHANNEL, "payload": reason})
+    await session.execute(
+        text("SELECT pg_notify(:channel, :payload)"), {"channel": NOTIFY_CHANNEL, "payload": reason}
+    )
 
 
 def live_filter():  # type: ignore[no-untyped-def]

@@ -28,8 +28,15 @@ class JobNotFound(NotFound):
 
 class UnknownModel(InputValidationError):
     def __init__(self, name: str) -> None:
-        super().__init__([{"param": "model", "code": "unknown_model",
-                           "message": f"unknown model {name!r}; see GET /v1/models"}])
+        super().__init__(
+            [
+                {
+                    "param": "model",
+                    "code": "unknown_model",
+                    "message": f"unknown model {name!r}; see GET /v1/models",
+                }
+            ]
+        )
         self.code = "unknown_model"  # type: ignore[misc]
 
 
@@ -64,8 +71,15 @@ def build_job(tenant_id: uuid.UUID, body: JobCreate) -> Job:
     except ValidationError as exc:
         raise InputValidationError(validation_errors(exc.errors(), prefix="input")) from exc
     if len(body.metadata) > MAX_METADATA_KEYS:
-        raise InputValidationError([{"param": "metadata", "code": "too_many_keys",
-                                     "message": f"at most {MAX_METADATA_KEYS} keys"}])
+        raise InputValidationError(
+            [
+                {
+                    "param": "metadata",
+                    "code": "too_many_keys",
+                    "message": f"at most {MAX_METADATA_KEYS} keys",
+                }
+            ]
+        )
     now = utcnow()
     return Job(
         id=uuid.uuid4(),

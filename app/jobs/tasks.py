@@ -61,7 +61,6 @@ from app.webhooks.tokens import JobTokens
 log = structlog.get_logger(__name__)
 
 MAX_LOG_LINES = 100
-MAX_FINALIZE_ATTEMPTS = 5
 
 
 @dataclass
@@ -104,8 +103,9 @@ def _finish(job: Job, status: JobStatus, *, error: dict[str, Any] | None = None)
     if job.started_at is None and status is JobStatus.succeeded and job.inference_s is not None:
         # We never saw it running (a short run between two polls, or a webhook): fal's own
         # inference time is the best account of when it started.
-        job.started_at = max(job.submitted_at or job.created_at,
-                             now - timedelta(seconds=job.inference_s))
+        job.started_at = max(
+            job.submitted_at or job.created_at, now - timedelta(seconds=job.inference_s)
+        )
     _release(job, None)
 
 
@@ -199,8 +199,11 @@ async def _dispatch(ctx: WorkerContext, job: Job) -> None:
             start_timeout_s=settings.upstream_start_timeout.total_seconds(),
         )
     except AmbiguousSubmitError as exc:
-        log.warning("ambiguous submit; waiting for a webhook naming the job",
-                    job_id=str(job.id), error=str(exc))
+        log.warning(
+            "ambiguous submit; waiting for a webhook naming the job",
+            job_id=str(job.id),
+            error=str(exc),
+        )
 
         async def mark_ambiguous(session: AsyncSession, row: Job) -> None:
             if row.submit_state is SubmitState.submitted:  # a webhook attached it meanwhile
@@ -213,13 +216,15 @@ async def _dispatch(ctx: WorkerContext, job: Job) -> None:
         return
     except TransientUpstreamError as exc:
         # Certainly no request at fal: back to pending, try again later.
-        log.warning("submit failed before reaching fal; will retry", job_id=str(job.id),
-                    error=str(exc))
+        log.warning(
+            "submit failed before reaching fal; will retry", job_id=str(job.id), error=str(exc)
+        )
+
+        retry_after = exc.retry_after
 
         async def back_to_pending(session: AsyncSession, row: Job) -> None:
             row.submit_state = SubmitState.pending
             delay = _backoff(settings, row.submit_attempts)
-            retry_after = getattr(exc, "retry_after", None)
             if retry_after:
                 delay = max(delay, timedelta(seconds=float(retry_after)))
             _release(row, utcnow() + delay)
@@ -228,13 +233,16 @@ async def _dispatch(ctx: WorkerContext, job: Job) -> None:
         return
     except PermanentUpstreamError as exc:
         if exc.code in ("upstream_auth", "upstream_account_locked"):
-            log.error("fal refused our credentials", job_id=str(job.id), code=exc.code,
-                      error=str(exc))
+            log.error(
+                "fal refused our credentials", job_id=str(job.id), code=exc.code, error=str(exc)
+            )
+
+        created = exc.request_id is not None  # fal gave it an id: it exists there
+        error = _error(exc.code, exc.message, _upstream_error_body(exc))
 
         async def refused(session: AsyncSession, row: Job) -> None:
-            row.submit_state = SubmitState.submitted if exc.request_id else SubmitState.pending
-            _finish(row, JobStatus.failed,
-                    error=_error(exc.code, exc.message, _upstream_error_body(exc)))
+            row.submit_state = SubmitState.submitted if created else SubmitState.pending
+            _finish(row, JobStatus.failed, error=error)
 
         await _write(ctx, job.id, refused)
         return
@@ -257,8 +265,9 @@ async def _dispatch(ctx: WorkerContext, job: Job) -> None:
 
 async def _found_mid_send(ctx: WorkerContext, job: Job) -> None:
     """A worker died between writing 'sending' and learning the answer: the request may exist."""
-    log.warning("found a submit interrupted mid-flight; treating it as ambiguous",
-                job_id=str(job.id))
+    log.warning(
+        "found a submit interrupted mid-flight; treating it as ambiguous", job_id=str(job.id)
+    )
 
     async def mutate(session: AsyncSession, row: Job) -> None:
         row.submit_state = SubmitState.ambiguous
@@ -287,14 +296,21 @@ async def _resolve_ambiguous(ctx: WorkerContext, job: Job) -> None:
 
     async def fail(session: AsyncSession, row: Job) -> None:
         if row.cancel_requested_at is not None:
-            _finish(row, JobStatus.canceled,
-                    error=_error("canceled", "Canceled; the submit's outcome was unknown."))
+            _finish(
+                row,
+                JobStatus.canceled,
+                error=_error("canceled", "Canceled; the submit's outcome was unknown."),
+            )
             return
-        _finish(row, JobStatus.failed, error=_error(
-            "upstream_submit_ambiguous",
-            "The submit to fal may or may not have been received, and no webhook named it "
-            "within the grace period; it was not retried to avoid a second paid request.",
-        ))
+        _finish(
+            row,
+            JobStatus.failed,
+            error=_error(
+                "upstream_submit_ambiguous",
+                "The submit to fal may or may not have been received, and no webhook named it "
+                "within the grace period; it was not retried to avoid a second paid request.",
+            ),
+        )
 
     await _write(ctx, job.id, fail)
 
@@ -327,8 +343,9 @@ async def _follow_up(ctx: WorkerContext, job: Job) -> None:
                     logs = [e.model_dump(mode="json") for e in final.logs]
                 except UpstreamError as exc:
                     log.warning("no final status for metrics", job_id=str(job.id), error=str(exc))
-            await _complete(ctx, job, outcome, inference_s=inference_s, logs=logs,
-                            event_id=event.id)
+            await _complete(
+                ctx, job, outcome, inference_s=inference_s, logs=logs, event_id=event.id
+            )
             return
     if job.status_url is None:
         # Attached by a webhook after an ambiguous submit: we only know what the webhook says.
@@ -346,8 +363,13 @@ async def _follow_up(ctx: WorkerContext, job: Job) -> None:
         if isinstance(outcome, ResultPending):
             await _write(ctx, job.id, _poll_again(ctx.settings))
             return
-        await _complete(ctx, job, outcome, inference_s=status.inference_time,
-                        logs=[e.model_dump(mode="json") for e in status.logs])
+        await _complete(
+            ctx,
+            job,
+            outcome,
+            inference_s=status.inference_time,
+            logs=[e.model_dump(mode="json") for e in status.logs],
+        )
         return
 
     async def progress(session: AsyncSession, row: Job) -> None:
@@ -399,9 +421,7 @@ async def _webhook_event(ctx: WorkerContext, job: Job) -> FalWebhookEvent | None
     if job.upstream_request_id is None:
         return None
     async with ctx.sessionmaker() as session:
-        stmt = select(FalWebhookEvent).where(
-            FalWebhookEvent.request_id == job.upstream_request_id
-        )
+        stmt = select(FalWebhookEvent).where(FalWebhookEvent.request_id == job.upstream_request_id)
         return (await session.scalars(stmt)).first()
 
 
@@ -426,11 +446,17 @@ async def _outcome_from_webhook(
         detail = payload.get("detail") if isinstance(payload, dict) else payload
         error_type = payload.get("error_type") if isinstance(payload, dict) else None
         if status_code == 499:
-            return ResultCancelled(status_code=499, error_type=error_type, detail=detail,
-                                   request_id=event.request_id)
-        return ResultFailed(status_code=status_code, body=payload, error_type=error_type,
-                            detail=detail, retryable=status_code >= 500,
-                            request_id=event.request_id)
+            return ResultCancelled(
+                status_code=499, error_type=error_type, detail=detail, request_id=event.request_id
+            )
+        return ResultFailed(
+            status_code=status_code,
+            body=payload,
+            error_type=error_type,
+            detail=detail,
+            retryable=status_code >= 500,
+            request_id=event.request_id,
+        )
     return None
 
 
@@ -454,18 +480,37 @@ async def _complete(
         if logs:
             row.logs = logs[-MAX_LOG_LINES:]
         if isinstance(outcome, ResultCancelled):
-            _finish(row, JobStatus.canceled, error=_error(
-                "canceled", "Canceled while running at fal.",
-                {"status_code": outcome.status_code, "error_type": outcome.error_type,
-                 "detail": outcome.detail}))
+            _finish(
+                row,
+                JobStatus.canceled,
+                error=_error(
+                    "canceled",
+                    "Canceled while running at fal.",
+                    {
+                        "status_code": outcome.status_code,
+                        "error_type": outcome.error_type,
+                        "detail": outcome.detail,
+                    },
+                ),
+            )
         elif isinstance(outcome, ResultNotFound):
-            _finish(row, JobStatus.failed, error=_error(
-                "upstream_result_expired",
-                "fal no longer has this request's result (results are kept about an hour).",
-                {"status_code": 404, "error_type": None, "detail": outcome.detail}))
+            _finish(
+                row,
+                JobStatus.failed,
+                error=_error(
+                    "upstream_result_expired",
+                    "fal no longer has this request's result (results are kept about an hour).",
+                    {"status_code": 404, "error_type": None, "detail": outcome.detail},
+                ),
+            )
         elif isinstance(outcome, ResultFailed):
-            _finish(row, JobStatus.failed, error=_error(
-                _failure_code(outcome), outcome.message, _upstream_error_body(outcome)))
+            _finish(
+                row,
+                JobStatus.failed,
+                error=_error(
+                    _failure_code(outcome), outcome.message, _upstream_error_body(outcome)
+                ),
+            )
         await _mark_event(session, event_id)
 
     await _write(ctx, job.id, mutate)
@@ -498,8 +543,11 @@ async def _time_out(ctx: WorkerContext, job: Job) -> None:
             log.warning("cancel on timeout failed", job_id=str(job.id), error=str(exc))
 
     async def mutate(session: AsyncSession, row: Job) -> None:
-        _finish(row, JobStatus.failed, error=_error(
-            "timeout", f"The job did not finish within {ctx.settings.job_timeout}."))
+        _finish(
+            row,
+            JobStatus.failed,
+            error=_error("timeout", f"The job did not finish within {ctx.settings.job_timeout}."),
+        )
 
     await _write(ctx, job.id, mutate)
 
@@ -543,11 +591,12 @@ async def _finalize_success(
         stored = await _fetch_outputs(ctx, job, spec, output, workdir)
     except (MediaError, PermanentUpstreamError) as exc:
         code = "output_unreadable" if isinstance(exc, MediaError) else "output_unavailable"
+        error = _error(code, f"Fetching the outputs: {exc}")
 
         async def failed(session: AsyncSession, row: Job) -> None:
             row.upstream_completed = True
             row.upstream_output = output
-            _finish(row, JobStatus.failed, error=_error(code, f"Fetching the outputs: {exc}"))
+            _finish(row, JobStatus.failed, error=error)
             await _mark_event(session, event_id)
 
         await _write(ctx, job.id, failed)
@@ -555,15 +604,8 @@ async def _finalize_success(
     except TransientUpstreamError as exc:
         log.warning("fetching outputs failed; will retry", job_id=str(job.id), error=str(exc))
 
-        async def again(session: AsyncSession, row: Job) -> None:
-            row.poll_count += 1
-            if row.poll_count > MAX_FINALIZE_ATTEMPTS + 20:
-                _finish(row, JobStatus.failed,
-                        error=_error("output_unavailable", f"Fetching the outputs: {exc}"))
-                return
-            _release(row, utcnow() + _backoff(ctx.settings, row.poll_count))
-
-        await _write(ctx, job.id, again)
+        # Retried until it works, the files expire at fal (a permanent error), or the job times out.
+        await _write(ctx, job.id, _poll_again(ctx.settings))
         return
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -623,22 +665,42 @@ def _describe(file_id: uuid.UUID, item: _StoredOutput) -> dict[str, Any]:
         "container": m.container,
     }
     if item.kind is FileKind.output_video and m.video is not None:
-        out.update(width=m.video.width, height=m.video.height, fps=m.video.fps,
-                   video_codec=m.video.codec)
+        out.update(
+            width=m.video.width, height=m.video.height, fps=m.video.fps, video_codec=m.video.codec
+        )
         if m.audio is not None:
-            out.update(audio_codec=m.audio.codec, sample_rate=m.audio.sample_rate,
-                       channels=m.audio.channels)
+            out.update(
+                audio_codec=m.audio.codec,
+                sample_rate=m.audio.sample_rate,
+                channels=m.audio.channels,
+            )
     elif m.audio is not None:
         out.update(codec=m.audio.codec, sample_rate=m.audio.sample_rate, channels=m.audio.channels)
     return out
 
 
-_EXT = {"mp4": "mp4", "mov": "mov", "webm": "webm", "matroska": "mkv", "mp3": "mp3", "wav": "wav",
-        "ogg": "ogg"}
-_AUDIO_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "ogg": "audio/ogg", "mp4": "audio/mp4",
-                "flac": "audio/flac"}
-_VIDEO_TYPES = {"mp4": "video/mp4", "mov": "video/quicktime", "webm": "video/webm",
-                "matroska": "video/x-matroska"}
+_EXT = {
+    "mp4": "mp4",
+    "mov": "mov",
+    "webm": "webm",
+    "matroska": "mkv",
+    "mp3": "mp3",
+    "wav": "wav",
+    "ogg": "ogg",
+}
+_AUDIO_TYPES = {
+    "mp3": "audio/mpeg",
+    "wav": "audio/wav",
+    "ogg": "audio/ogg",
+    "mp4": "audio/mp4",
+    "flac": "audio/flac",
+}
+_VIDEO_TYPES = {
+    "mp4": "video/mp4",
+    "mov": "video/quicktime",
+    "webm": "video/webm",
+    "matroska": "video/x-matroska",
+}
 
 
 async def _fetch_outputs(
@@ -649,34 +711,54 @@ async def _fetch_outputs(
     video_url = _file_url(output, spec.outputs.video_field)
     audio_url = _file_url(output, spec.outputs.audio_field)
     if spec.outputs.video_field and video_url is None:
-        raise PermanentUpstreamError(f"the output has no '{spec.outputs.video_field}' file",
-                                     operation="result")
+        raise PermanentUpstreamError(
+            f"the output has no '{spec.outputs.video_field}' file", operation="result"
+        )
     if spec.outputs.audio_field and audio_url is None:
-        raise PermanentUpstreamError(f"the output has no '{spec.outputs.audio_field}' file",
-                                     operation="result")
+        raise PermanentUpstreamError(
+            f"the output has no '{spec.outputs.audio_field}' file", operation="result"
+        )
     video_path: Path | None = None
     if video_url is not None:
         video_path = workdir / "video.bin"
         await ctx.fal.download(video_url, video_path, max_bytes=ctx.settings.max_output_bytes)
         media = await asyncio.to_thread(probe, video_path)
         ext = _EXT.get(media.container, "mp4")
-        stored.append(await _store(ctx, FileKind.output_video, f"{prefix}/video.{ext}",
-                                   video_path, _VIDEO_TYPES.get(media.container, "video/mp4"),
-                                   media, video_url))
+        stored.append(
+            await _store(
+                ctx,
+                FileKind.output_video,
+                f"{prefix}/video.{ext}",
+                video_path,
+                _VIDEO_TYPES.get(media.container, "video/mp4"),
+                media,
+                video_url,
+            )
+        )
     if audio_url is not None:
         audio_path = workdir / "audio.bin"
         await ctx.fal.download(audio_url, audio_path, max_bytes=ctx.settings.max_output_bytes)
         media = await asyncio.to_thread(probe, audio_path)
         ext = _EXT.get(media.container, "bin") if media.container != "mp4" else "m4a"
-        stored.append(await _store(ctx, FileKind.output_audio, f"{prefix}/audio.{ext}",
-                                   audio_path, _AUDIO_TYPES.get(media.container,
-                                                                "application/octet-stream"),
-                                   media, audio_url))
+        stored.append(
+            await _store(
+                ctx,
+                FileKind.output_audio,
+                f"{prefix}/audio.{ext}",
+                audio_path,
+                _AUDIO_TYPES.get(media.container, "application/octet-stream"),
+                media,
+                audio_url,
+            )
+        )
     elif spec.outputs.audio_from_video and video_path is not None:
         m4a = workdir / "audio.m4a"
         media = await asyncio.to_thread(extract_audio, video_path, m4a)
-        stored.append(await _store(ctx, FileKind.output_audio, f"{prefix}/audio.m4a", m4a,
-                                   "audio/mp4", media, None))
+        stored.append(
+            await _store(
+                ctx, FileKind.output_audio, f"{prefix}/audio.m4a", m4a, "audio/mp4", media, None
+            )
+        )
     return stored
 
 

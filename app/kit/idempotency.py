@@ -103,8 +103,9 @@ class IdempotencyGuard:
             row = (
                 await s.scalars(
                     select(IdempotencyKey)
-                    .where(IdempotencyKey.tenant_id == self.tenant_id,
-                           IdempotencyKey.key == self.key)
+                    .where(
+                        IdempotencyKey.tenant_id == self.tenant_id, IdempotencyKey.key == self.key
+                    )
                     .with_for_update()
                 )
             ).one()
@@ -127,8 +128,9 @@ class IdempotencyGuard:
                     param="Idempotency-Key",
                     headers={"Retry-After": "1"},
                 )
-            return StoredResponse(row.response_status, row.response_body or {},
-                                  row.response_headers or {})
+            return StoredResponse(
+                row.response_status, row.response_body or {}, row.response_headers or {}
+            )
 
     async def record(self, session: AsyncSession, response: StoredResponse) -> None:
         """Store the response in the caller's transaction (the one that did the work)."""

@@ -32,7 +32,11 @@ class FalWebhookEvent(UUIDPrimaryKey, Base):
     status: Mapped[str] = mapped_column(String(20), nullable=False)
     body: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
     state: Mapped[WebhookEventState] = mapped_column(
-        Enum(WebhookEventState, name="webhook_event_state", values_callable=lambda e: [m.value for m in e]),
+        Enum(
+            WebhookEventState,
+            name="webhook_event_state",
+            values_callable=lambda e: [m.value for m in e],
+        ),
         nullable=False,
         default=WebhookEventState.received,
     )

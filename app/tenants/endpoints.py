@@ -43,8 +43,9 @@ async def create_key(
 @router.get("/tenants/{tenant_id}/keys", response_model=ListPage[ApiKeyOut])
 async def list_keys(tenant_id: uuid.UUID, session: SessionDep) -> ListPage[ApiKeyOut]:
     keys = await service.list_api_keys(session, tenant_id)
-    return ListPage[ApiKeyOut](data=[ApiKeyOut.model_validate(_key_fields(k)) for k in keys],
-                               has_more=False)
+    return ListPage[ApiKeyOut](
+        data=[ApiKeyOut.model_validate(_key_fields(k)) for k in keys], has_more=False
+    )
 
 
 @router.post("/tenants/{tenant_id}/keys/{key_id}/revoke", response_model=ApiKeyOut)

@@ -39,8 +39,9 @@ async def fal_webhook(
     except WebhookVerificationError as exc:
         WEBHOOKS_REJECTED.labels(reason=exc.reason).inc()
         log.warning("fal webhook rejected", reason=exc.reason)
-        raise Unauthorized(f"Webhook rejected: {exc.reason}.", code="webhook_signature_invalid") \
-            from exc
+        raise Unauthorized(
+            f"Webhook rejected: {exc.reason}.", code="webhook_signature_invalid"
+        ) from exc
     except WebhookKeysUnavailableError as exc:
         # fal retries non-2xx deliveries, so a 503 here loses nothing.
         raise WebhookKeysUnavailable("fal's signing keys cannot be fetched right now.") from exc

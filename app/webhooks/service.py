@@ -63,8 +63,10 @@ async def record_fal_webhook(
     outcome = "matched"
     if job is None and claimed_job is not None:
         candidate = await session.get(Job, claimed_job, with_for_update=True)
-        if candidate is not None and candidate.upstream_request_id is None and (
-            candidate.submit_state in (SubmitState.sending, SubmitState.ambiguous)
+        if (
+            candidate is not None
+            and candidate.upstream_request_id is None
+            and (candidate.submit_state in (SubmitState.sending, SubmitState.ambiguous))
         ):
             # The submit's answer was lost, but fal ran it: this is that request.
             candidate.upstream_request_id = webhook.request_id
@@ -74,8 +76,11 @@ async def record_fal_webhook(
     assert event is not None
     if job is None:
         event.state = WebhookEventState.unmatched
-        log.warning("fal webhook for an unknown request", request_id=webhook.request_id,
-                    claimed_job=str(claimed_job) if claimed_job else None)
+        log.warning(
+            "fal webhook for an unknown request",
+            request_id=webhook.request_id,
+            claimed_job=str(claimed_job) if claimed_job else None,
+        )
         return "unmatched"
     event.job_id = job.id
     if not job.status.terminal:

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 from app.config import Environment, Settings
 
-TOKEN_FILE = "webhook_secret"
+SECRET_FILE = "webhook_secret"  # noqa: S105 - a file name, not a secret
 
 
 def resolve_webhook_secret(settings: Settings) -> bytes:
@@ -27,7 +27,7 @@ def resolve_webhook_secret(settings: Settings) -> bytes:
         return settings.webhook_secret.get_secret_value().encode()
     if settings.env is Environment.production:
         raise RuntimeError("FOLEY_WEBHOOK_SECRET must be set in production")
-    path = Path(settings.data_dir) / TOKEN_FILE
+    path = Path(settings.data_dir) / SECRET_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")

@@ -93,7 +93,9 @@ async def extend_leases(
 ) -> None:
     if job_ids:
         await session.execute(
-            text("UPDATE jobs SET lease_expires_at = now() + :lease "
-                 "WHERE id = ANY(:ids) AND lease_owner = :owner"),
+            text(
+                "UPDATE jobs SET lease_expires_at = now() + :lease "
+                "WHERE id = ANY(:ids) AND lease_owner = :owner"
+            ),
             {"lease": lease, "ids": job_ids, "owner": owner},
         )

@@ -32,6 +32,7 @@ from app.worker import claims
 log = structlog.get_logger(__name__)
 
 HOUSEKEEPING_EVERY_S = 300.0
+LISTEN_PING_S = 15.0
 
 
 def worker_id() -> str:
@@ -75,9 +76,12 @@ class Worker:
         self._wake.set()
 
     async def run(self, *, shutdown_grace_s: float = 30.0) -> None:
-        log.info("worker started", owner=self.owner,
-                 concurrency=self.settings.worker_concurrency,
-                 fal_concurrency=self.settings.fal_concurrency)
+        log.info(
+            "worker started",
+            owner=self.owner,
+            concurrency=self.settings.worker_concurrency,
+            fal_concurrency=self.settings.fal_concurrency,
+        )
         helpers = [
             asyncio.create_task(self._listen(), name="listen"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
@@ -106,8 +110,9 @@ class Worker:
             if not await self._claim_and_start():
                 if not self._running:
                     return
-                await asyncio.wait(list(self._running.values()),
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    list(self._running.values()), return_when=asyncio.FIRST_COMPLETED
+                )
 
     async def _claim_and_start(self) -> int:
         free = self.settings.worker_concurrency - len(self._running)
@@ -154,8 +159,10 @@ class Worker:
             # sent twice.
             async with unit_of_work(self.ctx.sessionmaker) as session:
                 await session.execute(
-                    text("UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL, "
-                         "next_action_at = now() WHERE id = ANY(:ids) AND lease_owner = :owner"),
+                    text(
+                        "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL, "
+                        "next_action_at = now() WHERE id = ANY(:ids) AND lease_owner = :owner"
+                    ),
                     {"ids": abandoned, "owner": self.owner},
                 )
 
@@ -167,8 +174,9 @@ class Worker:
                 continue
             try:
                 async with unit_of_work(self.ctx.sessionmaker) as session:
-                    await claims.extend_leases(session, self.owner, self.settings.lease_duration,
-                                               list(self._running))
+                    await claims.extend_leases(
+                        session, self.owner, self.settings.lease_duration, list(self._running)
+                    )
             except Exception:
                 log.exception("lease heartbeat failed")
 
@@ -186,8 +194,11 @@ class Worker:
 
                     await driver.add_listener(NOTIFY_CHANNEL, on_notify)
                     try:
-                        while not driver.is_closed():
-                            await asyncio.sleep(5)
+                        # A ping now and then: a connection that died silently (a dropped
+                        # network path) raises here and is replaced, instead of going deaf.
+                        while True:
+                            await asyncio.sleep(LISTEN_PING_S)
+                            await driver.execute("SELECT 1")
                     finally:
                         with contextlib.suppress(Exception):
                             await driver.remove_listener(NOTIFY_CHANNEL, on_notify)

@@ -21,13 +21,15 @@ def test_two_processes_starting_at_once_share_one_server() -> None:
         Path(tmp).chmod(0o755)
         procs = [
             subprocess.Popen(  # noqa: S603
-                [sys.executable, "-c", SCRIPT, tmp], stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, text=True,
+                [sys.executable, "-c", SCRIPT, tmp],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             for _ in range(2)
         ]
         outs = [p.communicate(timeout=120) for p in procs]
-        for p, (out, err) in zip(procs, outs, strict=True):
+        for p, (_, err) in zip(procs, outs, strict=True):
             assert p.returncode == 0, err
         urls = {out.strip().splitlines()[-1] for out, _ in outs}
         assert len(urls) == 1 and urls.pop().startswith("postgresql+asyncpg://")

@@ -71,8 +71,7 @@ def emu(emulator_process: EmulatorProcess) -> EmulatorProcess:
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Clip]:
     root = tmp_path_factory.mktemp("e2e-clips")
     return {
-        "bounce": make_bouncing_square(root / "bounce.mp4", duration_s=4.0, width=160,
-                                       height=120),
+        "bounce": make_bouncing_square(root / "bounce.mp4", duration_s=4.0, width=160, height=120),
         "short": make_bouncing_square(root / "short.mp4", duration_s=2.0, width=160, height=120),
     }
 
@@ -110,7 +109,10 @@ class Gateway:
         return r.json()
 
     async def wait(
-        self, job_id: str, *, until: Callable[[dict[str, Any]], bool] | None = None,
+        self,
+        job_id: str,
+        *,
+        until: Callable[[dict[str, Any]], bool] | None = None,
         timeout: float = 30.0,
     ) -> dict[str, Any]:
         """Poll the job until ``until(job)`` (default: a terminal status)."""
@@ -136,17 +138,26 @@ class Gateway:
     def make_worker(self, settings: Settings | None = None, *, owner: str | None = None) -> Worker:
         settings = settings or self.settings
         http = build_http_client(FalTimeouts(read=5.0))
-        fal = FalClient(settings.fal_key.get_secret_value(), queue_url=settings.fal_queue_url,
-                        rest_url=settings.fal_rest_url, cdn_url=settings.fal_cdn_url, http=http)
-        return Worker(settings, self.engine, fal, LocalStorage(settings.data_dir / "files"),
-                      owner=owner)
+        fal = FalClient(
+            settings.fal_key.get_secret_value(),
+            queue_url=settings.fal_queue_url,
+            rest_url=settings.fal_rest_url,
+            cdn_url=settings.fal_cdn_url,
+            http=http,
+        )
+        return Worker(
+            settings, self.engine, fal, LocalStorage(settings.data_dir / "files"), owner=owner
+        )
 
 
 async def _truncate(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
-        await conn.execute(text(
-            "TRUNCATE tenants, api_keys, jobs, files, fal_webhook_events, idempotency_keys CASCADE"
-        ))
+        await conn.execute(
+            text(
+                "TRUNCATE tenants, api_keys, jobs, files, fal_webhook_events, idempotency_keys "
+                "CASCADE"
+            )
+        )
 
 
 @pytest.fixture
@@ -179,8 +190,9 @@ def gateway(
         values.update(overrides)
         settings = Settings(**values)
         app = create_app(settings, engine=e2e_engine)
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                               log_level="warning", lifespan="on"))
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        )
         serve = asyncio.create_task(server.serve())
         while not server.started:
             await asyncio.sleep(0.01)

@@ -26,8 +26,9 @@ def thinksound(gw, clip: Clip, **extra: object) -> dict:  # type: ignore[no-unty
 async def test_upstream_422_fails_the_job_with_the_upstream_detail(gateway, clips) -> None:
     async with gateway(public=True) as gw:
         # Kling refuses videos under 3 s: the runner answers 422 after fal accepted the request.
-        job = await gw.create({"model": "kling-video-to-audio",
-                               "input": {"video_url": gw.video_url(clips["short"])}})
+        job = await gw.create(
+            {"model": "kling-video-to-audio", "input": {"video_url": gw.video_url(clips["short"])}}
+        )
         done = await gw.wait(job["id"])
         assert done["status"] == "failed"
         error = done["error"]
@@ -188,8 +189,9 @@ async def test_ambiguous_submit_is_attributed_by_its_webhook(gateway, clips) -> 
 async def test_ambiguous_submit_without_webhook_follows_the_policy(
     gateway, clips, policy: AmbiguousSubmitPolicy
 ) -> None:
-    async with gateway(public=False, ambiguous_submit_grace=timedelta(seconds=1),
-                       ambiguous_submit_policy=policy) as gw:
+    async with gateway(
+        public=False, ambiguous_submit_grace=timedelta(seconds=1), ambiguous_submit_policy=policy
+    ) as gw:
         gw.emu.control(ambiguous_submit_rate=1.0, ambiguous_submit_hold_s=0.2)
         job = await gw.create(thinksound(gw, clips["bounce"]))
         if policy is AmbiguousSubmitPolicy.fail:

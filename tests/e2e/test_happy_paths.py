@@ -13,11 +13,20 @@ async def _download(gw, url: str, **headers: str):  # type: ignore[no-untyped-de
 
 
 @pytest.mark.parametrize("public", [True, False], ids=["webhook", "polling"])
-async def test_thinksound_end_to_end(gateway, clips: dict[str, Clip], public: bool, tmp_path) -> None:
+async def test_thinksound_end_to_end(
+    gateway, clips: dict[str, Clip], public: bool, tmp_path
+) -> None:
     async with gateway(public=public) as gw:
-        job = await gw.create({"model": "thinksound",
-                               "input": {"video_url": gw.video_url(clips["bounce"]),
-                                         "prompt": "a rubber ball", "seed": 7}})
+        job = await gw.create(
+            {
+                "model": "thinksound",
+                "input": {
+                    "video_url": gw.video_url(clips["bounce"]),
+                    "prompt": "a rubber ball",
+                    "seed": 7,
+                },
+            }
+        )
         done = await gw.wait(job["id"])
         assert done["status"] == "succeeded", done
         result = done["result"]
@@ -48,9 +57,16 @@ async def test_thinksound_end_to_end(gateway, clips: dict[str, Clip], public: bo
 
 async def test_kling_end_to_end_with_mp3(gateway, clips: dict[str, Clip]) -> None:
     async with gateway(public=False) as gw:
-        job = await gw.create({"model": "kling-video-to-audio",
-                               "input": {"video_url": gw.video_url(clips["bounce"]),
-                                         "prompt": "footsteps", "music_prompt": "soft piano"}})
+        job = await gw.create(
+            {
+                "model": "kling-video-to-audio",
+                "input": {
+                    "video_url": gw.video_url(clips["bounce"]),
+                    "prompt": "footsteps",
+                    "music_prompt": "soft piano",
+                },
+            }
+        )
         done = await gw.wait(job["id"])
         assert done["status"] == "succeeded", done
         audio = done["result"]["audio"]
@@ -62,8 +78,9 @@ async def test_kling_end_to_end_with_mp3(gateway, clips: dict[str, Clip]) -> Non
 
 async def test_another_tenants_files_are_404(gateway, clips: dict[str, Clip]) -> None:
     async with gateway(public=True) as gw:
-        job = await gw.create({"model": "thinksound-audio",
-                               "input": {"video_url": gw.video_url(clips["bounce"])}})
+        job = await gw.create(
+            {"model": "thinksound-audio", "input": {"video_url": gw.video_url(clips["bounce"])}}
+        )
         done = await gw.wait(job["id"])
         assert done["status"] == "succeeded", done
         assert done["result"]["video"] is None

@@ -17,8 +17,10 @@ from tests.support.clips import Clip
 async def test_two_workers_never_claim_one_job(gateway, clips: dict[str, Clip]) -> None:
     async with gateway(public=True, workers=2, worker_concurrency=4) as gw:
         url = gw.video_url(clips["bounce"])
-        jobs = [await gw.create({"model": "thinksound-audio", "input": {"video_url": url}})
-                for _ in range(12)]
+        jobs = [
+            await gw.create({"model": "thinksound-audio", "input": {"video_url": url}})
+            for _ in range(12)
+        ]
         done = [await gw.wait(j["id"], timeout=90) for j in jobs]
         assert {d["status"] for d in done} == {"succeeded"}
         submits = gw.emu.submits()
@@ -32,8 +34,10 @@ async def test_fal_concurrency_cap_holds_across_workers(gateway, clips: dict[str
     async with gateway(public=False, workers=2, fal_concurrency=2) as gw:
         gw.emu.control(concurrency=10, run_time=1)
         url = gw.video_url(clips["bounce"])
-        jobs = [await gw.create({"model": "thinksound-audio", "input": {"video_url": url}})
-                for _ in range(6)]
+        jobs = [
+            await gw.create({"model": "thinksound-audio", "input": {"video_url": url}})
+            for _ in range(6)
+        ]
         peak = 0
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -51,8 +55,9 @@ async def test_worker_killed_mid_dispatch_loses_nothing_and_sends_once(
     gateway, clips: dict[str, Clip], tmp_path
 ) -> None:
     lease = timedelta(seconds=2)
-    async with gateway(public=True, workers=0, lease_duration=lease,
-                       ambiguous_submit_grace=timedelta(seconds=30)) as gw:
+    async with gateway(
+        public=True, workers=0, lease_duration=lease, ambiguous_submit_grace=timedelta(seconds=30)
+    ) as gw:
         # fal receives the request, runs it, and the answer to the submit never comes back.
         gw.emu.control(ambiguous_submit_rate=1.0, ambiguous_submit_hold_s=30)
         s = gw.settings
@@ -69,13 +74,16 @@ async def test_worker_killed_mid_dispatch_loses_nothing_and_sends_once(
             "FAL_KEY": s.fal_key.get_secret_value() if s.fal_key else "",
             "FOLEY_WORKER_POLL_INTERVAL": "0.2",
         }
-        worker = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "app.cli", "worker"], env=env,
-            stdout=(tmp_path / "worker.log").open("wb"), stderr=subprocess.STDOUT,
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker"],
+            env=env,
+            stdout=(tmp_path / "worker.log").open("wb"),
+            stderr=subprocess.STDOUT,
         )
         try:
-            job = await gw.create({"model": "thinksound",
-                                   "input": {"video_url": gw.video_url(clips["bounce"])}})
+            job = await gw.create(
+                {"model": "thinksound", "input": {"video_url": gw.video_url(clips["bounce"])}}
+            )
             deadline = time.monotonic() + 30
             while not gw.emu.submits() and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)

@@ -25,8 +25,11 @@ def kling(**input_: object) -> dict:
 async def test_create_answers_202_with_location_after_commit(
     api: httpx.AsyncClient, tenant: TenantCreds, connection: AsyncConnection
 ) -> None:
-    r = await api.post("/v1/jobs", json={**thinksound(prompt="rain"), "metadata": {"a": "1"}},
-                       headers=tenant.headers)
+    r = await api.post(
+        "/v1/jobs",
+        json={**thinksound(prompt="rain"), "metadata": {"a": "1"}},
+        headers=tenant.headers,
+    )
     assert r.status_code == 202, r.text
     job = r.json()
     assert r.headers["location"] == f"http://foley.test/v1/jobs/{job['id']}"
@@ -34,27 +37,40 @@ async def test_create_answers_202_with_location_after_commit(
     assert job["model"] == "fal-ai/thinksound"
     assert job["input"] == {"video_url": VIDEO, "prompt": "rain"}
     assert job["metadata"] == {"a": "1"}
-    assert job["upstream"] == {"provider": "fal", "endpoint": "fal-ai/thinksound",
-                               "request_id": None, "queue_position": None}
+    assert job["upstream"] == {
+        "provider": "fal",
+        "endpoint": "fal-ai/thinksound",
+        "request_id": None,
+        "queue_position": None,
+    }
     assert job["urls"]["cancel"].endswith(f"/v1/jobs/{job['id']}/cancel")
     # The row is there and is what a worker will send upstream.
-    payload = (await connection.execute(
-        select(Job.upstream_payload).where(Job.id == uuid.UUID(job["id"])))).scalar_one()
+    payload = (
+        await connection.execute(select(Job.upstream_payload).where(Job.id == uuid.UUID(job["id"])))
+    ).scalar_one()
     assert payload == {"video_url": VIDEO, "prompt": "rain"}
 
 
-async def test_kling_always_gets_both_prompts(api: httpx.AsyncClient, tenant: TenantCreds,
-                                              connection: AsyncConnection) -> None:
+async def test_kling_always_gets_both_prompts(
+    api: httpx.AsyncClient, tenant: TenantCreds, connection: AsyncConnection
+) -> None:
     r = await api.post("/v1/jobs", json=kling(), headers=tenant.headers)
     assert r.status_code == 202
-    row = (await connection.execute(
-        select(Job.upstream_payload).where(Job.id == uuid.UUID(r.json()["id"])))).scalar_one()
+    row = (
+        await connection.execute(
+            select(Job.upstream_payload).where(Job.id == uuid.UUID(r.json()["id"]))
+        )
+    ).scalar_one()
     assert set(row) == {"video_url", "sound_effect_prompt", "background_music_prompt", "asmr_mode"}
     assert "car" not in row["sound_effect_prompt"].lower()
-    r = await api.post("/v1/jobs", json=kling(prompt="footsteps", music_prompt="piano"),
-                       headers=tenant.headers)
-    row = (await connection.execute(
-        select(Job.upstream_payload).where(Job.id == uuid.UUID(r.json()["id"])))).scalar_one()
+    r = await api.post(
+        "/v1/jobs", json=kling(prompt="footsteps", music_prompt="piano"), headers=tenant.headers
+    )
+    row = (
+        await connection.execute(
+            select(Job.upstream_payload).where(Job.id == uuid.UUID(r.json()["id"]))
+        )
+    ).scalar_one()
     assert row["sound_effect_prompt"] == "footsteps"
     assert row["background_music_prompt"] == "piano"
 
@@ -67,8 +83,11 @@ async def test_kling_always_gets_both_prompts(api: httpx.AsyncClient, tenant: Te
         (kling(seed=3), "input.seed", "extra_forbidden"),
         (thinksound(steps=1), "input.steps", "greater_than_equal"),
         ({"model": "thinksound", "input": {}}, "input.video_url", "missing"),
-        ({"model": "thinksound", "input": {"video_url": "ftp://x/y.mp4"}}, "input.video_url",
-         "value_error"),
+        (
+            {"model": "thinksound", "input": {"video_url": "ftp://x/y.mp4"}},
+            "input.video_url",
+            "value_error",
+        ),
         ({"model": "nope", "input": {"video_url": VIDEO}}, "model", "unknown_model"),
         ({"input": {"video_url": VIDEO}}, "model", "missing"),
     ],
@@ -117,14 +136,20 @@ async def test_idempotency_key_in_flight_is_409(
     from app.jobs.schemas import JobCreate
 
     guard = IdempotencyGuard(
-        sessionmaker, tenant_id=uuid.UUID(tenant.id), key="order-3", method="POST",
+        sessionmaker,
+        tenant_id=uuid.UUID(tenant.id),
+        key="order-3",
+        method="POST",
         path="/v1/jobs",
-        fingerprint=request_fingerprint("POST", "/v1/jobs",
-                                        JobCreate.model_validate(body).model_dump(mode="json")),
+        fingerprint=request_fingerprint(
+            "POST", "/v1/jobs", JobCreate.model_validate(body).model_dump(mode="json")
+        ),
         retention=__import__("datetime").timedelta(hours=24),
     )
     assert await guard.claim() is None  # another request holds the key, still executing
-    r = await api.post("/v1/jobs", json=body, headers={**tenant.headers, "Idempotency-Key": "order-3"})
+    r = await api.post(
+        "/v1/jobs", json=body, headers={**tenant.headers, "Idempotency-Key": "order-3"}
+    )
     assert r.status_code == 409
     assert r.json()["code"] == "idempotency_request_in_progress"
 
@@ -132,9 +157,12 @@ async def test_idempotency_key_in_flight_is_409(
 async def test_idempotency_keys_are_per_tenant(
     api: httpx.AsyncClient, tenant: TenantCreds, other_tenant: TenantCreds
 ) -> None:
-    a = await api.post("/v1/jobs", json=thinksound(), headers={**tenant.headers, "Idempotency-Key": "k"})
-    b = await api.post("/v1/jobs", json=thinksound(),
-                       headers={**other_tenant.headers, "Idempotency-Key": "k"})
+    a = await api.post(
+        "/v1/jobs", json=thinksound(), headers={**tenant.headers, "Idempotency-Key": "k"}
+    )
+    b = await api.post(
+        "/v1/jobs", json=thinksound(), headers={**other_tenant.headers, "Idempotency-Key": "k"}
+    )
     assert a.status_code == b.status_code == 202
     assert a.json()["id"] != b.json()["id"]
 
@@ -143,12 +171,15 @@ async def test_failed_request_releases_its_idempotency_key(
     api: httpx.AsyncClient, tenant: TenantCreds
 ) -> None:
     headers = {**tenant.headers, "Idempotency-Key": "k2"}
-    assert (await api.post("/v1/jobs", json={"model": "x", "input": {}},
-                           headers=headers)).status_code == 422
+    assert (
+        await api.post("/v1/jobs", json={"model": "x", "input": {}}, headers=headers)
+    ).status_code == 422
     assert (await api.post("/v1/jobs", json=thinksound(), headers=headers)).status_code == 202
 
 
-async def test_list_filters_and_keyset_pagination(api: httpx.AsyncClient, tenant: TenantCreds) -> None:
+async def test_list_filters_and_keyset_pagination(
+    api: httpx.AsyncClient, tenant: TenantCreds
+) -> None:
     ids = []
     for i in range(5):
         body = thinksound() if i % 2 == 0 else kling()
@@ -156,14 +187,17 @@ async def test_list_filters_and_keyset_pagination(api: httpx.AsyncClient, tenant
     newest_first = list(reversed(ids))
     page1 = (await api.get("/v1/jobs?limit=2", headers=tenant.headers)).json()
     assert [j["id"] for j in page1["data"]] == newest_first[:2] and page1["has_more"]
-    page2 = (await api.get(f"/v1/jobs?limit=2&starting_after={newest_first[1]}",
-                           headers=tenant.headers)).json()
+    page2 = (
+        await api.get(f"/v1/jobs?limit=2&starting_after={newest_first[1]}", headers=tenant.headers)
+    ).json()
     assert [j["id"] for j in page2["data"]] == newest_first[2:4] and page2["has_more"]
-    page3 = (await api.get(f"/v1/jobs?limit=2&starting_after={newest_first[3]}",
-                           headers=tenant.headers)).json()
+    page3 = (
+        await api.get(f"/v1/jobs?limit=2&starting_after={newest_first[3]}", headers=tenant.headers)
+    ).json()
     assert [j["id"] for j in page3["data"]] == newest_first[4:] and not page3["has_more"]
-    back = (await api.get(f"/v1/jobs?limit=2&ending_before={newest_first[2]}",
-                          headers=tenant.headers)).json()
+    back = (
+        await api.get(f"/v1/jobs?limit=2&ending_before={newest_first[2]}", headers=tenant.headers)
+    ).json()
     assert [j["id"] for j in back["data"]] == newest_first[:2] and not back["has_more"]
     klings = (await api.get("/v1/jobs?model=kling-video-to-audio", headers=tenant.headers)).json()
     assert {j["id"] for j in klings["data"]} == {ids[1], ids[3]}
@@ -171,8 +205,9 @@ async def test_list_filters_and_keyset_pagination(api: httpx.AsyncClient, tenant
     assert len(queued["data"]) == 5
     assert (await api.get("/v1/jobs?status=succeeded", headers=tenant.headers)).json()["data"] == []
     created = page1["data"][0]["created_at"]
-    older = (await api.get("/v1/jobs", params={"created_before": created},
-                           headers=tenant.headers)).json()
+    older = (
+        await api.get("/v1/jobs", params={"created_before": created}, headers=tenant.headers)
+    ).json()
     assert newest_first[0] not in {j["id"] for j in older["data"]}
     r = await api.get(f"/v1/jobs?starting_after={uuid.uuid4()}", headers=tenant.headers)
     assert r.status_code == 400 and r.json()["code"] == "invalid_cursor"
@@ -193,7 +228,10 @@ async def test_another_tenants_job_is_404_everywhere(
     api: httpx.AsyncClient, tenant: TenantCreds, other_tenant: TenantCreds
 ) -> None:
     job = (await api.post("/v1/jobs", json=thinksound(), headers=tenant.headers)).json()
-    for method, path in [("GET", f"/v1/jobs/{job['id']}"), ("POST", f"/v1/jobs/{job['id']}/cancel")]:
+    for method, path in [
+        ("GET", f"/v1/jobs/{job['id']}"),
+        ("POST", f"/v1/jobs/{job['id']}/cancel"),
+    ]:
         r = await api.request(method, path, headers=other_tenant.headers)
         assert r.status_code == 404, (method, path)
         assert r.json()["code"] == "job_not_found"
@@ -201,14 +239,19 @@ async def test_another_tenants_job_is_404_everywhere(
     r = await api.get(f"/v1/jobs?starting_after={job['id']}", headers=other_tenant.headers)
     assert r.status_code == 400
     # And the owner still sees it, untouched.
-    assert (await api.get(f"/v1/jobs/{job['id']}", headers=tenant.headers)).json()["status"] == "queued"
+    assert (await api.get(f"/v1/jobs/{job['id']}", headers=tenant.headers)).json()[
+        "status"
+    ] == "queued"
 
 
 async def test_models_catalog(api: httpx.AsyncClient, tenant: TenantCreds) -> None:
     r = await api.get("/v1/models", headers=tenant.headers)
     models = {m["id"]: m for m in r.json()["data"]}
-    assert set(models) >= {"fal-ai/thinksound", "fal-ai/thinksound/audio",
-                           "fal-ai/kling-video/video-to-audio"}
+    assert set(models) >= {
+        "fal-ai/thinksound",
+        "fal-ai/thinksound/audio",
+        "fal-ai/kling-video/video-to-audio",
+    }
     kling_ = models["fal-ai/kling-video/video-to-audio"]
     assert kling_["aliases"] == ["kling-video-to-audio"]
     assert kling_["price"] == {"unit": "video", "price_usd": "0.035000"}

@@ -132,6 +132,35 @@ class Settings(BaseSettings):
     )
     max_output_bytes: int = 512 * 1024 * 1024
 
+    # --- money, limits ------------------------------------------------------------------------
+    fal_admin_key: SecretStr | None = Field(
+        default=None, description="Key for fal's platform usage API (reconcile); else FAL_KEY."
+    )
+    bill_upstream_422: bool = Field(
+        default=False,
+        description="Charge tenants the compute seconds of a 422 fal returns after accepting.",
+    )
+    estimate_default_video_s: float = Field(
+        default=10.0, gt=0, description="Video length assumed by estimates when not probed."
+    )
+    estimate_compute_per_video_second: float = Field(
+        default=1.0, gt=0, description="ThinkSound compute s per video s until enough are seen."
+    )
+    estimate_min_samples: int = Field(default=5, ge=1)
+    rate_limit_per_minute: int | None = Field(
+        default=None, ge=1, description="Default job creations per tenant per minute."
+    )
+    max_in_flight_per_tenant: int | None = Field(
+        default=None, ge=1, description="Default cap on a tenant's requests at fal at once."
+    )
+    usage_retention: Duration = Field(
+        default=timedelta(days=400),
+        description="Settled ledger rows older than this are pruned (daily rollups stay).",
+    )
+    key_touch_interval: Duration = Field(
+        default=timedelta(seconds=60), description="How often a key's last_used_at is written."
+    )
+
     # --- access -------------------------------------------------------------------------------
     admin_token: SecretStr | None = None
     idempotency_retention: Duration = timedelta(hours=24)

@@ -23,6 +23,8 @@ from app.media.storage import LocalStorage
 from app.tenants.endpoints import router as admin_router
 from app.upstream.fal import FalTimeouts, build_http_client
 from app.upstream.webhooks import FalWebhookVerifier
+from app.usage.endpoints import admin_router as usage_admin_router
+from app.usage.endpoints import router as usage_router
 from app.webhooks.endpoints import router as webhooks_router
 from app.webhooks.tokens import JobTokens, resolve_webhook_secret
 
@@ -81,7 +83,9 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         files_router,
         models_router,
         webhooks_router,
+        usage_router,
         admin_router,
+        usage_admin_router,
     ):
         app.include_router(router)
 

@@ -12,7 +12,7 @@ README = (ROOT / "README.md").read_text()
 
 
 def test_every_setting_is_documented() -> None:
-    documented = set(re.findall(r"`(FOLEY_[A-Z_]+|FAL_KEY)`", README))
+    documented = set(re.findall(r"`(FOLEY_[A-Z0-9_]+|FAL_KEY)`", README))
     for name in Settings.model_fields:
         env = "FAL_KEY" if name == "fal_key" else f"FOLEY_{name.upper()}"
         short = env.removesuffix("_MIN").removesuffix("_MAX")

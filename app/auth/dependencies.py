@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from app.auth.keys import hash_api_key
 from app.db.session import SessionDep
-from app.kit.problems import Unauthorized
+from app.kit.problems import Forbidden, Unauthorized
 from app.models import ApiKey, Tenant
 
 bearer = HTTPBearer(auto_error=False, description="A tenant API key (fk_live_…).")
@@ -29,7 +29,15 @@ class Principal:
     api_key: ApiKey
 
 
+class ReadOnlyKey(Forbidden):
+    code = "key_read_only"
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 async def current_principal(
+    request: Request,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
@@ -66,7 +74,8 @@ CurrentTenant = Annotated[Tenant, Depends(current_tenant)]
 async def require_admin(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)],
-) -> None:
+) -> str:
+    """The admin actor's name for the audit log."""
     token = request.app.state.settings.admin_token
     if token is None:
         raise Unauthorized(
@@ -75,6 +84,8 @@ async def require_admin(
     given = credentials.credentials if credentials else ""
     if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
         raise Unauthorized("Invalid admin token.", code="invalid_admin_token", headers=_CHALLENGE)
+    return "admin"
 
 
 AdminDep = Depends(require_admin)
+AdminActor = Annotated[str, Depends(require_admin)]

@@ -31,7 +31,10 @@ def _base_url(request: Request) -> str:
     response_model=JobOut,
     status_code=202,
     responses={
+        402: {"description": "The estimated cost exceeds the tenant's remaining budget."},
+        403: {"description": "Tenant suspended, or a read-only key."},
         409: {"description": "The same Idempotency-Key is still being processed."},
+        429: {"description": "Too many job creations; see Retry-After and RateLimit."},
         422: {"description": "Invalid input, unknown model, or Idempotency-Key reused."},
     },
 )
@@ -41,17 +44,25 @@ async def create_job(
     tenant: CurrentTenant,
     session: SessionDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    dry_run: Annotated[
+        bool, Query(description="Validate, estimate and check the budget; create nothing.")
+    ] = False,
 ) -> JSONResponse:
-    """Accept a job. Answers 202 once the job is stored; a worker sends it to fal."""
+    """Accept a job. Answers 202 once the job is stored (its estimated cost reserved against the
+    tenant's budget); a worker sends it to fal. With `dry_run=true`, answers 200 with the
+    estimate and whether the budget allows it."""
+    settings = request.app.state.settings
+    if dry_run:
+        return JSONResponse(await service.estimate_only(session, tenant, body, settings))
     accepted = await service.accept_job(
         session,
         request.app.state.sessionmaker,
         tenant,
         body,
+        settings=settings,
         base_url=_base_url(request),
         path=request.url.path,
         idempotency_key=idempotency_key,
-        idempotency_retention=request.app.state.settings.idempotency_retention,
     )
     headers = dict(accepted.headers)
     if accepted.replayed:
@@ -86,7 +97,7 @@ async def list_jobs(
     )
     base = _base_url(request)
     return ListPage[JobOut](
-        data=[service.present(j, base) for j in rows], has_more=has_more, url="/v1/jobs"
+        data=await service.present(session, rows, base), has_more=has_more, url="/v1/jobs"
     )
 
 
@@ -95,7 +106,7 @@ async def get_job(
     job_id: uuid.UUID, request: Request, tenant: CurrentTenant, session: SessionDep
 ) -> JobOut:
     job = await service.get_job(session, tenant, job_id)
-    return service.present(job, _base_url(request))
+    return (await service.present(session, [job], _base_url(request)))[0]
 
 
 @router.post(
@@ -108,4 +119,4 @@ async def cancel_job(
 ) -> JobOut:
     """Cancel a job: at once if it never left the gateway, otherwise by asking fal."""
     job = await service.cancel_job(session, tenant, job_id)
-    return service.present(job, _base_url(request))
+    return (await service.present(session, [job], _base_url(request)))[0]

@@ -23,7 +23,7 @@ def _media(entry: dict[str, Any] | None, base_url: str) -> dict[str, Any] | None
     return {**entry, "url": f"{base_url}/v1/files/{entry['file_id']}"}
 
 
-def present_job(job: Job, base_url: str) -> JobOut:
+def present_job(job: Job, base_url: str, usage: dict[str, Any] | None = None) -> JobOut:
     base_url = base_url.rstrip("/")
     result = None
     if job.result is not None:
@@ -54,6 +54,7 @@ def present_job(job: Job, base_url: str) -> JobOut:
             inference_s=job.inference_s,
             total_s=_seconds(job.created_at, job.completed_at),
         ),
+        usage=usage,
         metadata=job.job_metadata,
         created_at=job.created_at,
         started_at=job.started_at,

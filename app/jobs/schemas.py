@@ -91,6 +91,14 @@ class LogLine(BaseModel):
     timestamp: str | None = None
 
 
+class JobUsage(BaseModel):
+    unit: str
+    units: str | None = Field(description="Billed units, a decimal string (once settled).")
+    estimated_cost_usd: str | None
+    cost_usd: str | None = Field(description="What fal billed, in USD (once settled).")
+    status: Literal["estimated", "settled", "unpriced"]
+
+
 class JobOut(BaseModel):
     object: Literal["job"] = "job"
     id: uuid.UUID
@@ -102,6 +110,9 @@ class JobOut(BaseModel):
     upstream: Upstream
     logs: list[LogLine]
     metrics: Metrics
+    usage: JobUsage | None = Field(
+        default=None, description="The job's upstream request on the ledger (once sent to fal)."
+    )
     metadata: dict[str, Any]
     created_at: datetime
     started_at: datetime | None

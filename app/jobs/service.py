@@ -4,20 +4,35 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
+import structlog
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.catalog.registry import CATALOG, ModelSpec
+from app.config import Settings
 from app.jobs import repository
 from app.jobs.presenter import present_job
 from app.jobs.schemas import JobCreate, JobOut
 from app.kit.clock import utcnow
 from app.kit.idempotency import IdempotencyGuard, StoredResponse, request_fingerprint
-from app.kit.problems import BadRequest, Conflict, InputValidationError, NotFound, validation_errors
+from app.kit.money import micros_to_usd
+from app.kit.problems import (
+    BadRequest,
+    Conflict,
+    InputValidationError,
+    NotFound,
+    ProblemError,
+    validation_errors,
+)
 from app.models import Job, JobStatus, SubmitState, Tenant
+from app.usage import budgets, ledger, limits
+from app.usage import service as usage_service
+from app.usage.estimates import Estimate, estimate_job
+
+log = structlog.get_logger(__name__)
 
 MAX_METADATA_KEYS = 50
 
@@ -46,6 +61,16 @@ class JobNotCancelable(Conflict):
 
 class InvalidCursor(BadRequest):
     code = "invalid_cursor"
+
+
+class TenantSuspended(ProblemError):
+    status = 403
+    code = "tenant_suspended"
+
+
+class PriceUnknown(ProblemError):
+    status = 503
+    code = "price_unknown"
 
 
 @dataclass(frozen=True)
@@ -101,17 +126,75 @@ def build_job(tenant_id: uuid.UUID, body: JobCreate) -> Job:
     )
 
 
+async def _estimate_and_reserve(
+    session: AsyncSession, tenant: Tenant, job: Job, settings: Settings
+) -> Estimate:
+    spec = resolve_model(job.model)
+    estimate = await estimate_job(session, spec, settings)
+    if estimate.cost_micros is None:
+        log.error("no price in force for a model", model=spec.id)
+        if tenant.budget_micros is not None:
+            # Fail closed: a budget cannot be checked against an unknown price.
+            raise PriceUnknown(
+                f"No price is configured for {spec.id}; the budget cannot be "
+                "checked. The operator has been alerted.",
+                param="model",
+            )
+    job.estimated_cost_micros = estimate.cost_micros or 0
+    await budgets.reserve(session, tenant, job, job.estimated_cost_micros)
+    return estimate
+
+
+async def estimate_only(
+    session: AsyncSession, tenant: Tenant, body: JobCreate, settings: Settings
+) -> dict[str, Any]:
+    """`POST /v1/jobs?dry_run=true`: validate, estimate and check the budget; create nothing."""
+    job = build_job(tenant.id, body)
+    spec = resolve_model(job.model)
+    estimate = await estimate_job(session, spec, settings)
+    allowed, reason, view = True, None, None
+    try:
+        view = await budgets.check(session, tenant, estimate.cost_micros or 0)
+    except budgets.BudgetExceeded as exc:
+        allowed, reason, view = False, exc.code, await budgets.view(session, tenant)
+    if tenant.suspended_at is not None:
+        allowed, reason = False, TenantSuspended.code
+    return {
+        "object": "estimate",
+        "model": spec.id,
+        "input": job.input,
+        "unit": estimate.unit,
+        "units": str(estimate.units),
+        "unit_price_usd": micros_to_usd(estimate.unit_price_micros),
+        "estimated_cost_usd": micros_to_usd(estimate.cost_micros),
+        "basis": estimate.basis,
+        "video_duration_s": estimate.video_duration_s,
+        "allowed": allowed,
+        "reason": reason,
+        "budget": view.to_dict() if view else None,
+    }
+
+
 async def accept_job(
     session: AsyncSession,
     sessionmaker: async_sessionmaker[AsyncSession],
     tenant: Tenant,
     body: JobCreate,
     *,
+    settings: Settings,
     base_url: str,
     path: str,
     idempotency_key: str | None,
-    idempotency_retention: timedelta,
 ) -> Accepted:
+    if tenant.suspended_at is not None:
+        raise TenantSuspended(
+            "This tenant is suspended: new jobs are refused (running jobs "
+            "finish). Contact the operator."
+        )
+    rate_headers: dict[str, str] = {}
+    rate = tenant.rate_limit_per_minute or settings.rate_limit_per_minute
+    if rate is not None:
+        rate_headers = (await limits.hit(sessionmaker, tenant.id, rate)).headers()
     job = build_job(tenant.id, body)  # validation first: a bad body never claims a key
     guard = None
     if idempotency_key is not None:
@@ -122,12 +205,15 @@ async def accept_job(
             method="POST",
             path=path,
             fingerprint=request_fingerprint("POST", path, body.model_dump(mode="json")),
-            retention=idempotency_retention,
+            retention=settings.idempotency_retention,
         )
         stored = await guard.claim()
         if stored is not None:
-            return Accepted(stored.status, stored.body, stored.headers, replayed=True)
+            return Accepted(
+                stored.status, stored.body, {**stored.headers, **rate_headers}, replayed=True
+            )
     try:
+        await _estimate_and_reserve(session, tenant, job, settings)
         session.add(job)
         await session.flush()
         await repository.notify_workers(session)
@@ -139,7 +225,7 @@ async def accept_job(
         if guard is not None:
             await guard.release()
         raise
-    return Accepted(202, out, headers, replayed=False)
+    return Accepted(202, out, {**headers, **rate_headers}, replayed=False)
 
 
 async def get_job(session: AsyncSession, tenant: Tenant, job_id: uuid.UUID) -> Job:
@@ -202,6 +288,7 @@ async def cancel_job(session: AsyncSession, tenant: Tenant, job_id: uuid.UUID) -
         job.completed_at = now
         job.next_action_at = None
         job.error = {"code": "canceled", "message": "Canceled before it was sent upstream."}
+        await ledger.settle_job(session, job, None, bill_422=False)  # releases the reservation
     elif job.cancel_requested_at is None:
         job.cancel_requested_at = now
         job.next_action_at = now
@@ -210,5 +297,7 @@ async def cancel_job(session: AsyncSession, tenant: Tenant, job_id: uuid.UUID) -
     return job
 
 
-def present(job: Job, base_url: str) -> JobOut:
-    return present_job(job, base_url)
+async def present(session: AsyncSession, jobs: list[Job], base_url: str) -> list[JobOut]:
+    """Job resources, with their usage read in one query for the whole page."""
+    usage = await usage_service.usage_of_jobs(session, [j.id for j in jobs])
+    return [present_job(j, base_url, usage.get(j.id)) for j in jobs]

@@ -56,6 +56,8 @@ from app.upstream.schemas import (
     ResultOutcome,
     ResultPending,
 )
+from app.usage import ledger
+from app.usage.ledger import Outcome
 from app.webhooks.tokens import JobTokens
 
 log = structlog.get_logger(__name__)
@@ -94,7 +96,17 @@ def _release(job: Job, next_action_at: datetime | None) -> None:
     job.next_action_at = None if job.status.terminal else next_action_at
 
 
-def _finish(job: Job, status: JobStatus, *, error: dict[str, Any] | None = None) -> None:
+async def _finish(
+    session: AsyncSession,
+    ctx: WorkerContext,
+    job: Job,
+    status: JobStatus,
+    *,
+    error: dict[str, Any] | None = None,
+    billed: Outcome | None = None,
+) -> None:
+    """The job's final state, its usage settled (``billed``: how its fal request ended, None when
+    none reached fal) and its budget reservation released, all in the caller's transaction."""
     now = utcnow()
     job.status = status
     job.error = error
@@ -107,6 +119,7 @@ def _finish(job: Job, status: JobStatus, *, error: dict[str, Any] | None = None)
             job.submitted_at or job.created_at, now - timedelta(seconds=job.inference_s)
         )
     _release(job, None)
+    await ledger.settle_job(session, job, billed, bill_422=ctx.settings.bill_upstream_422)
 
 
 def _error(code: str, message: str, upstream: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -242,7 +255,7 @@ async def _dispatch(ctx: WorkerContext, job: Job) -> None:
 
         async def refused(session: AsyncSession, row: Job) -> None:
             row.submit_state = SubmitState.submitted if created else SubmitState.pending
-            _finish(row, JobStatus.failed, error=error)
+            await _finish(session, ctx, row, JobStatus.failed, error=error)
 
         await _write(ctx, job.id, refused)
         return
@@ -250,6 +263,7 @@ async def _dispatch(ctx: WorkerContext, job: Job) -> None:
     async def mark_submitted(session: AsyncSession, row: Job) -> None:
         row.submit_state = SubmitState.submitted
         row.upstream_request_id = submitted.request_id
+        await ledger.record_request(session, row, submitted.request_id, unit=ledger.unit_of(row))
         row.status_url = submitted.status_url
         row.response_url = submitted.response_url
         row.cancel_url = submitted.cancel_url
@@ -296,13 +310,17 @@ async def _resolve_ambiguous(ctx: WorkerContext, job: Job) -> None:
 
     async def fail(session: AsyncSession, row: Job) -> None:
         if row.cancel_requested_at is not None:
-            _finish(
+            await _finish(
+                session,
+                ctx,
                 row,
                 JobStatus.canceled,
                 error=_error("canceled", "Canceled; the submit's outcome was unknown."),
             )
             return
-        _finish(
+        await _finish(
+            session,
+            ctx,
             row,
             JobStatus.failed,
             error=_error(
@@ -409,7 +427,14 @@ async def _send_cancel(ctx: WorkerContext, job: Job) -> None:
     async def mutate(session: AsyncSession, row: Job) -> None:
         row.cancel_sent_at = utcnow()
         if outcome is CancelOutcome.NOT_FOUND:
-            _finish(row, JobStatus.canceled, error=_error("canceled", "Canceled."))
+            await _finish(
+                session,
+                ctx,
+                row,
+                JobStatus.canceled,
+                error=_error("canceled", "Canceled."),
+                billed=Outcome("canceled_queued"),
+            )
             return
         # Requested or already completed: the next poll tells how it ended.
         _release(row, utcnow())
@@ -480,9 +505,13 @@ async def _complete(
         if logs:
             row.logs = logs[-MAX_LOG_LINES:]
         if isinstance(outcome, ResultCancelled):
-            _finish(
+            ran = row.started_at is not None or bool(row.inference_s)
+            await _finish(
+                session,
+                ctx,
                 row,
                 JobStatus.canceled,
+                billed=Outcome("canceled_running" if ran else "canceled_queued", row.inference_s),
                 error=_error(
                     "canceled",
                     "Canceled while running at fal.",
@@ -494,9 +523,12 @@ async def _complete(
                 ),
             )
         elif isinstance(outcome, ResultNotFound):
-            _finish(
+            await _finish(
+                session,
+                ctx,
                 row,
                 JobStatus.failed,
+                billed=Outcome("unknown", row.inference_s),
                 error=_error(
                     "upstream_result_expired",
                     "fal no longer has this request's result (results are kept about an hour).",
@@ -504,9 +536,12 @@ async def _complete(
                 ),
             )
         elif isinstance(outcome, ResultFailed):
-            _finish(
+            await _finish(
+                session,
+                ctx,
                 row,
                 JobStatus.failed,
+                billed=Outcome(_billing_kind(outcome), row.inference_s),
                 error=_error(
                     _failure_code(outcome), outcome.message, _upstream_error_body(outcome)
                 ),
@@ -514,6 +549,14 @@ async def _complete(
         await _mark_event(session, event_id)
 
     await _write(ctx, job.id, mutate)
+
+
+def _billing_kind(outcome: ResultFailed) -> str:
+    if outcome.status_code == 422:
+        return "upstream_422"
+    if outcome.status_code >= 500:
+        return "upstream_5xx"
+    return "upstream_4xx"
 
 
 def _failure_code(outcome: ResultFailed) -> str:
@@ -543,10 +586,13 @@ async def _time_out(ctx: WorkerContext, job: Job) -> None:
             log.warning("cancel on timeout failed", job_id=str(job.id), error=str(exc))
 
     async def mutate(session: AsyncSession, row: Job) -> None:
-        _finish(
+        await _finish(
+            session,
+            ctx,
             row,
             JobStatus.failed,
             error=_error("timeout", f"The job did not finish within {ctx.settings.job_timeout}."),
+            billed=Outcome("unknown", row.inference_s) if row.upstream_request_id else None,
         )
 
     await _write(ctx, job.id, mutate)
@@ -596,7 +642,17 @@ async def _finalize_success(
         async def failed(session: AsyncSession, row: Job) -> None:
             row.upstream_completed = True
             row.upstream_output = output
-            _finish(row, JobStatus.failed, error=error)
+            if inference_s is not None:
+                row.inference_s = inference_s
+            # fal ran it and bills it, even though we could not fetch the files.
+            await _finish(
+                session,
+                ctx,
+                row,
+                JobStatus.failed,
+                error=error,
+                billed=Outcome("succeeded", row.inference_s),
+            )
             await _mark_event(session, event_id)
 
         await _write(ctx, job.id, failed)
@@ -638,7 +694,9 @@ async def _finalize_success(
             row.inference_s = inference_s
         if logs:
             row.logs = logs[-MAX_LOG_LINES:]
-        _finish(row, JobStatus.succeeded)
+        await _finish(
+            session, ctx, row, JobStatus.succeeded, billed=Outcome("succeeded", row.inference_s)
+        )
         await _mark_event(session, event_id)
         await notify_workers(session, "job_finished")
 

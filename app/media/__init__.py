@@ -5,8 +5,10 @@ Imports no other domain of the app; configuration comes in as arguments.
 
 from app.media.errors import AudioCopyError, MediaError, MediaUnreadableError, NoAudioStreamError
 from app.media.extract import extract_audio
+from app.media.factory import StorageKind, build_storage
 from app.media.probe import AudioInfo, MediaInfo, VideoInfo, probe
 from app.media.ranges import ByteRange, RangeNotSatisfiableError, parse_range, stream_stored_object
+from app.media.s3 import S3Storage, StorageBackendError
 from app.media.samples import ensure_sample_video
 from app.media.storage import (
     InvalidKeyError,
@@ -32,10 +34,14 @@ __all__ = [
     "ObjectNotFoundError",
     "ObjectTooLargeError",
     "RangeNotSatisfiableError",
+    "S3Storage",
     "Storage",
+    "StorageBackendError",
     "StorageError",
+    "StorageKind",
     "StoredObject",
     "VideoInfo",
+    "build_storage",
     "ensure_sample_video",
     "extract_audio",
     "parse_range",

@@ -2,23 +2,35 @@
 
 from app.db.base import Base
 from app.models.api_key import ApiKey
+from app.models.audit_event import AuditEvent
+from app.models.budget import BudgetEvent, BudgetPeriod, RateLimitWindow
 from app.models.fal_webhook_event import FalWebhookEvent, WebhookEventState
 from app.models.idempotency_key import IdempotencyKey
 from app.models.job import TERMINAL_STATUSES, Job, JobStatus, SubmitState
+from app.models.price import Price
 from app.models.stored_file import FileKind, StoredFile
 from app.models.tenant import Tenant
+from app.models.usage import UsageDaily, UsageRecord, UsageStatus
 
 __all__ = [
     "TERMINAL_STATUSES",
     "ApiKey",
+    "AuditEvent",
     "Base",
+    "BudgetEvent",
+    "BudgetPeriod",
     "FalWebhookEvent",
     "FileKind",
     "IdempotencyKey",
     "Job",
     "JobStatus",
+    "Price",
+    "RateLimitWindow",
     "StoredFile",
     "SubmitState",
     "Tenant",
+    "UsageDaily",
+    "UsageRecord",
+    "UsageStatus",
     "WebhookEventState",
 ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, String
+from sqlalchemy import Boolean, DateTime, ForeignKey, String, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -23,3 +23,8 @@ class ApiKey(UUIDPrimaryKey, Timestamps, Base):
     key_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # After expires_at the key stops working (rotation sets it on the old key: the grace period).
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    read_only: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=text("false")
+    )

@@ -1,59 +1,104 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from fastapi import APIRouter
 
-from app.auth.dependencies import AdminDep
+from app.auth.dependencies import AdminActor, AdminDep
 from app.db.session import SessionDep
 from app.kit.pagination import ListPage
 from app.tenants import service
-from app.tenants.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, TenantCreate, TenantOut
+from app.tenants.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyOut,
+    ApiKeyRotate,
+    ApiKeyRotated,
+    TenantCreate,
+    TenantOut,
+    TenantUpdate,
+)
+from app.usage import budgets
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminDep])
 
 
+async def _out(session: SessionDep, tenant) -> TenantOut:  # type: ignore[no-untyped-def]
+    current = await budgets.view(session, tenant)
+    return TenantOut.of(tenant, current.to_dict() if current else None)
+
+
 @router.post("/tenants", response_model=TenantOut, status_code=201)
-async def create_tenant(body: TenantCreate, session: SessionDep) -> TenantOut:
-    tenant = await service.create_tenant(session, body.name)
-    return TenantOut.model_validate(tenant, from_attributes=True)
+async def create_tenant(body: TenantCreate, session: SessionDep, actor: AdminActor) -> TenantOut:
+    tenant = await service.create_tenant(session, body.name, actor=actor)
+    return await _out(session, tenant)
 
 
 @router.get("/tenants", response_model=ListPage[TenantOut])
 async def list_tenants(session: SessionDep) -> ListPage[TenantOut]:
     tenants = await service.list_tenants(session)
-    data = [TenantOut.model_validate(t, from_attributes=True) for t in tenants]
-    return ListPage[TenantOut](data=data, has_more=False)
+    return ListPage[TenantOut](data=[TenantOut.of(t) for t in tenants], has_more=False)
 
 
 @router.get("/tenants/{tenant_id}", response_model=TenantOut)
 async def get_tenant(tenant_id: uuid.UUID, session: SessionDep) -> TenantOut:
-    tenant = await service.get_tenant(session, tenant_id)
-    return TenantOut.model_validate(tenant, from_attributes=True)
+    return await _out(session, await service.get_tenant(session, tenant_id))
+
+
+@router.patch("/tenants/{tenant_id}", response_model=TenantOut)
+async def update_tenant(
+    tenant_id: uuid.UUID, body: TenantUpdate, session: SessionDep, actor: AdminActor
+) -> TenantOut:
+    """Budget (`budget_usd`, `budget_period`, `budget_thresholds`), limits
+    (`rate_limit_per_minute`, `max_in_flight`, `weight`) and `suspended`."""
+    tenant = await service.update_tenant(session, tenant_id, body, actor=actor)
+    return await _out(session, tenant)
 
 
 @router.post("/tenants/{tenant_id}/keys", response_model=ApiKeyCreated, status_code=201)
 async def create_key(
-    tenant_id: uuid.UUID, session: SessionDep, body: ApiKeyCreate | None = None
+    tenant_id: uuid.UUID, session: SessionDep, actor: AdminActor, body: ApiKeyCreate | None = None
 ) -> ApiKeyCreated:
-    key, secret = await service.create_api_key(session, tenant_id, body.name if body else None)
-    return ApiKeyCreated.model_validate({**_key_fields(key), "key": secret})
+    body = body or ApiKeyCreate()
+    key, secret = await service.create_api_key(
+        session,
+        tenant_id,
+        body.name,
+        read_only=body.read_only,
+        expires_at=body.expires_at,
+        actor=actor,
+    )
+    return ApiKeyCreated.model_validate({**ApiKeyOut.of(key).model_dump(), "key": secret})
 
 
 @router.get("/tenants/{tenant_id}/keys", response_model=ListPage[ApiKeyOut])
 async def list_keys(tenant_id: uuid.UUID, session: SessionDep) -> ListPage[ApiKeyOut]:
     keys = await service.list_api_keys(session, tenant_id)
-    return ListPage[ApiKeyOut](
-        data=[ApiKeyOut.model_validate(_key_fields(k)) for k in keys], has_more=False
-    )
+    return ListPage[ApiKeyOut](data=[ApiKeyOut.of(k) for k in keys], has_more=False)
 
 
 @router.post("/tenants/{tenant_id}/keys/{key_id}/revoke", response_model=ApiKeyOut)
-async def revoke_key(tenant_id: uuid.UUID, key_id: uuid.UUID, session: SessionDep) -> ApiKeyOut:
-    key = await service.revoke_api_key(session, tenant_id, key_id)
-    return ApiKeyOut.model_validate(_key_fields(key))
+async def revoke_key(
+    tenant_id: uuid.UUID, key_id: uuid.UUID, session: SessionDep, actor: AdminActor
+) -> ApiKeyOut:
+    return ApiKeyOut.of(await service.revoke_api_key(session, tenant_id, key_id, actor=actor))
 
 
-def _key_fields(key: object) -> dict:
-    fields = ("id", "tenant_id", "name", "prefix", "created_at", "revoked_at", "last_used_at")
-    return {f: getattr(key, f) for f in fields}
+@router.post(
+    "/tenants/{tenant_id}/keys/{key_id}/rotate", response_model=ApiKeyRotated, status_code=201
+)
+async def rotate_key(
+    tenant_id: uuid.UUID,
+    key_id: uuid.UUID,
+    session: SessionDep,
+    actor: AdminActor,
+    body: ApiKeyRotate | None = None,
+) -> ApiKeyRotated:
+    """A new key; the old one keeps working for `grace_seconds`, then expires."""
+    grace = timedelta(seconds=(body or ApiKeyRotate()).grace_seconds)
+    old, new, secret = await service.rotate_api_key(
+        session, tenant_id, key_id, grace=grace, actor=actor
+    )
+    created = ApiKeyCreated.model_validate({**ApiKeyOut.of(new).model_dump(), "key": secret})
+    return ApiKeyRotated(old=ApiKeyOut.of(old), new=created)

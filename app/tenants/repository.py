@@ -9,8 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.models import ApiKey, Tenant
 
 
-async def get_tenant(session: AsyncSession, tenant_id: uuid.UUID) -> Tenant | None:
-    return await session.get(Tenant, tenant_id)
+async def get_tenant(
+    session: AsyncSession, tenant_id: uuid.UUID, *, lock: bool = False
+) -> Tenant | None:
+    return await session.get(Tenant, tenant_id, with_for_update=lock)
 
 
 async def list_tenants(session: AsyncSession) -> Sequence[Tenant]:

@@ -2,9 +2,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.kit.money import micros_to_usd, usd_to_micros
+from app.models import ApiKey, Tenant
+from app.usage.periods import parse_period
 
 
 class TenantCreate(BaseModel):
@@ -12,16 +16,97 @@ class TenantCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200, examples=["video-team"])
 
 
+class TenantUpdate(BaseModel):
+    """Partial update: fields left out are unchanged; ``null`` removes a budget or a limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    budget_usd: str | None = Field(
+        default=None,
+        description='Decimal string, e.g. "25.00"; null removes the budget.',
+        examples=["25.00"],
+    )
+    budget_period: str | None = Field(
+        default=None, description="'month' (calendar month, UTC) or a duration: '30d', '24h'."
+    )
+    budget_thresholds: list[int] | None = Field(
+        default=None, description="Percentages that record an event when crossed (50/80/100)."
+    )
+    rate_limit_per_minute: int | None = Field(default=None, ge=1)
+    max_in_flight: int | None = Field(default=None, ge=1)
+    weight: float | None = Field(default=None, gt=0, le=1000)
+    suspended: bool | None = None
+
+    @field_validator("budget_usd")
+    @classmethod
+    def _money(cls, v: str | None) -> str | None:
+        if v is not None:
+            if usd_to_micros(v) < 0:
+                raise ValueError("a budget cannot be negative")
+        return v
+
+    @field_validator("budget_period")
+    @classmethod
+    def _period(cls, v: str | None) -> str | None:
+        return None if v is None else parse_period(v)
+
+    @field_validator("budget_thresholds")
+    @classmethod
+    def _thresholds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and any(not 1 <= p <= 1000 for p in v):
+            raise ValueError("thresholds are percentages between 1 and 1000")
+        return None if v is None else sorted(set(v))
+
+
 class TenantOut(BaseModel):
     object: Literal["tenant"] = "tenant"
     id: uuid.UUID
     name: str
+    budget_usd: str | None
+    budget_period: str
+    budget_thresholds: list[int]
+    rate_limit_per_minute: int | None
+    max_in_flight: int | None
+    weight: float
+    suspended_at: datetime | None
     created_at: datetime
+    budget: dict[str, Any] | None = Field(
+        default=None, description="The current period: spent, reserved, remaining."
+    )
+
+    @classmethod
+    def of(cls, t: Tenant, budget: dict[str, Any] | None = None) -> TenantOut:
+        return cls(
+            id=t.id,
+            name=t.name,
+            budget_usd=micros_to_usd(t.budget_micros),
+            budget_period=t.budget_period,
+            budget_thresholds=list(t.budget_thresholds or []),
+            rate_limit_per_minute=t.rate_limit_per_minute,
+            max_in_flight=t.max_in_flight,
+            weight=float(t.weight),
+            suspended_at=t.suspended_at,
+            created_at=t.created_at,
+            budget=budget,
+        )
 
 
 class ApiKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(default=None, max_length=200)
+    read_only: bool = Field(default=False, description="GET only: refused on every mutation.")
+    expires_at: datetime | None = Field(default=None, description="The key stops working then.")
+
+
+class ApiKeyRotate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    grace_seconds: int = Field(
+        default=3600,
+        ge=0,
+        le=30 * 86400,
+        description="The old key keeps working this long, then expires.",
+    )
 
 
 class ApiKeyOut(BaseModel):
@@ -30,10 +115,22 @@ class ApiKeyOut(BaseModel):
     tenant_id: uuid.UUID
     name: str | None
     prefix: str
+    read_only: bool
     created_at: datetime
+    expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+
+    @classmethod
+    def of(cls, k: ApiKey) -> ApiKeyOut:
+        return cls.model_validate(k, from_attributes=True)
 
 
 class ApiKeyCreated(ApiKeyOut):
     key: str = Field(description="The secret. Shown only in this response: store it now.")
+
+
+class ApiKeyRotated(BaseModel):
+    object: Literal["api_key_rotation"] = "api_key_rotation"
+    old: ApiKeyOut
+    new: ApiKeyCreated

@@ -46,7 +46,12 @@ async def fal_webhook(
         # fal retries non-2xx deliveries, so a 503 here loses nothing.
         raise WebhookKeysUnavailable("fal's signing keys cannot be fetched right now.") from exc
     outcome = await record_fal_webhook(
-        session, verified, tokens=request.app.state.job_tokens, job_param=job, token_param=token
+        session,
+        verified,
+        tokens=request.app.state.job_tokens,
+        job_param=job,
+        token_param=token,
+        bill_422=request.app.state.settings.bill_upstream_422,
     )
     WEBHOOKS_RECEIVED.labels(outcome=outcome).inc()
     return {"status": "received"}

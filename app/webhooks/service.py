@@ -6,6 +6,7 @@ answer to fal is immediate and a slow step never makes fal retry.
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import structlog
@@ -17,6 +18,7 @@ from app.jobs.repository import notify_workers
 from app.kit.clock import utcnow
 from app.models import FalWebhookEvent, Job, SubmitState, WebhookEventState
 from app.upstream.schemas import VerifiedWebhook
+from app.usage import ledger
 from app.webhooks.tokens import JobTokens
 
 log = structlog.get_logger(__name__)
@@ -29,6 +31,7 @@ async def record_fal_webhook(
     tokens: JobTokens,
     job_param: str | None,
     token_param: str | None,
+    bill_422: bool = False,
 ) -> str:
     """Store the event and point its job at it. Returns the outcome for metrics/logs:
     ``matched``, ``attached`` (an ambiguous submit found its request), ``duplicate`` or
@@ -87,6 +90,19 @@ async def record_fal_webhook(
         job.next_action_at = utcnow()
         await notify_workers(session, "webhook")
     return outcome if deliveries == 1 else "duplicate"
+
+
+_STATUS = re.compile(r"\b([1-5]\d\d)\b")
+
+
+def _billing_outcome(webhook: VerifiedWebhook) -> ledger.Outcome:
+    if webhook.status == "OK":
+        return ledger.Outcome("succeeded")  # no metrics in a webhook: settled at the estimate
+    match = _STATUS.search(webhook.error or "")
+    code = int(match.group(1)) if match else 500
+    if code == 422:
+        return ledger.Outcome("upstream_422")
+    return ledger.Outcome("upstream_5xx" if code >= 500 else "upstream_4xx")
 
 
 def _job_from_token(

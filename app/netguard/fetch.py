@@ -1,0 +1,343 @@
+"""``SafeFetcher``: GET/HEAD a tenant's URL without letting it steer the gateway anywhere else.
+
+Per hop (the URL given, then each redirect target):
+1. ``parse_url``: scheme, no credentials, a host.
+2. ``vet_url``: resolve the host once, every address checked against the policy.
+3. Connect to a vetted address, never to the name: the request is sent to
+   ``scheme://<vetted ip>:<port>/path`` with ``Host: <original host[:port]>``, and for https the
+   ``sni_hostname`` request extension set to the original host. httpcore passes that extension as
+   ``server_hostname`` to ``ssl.SSLContext.wrap_socket``, which both sends it as SNI and verifies
+   the certificate against it (``check_hostname`` stays on), so TLS still authenticates the name
+   the tenant gave while the socket goes to the address we checked. Nothing below us resolves the
+   name again, so a DNS answer that changes between check and connect (rebinding) cannot move the
+   connection.
+4. Every request carries ``Connection: close``: a pooled connection is keyed by the IP, and
+   reusing one opened (and certificate-checked) for another hostname on the same IP would skip
+   step 3 for the second name.
+5. Redirects (301/302/303/307/308 with a Location) are followed here, never by httpx, up to
+   ``max_redirects``; the method stays GET/HEAD.
+
+Bodies stream to a temporary file beside the destination (hashed as they go) and are renamed into
+place only when complete; any failure, the caps included, removes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import ssl
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+import httpx
+
+from app.netguard.addresses import IPAddress, connect_address
+from app.netguard.errors import (
+    ContentTooLarge,
+    FetchFailed,
+    FetchTimeout,
+    OutboundRefused,
+    TooManyRedirects,
+    UrlRefused,
+)
+from app.netguard.policy import OutboundPolicy, Resolver, parse_url, vet_url
+
+DEFAULT_USER_AGENT = "foley-gateway"
+CHUNK_SIZE = 256 * 1024
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+_TIMEOUT_PHASES: dict[type[httpx.TimeoutException], str] = {
+    httpx.ConnectTimeout: "connect",
+    httpx.ReadTimeout: "read",
+    httpx.WriteTimeout: "write",
+    httpx.PoolTimeout: "pool",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    final_url: str  # after redirects, with the hostname (not the IP we connected to)
+    status: int
+    size_bytes: int
+    content_type: str | None
+    sha256: str  # hex
+    redirects: int
+    address: str  # the vetted IP the body came from
+
+
+@dataclass(frozen=True, slots=True)
+class HeadResult:
+    final_url: str
+    status: int
+    content_length: int | None
+    content_type: str | None
+    redirects: int
+    address: str
+    headers: httpx.Headers
+
+
+@dataclass(slots=True)
+class _Opened:
+    response: httpx.Response
+    url: httpx.URL
+    address: str
+    redirects: int
+
+
+def build_client(
+    *, verify: ssl.SSLContext | bool = True, max_connections: int = 20
+) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` fit for ``SafeFetcher`` (one per process is enough).
+
+    ``trust_env=False``: an ``HTTP(S)_PROXY`` from the environment would make the proxy, not us,
+    open the connection. No keep-alive (see step 4 above). Timeouts come per request from the
+    policy. ``verify`` is httpx's (an ``ssl.SSLContext``, or True for certifi's roots).
+    """
+    return httpx.AsyncClient(
+        trust_env=False,
+        follow_redirects=False,
+        verify=verify,
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=0),
+    )
+
+
+class SafeFetcher:
+    """Fetches tenant URLs under an ``OutboundPolicy`` (see the module docstring for how).
+
+    ``resolver`` defaults to the system's ``getaddrinfo``; ``http`` to a client from
+    ``build_client`` that ``aclose()`` closes. An injected client is not closed; it must not use
+    a proxy (build it with ``build_client`` or ``trust_env=False``). Safe to share between tasks.
+    """
+
+    def __init__(
+        self,
+        policy: OutboundPolicy,
+        *,
+        resolver: Resolver | None = None,
+        http: httpx.AsyncClient | None = None,
+        user_agent: str = DEFAULT_USER_AGENT,
+    ) -> None:
+        self.policy = policy
+        self._resolver = resolver
+        self._owns_http = http is None
+        self._http = http if http is not None else build_client()
+        self._user_agent = user_agent
+        self._timeout = httpx.Timeout(
+            connect=policy.connect_timeout_s,
+            read=policy.read_timeout_s,
+            write=policy.read_timeout_s,
+            pool=policy.connect_timeout_s,
+        )
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> SafeFetcher:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def download(self, url: str, dest: str | os.PathLike[str]) -> FetchResult:
+        """GET ``url`` into ``dest`` (created or replaced only on success).
+
+        Raises an ``OutboundRefused`` subclass; ``dest`` is then untouched and no temporary file
+        remains. A declared Content-Length over ``max_bytes`` is refused before the body is read;
+        a body that goes past it anyway is cut off.
+        """
+        dest = Path(dest)
+        with self._total_deadline():
+            async with asyncio.timeout(self.policy.total_timeout_s):
+                opened = await self._open("GET", url)
+                try:
+                    declared = _content_length(opened.response)
+                    if declared is not None and declared > self.policy.max_bytes:
+                        raise ContentTooLarge(self.policy.max_bytes, declared=declared)
+                    size, sha256 = await _save(
+                        opened.response, dest, self.policy.max_bytes, where=opened.url
+                    )
+                finally:
+                    await opened.response.aclose()
+        return FetchResult(
+            final_url=str(opened.url),
+            status=opened.response.status_code,
+            size_bytes=size,
+            content_type=opened.response.headers.get("content-type"),
+            sha256=sha256,
+            redirects=opened.redirects,
+            address=opened.address,
+        )
+
+    async def head(self, url: str) -> HeadResult:
+        """HEAD ``url`` (redirects followed and checked). Some signed URLs (S3 presigned GETs)
+        refuse HEAD: use ``probe_headers`` for those."""
+        return await self._headers_only("HEAD", url)
+
+    async def probe_headers(self, url: str) -> HeadResult:
+        """GET ``url`` and stop after the headers: the body is never read."""
+        return await self._headers_only("GET", url)
+
+    async def _headers_only(self, method: Literal["GET", "HEAD"], url: str) -> HeadResult:
+        with self._total_deadline():
+            async with asyncio.timeout(self.policy.total_timeout_s):
+                opened = await self._open(method, url)
+                await opened.response.aclose()
+        response = opened.response
+        return HeadResult(
+            final_url=str(opened.url),
+            status=response.status_code,
+            content_length=_content_length(response),
+            content_type=response.headers.get("content-type"),
+            redirects=opened.redirects,
+            address=opened.address,
+            headers=response.headers,
+        )
+
+    @contextlib.contextmanager
+    def _total_deadline(self) -> Iterator[None]:
+        try:
+            yield
+        except TimeoutError as exc:  # raised by asyncio.timeout when the deadline passed
+            raise FetchTimeout(
+                f"fetch took longer than {self.policy.total_timeout_s:g} s", phase="total"
+            ) from exc
+
+    async def _open(self, method: str, url: str) -> _Opened:
+        """Follow redirects hop by hop; the answer is the first non-redirect 2xx (streaming)."""
+        redirects = 0
+        current: httpx.URL | None = None
+        location: str | httpx.URL = url
+        while True:
+            try:
+                current = parse_url(
+                    location if current is None else _join(current, location), self.policy
+                )
+                addresses = await vet_url(current, self.policy, self._resolver)
+            except UrlRefused as exc:
+                if redirects:
+                    exc.at_redirect(redirects)
+                raise
+            response, address = await self._send_pinned(method, current, addresses)
+            status = response.status_code
+            next_location = response.headers.get("location")
+            if status in REDIRECT_STATUSES and next_location:
+                await response.aclose()
+                if redirects >= self.policy.max_redirects:
+                    raise TooManyRedirects(self.policy.max_redirects)
+                redirects += 1
+                location = next_location
+                continue
+            # 206 only answers a Range request, and we send none: it would be a partial file.
+            if not response.is_success or status == 206:
+                await response.aclose()
+                error = FetchFailed(f"{current.raw_host.decode()} answered {status}", status=status)
+                if redirects:
+                    error.at_redirect(redirects)
+                raise error
+            return _Opened(response, current, address, redirects)
+
+    async def _send_pinned(
+        self, method: str, url: httpx.URL, addresses: list[IPAddress]
+    ) -> tuple[httpx.Response, str]:
+        """Send to the first vetted address that accepts a connection. Trying the next one after
+        a failed connect is safe: nothing was sent. Any other failure ends the fetch."""
+        failure: httpx.TransportError | None = None
+        for ip in addresses:
+            target = connect_address(ip)
+            request = self._pinned_request(method, url, target)
+            try:
+                # auth=None: an injected client's default auth must not reach a tenant's server.
+                response = await self._http.send(
+                    request, stream=True, follow_redirects=False, auth=None
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                failure = exc
+                continue
+            except httpx.HTTPError as exc:
+                raise _mapped(exc, url) from exc
+            return response, str(target)
+        assert failure is not None
+        raise _mapped(failure, url) from failure
+
+    def _pinned_request(self, method: str, url: httpx.URL, ip: IPAddress) -> httpx.Request:
+        host = url.raw_host.decode("ascii")
+        extensions: dict[str, object] = {"timeout": self._timeout.as_dict()}
+        if url.scheme == "https":
+            extensions["sni_hostname"] = host
+        headers = {
+            "Host": url.netloc.decode("ascii"),
+            "User-Agent": self._user_agent,
+            "Accept": "*/*",
+            # Media is already compressed; identity keeps Content-Length equal to the file size.
+            "Accept-Encoding": "identity",
+            "Connection": "close",
+        }
+        # Built directly rather than with client.build_request: no client cookies or default
+        # headers are merged in.
+        return httpx.Request(
+            method, url.copy_with(host=str(ip)), headers=headers, extensions=extensions
+        )
+
+
+async def _save(
+    response: httpx.Response, dest: Path, max_bytes: int, *, where: httpx.URL
+) -> tuple[int, str]:
+    """Stream the body to a unique temporary file beside ``dest``, then rename it over ``dest``."""
+    fd, partial = await asyncio.to_thread(
+        tempfile.mkstemp, dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"
+    )
+    handle: BinaryIO = os.fdopen(fd, "wb")
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        try:
+            async for chunk in response.aiter_bytes(CHUNK_SIZE):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise ContentTooLarge(max_bytes, received=size)
+                digest.update(chunk)
+                await asyncio.to_thread(handle.write, chunk)
+        except httpx.HTTPError as exc:
+            raise _mapped(exc, where, received=size) from exc
+        await asyncio.to_thread(handle.close)
+        await asyncio.to_thread(os.replace, partial, dest)
+    except BaseException:
+        # Synchronous on purpose: this also runs on cancellation, where an await could be cut.
+        handle.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        raise
+    return size, digest.hexdigest()
+
+
+def _join(base: httpx.URL, location: str | httpx.URL) -> httpx.URL | str:
+    try:
+        return base.join(location)
+    except (httpx.InvalidURL, ValueError):
+        return str(location)  # parse_url reports it
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    value = response.headers.get("content-length", "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def _mapped(
+    exc: httpx.HTTPError, url: httpx.URL, *, received: int | None = None
+) -> OutboundRefused:
+    """An httpx failure as one of ours; only the URL's host is named (queries may be secrets)."""
+    where = url.raw_host.decode("ascii")
+    for cls, phase in _TIMEOUT_PHASES.items():
+        if isinstance(exc, cls):
+            return FetchTimeout(f"{phase} timed out talking to {where}", phase=phase)
+    if received is not None:
+        detail = f"download from {where} broke off after {received} bytes: {type(exc).__name__}"
+    else:
+        detail = f"could not fetch from {where}: {type(exc).__name__}: {exc}"
+    return FetchFailed(detail)

@@ -1,0 +1,213 @@
+"""Budgets that hold under concurrency: reserve → settle, fail closed.
+
+A job's estimated cost is reserved in the job's own transaction, under the row lock of the
+tenant's current budget period, so concurrent creates (from any number of API processes) queue on
+that lock and spent + reserved can never pass the budget. Completion settles the reservation to
+the real cost; failure and cancellation release it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.kit.clock import utcnow
+from app.kit.money import micros_to_usd
+from app.kit.problems import ProblemError
+from app.models import BudgetEvent, BudgetPeriod, Job, JobStatus, Tenant, UsageRecord
+from app.usage.periods import period_bounds
+
+
+class BudgetExceeded(ProblemError):
+    status = 402
+    code = "budget_exceeded"
+
+
+@dataclass(frozen=True)
+class BudgetView:
+    budget_micros: int
+    period_start: datetime
+    period_end: datetime
+    spent_micros: int
+    reserved_micros: int
+
+    @property
+    def remaining_micros(self) -> int:
+        return max(0, self.budget_micros - self.spent_micros - self.reserved_micros)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "budget_usd": micros_to_usd(self.budget_micros),
+            "period_start": self.period_start.isoformat(),
+            "period_end": self.period_end.isoformat(),
+            "spent_usd": micros_to_usd(self.spent_micros),
+            "reserved_usd": micros_to_usd(self.reserved_micros),
+            "remaining_usd": micros_to_usd(self.remaining_micros),
+        }
+
+
+async def _period_row(
+    session: AsyncSession, tenant: Tenant, at: datetime, *, lock: bool
+) -> BudgetPeriod:
+    start, end = period_bounds(tenant.budget_period, at, tenant.budget_anchor)
+    stmt = select(BudgetPeriod).where(
+        BudgetPeriod.tenant_id == tenant.id, BudgetPeriod.period_start == start
+    )
+    if lock:
+        stmt = stmt.with_for_update()
+    stmt = stmt.execution_options(populate_existing=True)
+    row = (await session.scalars(stmt)).first()
+    if row is None:
+        # First use of the period: seed it from the ledger (a budget set mid-month counts the
+        # month's spend so far). A concurrent creator may win the insert; both then lock it.
+        spent = await _ledger_spent(session, tenant.id, start, end)
+        await session.execute(
+            insert(BudgetPeriod)
+            .values(
+                tenant_id=tenant.id,
+                period_start=start,
+                period_end=end,
+                spent_micros=spent,
+                reserved_micros=0,
+            )
+            .on_conflict_do_nothing()
+        )
+        row = (await session.scalars(stmt)).one()
+    return row
+
+
+async def _ledger_spent(
+    session: AsyncSession, tenant_id: uuid.UUID, start: datetime, end: datetime
+) -> int:
+    """What the ledger already says was spent in a period: seeds a period row created after the
+    fact (a budget set mid-month counts the month's spend so far)."""
+    total = await session.scalar(
+        select(func.coalesce(func.sum(UsageRecord.cost_micros), 0)).where(
+            UsageRecord.tenant_id == tenant_id,
+            UsageRecord.settled_at >= start,
+            UsageRecord.settled_at < end,
+        )
+    )
+    return int(total or 0)
+
+
+async def view(session: AsyncSession, tenant: Tenant) -> BudgetView | None:
+    if tenant.budget_micros is None:
+        return None
+    row = await _period_row(session, tenant, utcnow(), lock=False)
+    return BudgetView(
+        tenant.budget_micros,
+        row.period_start,
+        row.period_end,
+        row.spent_micros,
+        row.reserved_micros,
+    )
+
+
+async def check(session: AsyncSession, tenant: Tenant, amount_micros: int) -> BudgetView | None:
+    """Would ``amount`` fit? (dry runs; takes no lock and reserves nothing)."""
+    current = await view(session, tenant)
+    if current is not None and amount_micros > current.remaining_micros:
+        raise _exceeded(current, amount_micros)
+    return current
+
+
+async def reserve(session: AsyncSession, tenant: Tenant, job: Job, amount_micros: int) -> None:
+    if tenant.budget_micros is None:
+        return
+    row = await _period_row(session, tenant, utcnow(), lock=True)
+    current = BudgetView(
+        tenant.budget_micros,
+        row.period_start,
+        row.period_end,
+        row.spent_micros,
+        row.reserved_micros,
+    )
+    if amount_micros > current.remaining_micros:
+        raise _exceeded(current, amount_micros)
+    row.reserved_micros += amount_micros
+    job.reserved_micros = amount_micros
+    job.budget_period_start = row.period_start
+
+
+def _exceeded(current: BudgetView, amount: int) -> BudgetExceeded:
+    return BudgetExceeded(
+        f"This job's estimated cost ({micros_to_usd(amount)} USD) exceeds the budget's "
+        f"remaining {micros_to_usd(current.remaining_micros)} USD for the period ending "
+        f"{current.period_end.isoformat()}.",
+        extra={
+            "estimated_cost_usd": micros_to_usd(amount),
+            "remaining_usd": micros_to_usd(current.remaining_micros),
+            "budget_usd": micros_to_usd(current.budget_micros),
+            "period_end": current.period_end.isoformat(),
+        },
+    )
+
+
+async def settle(
+    session: AsyncSession, job: Job, cost_micros: int, *, tenant: Tenant | None = None
+) -> None:
+    """Turn the job's reservation into its real cost (0 on failure/cancel: a release)."""
+    if job.budget_period_start is None:
+        # Nothing reserved (no budget when it was created): the spend still counts.
+        tenant = tenant or await session.get(Tenant, job.tenant_id)
+        if tenant is not None:
+            await charge(session, tenant, cost_micros)
+        return
+    row = (
+        await session.scalars(
+            select(BudgetPeriod)
+            .where(
+                BudgetPeriod.tenant_id == job.tenant_id,
+                BudgetPeriod.period_start == job.budget_period_start,
+            )
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).first()
+    if row is None:
+        return
+    row.reserved_micros = max(0, row.reserved_micros - job.reserved_micros)
+    row.spent_micros += cost_micros
+    job.reserved_micros = 0
+    tenant = tenant or await session.get(Tenant, job.tenant_id)
+    if tenant is not None and tenant.budget_micros is not None:
+        await _thresholds(session, tenant, row)
+
+
+async def charge(session: AsyncSession, tenant: Tenant, cost_micros: int) -> None:
+    """Spend with no reservation behind it (an orphan request, or a job created before the
+    budget existed), counted in the current period."""
+    if not cost_micros or tenant.budget_micros is None:
+        return
+    row = await _period_row(session, tenant, utcnow(), lock=True)
+    row.spent_micros += cost_micros
+    await _thresholds(session, tenant, row)
+
+
+async def _thresholds(session: AsyncSession, tenant: Tenant, row: BudgetPeriod) -> None:
+    assert tenant.budget_micros is not None
+    if tenant.budget_micros <= 0:
+        return
+    for pct in sorted(set(tenant.budget_thresholds or [])):
+        if row.spent_micros * 100 >= tenant.budget_micros * pct:
+            await session.execute(
+                insert(BudgetEvent)
+                .values(
+                    tenant_id=tenant.id,
+                    period_start=row.period_start,
+                    threshold_pct=pct,
+                    spent_micros=row.spent_micros,
+                    budget_micros=tenant.budget_micros,
+                )
+                .on_conflict_do_nothing()
+            )
+
+
+def is_live(job: Job) -> bool:
+    return job.status in (JobStatus.queued, JobStatus.starting, JobStatus.processing)

@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.auth.dependencies import AdminActor, AdminDep, CurrentTenant
+from app.db.session import SessionDep
+from app.kit.money import micros_to_usd, usd_to_micros
+from app.kit.pagination import ListPage
+from app.kit.problems import InputValidationError
+from app.usage import prices, service
+from app.usage.service import GroupBy
+
+router = APIRouter(prefix="/v1/usage", tags=["usage"])
+admin_router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminDep])
+
+From = Annotated[date | None, Query(alias="from", description="First day (UTC), inclusive.")]
+To = Annotated[date | None, Query(alias="to", description="Last day (UTC), exclusive.")]
+
+
+@router.get("")
+async def usage_summary(
+    tenant: CurrentTenant,
+    session: SessionDep,
+    start: From = None,
+    end: To = None,
+    group_by: GroupBy = "day",
+) -> dict[str, Any]:
+    """Your usage: jobs (by final status), units and cost, per day, month or model."""
+    lo, hi = service.default_range(start, end)
+    return await service.summary(session, start=lo, end=hi, group_by=group_by, tenant_id=tenant.id)
+
+
+def _csv(rows, filename: str) -> StreamingResponse:  # type: ignore[no-untyped-def]
+    return StreamingResponse(
+        rows,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.get("/export.csv", response_class=StreamingResponse)
+async def usage_export(
+    tenant: CurrentTenant, session: SessionDep, start: From = None, end: To = None
+) -> StreamingResponse:
+    """Every billable request in the range, one CSV row each."""
+    lo, hi = service.default_range(start, end)
+    return _csv(
+        service.export_rows(session, start=lo, end=hi, tenant_id=tenant.id),
+        f"foley-usage-{lo}-{hi}.csv",
+    )
+
+
+@admin_router.get("/usage")
+async def admin_usage(
+    session: SessionDep,
+    start: From = None,
+    end: To = None,
+    group_by: GroupBy = "day",
+    tenant: Annotated[uuid.UUID | None, Query(description="One tenant only.")] = None,
+) -> dict[str, Any]:
+    """Usage across tenants, each group split by tenant."""
+    lo, hi = service.default_range(start, end)
+    return await service.summary(
+        session, start=lo, end=hi, group_by=group_by, tenant_id=tenant, by_tenant=True
+    )
+
+
+@admin_router.get("/usage/export.csv", response_class=StreamingResponse)
+async def admin_usage_export(
+    session: SessionDep,
+    start: From = None,
+    end: To = None,
+    tenant: Annotated[uuid.UUID | None, Query()] = None,
+) -> StreamingResponse:
+    lo, hi = service.default_range(start, end)
+    return _csv(
+        service.export_rows(session, start=lo, end=hi, tenant_id=tenant),
+        f"foley-usage-all-{lo}-{hi}.csv",
+    )
+
+
+class PriceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(examples=["fal-ai/kling-video/video-to-audio"])
+    unit: str = Field(examples=["video"], pattern="^(video|compute_second|output_second)$")
+    unit_price_usd: str = Field(examples=["0.035"])
+    effective_from: datetime | None = Field(default=None, description="Default: now.")
+
+
+class PriceOut(BaseModel):
+    object: str = "price"
+    id: uuid.UUID
+    model: str
+    unit: str
+    unit_price_usd: str
+    effective_from: datetime
+
+
+def _price_out(p) -> PriceOut:  # type: ignore[no-untyped-def]
+    return PriceOut(
+        id=p.id,
+        model=p.model,
+        unit=p.unit,
+        unit_price_usd=micros_to_usd(p.unit_price_micros) or "0",
+        effective_from=p.effective_from,
+    )
+
+
+@admin_router.get("/prices", response_model=ListPage[PriceOut])
+async def list_prices(session: SessionDep, model: str | None = None) -> ListPage[PriceOut]:
+    return ListPage[PriceOut](
+        data=[_price_out(p) for p in await prices.list_prices(session, model)], has_more=False
+    )
+
+
+@admin_router.post("/prices", response_model=PriceOut, status_code=201)
+async def add_price(body: PriceIn, session: SessionDep, actor: AdminActor) -> PriceOut:
+    """A new price from `effective_from` on (prices are never edited in place)."""
+    try:
+        micros = usd_to_micros(body.unit_price_usd)
+    except ValueError as exc:
+        raise InputValidationError(
+            [{"param": "unit_price_usd", "code": "invalid_amount", "message": str(exc)}]
+        ) from exc
+    price = await prices.add_price(
+        session,
+        model=body.model,
+        unit=body.unit,
+        unit_price_micros=micros,
+        effective_from=body.effective_from,
+        actor=actor,
+    )
+    return _price_out(price)

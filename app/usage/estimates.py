@@ -1,0 +1,96 @@
+"""What a job will probably cost, before it runs: the amount reserved against the budget.
+
+Kling is a flat price per video. ThinkSound bills compute seconds, known only after the run, so
+the estimate is the video's duration × the compute seconds per video second learnt from this
+gateway's settled jobs (a configured default until enough jobs are seen).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.catalog.registry import ModelSpec
+from app.config import Settings
+from app.kit.clock import utcnow
+from app.kit.money import cost_micros
+from app.models import Job, JobStatus, UsageRecord, UsageStatus
+from app.usage.prices import price_at
+
+LEARN_FROM_LAST = 200
+
+
+@dataclass(frozen=True)
+class Estimate:
+    model: str
+    unit: str
+    units: Decimal
+    unit_price_micros: int | None
+    cost_micros: int | None  # None: no price in force (the job is refused, never reserved at $0)
+    video_duration_s: float | None
+    basis: str
+
+
+async def compute_seconds_per_video_second(
+    session: AsyncSession, model: str, settings: Settings
+) -> tuple[Decimal, str]:
+    """The mean ratio over the model's last settled successful jobs with a known duration."""
+    recent = (
+        select(
+            UsageRecord.units.label("units"),
+            Job.result["video"]["duration_s"].as_float().label("dur"),
+        )
+        .join(Job, Job.id == UsageRecord.job_id)
+        .where(
+            UsageRecord.model == model,
+            UsageRecord.status == UsageStatus.settled,
+            UsageRecord.units > 0,
+            Job.status == JobStatus.succeeded,
+        )
+        .order_by(UsageRecord.settled_at.desc())
+        .limit(LEARN_FROM_LAST)
+        .subquery()
+    )
+    row = (
+        await session.execute(
+            select(func.count(), func.sum(recent.c.units), func.sum(recent.c.dur)).where(
+                recent.c.dur > 0
+            )
+        )
+    ).one()
+    count, units, seconds = row
+    if count and count >= settings.estimate_min_samples and seconds:
+        return (Decimal(units) / Decimal(str(seconds))).quantize(Decimal("0.0001")), "learned"
+    return Decimal(str(settings.estimate_compute_per_video_second)), "default"
+
+
+async def estimate_job(
+    session: AsyncSession,
+    spec: ModelSpec,
+    settings: Settings,
+    *,
+    video_duration_s: float | None = None,
+) -> Estimate:
+    price = await price_at(session, spec.id, utcnow())
+    unit = price.unit if price else spec.pricing.unit
+    duration = video_duration_s
+    if unit == "video":
+        units, basis = Decimal(1), "flat"
+    else:
+        if duration is None:
+            duration = settings.estimate_default_video_s
+        ratio, basis = await compute_seconds_per_video_second(session, spec.id, settings)
+        units = (Decimal(str(duration)) * ratio).quantize(Decimal("0.000001"))
+    cost = cost_micros(units, price.unit_price_micros) if price else None
+    return Estimate(
+        model=spec.id,
+        unit=unit,
+        units=units,
+        unit_price_micros=price.unit_price_micros if price else None,
+        cost_micros=cost,
+        video_duration_s=duration,
+        basis=basis,
+    )

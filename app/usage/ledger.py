@@ -1,0 +1,295 @@
+"""The usage ledger: one record per billable upstream request, exactly once, in micro-dollars.
+
+* A record is created when fal accepts a request (its id is known), as ``estimated``.
+* When the job ends, the record is priced by the billing rules below and ``settled`` in the same
+  transaction as the job's final state, the budget settlement and the daily rollup, so they can
+  never disagree. Unique on fal's request id: duplicate webhooks, retries and crashed workers
+  cannot record a request twice, and a settled record is never settled again.
+* No price in force → ``unpriced``: settlement is blocked (the budget reservation stays held),
+  an error is logged and ``foley_usage_unpriced_total`` counts it. Never a silent $0.
+
+Billing rules (fal's, as far as fal documents them; the emulator bills the same way):
+success bills its units (one video, or ``metrics.inference_time`` compute seconds); a 5xx is
+never billed; a 422 from the runner after fal accepted the request costs nothing unless
+``FOLEY_BILL_UPSTREAM_422`` is set (then its compute seconds), and is flagged either way; a
+request canceled while queued at fal costs nothing, one canceled while running bills its compute
+seconds so far on compute-second models.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+import structlog
+from prometheus_client import Counter
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.kit.clock import utcnow
+from app.kit.money import cost_micros
+from app.models import Job, Tenant, UsageDaily, UsageRecord, UsageStatus
+from app.usage import budgets
+from app.usage.prices import price_at
+
+log = structlog.get_logger(__name__)
+
+UNPRICED = Counter(
+    "foley_usage_unpriced_total",
+    "Usage that could not be settled because no price was in force (blocks settlement).",
+    ["model"],
+)
+SETTLED = Counter("foley_usage_settled_total", "Usage records settled.", ["model", "outcome"])
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an upstream request ended, as billing sees it."""
+
+    kind: str  # succeeded | upstream_422 | upstream_5xx | canceled_queued | canceled_running
+    inference_s: float | None = None
+
+
+def billable_units(unit: str, outcome: Outcome, *, bill_422: bool) -> Decimal | None:
+    """Units fal bills for this outcome; None when they cannot be known (no inference time)."""
+    seconds = None if outcome.inference_s is None else Decimal(str(outcome.inference_s))
+    if outcome.kind == "unknown":  # e.g. the result expired before we read it
+        return None
+    if outcome.kind == "succeeded":
+        if unit == "video":
+            return Decimal(1)
+        return seconds
+    if outcome.kind == "canceled_running" and unit == "compute_second":
+        return seconds if seconds is not None else Decimal(0)
+    if outcome.kind == "upstream_422" and bill_422 and unit == "compute_second":
+        return seconds if seconds is not None else Decimal(0)
+    return Decimal(0)
+
+
+async def record_request(
+    session: AsyncSession,
+    job: Job,
+    request_id: str,
+    *,
+    unit: str,
+    orphan: bool = False,
+) -> None:
+    """fal accepted a request for this job: put it on the ledger (once)."""
+    await session.execute(
+        insert(UsageRecord)
+        .values(
+            id=uuid.uuid4(),
+            upstream_request_id=request_id,
+            tenant_id=job.tenant_id,
+            job_id=job.id,
+            model=job.model,
+            endpoint=job.endpoint,
+            unit=unit,
+            estimated_cost_micros=job.estimated_cost_micros,
+            status=UsageStatus.estimated,
+            orphan=orphan,
+            flagged=orphan,
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=[UsageRecord.upstream_request_id])
+    )
+
+
+async def settle_job(
+    session: AsyncSession,
+    job: Job,
+    outcome: Outcome | None,
+    *,
+    bill_422: bool,
+) -> None:
+    """Settle the job's usage and its budget reservation, in the caller's transaction.
+
+    ``outcome`` is None when no request reached fal (canceled here, refused at submit): there is
+    nothing on the ledger and the reservation is simply released."""
+    if job.usage_settled:
+        return
+    tenant = await session.get(Tenant, job.tenant_id)
+    cost = 0
+    if outcome is not None and job.upstream_request_id is not None:
+        record = (
+            await session.scalars(
+                select(UsageRecord)
+                .where(UsageRecord.upstream_request_id == job.upstream_request_id)
+                .with_for_update()
+            )
+        ).first()
+        if record is None:  # submitted before the ledger existed, or attached late
+            await record_request(session, job, job.upstream_request_id, unit=unit_of(job))
+            record = (
+                await session.scalars(
+                    select(UsageRecord).where(
+                        UsageRecord.upstream_request_id == job.upstream_request_id
+                    )
+                )
+            ).one()
+        priced = await _price(session, record, outcome, job, bill_422=bill_422)
+        if not priced:
+            return  # blocked: reservation stays held until a price exists
+        cost = record.cost_micros or 0
+    await budgets.settle(session, job, cost, tenant=tenant)
+    job.usage_settled = True
+
+
+def unit_of(job: Job) -> str:
+    from app.catalog.registry import CATALOG
+
+    spec = CATALOG.resolve(job.model)
+    return spec.pricing.unit if spec else "video"
+
+
+async def _price(
+    session: AsyncSession, record: UsageRecord, outcome: Outcome, job: Job, *, bill_422: bool
+) -> bool:
+    if record.status is UsageStatus.settled:
+        return True
+    price = await price_at(session, record.model, record.created_at)
+    record.outcome = outcome.kind
+    record.job_status = job.status.value
+    record.flagged = record.flagged or outcome.kind == "upstream_422"
+    if price is None:
+        record.status = UsageStatus.unpriced
+        UNPRICED.labels(model=record.model).inc()
+        log.error(
+            "no price in force: usage not settled",
+            model=record.model,
+            request_id=record.upstream_request_id,
+            job_id=str(job.id),
+        )
+        return False
+    units = billable_units(price.unit, outcome, bill_422=bill_422)
+    if units is None:
+        # A compute-second success without fal's inference time: settle at the estimate rather
+        # than at $0, and flag it for reconciliation.
+        units = Decimal(0)
+        record.cost_micros = record.estimated_cost_micros
+        record.flagged = True
+    else:
+        record.cost_micros = cost_micros(units, price.unit_price_micros)
+    record.unit = price.unit
+    record.units = units
+    record.unit_price_micros = price.unit_price_micros
+    record.price_id = price.id
+    record.status = UsageStatus.settled
+    record.settled_at = utcnow()
+    await _roll_up(session, record)
+    SETTLED.labels(model=record.model, outcome=outcome.kind).inc()
+    return True
+
+
+async def _roll_up(session: AsyncSession, record: UsageRecord) -> None:
+    assert record.settled_at is not None and record.cost_micros is not None
+    day = record.settled_at.date()
+    values = {
+        "tenant_id": record.tenant_id,
+        "day": day,
+        "model": record.model,
+        "job_status": record.job_status or "unknown",
+        "unit": record.unit,
+        "requests": 1,
+        "units": record.units or 0,
+        "cost_micros": record.cost_micros,
+    }
+    stmt = insert(UsageDaily).values(**values)
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[
+                UsageDaily.tenant_id,
+                UsageDaily.day,
+                UsageDaily.model,
+                UsageDaily.job_status,
+            ],
+            set_={
+                "requests": UsageDaily.requests + 1,
+                "units": UsageDaily.units + stmt.excluded.units,
+                "cost_micros": UsageDaily.cost_micros + stmt.excluded.cost_micros,
+                "updated_at": func.now(),
+            },
+        )
+    )
+
+
+async def settle_orphan(
+    session: AsyncSession, job: Job, request_id: str, outcome: Outcome, *, bill_422: bool
+) -> None:
+    """A request fal ran for this job that is not the job's own (a late webhook for an
+    ambiguous submit that was retried): the tenant pays what fal billed for it too."""
+    await record_request(session, job, request_id, unit=unit_of(job), orphan=True)
+    record = (
+        await session.scalars(
+            select(UsageRecord)
+            .where(UsageRecord.upstream_request_id == request_id)
+            .with_for_update()
+        )
+    ).one()
+    if record.status is UsageStatus.settled:
+        return
+    if await _price(session, record, outcome, job, bill_422=bill_422):
+        tenant = await session.get(Tenant, job.tenant_id)
+        if tenant is not None:
+            await budgets.charge(session, tenant, record.cost_micros or 0)
+
+
+async def settle_unpriced(session: AsyncSession, *, bill_422: bool) -> int:
+    """Retry settlement of records blocked for want of a price (after a price was added)."""
+    blocked = (
+        await session.scalars(
+            select(UsageRecord).where(UsageRecord.status == UsageStatus.unpriced).limit(500)
+        )
+    ).all()
+    done = 0
+    for record in blocked:
+        job = await session.get(Job, record.job_id) if record.job_id else None
+        if job is None or not job.status.terminal:
+            continue
+        outcome = Outcome(record.outcome or "succeeded", job.inference_s)
+        if record.orphan:
+            await settle_orphan(
+                session, job, record.upstream_request_id, outcome, bill_422=bill_422
+            )
+            done += 1
+            continue
+        await settle_job(session, job, outcome, bill_422=bill_422)
+        done += int(job.usage_settled)
+    return done
+
+
+async def rebuild_rollups(session: AsyncSession, start: date, end: date) -> None:
+    """Recompute the daily rollups of [start, end) from the ledger (deterministic repair)."""
+    await session.execute(delete(UsageDaily).where(UsageDaily.day >= start, UsageDaily.day < end))
+    day = func.date(func.timezone("UTC", UsageRecord.settled_at))
+    rows = await session.execute(
+        select(
+            UsageRecord.tenant_id,
+            day,
+            UsageRecord.model,
+            func.coalesce(UsageRecord.job_status, "unknown"),
+            func.min(UsageRecord.unit),
+            func.count(),
+            func.sum(UsageRecord.units),
+            func.sum(UsageRecord.cost_micros),
+        )
+        .where(UsageRecord.status == UsageStatus.settled, day >= start, day < end)
+        .group_by(UsageRecord.tenant_id, day, UsageRecord.model, UsageRecord.job_status)
+    )
+    for tenant_id, d, model, status, unit, n, units, cost in rows:
+        session.add(
+            UsageDaily(
+                tenant_id=tenant_id,
+                day=d,
+                model=model,
+                job_status=status,
+                unit=unit,
+                requests=n,
+                units=units or 0,
+                cost_micros=cost or 0,
+            )
+        )
+    await session.flush()

@@ -1,0 +1,80 @@
+"""Prices are data: a table with effective-from dates, seeded by the migration, editable by the
+admin API and the CLI. A lookup always names the row it used (the price version)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit import service as audit
+from app.kit.clock import utcnow
+from app.kit.problems import Conflict
+from app.models import Price
+
+
+class PriceExists(Conflict):
+    code = "price_exists"
+
+
+async def price_at(session: AsyncSession, model: str, at: datetime) -> Price | None:
+    stmt = (
+        select(Price)
+        .where(Price.model == model, Price.effective_from <= at)
+        .order_by(Price.effective_from.desc())
+        .limit(1)
+    )
+    return (await session.scalars(stmt)).first()
+
+
+async def list_prices(session: AsyncSession, model: str | None = None) -> Sequence[Price]:
+    stmt = select(Price).order_by(Price.model, Price.effective_from)
+    if model:
+        stmt = stmt.where(Price.model == model)
+    return (await session.scalars(stmt)).all()
+
+
+async def add_price(
+    session: AsyncSession,
+    *,
+    model: str,
+    unit: str,
+    unit_price_micros: int,
+    effective_from: datetime | None = None,
+    actor: str = "admin",
+) -> Price:
+    when = effective_from or utcnow()
+    existing = await session.scalar(
+        select(Price.id).where(Price.model == model, Price.effective_from == when)
+    )
+    if existing is not None:
+        raise PriceExists(
+            f"{model} already has a price from {when.isoformat()}.", param="effective_from"
+        )
+    price = Price(
+        id=uuid.uuid4(),
+        model=model,
+        unit=unit,
+        unit_price_micros=unit_price_micros,
+        effective_from=when,
+    )
+    session.add(price)
+    await session.flush()
+    await audit.record(
+        session,
+        actor=actor,
+        action="price.create",
+        target_type="price",
+        target_id=price.id,
+        before=None,
+        after={
+            "model": model,
+            "unit": unit,
+            "unit_price_micros": unit_price_micros,
+            "effective_from": when.isoformat(),
+        },
+    )
+    return price

@@ -1,0 +1,211 @@
+"""Reading usage: summaries from the daily rollups (fast at any ledger size), detailed CSV
+exports streamed from the ledger itself."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.kit.clock import utcnow
+from app.kit.money import micros_to_usd
+from app.kit.problems import BadRequest
+from app.models import Tenant, UsageDaily, UsageRecord
+
+GroupBy = Literal["day", "month", "model"]
+
+
+def default_range(start: date | None, end: date | None) -> tuple[date, date]:
+    """[from, to): the current calendar month (UTC) by default; `to` is exclusive."""
+    today = utcnow().date()
+    start = start or today.replace(day=1)
+    end = end or (today + timedelta(days=1))
+    if end <= start:
+        raise BadRequest("'to' must be after 'from'.", param="to")
+    if (end - start).days > 3660:
+        raise BadRequest("At most ten years at once.", param="to")
+    return start, end
+
+
+def _units_out(units: dict[str, Decimal]) -> dict[str, str]:
+    return {unit: str(value.normalize() if value else Decimal(0)) for unit, value in units.items()}
+
+
+async def summary(
+    session: AsyncSession,
+    *,
+    start: date,
+    end: date,
+    group_by: GroupBy,
+    tenant_id: uuid.UUID | None = None,
+    by_tenant: bool = False,
+) -> dict[str, Any]:
+    if group_by == "day":
+        key = UsageDaily.day
+    elif group_by == "month":
+        key = func.date_trunc("month", UsageDaily.day).cast(UsageDaily.day.type)
+    else:
+        key = UsageDaily.model
+    cols = [key.label("k"), UsageDaily.job_status, UsageDaily.unit]
+    if by_tenant:
+        cols.insert(0, UsageDaily.tenant_id)
+    stmt = (
+        select(
+            *cols,
+            func.sum(UsageDaily.requests),
+            func.sum(UsageDaily.units),
+            func.sum(UsageDaily.cost_micros),
+        )
+        .where(UsageDaily.day >= start, UsageDaily.day < end)
+        .group_by(*cols)
+    )
+    if tenant_id is not None:
+        stmt = stmt.where(UsageDaily.tenant_id == tenant_id)
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    total = 0
+    for row in (await session.execute(stmt)).all():
+        if by_tenant:
+            tid, k, status, unit, n, units, cost = row
+            gk: tuple[Any, ...] = (tid, k)
+        else:
+            k, status, unit, n, units, cost = row
+            gk = (k,)
+        g = groups.setdefault(
+            gk, {"jobs": 0, "by_status": defaultdict(int), "units": defaultdict(Decimal), "cost": 0}
+        )
+        g["jobs"] += n
+        g["by_status"][status] += n
+        g["units"][unit] += units or Decimal(0)
+        g["cost"] += cost or 0
+        total += cost or 0
+    data = []
+    for gk, g in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+        k = gk[-1]
+        entry: dict[str, Any] = {}
+        if by_tenant:
+            entry["tenant"] = str(gk[0])
+        entry[group_by] = (
+            k.isoformat()[:7]
+            if group_by == "month"
+            else (k.isoformat() if isinstance(k, date) else k)
+        )
+        entry.update(
+            jobs=g["jobs"],
+            jobs_by_status=dict(g["by_status"]),
+            units=_units_out(g["units"]),
+            cost_usd=micros_to_usd(g["cost"]),
+        )
+        data.append(entry)
+    return {
+        "object": "usage_summary",
+        "from": start.isoformat(),
+        "to": end.isoformat(),
+        "group_by": group_by,
+        "data": data,
+        "total_cost_usd": micros_to_usd(total),
+    }
+
+
+CSV_COLUMNS = [
+    "tenant_id",
+    "request_id",
+    "job_id",
+    "model",
+    "endpoint",
+    "unit",
+    "units",
+    "unit_price_usd",
+    "cost_usd",
+    "estimated_cost_usd",
+    "status",
+    "outcome",
+    "flagged",
+    "orphan",
+    "created_at",
+    "settled_at",
+]
+
+
+async def export_rows(
+    session: AsyncSession, *, start: date, end: date, tenant_id: uuid.UUID | None
+) -> AsyncIterator[str]:
+    """The ledger as CSV, streamed with a server-side cursor (constant memory)."""
+    lo = datetime.combine(start, datetime.min.time(), tzinfo=UTC)
+    hi = datetime.combine(end, datetime.min.time(), tzinfo=UTC)
+    stmt = (
+        select(UsageRecord)
+        .where(UsageRecord.created_at >= lo, UsageRecord.created_at < hi)
+        .order_by(UsageRecord.created_at, UsageRecord.id)
+        .execution_options(yield_per=2000)
+    )
+    if tenant_id is not None:
+        stmt = stmt.where(UsageRecord.tenant_id == tenant_id)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(CSV_COLUMNS)
+    yield buf.getvalue()
+    stream = await session.stream_scalars(stmt)
+    batch = 0
+    async for r in stream:
+        buf.seek(0)
+        buf.truncate()
+        writer.writerow(
+            [
+                r.tenant_id,
+                r.upstream_request_id,
+                r.job_id or "",
+                r.model,
+                r.endpoint,
+                r.unit,
+                "" if r.units is None else r.units.normalize(),
+                micros_to_usd(r.unit_price_micros) or "",
+                micros_to_usd(r.cost_micros) or "",
+                micros_to_usd(r.estimated_cost_micros),
+                r.status.value,
+                r.outcome or "",
+                str(r.flagged).lower(),
+                str(r.orphan).lower(),
+                r.created_at.isoformat(),
+                r.settled_at.isoformat() if r.settled_at else "",
+            ]
+        )
+        batch += 1
+        yield buf.getvalue()
+
+
+async def usage_of_jobs(
+    session: AsyncSession, job_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """The `usage` member of job resources (the job's own request; orphans are in the ledger)."""
+    if not job_ids:
+        return {}
+    rows = (
+        await session.scalars(
+            select(UsageRecord).where(
+                UsageRecord.job_id.in_(job_ids), UsageRecord.orphan.is_(False)
+            )
+        )
+    ).all()
+    return {
+        r.job_id: {
+            "unit": r.unit,
+            "units": None if r.units is None else str(r.units.normalize()),
+            "estimated_cost_usd": micros_to_usd(r.estimated_cost_micros),
+            "cost_usd": micros_to_usd(r.cost_micros),
+            "status": r.status.value,
+        }
+        for r in rows
+        if r.job_id is not None
+    }
+
+
+async def tenant_exists(session: AsyncSession, tenant_id: uuid.UUID) -> bool:
+    return await session.get(Tenant, tenant_id) is not None

@@ -8,10 +8,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 
 from app.auth.keys import hash_api_key
 from app.db.session import SessionDep
+from app.kit.clock import utcnow
 from app.kit.problems import Forbidden, Unauthorized
 from app.models import ApiKey, Tenant
 
@@ -52,13 +53,24 @@ async def current_principal(
         .join(Tenant, Tenant.id == ApiKey.tenant_id)
         .where(ApiKey.key_hash == hash_api_key(credentials.credentials))
         .where(ApiKey.revoked_at.is_(None))
+        .where(or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > utcnow()))
     )
     row = (await session.execute(stmt)).first()
     if row is None:
         raise Unauthorized(
-            "The API key is not valid or was revoked.", code="invalid_api_key", headers=_CHALLENGE
+            "The API key is not valid, expired or was revoked.",
+            code="invalid_api_key",
+            headers=_CHALLENGE,
         )
-    return Principal(tenant=row.Tenant, api_key=row.ApiKey)
+    key: ApiKey = row.ApiKey
+    if key.read_only and request.method not in SAFE_METHODS:
+        raise ReadOnlyKey("This API key is read-only: it can only read (GET).")
+    now = utcnow()
+    interval = request.app.state.settings.key_touch_interval
+    if key.last_used_at is None or now - key.last_used_at >= interval:
+        # Throttled: one write per key per interval, not one per request.
+        await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
+    return Principal(tenant=row.Tenant, api_key=key)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

@@ -1,8 +1,11 @@
 """The S3-compatible storage backend (AWS S3, MinIO, Cloudflare R2, Ceph …), through boto3.
 
-boto3 is synchronous; every call runs in a worker thread (`asyncio.to_thread`), so the event
-loop never waits on the network. A boto3 client is thread-safe, so one client serves all
-threads; its connection pool holds `max_pool_connections` connections.
+boto3 is synchronous; every call runs in a worker thread, so the event loop never waits on the
+network. The threads are a pool of this module's (`_run`), not asyncio's default executor: that
+one is small (CPU count + 4) and also resolves host names for every asyncio connection
+(`loop.getaddrinfo`), so a few slow part uploads holding its threads would stall the upstream
+HTTP client's DNS look-ups. A boto3 client is thread-safe, so one client serves all threads;
+its connection pool matches the thread pool (`_THREADS`), so a thread never waits for one.
 
 How the `Storage` contract maps onto S3:
 
@@ -25,7 +28,7 @@ How the `Storage` contract maps onto S3:
 * reads are ranged `GetObject`s, read in 64 KiB chunks; `presigned_url` signs a `GetObject`.
 
 Memory per write is about two parts (the chunks being gathered, then the joined part while it
-is sent), whatever the object's size.
+is sent), whatever the object's size: 16 MiB with the default `part_size`, per concurrent write.
 
 Permissions needed on the bucket: `s3:GetObject`, `s3:PutObject`, `s3:DeleteObject`,
 `s3:ListBucket` (without it S3 answers 403 instead of 404 for a missing key, which `stat` then
@@ -36,14 +39,17 @@ reports as an error), `s3:ListBucketMultipartUploads` and `s3:AbortMultipartUplo
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import hashlib
 import threading
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import boto3
 import structlog
@@ -68,6 +74,10 @@ MAX_PRESIGN_EXPIRY_S = 7 * 24 * 3600  # SigV4 presigned URLs live at most a week
 _SHA256_METADATA = "sha256"  # sent as x-amz-meta-sha256
 _TMP_DIR = ".tmp"  # never a valid key segment (validate_key), so no collision with objects
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+_THREADS = 16  # S3 calls in flight at once, per process
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 class StorageBackendError(StorageError):
@@ -101,7 +111,6 @@ class S3Storage:
         force_path_style: bool = False,
         presign_expires_s: int = 3600,
         part_size: int = DEFAULT_PART_SIZE,
-        max_pool_connections: int = 10,
         connect_timeout_s: float = 10.0,
         read_timeout_s: float = 60.0,
     ) -> None:
@@ -129,7 +138,7 @@ class S3Storage:
                 signature_version="s3v4",
                 s3={"addressing_style": "path" if force_path_style else "auto"},
                 retries={"mode": "standard", "max_attempts": 3},
-                max_pool_connections=max_pool_connections,
+                max_pool_connections=_THREADS,
                 connect_timeout=connect_timeout_s,
                 read_timeout=read_timeout_s,
             ),
@@ -167,21 +176,21 @@ class S3Storage:
                     part = b"".join(pending)
                     pending.clear()
                     pending_size = 0
-                    await asyncio.to_thread(upload.add_part, part)
+                    await _run(upload.add_part, part)
                     del part
             tail = b"".join(pending)
             pending.clear()
-            return await asyncio.to_thread(upload.finish, tail)
+            return await _run(upload.finish, tail)
         except BaseException:
-            # Also on cancellation: `to_thread` hands `abort` to a worker thread before its
-            # first suspension, so the abort runs even if this task is cancelled again while
-            # waiting for it. `abort` waits for a part upload still in flight (the upload's lock).
-            await asyncio.to_thread(upload.abort)
+            # Also on cancellation: `_run` hands `abort` to a worker thread before its first
+            # suspension, so the abort runs even if this task is cancelled again while waiting
+            # for it. `abort` waits for a part upload still in flight (the upload's lock).
+            await _run(upload.abort)
             raise
 
     async def put_file(self, key: str, path: Path, *, content_type: str) -> StoredObject:
         upload = _Upload(self, key, content_type)
-        return await asyncio.to_thread(self._put_file_sync, upload, Path(path))
+        return await _run(self._put_file_sync, upload, Path(path))
 
     def _put_file_sync(self, upload: _Upload, source: Path) -> StoredObject:
         try:
@@ -208,7 +217,7 @@ class S3Storage:
         byte_range = None
         if start > 0 or end is not None:
             byte_range = f"bytes={start}-{'' if end is None else end}"
-        body = await asyncio.to_thread(self._get_sync, key, object_key, byte_range)
+        body = await _run(self._get_sync, key, object_key, byte_range)
         if body is None:  # the range starts past the end of the object: nothing to read
             return _no_chunks()
         return _read_body(body)
@@ -230,7 +239,7 @@ class S3Storage:
 
     async def stat(self, key: str) -> StoredObject | None:
         object_key = self._object_key(key)
-        return await asyncio.to_thread(self._stat_sync, key, object_key)
+        return await _run(self._stat_sync, key, object_key)
 
     def _stat_sync(self, key: str, object_key: str) -> StoredObject | None:
         try:
@@ -254,7 +263,7 @@ class S3Storage:
 
     async def delete(self, key: str) -> None:
         object_key = self._object_key(key)
-        await asyncio.to_thread(self._delete_sync, object_key)
+        await _run(self._delete_sync, object_key)
 
     def _delete_sync(self, object_key: str) -> None:
         # S3 answers 204 for a missing key too: deleting is idempotent without a check.
@@ -272,7 +281,7 @@ class S3Storage:
         object_key = self._object_key(key)
         expires = self.presign_expires_s if expires_s is None else expires_s
         _check_expiry(expires)
-        return await asyncio.to_thread(self._presign_sync, object_key, expires)
+        return await _run(self._presign_sync, object_key, expires)
 
     def _presign_sync(self, object_key: str, expires_s: int) -> str:
         with _translated_errors():
@@ -288,7 +297,7 @@ class S3Storage:
         under `<prefix>/.tmp/`; returns how many. The counterpart of
         `LocalStorage.remove_stale_tmp`: only those older than `older_than_s` go, as a younger
         one may be another process's write in progress."""
-        return await asyncio.to_thread(self._remove_stale_tmp_sync, older_than_s)
+        return await _run(self._remove_stale_tmp_sync, older_than_s)
 
     def _remove_stale_tmp_sync(self, older_than_s: float) -> int:
         cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
@@ -421,6 +430,25 @@ class _Upload:
         return StoredObject(self._key, self._size, self._hasher.hexdigest(), self._content_type)
 
 
+@functools.cache
+def _executor() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="foley-s3")
+
+
+async def _run(fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """`fn(*args, **kwargs)` in the S3 thread pool, with the caller's context variables (as
+    `asyncio.to_thread`, so log bindings carry over). The call is submitted before the first
+    suspension: once this is awaited, it runs even if the awaiting task is cancelled."""
+    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(_executor(), call)
+
+
+def _read_chunk(body: Any) -> bytes:
+    with _translated_errors():
+        chunk: bytes = body.read(CHUNK_SIZE)
+    return chunk
+
+
 @contextmanager
 def _translated_errors() -> Iterator[None]:
     """Raise botocore's errors as `StorageBackendError` (the original is the `__cause__`)."""
@@ -447,7 +475,7 @@ async def _read_body(body: Any) -> AsyncIterator[bytes]:
     # The body is an open HTTP response: closed synchronously in `finally` so that it is
     # released even when the task is cancelled (a client that went away mid-download).
     try:
-        while chunk := await asyncio.to_thread(body.read, CHUNK_SIZE):
+        while chunk := await _run(_read_chunk, body):
             yield chunk
     finally:
         body.close()

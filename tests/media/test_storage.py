@@ -1,9 +1,13 @@
+"""The storage contract, run against every backend (`storage` is parametrized in conftest.py:
+the filesystem and S3 on a local moto server), then what is particular to `LocalStorage`.
+S3-only behaviour (multipart uploads, presigned URLs, memory) is in test_storage_s3.py."""
+
 from __future__ import annotations
 
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -13,8 +17,10 @@ from app.media import (
     LocalStorage,
     ObjectNotFoundError,
     ObjectTooLargeError,
+    S3Storage,
     Storage,
     StoredObject,
+    build_storage,
     probe,
 )
 from tests.support.clips import Clip
@@ -22,9 +28,11 @@ from tests.support.clips import Clip
 KEY = "tenants/t1/jobs/j1/video.mp4"
 DATA = os.urandom(200_000)  # a bit over three 64 KiB chunks
 
+Leftovers = Callable[[], list[str]]
+
 
 @pytest.fixture
-def storage(tmp_path: Path) -> LocalStorage:
+def local_storage(tmp_path: Path) -> LocalStorage:
     return LocalStorage(tmp_path / "files")
 
 
@@ -41,7 +49,10 @@ def files_under(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
-async def test_put_stream_then_stat_read_and_delete(storage: LocalStorage) -> None:
+# --- The contract, on every backend ---------------------------------------------------------------
+
+
+async def test_put_stream_then_stat_read_and_delete(storage: Storage) -> None:
     stored = await storage.put_stream(KEY, chunks_of(DATA), content_type="video/mp4")
 
     assert stored == StoredObject(KEY, len(DATA), hashlib.sha256(DATA).hexdigest(), "video/mp4")
@@ -57,9 +68,14 @@ async def test_put_stream_then_stat_read_and_delete(storage: LocalStorage) -> No
     await storage.delete(KEY)  # deleting twice is fine
 
 
-async def test_open_range_returns_the_inclusive_slice_in_64k_chunks(
-    storage: LocalStorage,
-) -> None:
+async def test_missing_object_is_none_and_not_found(storage: Storage) -> None:
+    assert await storage.stat("never/written.mp4") is None
+    with pytest.raises(ObjectNotFoundError):
+        await storage.open_range("never/written.mp4", 10, 20)
+    await storage.delete("never/written.mp4")
+
+
+async def test_open_range_returns_the_inclusive_slice_in_64k_chunks(storage: Storage) -> None:
     await storage.put_stream(KEY, chunks_of(DATA), content_type="video/mp4")
 
     chunks = [chunk async for chunk in await storage.open_range(KEY, 1_000, 150_000)]
@@ -68,10 +84,21 @@ async def test_open_range_returns_the_inclusive_slice_in_64k_chunks(
     assert max(len(c) for c in chunks) <= 64 * 1024
     assert await read_all(storage, KEY, 0, 0) == DATA[:1]
     assert await read_all(storage, KEY, len(DATA) - 5) == DATA[-5:]
+    assert await read_all(storage, KEY, len(DATA) - 5, len(DATA) + 100) == DATA[-5:]
+    assert await read_all(storage, KEY, len(DATA) + 10) == b""  # past the end: nothing
+
+
+async def test_invalid_byte_range_is_refused(storage: Storage) -> None:
+    await storage.put_stream(KEY, chunks_of(b"0123456789"), content_type="text/plain")
+
+    with pytest.raises(ValueError):
+        await storage.open_range(KEY, 5, 4)
+    with pytest.raises(ValueError):
+        await storage.open_range(KEY, -1)
 
 
 async def test_too_large_stream_is_refused_early_and_leaves_nothing(
-    storage: LocalStorage,
+    storage: Storage, leftovers: Leftovers
 ) -> None:
     consumed = 0
 
@@ -87,10 +114,10 @@ async def test_too_large_stream_is_refused_early_and_leaves_nothing(
     assert excinfo.value.max_bytes == 50_000
     assert consumed == 51  # stopped at the first byte over the limit
     assert await storage.stat(KEY) is None
-    assert files_under(storage.root) == []
+    assert leftovers() == []
 
 
-async def test_too_large_replacement_keeps_the_existing_object(storage: LocalStorage) -> None:
+async def test_too_large_replacement_keeps_the_existing_object(storage: Storage) -> None:
     first = await storage.put_stream(KEY, chunks_of(b"old"), content_type="text/plain")
 
     with pytest.raises(ObjectTooLargeError):
@@ -100,7 +127,7 @@ async def test_too_large_replacement_keeps_the_existing_object(storage: LocalSto
     assert await read_all(storage, KEY) == b"old"
 
 
-async def test_exactly_max_bytes_is_accepted(storage: LocalStorage) -> None:
+async def test_exactly_max_bytes_is_accepted(storage: Storage) -> None:
     stored = await storage.put_stream(
         KEY, chunks_of(DATA), content_type="video/mp4", max_bytes=len(DATA)
     )
@@ -108,7 +135,9 @@ async def test_exactly_max_bytes_is_accepted(storage: LocalStorage) -> None:
     assert stored.size_bytes == len(DATA)
 
 
-async def test_failing_source_leaves_no_partial_file(storage: LocalStorage) -> None:
+async def test_failing_source_leaves_no_partial_object(
+    storage: Storage, leftovers: Leftovers
+) -> None:
     async def broken() -> AsyncIterator[bytes]:
         yield DATA[:70_000]
         raise ConnectionError("upstream went away")
@@ -117,10 +146,10 @@ async def test_failing_source_leaves_no_partial_file(storage: LocalStorage) -> N
         await storage.put_stream(KEY, broken(), content_type="video/mp4")
 
     assert await storage.stat(KEY) is None
-    assert files_under(storage.root) == []
+    assert leftovers() == []
 
 
-async def test_replacing_an_object_updates_data_and_metadata(storage: LocalStorage) -> None:
+async def test_replacing_an_object_updates_data_and_metadata(storage: Storage) -> None:
     await storage.put_stream(KEY, chunks_of(DATA), content_type="video/mp4")
 
     second = await storage.put_stream(KEY, chunks_of(b"new"), content_type="text/plain")
@@ -129,27 +158,41 @@ async def test_replacing_an_object_updates_data_and_metadata(storage: LocalStora
     assert await read_all(storage, KEY) == b"new"
 
 
-async def test_empty_object(storage: LocalStorage) -> None:
+async def test_empty_object(storage: Storage) -> None:
     stored = await storage.put_stream(KEY, chunks_of(b""), content_type="audio/mp4")
 
     assert stored.size_bytes == 0
     assert stored.sha256 == hashlib.sha256(b"").hexdigest()
+    assert await storage.stat(KEY) == stored
     assert await read_all(storage, KEY) == b""
+    assert await read_all(storage, KEY, 0, 0) == b""
 
 
-async def test_put_file_copies_and_local_path_is_probeable(
-    storage: LocalStorage, mp4_with_audio: Clip
+async def test_put_file_copies_the_file(
+    storage: Storage, mp4_with_audio: Clip, leftovers: Leftovers
 ) -> None:
     original = mp4_with_audio.path.read_bytes()
 
     stored = await storage.put_file(KEY, mp4_with_audio.path, content_type="video/mp4")
 
-    assert stored.sha256 == hashlib.sha256(original).hexdigest()
-    assert stored.size_bytes == len(original)
+    assert stored == StoredObject(
+        KEY, len(original), hashlib.sha256(original).hexdigest(), "video/mp4"
+    )
+    assert await storage.stat(KEY) == stored
+    assert await read_all(storage, KEY) == original
     assert mp4_with_audio.path.read_bytes() == original  # the source is left alone
-    local = storage.local_path(KEY)
-    assert local is not None and local.read_bytes() == original
-    assert probe(local).has_audio
+    # Nothing but the object and its metadata: no temporary file, object or upload.
+    assert [p for p in leftovers() if ".tmp" in p or p.startswith("upload:")] == []
+
+
+async def test_keys_are_independent(storage: Storage) -> None:
+    await storage.put_stream("a/one.bin", chunks_of(b"one"), content_type="text/plain")
+    await storage.put_stream("a/two.bin", chunks_of(b"two"), content_type="text/plain")
+
+    await storage.delete("a/one.bin")
+
+    assert await storage.stat("a/one.bin") is None
+    assert await read_all(storage, "a/two.bin") == b"two"
 
 
 @pytest.mark.parametrize(
@@ -172,9 +215,11 @@ async def test_put_file_copies_and_local_path_is_probeable(
         "x" * 1025,
     ],
 )
-async def test_unsafe_keys_are_rejected(storage: LocalStorage, key: str) -> None:
+async def test_unsafe_keys_are_rejected(storage: Storage, leftovers: Leftovers, key: str) -> None:
     with pytest.raises(InvalidKeyError):
         await storage.put_stream(key, chunks_of(b"x"), content_type="text/plain")
+    with pytest.raises(InvalidKeyError):
+        await storage.put_file(key, Path(__file__), content_type="text/plain")
     with pytest.raises(InvalidKeyError):
         await storage.stat(key)
     with pytest.raises(InvalidKeyError):
@@ -183,26 +228,48 @@ async def test_unsafe_keys_are_rejected(storage: LocalStorage, key: str) -> None
         await storage.delete(key)
     with pytest.raises(InvalidKeyError):
         storage.local_path(key)
-    assert files_under(storage.root.parent) == []
+    with pytest.raises(InvalidKeyError):
+        await storage.presigned_url(key, 600)
+    assert leftovers() == []
 
 
-async def test_objects_live_under_the_root(storage: LocalStorage) -> None:
-    await storage.put_stream(KEY, chunks_of(b"x"), content_type="text/plain")
-
-    assert storage.local_path(KEY) == storage.root / KEY
-    assert (storage.root / KEY).read_bytes() == b"x"
-
-
-async def test_local_storage_is_a_storage_without_presigned_urls(storage: LocalStorage) -> None:
+async def test_every_backend_is_a_storage(storage: Storage) -> None:
     assert isinstance(storage, Storage)
-    assert storage.supports_presigned_urls is False
-    assert await storage.presigned_url(KEY, 600) is None
+    assert isinstance(storage.supports_presigned_urls, bool)
+    url = await storage.presigned_url(KEY, 600)
+    assert (url is not None) == storage.supports_presigned_urls
+
+
+# --- LocalStorage only ----------------------------------------------------------------------------
+
+
+async def test_local_path_is_probeable_in_place(
+    local_storage: LocalStorage, mp4_with_audio: Clip
+) -> None:
+    await local_storage.put_file(KEY, mp4_with_audio.path, content_type="video/mp4")
+
+    local = local_storage.local_path(KEY)
+
+    assert local is not None and local.read_bytes() == mp4_with_audio.path.read_bytes()
+    assert probe(local).has_audio
+
+
+async def test_objects_live_under_the_root(local_storage: LocalStorage) -> None:
+    await local_storage.put_stream(KEY, chunks_of(b"x"), content_type="text/plain")
+
+    assert local_storage.local_path(KEY) == local_storage.root / KEY
+    assert (local_storage.root / KEY).read_bytes() == b"x"
+
+
+async def test_local_storage_has_no_presigned_urls(local_storage: LocalStorage) -> None:
+    assert local_storage.supports_presigned_urls is False
+    assert await local_storage.presigned_url(KEY, 600) is None
 
 
 async def test_stale_temporary_files_are_removed_but_fresh_ones_kept(
-    storage: LocalStorage,
+    local_storage: LocalStorage,
 ) -> None:
-    tmp_root = storage.root / ".tmp"
+    tmp_root = local_storage.root / ".tmp"
     tmp_root.mkdir(parents=True)
     stale, fresh = tmp_root / "stale", tmp_root / "fresh"
     stale.write_bytes(b"left by a crash")
@@ -210,6 +277,42 @@ async def test_stale_temporary_files_are_removed_but_fresh_ones_kept(
     two_days_ago = time.time() - 2 * 86_400
     os.utime(stale, (two_days_ago, two_days_ago))
 
-    assert await storage.remove_stale_tmp() == 1
+    assert await local_storage.remove_stale_tmp() == 1
 
     assert [p.name for p in tmp_root.iterdir()] == ["fresh"]
+
+
+# --- build_storage --------------------------------------------------------------------------------
+
+
+def test_build_storage_makes_a_local_storage(tmp_path: Path) -> None:
+    storage = build_storage("local", root=tmp_path / "files")
+
+    assert isinstance(storage, LocalStorage)
+    assert storage.root == (tmp_path / "files").resolve()
+
+
+def test_build_storage_makes_an_s3_storage() -> None:
+    storage = build_storage(
+        "s3",
+        bucket="media",
+        prefix="foley/",
+        endpoint_url="http://127.0.0.1:9",  # nothing is contacted while building
+        region="auto",
+        access_key_id="id",
+        secret_access_key="secret",
+        force_path_style=True,
+        presign_expires_s=300,
+    )
+
+    assert isinstance(storage, S3Storage)
+    assert (storage.bucket, storage.prefix, storage.presign_expires_s) == ("media", "foley", 300)
+
+
+def test_build_storage_refuses_an_unknown_kind_or_option(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown storage backend"):
+        build_storage("ftp", root=tmp_path)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        build_storage("local", root=tmp_path, bucket="media")
+    with pytest.raises(TypeError):
+        build_storage("s3")

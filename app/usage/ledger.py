@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 import structlog
@@ -259,6 +259,18 @@ async def settle_unpriced(session: AsyncSession, *, bill_422: bool) -> int:
         await settle_job(session, job, outcome, bill_422=bill_422)
         done += int(job.usage_settled)
     return done
+
+
+async def prune(session: AsyncSession, retention: timedelta) -> int:
+    """Drop settled ledger rows older than the retention; their daily rollups remain (the
+    ledger's long-term total). Estimated and unpriced rows are never pruned."""
+    cutoff = utcnow() - retention
+    result = await session.execute(
+        delete(UsageRecord).where(
+            UsageRecord.status == UsageStatus.settled, UsageRecord.settled_at < cutoff
+        )
+    )
+    return result.rowcount or 0
 
 
 async def rebuild_rollups(session: AsyncSession, start: date, end: date) -> None:

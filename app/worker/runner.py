@@ -26,6 +26,7 @@ from app.jobs.tasks import WorkerContext, run_step
 from app.kit.idempotency import prune_expired
 from app.media.storage import Storage
 from app.upstream.fal import FalClient
+from app.usage import ledger, limits
 from app.webhooks.tokens import JobTokens, resolve_webhook_secret
 from app.worker import claims
 
@@ -125,7 +126,12 @@ class Worker:
                 ids = await claims.claim_follow_ups(session, self.owner, lease, free)
             async with unit_of_work(self.ctx.sessionmaker) as session:
                 ids += await claims.claim_dispatches(
-                    session, self.owner, lease, free - len(ids), self.settings.fal_concurrency
+                    session,
+                    self.owner,
+                    lease,
+                    free - len(ids),
+                    self.settings.fal_concurrency,
+                    self.settings.max_in_flight_per_tenant,
                 )
         except Exception:
             log.exception("claim failed; retrying")
@@ -213,8 +219,18 @@ class Worker:
             try:
                 async with unit_of_work(self.ctx.sessionmaker) as session:
                     pruned = await prune_expired(session)
-                if pruned:
-                    log.info("pruned expired idempotency keys", count=pruned)
+                    await limits.prune(session)
+                    settled = await ledger.settle_unpriced(
+                        session, bill_422=self.settings.bill_upstream_422
+                    )
+                    old = await ledger.prune(session, self.settings.usage_retention)
+                if pruned or settled or old:
+                    log.info(
+                        "housekeeping",
+                        idempotency_keys=pruned,
+                        settled_unpriced=settled,
+                        ledger_rows_pruned=old,
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -1,0 +1,94 @@
+"""Dispatch claims: the fal account's cap, each tenant's cap, weighted fair share."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from datetime import timedelta
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from app.models import Job
+from app.worker import claims
+from tests.conftest import ADMIN, TenantCreds, make_tenant
+
+KLING = {"model": "kling-video-to-audio", "input": {"video_url": "https://x.example/a.mp4"}}
+LEASE = timedelta(seconds=60)
+
+
+async def _queue(api: httpx.AsyncClient, tenant: TenantCreds, n: int) -> list[str]:
+    return [
+        (await api.post("/v1/jobs", json=KLING, headers=tenant.headers)).json()["id"]
+        for _ in range(n)
+    ]
+
+
+async def _owner_tenants(sessionmaker: async_sessionmaker, ids: list[uuid.UUID]) -> list[str]:
+    async with sessionmaker() as s:
+        rows = (await s.execute(select(Job.id, Job.tenant_id).where(Job.id.in_(ids)))).all()
+    by_id = {r[0]: str(r[1]) for r in rows}
+    return [by_id[i] for i in ids]
+
+
+async def _claim(
+    sessionmaker: async_sessionmaker,
+    limit: int,
+    cap: int = 1000,
+    default_tenant_cap: int | None = None,
+) -> list[uuid.UUID]:
+    async with sessionmaker() as s, s.begin():
+        return await claims.claim_dispatches(s, "w1", LEASE, limit, cap, default_tenant_cap)
+
+
+async def test_a_small_tenant_is_not_starved_by_a_flood(
+    api: httpx.AsyncClient, tenant: TenantCreds, sessionmaker: async_sessionmaker
+) -> None:
+    small = await make_tenant(api, "small")
+    await _queue(api, tenant, 40)  # the flood, queued first
+    (small_job,) = await _queue(api, small, 1)
+    first = await _claim(sessionmaker, limit=2)
+    owners = await _owner_tenants(sessionmaker, first)
+    assert small.id in owners, "the small tenant's job is among the first two claimed"
+    assert uuid.UUID(small_job) in first
+
+
+async def test_the_account_cap_bounds_every_claim(
+    api: httpx.AsyncClient, tenant: TenantCreds, sessionmaker: async_sessionmaker
+) -> None:
+    await _queue(api, tenant, 10)
+    assert len(await _claim(sessionmaker, limit=8, cap=3)) == 3
+    # The three are now leased (in flight for the cap): nothing more fits.
+    assert await _claim(sessionmaker, limit=8, cap=3) == []
+
+
+async def test_a_tenants_in_flight_cap(
+    api: httpx.AsyncClient, tenant: TenantCreds, sessionmaker: async_sessionmaker
+) -> None:
+    other = await make_tenant(api, "other")
+    r = await api.patch(f"/v1/admin/tenants/{tenant.id}", json={"max_in_flight": 2}, headers=ADMIN)
+    assert r.status_code == 200
+    await _queue(api, tenant, 6)
+    await _queue(api, other, 6)
+    claimed = await _claim(sessionmaker, limit=10)
+    counts = Counter(await _owner_tenants(sessionmaker, claimed))
+    assert counts[tenant.id] == 2 and counts[other.id] == 6
+    assert counts[tenant.id] + counts[other.id] == len(claimed)
+    # The gateway-wide default applies to tenants without their own cap.
+    third = await make_tenant(api, "third")
+    await _queue(api, third, 5)
+    claimed = await _claim(sessionmaker, limit=10, default_tenant_cap=3)
+    assert Counter(await _owner_tenants(sessionmaker, claimed)) == {third.id: 3}
+
+
+async def test_weights_share_the_account(
+    api: httpx.AsyncClient, tenant: TenantCreds, sessionmaker: async_sessionmaker
+) -> None:
+    heavy = await make_tenant(api, "heavy")
+    await api.patch(f"/v1/admin/tenants/{heavy.id}", json={"weight": 2}, headers=ADMIN)
+    await _queue(api, tenant, 20)
+    await _queue(api, heavy, 20)
+    claimed = await _claim(sessionmaker, limit=12)
+    counts = Counter(await _owner_tenants(sessionmaker, claimed))
+    assert counts == {heavy.id: 8, tenant.id: 4}

@@ -1,14 +1,15 @@
-"""`create_app(settings)`: the emulator's FastAPI application."""
+"""`create_app(settings)`: the emulator's ASGI application (a thin front over FastAPI)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 
 from emulator.config import EmulatorSettings
-from emulator.requestlog import RequestLogMiddleware
+from emulator.requestlog import EmulatorFront
 from emulator.routes import control, platform, queue, storage
 from emulator.state import Emulator
 
@@ -29,7 +30,10 @@ def banner(emu: Emulator) -> str:
     )
 
 
-def create_app(settings: EmulatorSettings, *, announce: bool = False) -> FastAPI:
+def create_app(settings: EmulatorSettings, *, announce: bool = False) -> EmulatorFront:
+    """The ASGI app: a thin pure-ASGI front (request log, the queue API's hot path, dropped
+    answers) before a FastAPI app for everything else. The front sits outside FastAPI because
+    FastAPI's own per-request work (telemetry checks, routing) costs more than a submit."""
     emu = Emulator(settings)
 
     @asynccontextmanager
@@ -54,6 +58,5 @@ def create_app(settings: EmulatorSettings, *, announce: bool = False) -> FastAPI
     app.include_router(control.router)
     app.include_router(storage.router)
     app.include_router(platform.router)
-    app.include_router(queue.router)  # last: its catch-all takes every model id
-    app.add_middleware(RequestLogMiddleware, log=emu.requests)
-    return app
+    app.include_router(queue.router)  # last: its catch-all answers 404/405
+    return EmulatorFront(app, log=emu.requests, fast_path=partial(queue.dispatch, emu))

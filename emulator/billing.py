@@ -15,6 +15,7 @@ Rules (fal documents only the first two; the rest are the emulator's stated choi
 from __future__ import annotations
 
 import base64
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -121,9 +122,9 @@ def _decode_cursor(cursor: str | None) -> int:
 
 
 class Ledger:
-    def __init__(self, prices: dict[str, Price]) -> None:
+    def __init__(self, prices: dict[str, Price], max_records: int = 1_000_000) -> None:
         self.prices = prices
-        self.records: list[UsageRecord] = []
+        self.records: deque[UsageRecord] = deque(maxlen=max_records)
 
     def clear(self) -> None:
         self.records.clear()

@@ -28,13 +28,12 @@ def run(settings: EmulatorSettings) -> None:
         access_log=False,
         log_level=settings.log_level,
         server_header=False,
+        proxy_headers=False,
         timeout_graceful_shutdown=2,
     )
 
 
-def run_emulator(
-    host: str | None = None, port: int | None = None, **options: Any
-) -> None:
+def run_emulator(host: str | None = None, port: int | None = None, **options: Any) -> None:
     """Start the emulator in the foreground. `options` are `EmulatorSettings` fields
     (`data_dir`, `fast`, `concurrency`, `seed`, `admin_key`, `keys`, any knob); `None` values
     are left to the environment / defaults."""
@@ -60,7 +59,7 @@ app = typer.Typer(add_completion=False, help="A local stand-in for fal's queue A
 
 
 @app.command()
-def main(  # noqa: PLR0913 - one flag per setting is the point of a CLI
+def main(
     host: Annotated[str | None, Opt(help="bind address [127.0.0.1]")] = None,
     port: Annotated[int | None, Opt(help="port [8765]")] = None,
     data_dir: Annotated[Path | None, Opt(help="files, keys [.foley/emulator]")] = None,

@@ -234,6 +234,11 @@ class EmulatorSettings(BaseSettings, Knobs):
     user_id: str = Field("foley-emulator", description="X-Fal-Webhook-User-Id of webhooks")
     media_workers: int = Field(2, ge=1, le=64, description="threads doing media work")
     request_log_size: int = Field(10_000, ge=1)
+    max_kept_results: int = Field(
+        200_000,
+        ge=1,
+        description="memory bound: completed requests, usage records and webhook attempts kept",
+    )
     max_download_mb: int = Field(500, ge=1, description="largest input any model will fetch")
     log_level: str = "warning"
 

@@ -6,6 +6,7 @@ Any failure is the model's 422 `file_download_error`; an input over the model's 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import mimetypes
@@ -49,10 +50,8 @@ def _decode_data_uri(url: str) -> tuple[bytes, str | None]:
     return unquote_to_bytes(payload), content_type
 
 
-async def fetch_input(
-    client: httpx.AsyncClient, url: str, dest_dir: Path, max_bytes: int
-) -> Path:
-    dest_dir.mkdir(parents=True, exist_ok=True)
+async def fetch_input(client: httpx.AsyncClient, url: str, dest_dir: Path, max_bytes: int) -> Path:
+    await asyncio.to_thread(dest_dir.mkdir, parents=True, exist_ok=True)
     if url.startswith("data:"):
         try:
             data, content_type = _decode_data_uri(url)
@@ -61,7 +60,7 @@ async def fetch_input(
         if len(data) > max_bytes:
             raise _too_large(url, max_bytes)
         path = dest_dir / f"input{_suffix_for(content_type, '')}"
-        path.write_bytes(data)
+        await asyncio.to_thread(path.write_bytes, data)
         return path
 
     parts = urlsplit(url)
@@ -74,14 +73,18 @@ async def fetch_input(
             declared = response.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > max_bytes:
                 raise _too_large(url, max_bytes)
-            path = dest_dir / f"input{_suffix_for(response.headers.get('content-type'), parts.path)}"
+            suffix = _suffix_for(response.headers.get("content-type"), parts.path)
+            path = dest_dir / f"input{suffix}"
             size = 0
-            with path.open("wb") as handle:
+            handle = await asyncio.to_thread(path.open, "wb")
+            try:
                 async for chunk in response.aiter_bytes(1 << 20):
                     size += len(chunk)
                     if size > max_bytes:
                         raise _too_large(url, max_bytes)
-                    handle.write(chunk)
+                    await asyncio.to_thread(handle.write, chunk)
+            finally:
+                handle.close()
     except httpx.HTTPError as exc:
         raise ModelError("video_url", _DOWNLOAD_MSG, "file_download_error", url) from exc
     return path

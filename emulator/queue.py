@@ -34,7 +34,6 @@ from emulator.catalog import ModelSpec
 from emulator.errors import ModelError, dumps, infra_error, model_error, schema_error_detail
 from emulator.faults import pick, rng_for
 from emulator.fetch import fetch_input
-from emulator.runners import MediaContext
 from emulator.webhooks import webhook_body
 
 if TYPE_CHECKING:
@@ -45,6 +44,7 @@ log = logging.getLogger("emulator.queue")
 LARGE_RESULT_BYTES = 10 * 1024
 TTL_SMALL_S, TTL_LARGE_S = 3600.0, 360.0
 CANCELLED_DETAIL = "Request was cancelled by the client"
+_SPENT_RNG = random.Random(0)
 
 
 class Status(StrEnum):
@@ -206,15 +206,16 @@ class QueueEngine:
         if start_timeout is not None:
             job.deadline = loop.call_later(start_timeout, self._start_deadline, job)
         if job.ready_at > now:
-            loop.call_at(job.ready_at, self._pump)
-        self._pump()
+            loop.call_at(job.ready_at, self.pump)
+        self.pump()
         return position
 
     def _remove_pending(self, job: Job) -> None:
         self._normal.pop(job.request_id, None)
         self._low.pop(job.request_id, None)
 
-    def _pump(self) -> None:
+    def pump(self) -> None:
+        """Start queued requests while slots are free (call after anything frees a slot)."""
         if not self._normal and not self._low:
             return
         limit = self.emu.knobs.concurrency
@@ -249,8 +250,18 @@ class QueueEngine:
             job.deadline = None
         job.status = Status.IN_PROGRESS
         job.started_at = time.time()
+        knobs = self.emu.knobs
+        failure = pick(knobs.failure_rates, job.rng)
+        compute_s = knobs.run_time_for(job.endpoint_id).sample(job.rng)
+        fast = self.emu.fast_cache
+        if fast is not None and failure is None and compute_s <= 0 and job.input is not None:
+            # Fast mode with nothing to wait for: complete at once, without a task.
+            job.add_log("Fast mode: returning the cached output")
+            job.inference_time = 0.0
+            self._complete(job, Outcome(200, dumps(fast.output_for(job.endpoint_id, job.input))))
+            return
         self.running.add(job)
-        job.task = asyncio.get_running_loop().create_task(self._run(job))
+        job.task = asyncio.get_running_loop().create_task(self._run(job, failure, compute_s))
         job.changed()
 
     def _start_deadline(self, job: Job) -> None:
@@ -294,14 +305,10 @@ class QueueEngine:
         )  # fmt: skip
 
     # --- running -------------------------------------------------------------------------------
-    async def _run(self, job: Job) -> None:
-        emu = self.emu
-        knobs = emu.knobs
+    async def _run(self, job: Job, failure: str | None, compute_s: float) -> None:
         started = time.monotonic()
         outcome: Outcome
         try:
-            failure = pick(knobs.failure_rates, job.rng)
-            compute_s = knobs.run_time_for(job.endpoint_id).sample(job.rng)
             if failure is not None:
                 await self._compute(job, compute_s * job.rng.random())
                 outcome = self._failure(failure)
@@ -321,7 +328,7 @@ class QueueEngine:
         self.running.discard(job)
         if self.jobs.get(job.request_id) is job:
             self._complete(job, outcome)
-        self._pump()
+        self.pump()
 
     @staticmethod
     def _failure(error_type: str) -> Outcome:
@@ -355,6 +362,8 @@ class QueueEngine:
         if emu.fast_cache is not None:
             job.add_log("Fast mode: returning the cached output")
             return Outcome(200, dumps(emu.fast_cache.output_for(job.endpoint_id, inp)))
+
+        from emulator.runners import MediaContext  # numpy: imported with the first media job
 
         work_dir = emu.settings.data_dir / "tmp" / job.request_id
         loop = asyncio.get_running_loop()
@@ -410,6 +419,11 @@ class QueueEngine:
             ttl = TTL_LARGE_S if len(outcome.body) >= LARGE_RESULT_BYTES else TTL_SMALL_S
         job.expires_at = time.monotonic() + ttl
         heapq.heappush(self._expiry, (job.expires_at, job.seq, job.request_id))
+        while len(self._expiry) > emu.settings.max_kept_results:
+            # A memory bound for long benchmark runs: the oldest result is forgotten early.
+            _, _, oldest = heapq.heappop(self._expiry)
+            if (old := self.jobs.get(oldest)) is not None and old.status is Status.COMPLETED:
+                self._forget(old)
         emu.ledger.add(self._usage(job))
         if job.webhook_url:
             rng = rng_for(emu.seed, job.seq, "webhook")
@@ -420,19 +434,21 @@ class QueueEngine:
                 job.request_id, outcome.status_code, outcome.body, payload_error=payload_error
             )
             emu.webhooks.enqueue(job.request_id, job.webhook_url, body, rng)
+        job.rng = _SPENT_RNG  # ~5 KB of state no longer needed; results are kept for an hour
         job.changed()
 
     def _usage(self, job: Job) -> UsageRecord:
         outcome = job.outcome
         assert outcome is not None
         spec = job.spec
+        knobs = self.emu.knobs
         seconds = job.inference_time or 0.0
         code = outcome.status_code
         if code >= 500:
             quantity, reason = 0.0, "5xx are never billed"
         elif job.started_at is None:
             quantity, reason = 0.0, "never ran"
-        elif code == 422 and spec.price.unit == "compute_seconds" and not self.emu.knobs.bill_runner_422:
+        elif code == 422 and spec.price.unit == "compute_seconds" and not knobs.bill_runner_422:
             quantity, reason = 0.0, "runner 422 not billed (bill_runner_422 off)"
         else:
             quantity = spec.billed_quantity(job.input, code, seconds)

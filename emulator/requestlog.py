@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,21 +68,35 @@ class RequestLog:
         return out
 
 
-def _transport_of(receive: Receive) -> asyncio.Transport | None:
+def _transport_of(receive: Receive) -> asyncio.BaseTransport | None:
     # uvicorn's receive is a bound method of its RequestResponseCycle, which holds the
     # connection's transport. No ASGI API closes a connection without answering, which is
-    # exactly what an ambiguous submit needs.
+    # exactly what an ambiguous submit needs. (uvloop's transports do not subclass asyncio's,
+    # hence the duck typing.)
     cycle = getattr(receive, "__self__", None)
     transport = getattr(cycle, "transport", None)
-    return transport if isinstance(transport, asyncio.BaseTransport) else None  # type: ignore[return-value]
+    if transport is not None and callable(getattr(transport, "close", None)):
+        return transport  # type: ignore[no-any-return]
+    return None
 
 
-class RequestLogMiddleware:
-    """Pure ASGI middleware (cheap on the hot path): logs requests and performs drops."""
+FastPath = Callable[[Scope, Receive, Send], Awaitable[bool]]
 
-    def __init__(self, app: ASGIApp, log: RequestLog) -> None:
+
+class EmulatorFront:
+    """The front of the app, as pure ASGI (cheap on the hot path): logs every request, gives
+    it to `fast_path` (the queue API) first and to the FastAPI app when that declines, and
+    performs ambiguous-submit drops."""
+
+    def __init__(self, app: ASGIApp, log: RequestLog, fast_path: FastPath | None = None) -> None:
         self.app = app
         self.log = log
+        self.fast_path = fast_path
+
+    @property
+    def state(self) -> Any:
+        """The wrapped app's state (so `create_app(...).state.emu` works)."""
+        return self.app.state  # type: ignore[attr-defined]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith("/_emulator/"):
@@ -99,7 +114,8 @@ class RequestLogMiddleware:
                 entry["status"] = message["status"]
             await send(message)
 
-        await self.app(scope, receive, send_wrapper)
+        if self.fast_path is None or not await self.fast_path(scope, receive, send_wrapper):
+            await self.app(scope, receive, send_wrapper)
         hold = scope.get(DROP_KEY)
         if hold is None:
             return
@@ -118,4 +134,3 @@ class RequestLogMiddleware:
             {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"64")]}
         )
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-

@@ -62,7 +62,7 @@ def _store(ctx: MediaContext, path: Path, name: str, content_type: str) -> dict[
 
 
 def _shorten(pcm: np.ndarray, seconds: float) -> np.ndarray:
-    cut = int(round(seconds * SAMPLE_RATE))
+    cut = round(seconds * SAMPLE_RATE)
     if cut <= 0:
         return pcm
     keep = max(pcm.shape[1] - cut, SAMPLE_RATE // 10)
@@ -70,7 +70,7 @@ def _shorten(pcm: np.ndarray, seconds: float) -> np.ndarray:
 
 
 def _fit(pcm: np.ndarray, seconds: float) -> np.ndarray:
-    target = int(round(seconds * SAMPLE_RATE))
+    target = round(seconds * SAMPLE_RATE)
     if pcm.shape[1] >= target:
         return pcm[:, :target]
     return np.pad(pcm, ((0, 0), (0, target - pcm.shape[1])))

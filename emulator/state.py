@@ -6,20 +6,23 @@ import asyncio
 import importlib
 import os
 import secrets
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from emulator.billing import Ledger
 from emulator.catalog import PRICES
 from emulator.config import EmulatorSettings, Knobs
-from emulator.fastcache import FastCache
 from emulator.queue import QueueEngine
 from emulator.requestlog import RequestLog
 from emulator.signing import WebhookSigner
 from emulator.storage import FileStore
 from emulator.webhooks import WebhookDispatcher
+
+if TYPE_CHECKING:
+    from emulator.fastcache import FastCache
 
 ADMIN_KEY_FILE = "admin_key"
 
@@ -50,8 +53,10 @@ class Emulator:
         self.admin_key = _resolve_admin_key(settings)
         self.signer = WebhookSigner.load_or_create(settings.data_dir)
         self.store = FileStore(settings.data_dir, self.base_url)
-        self.ledger = Ledger(PRICES)
-        self.webhooks = WebhookDispatcher(self.signer, settings.user_id, lambda: self.knobs)
+        self.ledger = Ledger(PRICES, settings.max_kept_results)
+        self.webhooks = WebhookDispatcher(
+            self.signer, settings.user_id, lambda: self.knobs, settings.max_kept_results
+        )
         self.requests = RequestLog(settings.request_log_size)
         self.executor = ThreadPoolExecutor(
             max_workers=settings.media_workers, thread_name_prefix="emulator-media"
@@ -76,13 +81,18 @@ class Emulator:
         await self.engine.start()
         loop = asyncio.get_running_loop()
         if self.settings.fast:
+            from emulator.fastcache import FastCache  # PyAV: only fast mode needs it at start
+
             self.fast_cache = await loop.run_in_executor(
                 self.executor, FastCache.build, self.store, self.settings.data_dir / "fast-build"
             )
         else:
             # The audio engine takes seconds to import (scipy): do it now, in the background,
             # rather than in the first request.
-            loop.run_in_executor(self.executor, importlib.import_module, "emulator.synth")
+            # A daemon thread, so that stopping right after a start does not wait for it.
+            threading.Thread(
+                target=importlib.import_module, args=("emulator.synth",), daemon=True
+            ).start()
 
     async def stop(self) -> None:
         await self.engine.stop()
@@ -99,7 +109,7 @@ class Emulator:
         if "seed" in patch:
             self._seq = 0  # a new seed restarts the fault sequence: reproducible from here
         self.knobs = knobs
-        self.engine._pump()  # a higher concurrency may let queued requests start
+        self.engine.pump()  # a higher concurrency may let queued requests start
         return knobs
 
     def reset(self, *, jobs: bool = True, seed: int | None = None) -> Knobs:

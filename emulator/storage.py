@@ -89,7 +89,11 @@ class FileStore:
 
     # --- writing -------------------------------------------------------------------------
     def save_bytes(
-        self, data: bytes, file_name: str | None, content_type: str | None, bucket: str | None = None
+        self,
+        data: bytes,
+        file_name: str | None,
+        content_type: str | None,
+        bucket: str | None = None,
     ) -> StoredFile:
         bucket, key = self.allocate(file_name, bucket)
         path = self.path_for(bucket, key)

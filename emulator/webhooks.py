@@ -18,6 +18,7 @@ import json
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -71,7 +72,11 @@ class Delivery:
 
 class WebhookDispatcher:
     def __init__(
-        self, signer: WebhookSigner, user_id: str, knobs: Callable[[], Knobs]
+        self,
+        signer: WebhookSigner,
+        user_id: str,
+        knobs: Callable[[], Knobs],
+        max_attempts: int = 200_000,
     ) -> None:
         self._signer = signer
         self._user_id = user_id
@@ -81,7 +86,7 @@ class WebhookDispatcher:
         self._held: Delivery | None = None
         self._held_timer: asyncio.TimerHandle | None = None
         self._client: httpx.AsyncClient | None = None
-        self.attempts: list[dict[str, Any]] = []
+        self.attempts: deque[dict[str, Any]] = deque(maxlen=max_attempts)
 
     async def start(self) -> None:
         self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
@@ -96,6 +101,12 @@ class WebhookDispatcher:
             await self._client.aclose()
 
     def clear(self) -> None:
+        """Forget the attempts and abandon deliveries still pending (used by reset)."""
+        for task in list(self._tasks):
+            task.cancel()
+        self._held = None
+        if self._held_timer is not None:
+            self._held_timer.cancel()
         self.attempts.clear()
 
     # --- scheduling ------------------------------------------------------------------------
@@ -225,4 +236,3 @@ class WebhookDispatcher:
                 **fields,
             }
         )
-

@@ -2,8 +2,9 @@
 
 A job is due when its ``next_action_at`` has passed, it is live, and nobody holds an unexpired
 lease on it. Claims use ``FOR UPDATE SKIP LOCKED`` so any number of workers can claim at once
-without two taking one job; the lease (not the row lock, which ends with the claim's transaction) is what
-keeps the job ours while we work on it, and its expiry is how a dead worker's jobs come back.
+without two taking one job; the lease (not the row lock, which ends with the claim's
+transaction) is what keeps the job ours while we work on it, and its expiry is how a dead
+worker's jobs come back.
 
 Times are ``statement_timestamp()``, not ``now()`` (the transaction's start), so a claim is
 judged at the moment it runs.

@@ -125,10 +125,12 @@ async def job(emu: AdminEmu, request_id: str) -> dict[str, Any]:
 
 @router.get("/webhooks", summary="Every webhook delivery attempt")
 async def webhooks(emu: AdminEmu, request_id: str | None = None) -> dict[str, Any]:
-    attempts = emu.webhooks.attempts
-    if request_id is not None:
-        attempts = [a for a in attempts if a["request_id"] == request_id]
-    return {"attempts": list(attempts)}
+    attempts = [
+        attempt
+        for attempt in emu.webhooks.attempts
+        if request_id is None or attempt["request_id"] == request_id
+    ]
+    return {"attempts": attempts}
 
 
 @router.get("/usage", summary="Billing records, billed or not, with the reason")

@@ -18,18 +18,24 @@ from tests.support.emulator import EmulatorProcess, start_emulator
 from tests.support.webhook_sink import WebhookSink
 
 
+def _stop_clean(emu: EmulatorProcess) -> None:
+    emu.stop()
+    log = emu.log_path.read_text()
+    assert "Traceback" not in log, f"the emulator logged an error:\n{log}"
+
+
 @pytest.fixture(scope="session")
 def emulator_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
     emu = start_emulator(tmp_path_factory.mktemp("emulator"), concurrency=4, seed=0)
     yield emu
-    emu.stop()
+    _stop_clean(emu)
 
 
 @pytest.fixture(scope="session")
 def fast_emulator_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
     emu = start_emulator(tmp_path_factory.mktemp("emulator-fast"), fast=True, seed=0)
     yield emu
-    emu.stop()
+    _stop_clean(emu)
 
 
 @pytest.fixture

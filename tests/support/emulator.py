@@ -227,9 +227,9 @@ def start_emulator(
     command += list(args)
     if cpu is not None:
         command = ["taskset", "-c", str(cpu), *command]
-    full_env = {
-        k: v for k, v in os.environ.items() if not k.startswith("FOLEY_EMULATOR_")
-    } | (env or {})
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FOLEY_EMULATOR_")} | (
+        env or {}
+    )
     emu = EmulatorProcess(
         base_url=f"http://127.0.0.1:{port}",
         admin_key=admin_key,

@@ -271,7 +271,11 @@ async def _dispatch(ctx: WorkerContext, job: Job) -> None:
         if row.status is JobStatus.queued:
             row.status = JobStatus.starting
         first_look = settings.webhook_grace if webhook_url else settings.poll_interval_min
-        _release(row, utcnow() + first_look)
+        beaten = await session.scalar(
+            select(FalWebhookEvent.id).where(FalWebhookEvent.request_id == submitted.request_id)
+        )
+        # A fast run's webhook can land before we record the submit: then look at once.
+        _release(row, utcnow() if beaten else utcnow() + first_look)
 
     await _write(ctx, job.id, mark_submitted)
     log.info("submitted to fal", job_id=str(job.id), request_id=submitted.request_id)

@@ -64,19 +64,48 @@ async def record_fal_webhook(
         )
     ).first()
     outcome = "matched"
-    if job is None and claimed_job is not None:
-        candidate = await session.get(Job, claimed_job, with_for_update=True)
-        if (
-            candidate is not None
-            and candidate.upstream_request_id is None
-            and (candidate.submit_state in (SubmitState.sending, SubmitState.ambiguous))
-        ):
-            # The submit's answer was lost, but fal ran it: this is that request.
-            candidate.upstream_request_id = webhook.request_id
-            candidate.submit_state = SubmitState.submitted
-            job, outcome = candidate, "attached"
     event = await session.get(FalWebhookEvent, event_id)
     assert event is not None
+    if job is None and claimed_job is not None:
+        # The row lock waits for a worker still recording this very submit's answer.
+        candidate = await session.get(
+            Job, claimed_job, with_for_update=True, populate_existing=True
+        )
+        if candidate is None:
+            pass
+        elif candidate.upstream_request_id == webhook.request_id:
+            job = candidate  # the worker recorded it while we waited
+        elif candidate.upstream_request_id is None and candidate.submit_state in (
+            SubmitState.sending,
+            SubmitState.ambiguous,
+        ):
+            # The submit's answer was lost (or is still on its way), but fal ran it: this is
+            # that request.
+            candidate.upstream_request_id = webhook.request_id
+            candidate.submit_state = SubmitState.submitted
+            await ledger.record_request(
+                session, candidate, webhook.request_id, unit=ledger.unit_of(candidate)
+            )
+            job, outcome = candidate, "attached"
+        else:
+            # Another request fal ran for this job (an ambiguous submit that was retried): not
+            # the job's result, but billed by fal, so billed to the tenant.
+            await ledger.settle_orphan(
+                session,
+                candidate,
+                webhook.request_id,
+                _billing_outcome(webhook),
+                bill_422=bill_422,
+            )
+            event.job_id = candidate.id
+            event.state = WebhookEventState.processed
+            event.processed_at = utcnow()
+            log.warning(
+                "fal ran a second request for a job; billed as an orphan",
+                job_id=str(candidate.id),
+                request_id=webhook.request_id,
+            )
+            return "orphan"
     if job is None:
         event.state = WebhookEventState.unmatched
         log.warning(

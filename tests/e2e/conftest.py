@@ -151,6 +151,17 @@ class Gateway:
 
 
 async def _truncate(engine: AsyncEngine) -> None:
+    # A previous test's server may have been stopped mid-request: end any session it left
+    # behind (holding locks) before wiping the tables.
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND state IN ('idle in transaction', 'idle in transaction (aborted)', 'active')"
+            )
+        )
+    await engine.dispose()  # our own pooled connections may be among those just ended
     async with engine.begin() as conn:
         await conn.execute(
             text(

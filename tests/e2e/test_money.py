@@ -83,7 +83,8 @@ async def test_ledger_equals_the_emulators_bill_for_a_mixed_run(gateway, clips) 
             if asyncio.get_running_loop().time() > deadline:
                 events = await gw.sql("SELECT request_id, state, job_id FROM fal_webhook_events")
                 pytest.fail(
-                    f"events {events} ledger {[(r[0][:8], r[1], r[2], r[3]) for r in ours]} != bill "
+                    f"events {events} "
+                    f"ledger {[(r[0][:8], r[1], r[2], r[3]) for r in ours]} != bill "
                     f"{[(r['request_id'][:8], r['cost'], r['reason']) for r in bill]}"
                 )
             await asyncio.sleep(0.2)

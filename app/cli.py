@@ -113,7 +113,7 @@ async def _run_worker(settings: Settings, stop: asyncio.Event | None = None) -> 
     """Run one worker until SIGTERM/SIGINT, or until ``stop`` is set (then the caller, e.g.
     `foley up`'s uvicorn, owns the signals)."""
     from app.db.engine import create_engine, resolve_database_url
-    from app.media.storage import LocalStorage
+    from app.files.storage import storage_from_settings
     from app.upstream.fal import FalClient, FalTimeouts, build_http_client
     from app.worker.runner import Worker
 
@@ -136,7 +136,7 @@ async def _run_worker(settings: Settings, stop: asyncio.Event | None = None) -> 
         timeouts=timeouts,
         http=http,
     )
-    w = Worker(settings, engine, fal, LocalStorage(settings.data_dir / "files"))
+    w = Worker(settings, engine, fal, storage_from_settings(settings))
     loop = asyncio.get_running_loop()
     if stop is None:
         for sig in (signal.SIGTERM, signal.SIGINT):

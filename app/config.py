@@ -24,7 +24,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Values people paste from examples; never acceptable as a real secret.
 PLACEHOLDER_SECRETS = frozenset(
@@ -132,6 +132,43 @@ class Settings(BaseSettings):
     )
     max_output_bytes: int = 512 * 1024 * 1024
 
+    # --- media: inputs, uploads, storage, retention ------------------------------------------
+    max_input_bytes: int = Field(
+        default=200 * 1024 * 1024, description="Largest input video fetched or uploaded."
+    )
+    input_fetch_timeout: Duration = timedelta(seconds=120)
+    outbound_allow_loopback: bool | None = Field(
+        default=None,
+        description="Fetch tenant URLs on loopback; default: only in development (the emulator).",
+    )
+    outbound_allow_private: bool = False
+    outbound_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="CIDRs or host names always allowed (comma-separated)."
+    )
+    upload_delivery: Literal["fal_cdn", "signed_url"] = Field(
+        default="fal_cdn",
+        description="How an uploaded file reaches fal: its CDN, or a signed gateway URL "
+        "(needs FOLEY_PUBLIC_URL).",
+    )
+    signed_url_ttl: Duration = timedelta(hours=2)
+    storage_backend: Literal["local", "s3"] = "local"
+    storage_presign: bool = Field(
+        default=False, description="Serve downloads by redirect to a presigned URL (S3)."
+    )
+    s3_bucket: str | None = None
+    s3_prefix: str = ""
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_force_path_style: bool = False
+    thinksound_max_duration_s: float = Field(
+        default=30.0, gt=0, description="Longest input video sent to ThinkSound."
+    )
+    retention_days: float | None = Field(
+        default=None, gt=0, description="Delete inputs and outputs after this many days."
+    )
+
     # --- money, limits ------------------------------------------------------------------------
     fal_admin_key: SecretStr | None = Field(
         default=None, description="Key for fal's platform usage API (reconcile); else FAL_KEY."
@@ -192,6 +229,19 @@ class Settings(BaseSettings):
         if self.database_url is None:
             raise ValueError("database_url must be set when env=production")
         return self
+
+    @field_validator("outbound_allowlist", mode="before")
+    @classmethod
+    def _csv(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [part.strip() for part in v.split(",") if part.strip()]
+        return v
+
+    @property
+    def allow_loopback(self) -> bool:
+        if self.outbound_allow_loopback is not None:
+            return self.outbound_allow_loopback
+        return self.env is not Environment.production
 
     @property
     def jwks_url(self) -> str:

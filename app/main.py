@@ -15,11 +15,11 @@ from app.catalog.endpoints import router as models_router
 from app.config import Settings, get_settings
 from app.db.engine import create_engine, create_sessionmaker, resolve_database_url
 from app.files.endpoints import router as files_router
+from app.files.storage import storage_from_settings
 from app.health.endpoints import router as health_router
 from app.jobs.endpoints import router as jobs_router
 from app.kit.problems import install_problem_handlers
 from app.kit.request_id import RequestIdMiddleware
-from app.media.storage import LocalStorage
 from app.tenants.endpoints import router as admin_router
 from app.upstream.fal import FalTimeouts, build_http_client
 from app.upstream.webhooks import FalWebhookVerifier
@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.storage = LocalStorage(settings.data_dir / "files")
+    app.state.storage = storage_from_settings(settings)
     app.state.job_tokens = JobTokens(resolve_webhook_secret(settings))
     app.add_middleware(RequestIdMiddleware)
     install_problem_handlers(app)

@@ -3,9 +3,10 @@ rejected, so a typo never silently falls back to an upstream default."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 
 def _check_video_url(value: str) -> str:
@@ -25,7 +26,16 @@ Seed = Annotated[int, Field(ge=0, le=2**31 - 1, description="Fixes the upstream'
 class NormalizedInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    video_url: VideoUrl
+    video_url: VideoUrl | None = None
+    video_file_id: uuid.UUID | None = Field(
+        default=None, description="An upload (POST /v1/files) instead of a URL."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> NormalizedInput:
+        if (self.video_url is None) == (self.video_file_id is None):
+            raise ValueError("give exactly one of video_url and video_file_id")
+        return self
 
 
 class ThinkSoundInput(NormalizedInput):

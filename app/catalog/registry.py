@@ -28,6 +28,8 @@ class Limits:
     max_bytes: int | None = None
     min_duration_s: float | None = None
     max_duration_s: float | None = None
+    # A setting that overrides max_duration_s (a deployment's own cap), by name.
+    max_duration_setting: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -122,7 +124,7 @@ MODELS: tuple[ModelSpec, ...] = (
         input_model=ThinkSoundInput,
         to_upstream=_thinksound_payload,
         outputs=Outputs(video_field="video", audio_from_video=True, prompt_field="prompt"),
-        limits=Limits(max_duration_s=30.0),
+        limits=Limits(max_duration_s=30.0, max_duration_setting="thinksound_max_duration_s"),
         pricing=THINKSOUND_PRICE,
     ),
     ModelSpec(
@@ -134,7 +136,7 @@ MODELS: tuple[ModelSpec, ...] = (
         input_model=ThinkSoundInput,
         to_upstream=_thinksound_payload,
         outputs=Outputs(audio_field="audio", prompt_field="prompt"),
-        limits=Limits(max_duration_s=30.0),
+        limits=Limits(max_duration_s=30.0, max_duration_setting="thinksound_max_duration_s"),
         pricing=THINKSOUND_PRICE,
     ),
     ModelSpec(

@@ -1,18 +1,58 @@
-"""Files the gateway keeps for a tenant (job outputs; uploads come with the media work)."""
+"""Files the gateway keeps for a tenant: uploads (inputs) and job outputs.
+
+Uploads are streamed into storage with a size cap (never whole in memory), hashed on the way,
+then probed with PyAV: the stored content type comes from the real container, not from what
+the client said, and something that is not a readable video is refused and deleted.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import shutil
+import tempfile
+import time
 import uuid
+from collections.abc import AsyncIterable, AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.kit.problems import NotFound
-from app.models import StoredFile
+from app.kit.problems import Gone, NotFound, ProblemError, Unprocessable
+from app.media.errors import MediaError
+from app.media.probe import MediaInfo, probe
+from app.media.storage import ObjectTooLargeError, Storage
+from app.models import FileKind, StoredFile
+
+VIDEO_TYPES = {
+    "mp4": "video/mp4",
+    "mov": "video/quicktime",
+    "webm": "video/webm",
+    "matroska": "video/x-matroska",
+    "avi": "video/x-msvideo",
+    "3gp": "video/3gpp",
+}
 
 
 class FileNotFound(NotFound):
     code = "file_not_found"
+
+
+class FileRemoved(Gone):
+    code = "file_removed"
+
+
+class UploadTooLarge(ProblemError):
+    status = 413
+    code = "upload_too_large"
+
+
+class VideoUnreadable(Unprocessable):
+    code = "video_unreadable"
 
 
 async def get_file(session: AsyncSession, tenant_id: uuid.UUID, file_id: uuid.UUID) -> StoredFile:
@@ -21,3 +61,114 @@ async def get_file(session: AsyncSession, tenant_id: uuid.UUID, file_id: uuid.UU
     if file is None:
         raise FileNotFound(f"No file {file_id}.", param="file_id")
     return file
+
+
+def ensure_present(file: StoredFile) -> None:
+    if file.deleted_at is not None:
+        raise FileRemoved(
+            f"File {file.id} was deleted on {file.deleted_at:%Y-%m-%d} by the retention policy.",
+            param="file_id",
+        )
+
+
+@contextlib.asynccontextmanager
+async def local_copy(storage: Storage, key: str, tmp_dir: Path) -> AsyncIterator[Path]:
+    """A path PyAV can open: the object itself for local storage, else a temporary download."""
+    path = storage.local_path(key)
+    if path is not None and path.exists():
+        yield path
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="copy-", dir=tmp_dir))
+    try:
+        target = workdir / "object"
+        with target.open("wb") as out:
+            async for chunk in await storage.open_range(key):
+                await asyncio.to_thread(out.write, chunk)
+        yield target
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def store_upload(
+    session: AsyncSession,
+    storage: Storage,
+    *,
+    tenant_id: uuid.UUID,
+    chunks: AsyncIterable[bytes],
+    filename: str | None,
+    max_bytes: int,
+    tmp_dir: Path,
+) -> StoredFile:
+    file_id = uuid.uuid4()
+    key = f"uploads/{tenant_id}/{file_id}"
+    try:
+        obj = await storage.put_stream(
+            key, chunks, content_type="application/octet-stream", max_bytes=max_bytes
+        )
+    except ObjectTooLargeError as exc:
+        raise UploadTooLarge(
+            f"Uploads are limited to {max_bytes} bytes.", extra={"max_bytes": max_bytes}
+        ) from exc
+    try:
+        async with local_copy(storage, key, tmp_dir) as path:
+            media: MediaInfo = await asyncio.to_thread(probe, path)
+        if media.video is None:
+            raise MediaError("no video stream")
+    except (MediaError, ValueError) as exc:
+        await storage.delete(key)
+        raise VideoUnreadable(f"The upload is not a readable video: {exc}", param="file") from exc
+    # The type comes from the real container; the row's type is what downloads are served as.
+    content_type = VIDEO_TYPES.get(media.container, "application/octet-stream")
+    file = StoredFile(
+        id=file_id,
+        tenant_id=tenant_id,
+        job_id=None,
+        kind=FileKind.input_upload,
+        storage_key=key,
+        filename=_safe_name(filename) or f"upload.{media.container}",
+        content_type=content_type,
+        size_bytes=obj.size_bytes,
+        sha256=obj.sha256,
+        media=media.to_dict(),
+    )
+    session.add(file)
+    await session.flush()
+    await session.refresh(file)
+    return file
+
+
+def _safe_name(name: str | None) -> str | None:
+    if not name:
+        return None
+    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    cleaned = "".join(c for c in base if c.isprintable() and c not in '"<>|:*?')[:200]
+    return cleaned or None
+
+
+def expires_at(file: StoredFile, retention_days: float | None) -> datetime | None:
+    if retention_days is None:
+        return None
+    return file.created_at + timedelta(days=retention_days)
+
+
+# --- signed, expiring gateway URLs (how fal can fetch an upload without our API key) ----------
+
+
+def sign_file_url(secret: bytes, base_url: str, file_id: uuid.UUID, ttl: timedelta) -> str:
+    expires = int(time.time() + ttl.total_seconds())
+    sig = _signature(secret, file_id, expires)
+    return f"{base_url.rstrip('/')}/v1/files/{file_id}/signed?expires={expires}&sig={sig}"
+
+
+def verify_file_signature(secret: bytes, file_id: uuid.UUID, expires: int, sig: str) -> bool:
+    if expires < time.time():
+        return False
+    return hmac.compare_digest(_signature(secret, file_id, expires), sig)
+
+
+def _signature(secret: bytes, file_id: uuid.UUID, expires: int) -> str:
+    return hmac.new(secret, f"file:{file_id}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+async def get_any_file(session: AsyncSession, file_id: uuid.UUID) -> StoredFile | None:
+    return await session.get(StoredFile, file_id)

@@ -47,6 +47,9 @@ class JobError(BaseModel):
     code: str
     message: str
     upstream: dict[str, Any] | None = None
+    details: dict[str, Any] | None = Field(
+        default=None, description="What was measured (e.g. duration_s, max_duration_s)."
+    )
 
 
 class Upstream(BaseModel):

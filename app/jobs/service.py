@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.catalog.registry import CATALOG, ModelSpec
 from app.config import Settings
+from app.files import service as files_service
+from app.files.outbound import check_video_url, outbound_policy
 from app.jobs import repository
 from app.jobs.presenter import present_job
 from app.jobs.schemas import JobCreate, JobOut
@@ -27,7 +29,7 @@ from app.kit.problems import (
     ProblemError,
     validation_errors,
 )
-from app.models import Job, JobStatus, SubmitState, Tenant
+from app.models import FileKind, Job, JobStatus, StoredFile, SubmitState, Tenant
 from app.usage import budgets, ledger, limits
 from app.usage import service as usage_service
 from app.usage.estimates import Estimate, estimate_job
@@ -114,6 +116,7 @@ def build_job(tenant_id: uuid.UUID, body: JobCreate) -> Job:
         status=JobStatus.queued,
         input=normalized.model_dump(mode="json", exclude_none=True),
         upstream_payload=spec.upstream_payload(normalized),
+        input_file_id=normalized.video_file_id,
         job_metadata=dict(body.metadata),
         logs=[],
         submit_state=SubmitState.pending,
@@ -126,11 +129,43 @@ def build_job(tenant_id: uuid.UUID, body: JobCreate) -> Job:
     )
 
 
+async def check_input_source(
+    session: AsyncSession, tenant: Tenant, job: Job, settings: Settings
+) -> StoredFile | None:
+    """The input's source exists and may be fetched: the tenant's own upload, or a URL that is
+    not obviously internal (the worker vets it fully, with DNS, before fetching)."""
+    if job.input_file_id is not None:
+        try:
+            file = await files_service.get_file(session, tenant.id, job.input_file_id)
+            files_service.ensure_present(file)
+        except (files_service.FileNotFound, files_service.FileRemoved) as exc:
+            raise InputValidationError(
+                [{"param": "input.video_file_id", "code": exc.code, "message": exc.detail}]
+            ) from exc
+        if file.kind is not FileKind.input_upload:
+            raise InputValidationError(
+                [
+                    {
+                        "param": "input.video_file_id",
+                        "code": "not_an_upload",
+                        "message": "use a file uploaded with POST /v1/files",
+                    }
+                ]
+            )
+        return file
+    url = job.input.get("video_url")
+    if url:
+        check_video_url(url, outbound_policy(settings))
+    return None
+
+
 async def _estimate_and_reserve(
     session: AsyncSession, tenant: Tenant, job: Job, settings: Settings
 ) -> Estimate:
     spec = resolve_model(job.model)
-    estimate = await estimate_job(session, spec, settings)
+    file = await check_input_source(session, tenant, job, settings)
+    duration = (file.media or {}).get("duration_s") if file is not None else None
+    estimate = await estimate_job(session, spec, settings, video_duration_s=duration)
     if estimate.cost_micros is None:
         log.error("no price in force for a model", model=spec.id)
         if tenant.budget_micros is not None:
@@ -151,7 +186,9 @@ async def estimate_only(
     """`POST /v1/jobs?dry_run=true`: validate, estimate and check the budget; create nothing."""
     job = build_job(tenant.id, body)
     spec = resolve_model(job.model)
-    estimate = await estimate_job(session, spec, settings)
+    file = await check_input_source(session, tenant, job, settings)
+    duration = (file.media or {}).get("duration_s") if file is not None else None
+    estimate = await estimate_job(session, spec, settings, video_duration_s=duration)
     allowed, reason, view = True, None, None
     try:
         view = await budgets.check(session, tenant, estimate.cost_micros or 0)

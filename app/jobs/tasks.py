@@ -31,6 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.catalog.registry import CATALOG, ModelSpec
 from app.config import AmbiguousSubmitPolicy, Settings
 from app.db.engine import unit_of_work
+from app.files.service import FileRemoved
+from app.jobs.preflight import InputRejected, InputUnavailable, preflight
 from app.jobs.repository import notify_workers
 from app.kit.clock import utcnow
 from app.media.errors import MediaError
@@ -56,7 +58,8 @@ from app.upstream.schemas import (
     ResultOutcome,
     ResultPending,
 )
-from app.usage import ledger
+from app.usage import budgets, ledger
+from app.usage.estimates import estimate_job
 from app.usage.ledger import Outcome
 from app.webhooks.tokens import JobTokens
 
@@ -191,8 +194,120 @@ def _backoff(settings: Settings, n: int) -> timedelta:
 # --- submit --------------------------------------------------------------------------------------
 
 
+MAX_PREFLIGHT_TRIES = 3
+
+
+async def _preflight(ctx: WorkerContext, job: Job) -> Job | None:
+    """Check the input before any upstream request (see app.jobs.preflight). Returns the job as
+    updated, or None when the step ended here (rejected, or to be retried later)."""
+    spec = CATALOG.resolve(job.model)
+    assert spec is not None
+    upload = None
+    if job.input_file_id is not None:
+        async with ctx.sessionmaker() as session:
+            upload = await session.get(StoredFile, job.input_file_id)
+    try:
+        checked = await preflight(
+            spec=spec,
+            job_input=job.input,
+            upload=upload,
+            settings=ctx.settings,
+            storage=ctx.storage,
+            fal=ctx.fal,
+            tmp_dir=ctx.tmp_dir,
+            job_id=job.id,
+            secret=ctx.tokens.secret,
+        )
+    except InputRejected as exc:
+        log.info(
+            "input rejected before any upstream request",
+            job_id=str(job.id),
+            code=exc.code,
+            **exc.measured,
+        )
+        error = {
+            "code": exc.code,
+            "message": exc.message,
+            "upstream": None,
+            "details": exc.measured or None,
+        }
+
+        async def reject(session: AsyncSession, row: Job) -> None:
+            await _finish(session, ctx, row, JobStatus.failed, error=error)
+
+        await _write(ctx, job.id, reject)
+        return None
+    except (InputUnavailable, UpstreamError, FileRemoved) as exc:
+        message = getattr(exc, "detail", None) or str(exc)
+
+        async def later(session: AsyncSession, row: Job) -> None:
+            row.poll_count += 1
+            if row.poll_count >= MAX_PREFLIGHT_TRIES:
+                await _finish(
+                    session,
+                    ctx,
+                    row,
+                    JobStatus.failed,
+                    error={
+                        "code": "video_unreachable",
+                        "message": f"The input could not be fetched: {message}",
+                        "upstream": None,
+                        "details": None,
+                    },
+                )
+                return
+            _release(row, utcnow() + _backoff(ctx.settings, row.poll_count + 2))
+
+        log.warning("input not available yet; will retry", job_id=str(job.id), error=message)
+        await _write(ctx, job.id, later)
+        return None
+
+    async def record(session: AsyncSession, row: Job) -> None:
+        row.input_probe = checked.probe
+        if checked.video_url is not None:
+            row.upstream_payload = {**row.upstream_payload, "video_url": checked.video_url}
+        estimate = await estimate_job(
+            session, spec, ctx.settings, video_duration_s=checked.duration_s
+        )
+        if estimate.cost_micros is not None:
+            try:
+                await budgets.adjust(session, row, estimate.cost_micros)
+            except budgets.BudgetExceeded as exc:
+                await _finish(
+                    session,
+                    ctx,
+                    row,
+                    JobStatus.failed,
+                    error={
+                        "code": exc.code,
+                        "message": exc.detail,
+                        "upstream": None,
+                        "details": exc.extra,
+                    },
+                )
+
+    updated: list[Job] = []
+
+    async def record_and_keep(session: AsyncSession, row: Job) -> None:
+        await record(session, row)
+        updated.append(row)
+
+    await _write(ctx, job.id, record_and_keep)
+    row = updated[0]
+    if row.status.terminal:
+        return None
+    job.input_probe = row.input_probe
+    job.upstream_payload = row.upstream_payload
+    return job
+
+
 async def _dispatch(ctx: WorkerContext, job: Job) -> None:
     settings = ctx.settings
+    if job.input_probe is None:
+        checked = await _preflight(ctx, job)
+        if checked is None:
+            return
+        job = checked
 
     async def mark_sending(session: AsyncSession, row: Job) -> None:
         # Committed before the request leaves: after a crash, "sending" means "may exist at fal".

@@ -73,6 +73,14 @@ class Job(UUIDPrimaryKey, Timestamps, Base):
         JSONB, nullable=False, server_default=text("'[]'::jsonb")
     )
     upstream_output: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # The input as the gateway measured it before paying for anything (preflight).
+    input_probe: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    input_file_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("files.id", ondelete="SET NULL", use_alter=True)
+    )
+    data_removed: Mapped[bool] = mapped_column(
+        nullable=False, default=False, server_default=text("false")
+    )
     inference_s: Mapped[float | None]
 
     # upstream bookkeeping

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import enum
 import uuid
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Enum, ForeignKey, String
+from sqlalchemy import BigInteger, DateTime, Enum, ForeignKey, String
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -12,6 +13,7 @@ from app.db.base import Base, Timestamps, UUIDPrimaryKey
 
 
 class FileKind(enum.StrEnum):
+    input_upload = "input_upload"
     output_video = "output_video"
     output_audio = "output_audio"
 
@@ -37,3 +39,5 @@ class StoredFile(UUIDPrimaryKey, Timestamps, Base):
     sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     media: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     source_url: Mapped[str | None] = mapped_column(String(2000))
+    # Retention: the bytes are gone (the row stays, so the job still says what there was).
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -190,6 +190,40 @@ async def charge(session: AsyncSession, tenant: Tenant, cost_micros: int) -> Non
     await _thresholds(session, tenant, row)
 
 
+async def adjust(session: AsyncSession, job: Job, new_estimate_micros: int) -> None:
+    """Re-price a job's reservation (the preflight measured the video): raise BudgetExceeded,
+    reserving nothing more, if the difference no longer fits."""
+    delta = new_estimate_micros - job.reserved_micros
+    job.estimated_cost_micros = new_estimate_micros
+    if job.budget_period_start is None or delta == 0:
+        return
+    tenant = await session.get(Tenant, job.tenant_id)
+    row = (
+        await session.scalars(
+            select(BudgetPeriod)
+            .where(
+                BudgetPeriod.tenant_id == job.tenant_id,
+                BudgetPeriod.period_start == job.budget_period_start,
+            )
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).first()
+    if row is None or tenant is None or tenant.budget_micros is None:
+        return
+    current = BudgetView(
+        tenant.budget_micros,
+        row.period_start,
+        row.period_end,
+        row.spent_micros,
+        row.reserved_micros,
+    )
+    if delta > 0 and delta > current.remaining_micros:
+        raise _exceeded(current, new_estimate_micros)
+    row.reserved_micros = max(0, row.reserved_micros + delta)
+    job.reserved_micros = new_estimate_micros
+
+
 async def _thresholds(session: AsyncSession, tenant: Tenant, row: BudgetPeriod) -> None:
     assert tenant.budget_micros is not None
     if tenant.budget_micros <= 0:

@@ -46,6 +46,10 @@ class JobTokens:
     def __init__(self, secret: bytes) -> None:
         self._secret = secret
 
+    @property
+    def secret(self) -> bytes:
+        return self._secret
+
     def sign(self, job_id: uuid.UUID) -> str:
         return hmac.new(self._secret, f"job:{job_id}".encode(), hashlib.sha256).hexdigest()[:32]
 

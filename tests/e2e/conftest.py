@@ -27,8 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.db.engine import create_engine
+from app.files.storage import storage_from_settings
 from app.main import create_app
-from app.media.storage import LocalStorage
 from app.upstream.fal import FalClient, FalTimeouts, build_http_client
 from app.worker.runner import Worker
 from tests.conftest import RUN_ID
@@ -145,9 +145,7 @@ class Gateway:
             cdn_url=settings.fal_cdn_url,
             http=http,
         )
-        return Worker(
-            settings, self.engine, fal, LocalStorage(settings.data_dir / "files"), owner=owner
-        )
+        return Worker(settings, self.engine, fal, storage_from_settings(settings), owner=owner)
 
 
 async def _truncate(engine: AsyncEngine) -> None:

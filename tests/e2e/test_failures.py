@@ -25,16 +25,17 @@ def thinksound(gw, clip: Clip, **extra: object) -> dict:  # type: ignore[no-unty
 
 async def test_upstream_422_fails_the_job_with_the_upstream_detail(gateway, clips) -> None:
     async with gateway(public=True) as gw:
-        # Kling refuses videos under 3 s: the runner answers 422 after fal accepted the request.
+        # A model-side 422 after fal accepted the request (no preflight can foresee it).
+        gw.emu.control(failure_rates={"content_policy_violation": 1.0})
         job = await gw.create(
-            {"model": "kling-video-to-audio", "input": {"video_url": gw.video_url(clips["short"])}}
+            {"model": "kling-video-to-audio", "input": {"video_url": gw.video_url(clips["bounce"])}}
         )
         done = await gw.wait(job["id"])
         assert done["status"] == "failed"
         error = done["error"]
         assert error["code"] == "upstream_validation"
         assert error["upstream"]["status_code"] == 422
-        assert "duration" in json.dumps(error["upstream"]["detail"]).lower()
+        assert "content_policy_violation" in json.dumps(error["upstream"]["detail"])
         assert done["result"] is None
         assert len(gw.emu.submits()) == 1
 

@@ -47,10 +47,13 @@ async def test_ledger_equals_the_emulators_bill_for_a_mixed_run(gateway, clips) 
         # success (per video and per compute second)
         jobs.append(await gw.create({"model": "kling-video-to-audio", "input": {"video_url": url}}))
         jobs.append(await gw.create({"model": "thinksound", "input": {"video_url": url}}))
-        # a 422 after fal accepted (too short for Kling)
-        jobs.append(await gw.create(kling(gw, clips["short"])))
         for j in jobs:
             await gw.wait(j["id"], timeout=60)
+        # a 422 after fal accepted (a model-side refusal)
+        gw.emu.control(failure_rates={"content_policy_violation": 1.0})
+        j422 = await gw.create({"model": "thinksound", "input": {"video_url": url}})
+        assert (await gw.wait(j422["id"]))["error"]["code"] == "upstream_validation"
+        gw.emu.control(failure_rates={})
         # a 5xx
         gw.emu.control(failure_rates={"runner_server_error": 1.0})
         j5 = await gw.create({"model": "kling-video-to-audio", "input": {"video_url": url}})

@@ -82,7 +82,8 @@ async def test_kling_always_gets_both_prompts(
         (kling(prompt="x" * 201), "input.prompt", "string_too_long"),
         (kling(seed=3), "input.seed", "extra_forbidden"),
         (thinksound(steps=1), "input.steps", "greater_than_equal"),
-        ({"model": "thinksound", "input": {}}, "input.video_url", "missing"),
+        ({"model": "thinksound", "input": {}}, "input", "value_error"),  # neither source
+        (thinksound(video_file_id=str(uuid.uuid4())), "input", "value_error"),  # both
         (
             {"model": "thinksound", "input": {"video_url": "ftp://x/y.mp4"}},
             "input.video_url",

@@ -1,0 +1,48 @@
+"""The outbound-fetch policy built from the settings, and the cheap check done at request time.
+
+A job's ``video_url`` is checked fully (DNS resolved, every address vetted, redirects re-checked)
+by the worker before anything is fetched. At request time only what needs no network is checked
+(scheme, credentials, and a host that is an IP literal), so creating a job never waits on DNS.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from app.config import Settings
+from app.kit.problems import InputValidationError
+from app.netguard import OutboundPolicy, OutboundRefused
+from app.netguard.errors import DestinationNotAllowed
+from app.netguard.policy import parse_url
+
+
+def outbound_policy(settings: Settings, max_bytes: int | None = None) -> OutboundPolicy:
+    timeout = settings.input_fetch_timeout.total_seconds()
+    return OutboundPolicy(
+        max_bytes=max_bytes or settings.max_input_bytes,
+        allow_loopback=settings.allow_loopback,
+        allow_private=settings.outbound_allow_private,
+        allowlist=tuple(settings.outbound_allowlist),
+        connect_timeout_s=min(10.0, timeout),
+        read_timeout_s=min(30.0, timeout),
+        total_timeout_s=timeout,
+    )
+
+
+def check_video_url(url: str, policy: OutboundPolicy, *, param: str = "input.video_url") -> None:
+    if url.startswith("data:"):
+        return
+    try:
+        parsed = parse_url(url, policy)
+        host = parsed.raw_host.decode("ascii").strip("[]")
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return  # a name: resolved and vetted by the worker before the fetch
+        reason = policy.refusal(ip, None)
+        if reason is not None:
+            raise DestinationNotAllowed(host, str(ip), reason.value)
+    except OutboundRefused as exc:
+        raise InputValidationError(
+            [{"param": param, "code": exc.code, "message": exc.detail}]
+        ) from exc

@@ -1,0 +1,203 @@
+"""Preflight: look at the input before paying for anything.
+
+The worker fetches the input (through the SSRF-safe fetcher, size- and time-capped), probes it
+with PyAV (the real container, not the extension; duration; streams), checks it against the
+model's limits, and only then lets the submit happen. A violation fails the job at once with a
+stable code and the measured value, and no upstream request is made. The probe is kept on the
+job and its duration re-prices the budget reservation (ThinkSound bills by compute time).
+
+Uploads were probed when they were uploaded; for them this step also hands the file to fal:
+through fal's CDN upload flow, or as a signed, expiring gateway URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from app.catalog.registry import ModelSpec
+from app.config import Settings
+from app.files import service as files_service
+from app.files.outbound import outbound_policy
+from app.media.errors import MediaError
+from app.media.probe import MediaInfo, probe
+from app.media.storage import Storage
+from app.models import StoredFile
+from app.netguard import ContentTooLarge, FetchError, OutboundRefused, SafeFetcher, UrlRefused
+from app.upstream.fal import FalClient
+
+VIDEO_CONTAINERS = {"mp4": "video/mp4", "mov": "video/quicktime"}
+
+
+class InputRejected(Exception):
+    """The input breaks a limit or cannot be read: the job fails, nothing goes upstream."""
+
+    def __init__(self, code: str, message: str, **measured: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.measured = measured
+
+
+class InputUnavailable(Exception):
+    """A transient failure fetching the input (5xx, timeout): try again later."""
+
+
+@dataclass(frozen=True)
+class Checked:
+    probe: dict[str, Any]
+    duration_s: float | None
+    video_url: str | None  # set when the upstream needs a new URL (uploads)
+
+
+def check_limits(spec: ModelSpec, media: MediaInfo, size: int, settings: Settings) -> None:
+    limits = spec.limits
+    if media.video is None:
+        raise InputRejected("video_unreadable", "The input has no video stream.")
+    if limits.containers and media.container not in limits.containers:
+        raise InputRejected(
+            "unsupported_container",
+            f"{spec.id} accepts {', '.join(sorted(limits.containers))}; the input is "
+            f"{media.container} (by its content, whatever its name says).",
+            container=media.container,
+        )
+    if limits.max_bytes is not None and size > limits.max_bytes:
+        raise InputRejected(
+            "video_too_large",
+            f"The input is {size} bytes; the limit is {limits.max_bytes}.",
+            size_bytes=size,
+            max_bytes=limits.max_bytes,
+        )
+    duration = media.duration_s
+    if duration is None:
+        raise InputRejected("video_unreadable", "The input's duration cannot be measured.")
+    max_duration = limits.max_duration_s
+    if limits.max_duration_setting:
+        max_duration = getattr(settings, limits.max_duration_setting)
+    if max_duration is not None and duration > max_duration:
+        raise InputRejected(
+            "video_too_long",
+            f"The input is {duration:.2f} s; {spec.id} takes at most {max_duration:g} s.",
+            duration_s=duration,
+            max_duration_s=max_duration,
+        )
+    if limits.min_duration_s is not None and duration < limits.min_duration_s:
+        raise InputRejected(
+            "video_too_short",
+            f"The input is {duration:.2f} s; {spec.id} needs at least {limits.min_duration_s:g} s.",
+            duration_s=duration,
+            min_duration_s=limits.min_duration_s,
+        )
+
+
+async def fetch_input(url: str, dest: Path, settings: Settings, max_bytes: int) -> int:
+    """Download a tenant's URL to ``dest`` under the outbound policy; returns the size."""
+    if url.startswith("data:"):
+        return await asyncio.to_thread(_write_data_uri, url, dest, max_bytes)
+    try:
+        async with SafeFetcher(outbound_policy(settings, max_bytes)) as fetcher:
+            result = await fetcher.download(url, dest)
+    except ContentTooLarge as exc:
+        raise InputRejected(
+            "video_too_large", f"The input is larger than {max_bytes} bytes.", max_bytes=max_bytes
+        ) from exc
+    except UrlRefused as exc:
+        raise InputRejected(exc.code, exc.detail, **exc.extra) from exc
+    except FetchError as exc:
+        if exc.retryable:
+            raise InputUnavailable(exc.detail) from exc
+        raise InputRejected(
+            "video_unreachable", f"The input could not be fetched: {exc.detail}", **exc.extra
+        ) from exc
+    except OutboundRefused as exc:
+        raise InputRejected("video_unreachable", exc.detail, **exc.extra) from exc
+    return result.size_bytes
+
+
+def _write_data_uri(url: str, dest: Path, max_bytes: int) -> int:
+    header, _, payload = url.partition(",")
+    if len(payload) > max_bytes * 4 // 3 + 4:
+        raise InputRejected(
+            "video_too_large", f"The input is larger than {max_bytes} bytes.", max_bytes=max_bytes
+        )
+    try:
+        data = (
+            base64.b64decode(payload, validate=True)
+            if header.endswith(";base64")
+            else unquote_to_bytes(payload)
+        )
+    except (binascii.Error, ValueError) as exc:
+        raise InputRejected("video_unreadable", "The data: URI is not valid.") from exc
+    if len(data) > max_bytes:
+        raise InputRejected(
+            "video_too_large", f"The input is larger than {max_bytes} bytes.", max_bytes=max_bytes
+        )
+    dest.write_bytes(data)
+    return len(data)
+
+
+async def preflight(
+    *,
+    spec: ModelSpec,
+    job_input: dict[str, Any],
+    upload: StoredFile | None,
+    settings: Settings,
+    storage: Storage,
+    fal: FalClient,
+    tmp_dir: Path,
+    job_id: uuid.UUID,
+    secret: bytes,
+) -> Checked:
+    max_bytes = min(spec.limits.max_bytes or settings.max_input_bytes, settings.max_input_bytes)
+    workdir = Path(tempfile.mkdtemp(prefix=f"preflight-{job_id}-", dir=tmp_dir))
+    try:
+        if upload is not None:
+            files_service.ensure_present(upload)
+            media = MediaInfo.from_dict(upload.media or {})
+            check_limits(spec, media, upload.size_bytes, settings)
+            video_url = await deliver_upload(upload, settings, storage, fal, workdir, secret)
+            return Checked(_probe_out(media, upload.size_bytes), media.duration_s, video_url)
+        path = workdir / "input"
+        # One byte over the model's limit is enough to know it is too large.
+        size = await fetch_input(job_input["video_url"], path, settings, max_bytes + 1)
+        try:
+            media = await asyncio.to_thread(probe, path)
+        except (MediaError, ValueError) as exc:
+            raise InputRejected(
+                "video_unreadable", f"The input is not a readable video: {exc}", size_bytes=size
+            ) from exc
+        check_limits(spec, media, size, settings)
+        return Checked(_probe_out(media, size), media.duration_s, None)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _probe_out(media: MediaInfo, size: int) -> dict[str, Any]:
+    return {**media.to_dict(), "size_bytes": size}
+
+
+async def deliver_upload(
+    upload: StoredFile,
+    settings: Settings,
+    storage: Storage,
+    fal: FalClient,
+    workdir: Path,
+    secret: bytes,
+) -> str:
+    """A URL fal can fetch the upload from, without our API key."""
+    if settings.upload_delivery == "signed_url" and settings.public_url:
+        return files_service.sign_file_url(
+            secret, settings.public_url, upload.id, settings.signed_url_ttl
+        )
+    async with files_service.local_copy(storage, upload.storage_key, workdir) as path:
+        return await fal.upload_file(
+            path, upload.content_type, upload.filename, size=upload.size_bytes
+        )

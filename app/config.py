@@ -131,6 +131,10 @@ class Settings(BaseSettings):
         default=timedelta(seconds=2), description="Fallback wake-up when no NOTIFY arrives."
     )
     max_output_bytes: int = 512 * 1024 * 1024
+    housekeeping_interval: Duration = Field(
+        default=timedelta(seconds=60),
+        description="Pruning, retention and settling of unpriced usage, this often.",
+    )
 
     # --- media: inputs, uploads, storage, retention ------------------------------------------
     max_input_bytes: int = Field(

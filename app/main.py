@@ -18,6 +18,7 @@ from app.files.endpoints import router as files_router
 from app.files.storage import storage_from_settings
 from app.health.endpoints import router as health_router
 from app.jobs.endpoints import router as jobs_router
+from app.jobs.endpoints import validate_router
 from app.kit.problems import install_problem_handlers
 from app.kit.request_id import RequestIdMiddleware
 from app.tenants.endpoints import router as admin_router
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     for router in (
         health_router,
         jobs_router,
+        validate_router,
         files_router,
         models_router,
         webhooks_router,

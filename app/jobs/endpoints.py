@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
@@ -15,6 +15,7 @@ from app.kit.pagination import ListPage
 from app.models import JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+validate_router = APIRouter(prefix="/v1/validate", tags=["jobs"])
 
 PROBLEMS = {
     401: {"description": "Missing or invalid API key."},
@@ -68,6 +69,22 @@ async def create_job(
     if accepted.replayed:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(accepted.body, status_code=accepted.status, headers=headers)
+
+
+@validate_router.post(
+    "",
+    responses={200: {"description": "The verdict: valid, or the code a job would fail with."}},
+)
+async def validate_input(
+    body: JobCreate, request: Request, tenant: CurrentTenant, session: SessionDep
+) -> dict[str, Any]:
+    """Fetch and probe the input now (as the worker would before paying for anything) and answer
+    whether a job would be accepted upstream, with the measured probe and the estimate.
+    Nothing is created and nothing is sent to fal."""
+    state = request.app.state
+    return await service.validate_sync(
+        session, tenant, body, state.settings, state.storage, state.job_tokens.secret
+    )
 
 
 @router.get("", response_model=ListPage[JobOut])

@@ -151,11 +151,12 @@ async def preflight(
     upload: StoredFile | None,
     settings: Settings,
     storage: Storage,
-    fal: FalClient,
+    fal: FalClient | None,
     tmp_dir: Path,
     job_id: uuid.UUID,
     secret: bytes,
 ) -> Checked:
+    """``fal`` None: check only (``POST /v1/validate``); an upload is not handed to fal."""
     max_bytes = min(spec.limits.max_bytes or settings.max_input_bytes, settings.max_input_bytes)
     workdir = Path(tempfile.mkdtemp(prefix=f"preflight-{job_id}-", dir=tmp_dir))
     try:
@@ -163,7 +164,9 @@ async def preflight(
             files_service.ensure_present(upload)
             media = MediaInfo.from_dict(upload.media or {})
             check_limits(spec, media, upload.size_bytes, settings)
-            video_url = await deliver_upload(upload, settings, storage, fal, workdir, secret)
+            video_url = None
+            if fal is not None:
+                video_url = await deliver_upload(upload, settings, storage, fal, workdir, secret)
             return Checked(_probe_out(media, upload.size_bytes), media.duration_s, video_url)
         path = workdir / "input"
         # One byte over the model's limit is enough to know it is too large.

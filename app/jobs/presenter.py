@@ -55,6 +55,8 @@ def present_job(job: Job, base_url: str, usage: dict[str, Any] | None = None) ->
             total_s=_seconds(job.created_at, job.completed_at),
         ),
         usage=usage,
+        data_removed=job.data_removed,
+        probe=job.input_probe,
         metadata=job.job_metadata,
         created_at=job.created_at,
         started_at=job.started_at,

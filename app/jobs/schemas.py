@@ -113,6 +113,12 @@ class JobOut(BaseModel):
     upstream: Upstream
     logs: list[LogLine]
     metrics: Metrics
+    data_removed: bool = Field(
+        default=False, description="Its files were deleted by the retention policy."
+    )
+    probe: dict[str, Any] | None = Field(
+        default=None, description="The input as measured before it was sent (preflight)."
+    )
     usage: JobUsage | None = Field(
         default=None, description="The job's upstream request on the ledger (once sent to fal)."
     )

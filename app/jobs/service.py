@@ -16,6 +16,7 @@ from app.config import Settings
 from app.files import service as files_service
 from app.files.outbound import check_video_url, outbound_policy
 from app.jobs import repository
+from app.jobs.preflight import InputRejected, InputUnavailable, preflight
 from app.jobs.presenter import present_job
 from app.jobs.schemas import JobCreate, JobOut
 from app.kit.clock import utcnow
@@ -29,6 +30,7 @@ from app.kit.problems import (
     ProblemError,
     validation_errors,
 )
+from app.media.storage import Storage
 from app.models import FileKind, Job, JobStatus, StoredFile, SubmitState, Tenant
 from app.usage import budgets, ledger, limits
 from app.usage import service as usage_service
@@ -210,6 +212,60 @@ async def estimate_only(
         "reason": reason,
         "budget": view.to_dict() if view else None,
     }
+
+
+async def validate_sync(
+    session: AsyncSession,
+    tenant: Tenant,
+    body: JobCreate,
+    settings: Settings,
+    storage: Storage,
+    secret: bytes,
+) -> dict[str, Any]:
+    """`POST /v1/validate`: fetch and probe the input now, as the worker would before submitting,
+    and answer the verdict and the estimate. Creates nothing, sends nothing upstream."""
+    job = build_job(tenant.id, body)
+    spec = resolve_model(job.model)
+    upload = await check_input_source(session, tenant, job, settings)
+    tmp = settings.data_dir / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    verdict: dict[str, Any] = {
+        "object": "validation",
+        "model": spec.id,
+        "valid": True,
+        "code": None,
+        "message": None,
+        "details": None,
+        "probe": None,
+    }
+    duration = None
+    try:
+        checked = await preflight(
+            spec=spec,
+            job_input=job.input,
+            upload=upload,
+            settings=settings,
+            storage=storage,
+            fal=None,
+            tmp_dir=tmp,
+            job_id=job.id,
+            secret=secret,
+        )
+        verdict["probe"], duration = checked.probe, checked.duration_s
+    except InputRejected as exc:
+        verdict.update(
+            valid=False, code=exc.code, message=exc.message, details=exc.measured or None
+        )
+    except InputUnavailable as exc:
+        verdict.update(valid=False, code="video_unreachable", message=str(exc))
+    estimate = await estimate_job(session, spec, settings, video_duration_s=duration)
+    verdict["estimate"] = {
+        "unit": estimate.unit,
+        "units": str(estimate.units),
+        "estimated_cost_usd": micros_to_usd(estimate.cost_micros),
+        "basis": estimate.basis,
+    }
+    return verdict
 
 
 async def accept_job(

@@ -37,6 +37,7 @@ from app.jobs.repository import notify_workers
 from app.kit.clock import utcnow
 from app.media.errors import MediaError
 from app.media.extract import extract_audio
+from app.media.normalize import fit_audio_to_video
 from app.media.probe import MediaInfo, probe
 from app.media.storage import Storage
 from app.models import FalWebhookEvent, FileKind, Job, JobStatus, StoredFile, SubmitState
@@ -899,6 +900,19 @@ async def _fetch_outputs(
     if video_url is not None:
         video_path = workdir / "video.bin"
         await ctx.fal.download(video_url, video_path, max_bytes=ctx.settings.max_output_bytes)
+        if spec.outputs.audio_from_video:
+            # ThinkSound's audio can come back up to ~1 s short of the video: pad or trim it to
+            # the video's length (the video stream is copied, never re-encoded).
+            fitted = workdir / "video.fitted.mp4"
+            fit = await asyncio.to_thread(fit_audio_to_video, video_path, fitted)
+            if fit.changed:
+                log.info(
+                    "audio fitted to the video",
+                    job_id=str(job.id),
+                    padded_s=fit.padded_s,
+                    trimmed_s=fit.trimmed_s,
+                )
+                video_path = fitted
         media = await asyncio.to_thread(probe, video_path)
         ext = _EXT.get(media.container, "mp4")
         stored.append(

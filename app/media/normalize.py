@@ -242,7 +242,7 @@ def _rewrite(
         else:
             # The end-of-stream marker is decoded too: it flushes the decoder.
             for frame in packet.decode():
-                for converted in resampler.resample(frame):
+                for converted in resampler.resample(frame):  # type: ignore[arg-type]
                     target.mux(fitter.push(converted))
     for converted in resampler.resample(None):
         target.mux(fitter.push(converted))
@@ -307,7 +307,7 @@ class _AudioFitter:
         self.trimmed += min(count, low - begin)
         # Kept: up to the video's end, and up to the audio's own end (the decoder also returns
         # the encoder's padding of the last frame, which is not content).
-        high = min(begin + count, self.target)
+        high = min(begin + count, self.target, self.content_end)
         if high > low:
             self._append(samples[:, low - begin : high - begin])
         # Original audio past the video's end: trimmed.

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.db.engine import create_sessionmaker, unit_of_work
+from app.files import retention
 from app.jobs.repository import NOTIFY_CHANNEL
 from app.jobs.tasks import WorkerContext, run_step
 from app.kit.idempotency import prune_expired
@@ -32,7 +33,6 @@ from app.worker import claims
 
 log = structlog.get_logger(__name__)
 
-HOUSEKEEPING_EVERY_S = 300.0
 LISTEN_PING_S = 15.0
 
 
@@ -214,25 +214,37 @@ class Worker:
                 log.warning("LISTEN connection lost; reconnecting", exc_info=True)
             await asyncio.sleep(1.0)
 
+    async def housekeep(self) -> None:
+        """One round: expired idempotency keys and rate windows, usage blocked for want of a
+        price, ledger rows past retention, files past retention. Safe to run on every worker at
+        once (each piece is idempotent or takes its rows with SKIP LOCKED)."""
+        async with unit_of_work(self.ctx.sessionmaker) as session:
+            pruned = await prune_expired(session)
+            await limits.prune(session)
+            settled = await ledger.settle_unpriced(
+                session, bill_422=self.settings.bill_upstream_422
+            )
+            old = await ledger.prune(session, self.settings.usage_retention)
+            removed = 0
+            if self.settings.retention_days is not None:
+                removed = await retention.remove_expired(
+                    session, self.ctx.storage, self.settings.retention_days
+                )
+        if pruned or settled or old or removed:
+            log.info(
+                "housekeeping",
+                idempotency_keys=pruned,
+                settled_unpriced=settled,
+                ledger_rows_pruned=old,
+                files_removed=removed,
+            )
+
     async def _housekeeping(self) -> None:
         while True:
             try:
-                async with unit_of_work(self.ctx.sessionmaker) as session:
-                    pruned = await prune_expired(session)
-                    await limits.prune(session)
-                    settled = await ledger.settle_unpriced(
-                        session, bill_422=self.settings.bill_upstream_422
-                    )
-                    old = await ledger.prune(session, self.settings.usage_retention)
-                if pruned or settled or old:
-                    log.info(
-                        "housekeeping",
-                        idempotency_keys=pruned,
-                        settled_unpriced=settled,
-                        ledger_rows_pruned=old,
-                    )
+                await self.housekeep()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("housekeeping failed")
-            await asyncio.sleep(HOUSEKEEPING_EVERY_S)
+            await asyncio.sleep(self.settings.housekeeping_interval.total_seconds())

@@ -121,12 +121,9 @@ def video_packets(path: Path) -> list[tuple[bytes, Fraction, Fraction, Fraction,
     """Every video packet: its bytes, pts/dts/duration in seconds, keyframe flag."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        tb = stream.time_base
-        return [
-            (bytes(p), p.pts * tb, p.dts * tb, p.duration * tb, p.is_keyframe)
-            for p in container.demux(stream)
-            if p.size
-        ]
+        tb = Fraction(stream.time_base or 0)
+        packets: list[Any] = [p for p in container.demux(stream) if p.size]
+        return [(bytes(p), p.pts * tb, p.dts * tb, p.duration * tb, p.is_keyframe) for p in packets]
 
 
 def decode_audio(path: Path) -> np.ndarray:
@@ -226,7 +223,7 @@ def test_decoded_audio_is_as_long_as_the_video(
 
     with av.open(str(fitted)) as container:
         stream = container.streams.audio[0]
-        packets = [p for p in container.demux(stream) if p.size]
+        packets: list[Any] = [p for p in container.demux(stream) if p.size]
         # The edit list: exactly TARGET samples. The packets: FFmpeg's 1024 priming samples
         # first (pts -1024), then TARGET samples, the last packet only partly filled.
         assert (stream.time_base, stream.start_time, stream.duration) == (
@@ -383,10 +380,12 @@ def test_a_video_that_starts_late_is_moved_to_zero_with_its_audio(
     )
     delay = Fraction(1, 12)
     with av.open(str(late)) as container:
-        video, audio = container.streams.video[0], container.streams.audio[0]
+        video: Any = container.streams.video[0]
+        audio: Any = container.streams.audio[0]
         assert video.start_time * video.time_base == delay
         # The input audio on its own timeline: sample i at i / RATE.
         timeline = np.zeros((2, 5 * RATE), np.float32)
+        frame: Any
         for frame in container.decode(audio):
             timeline[:, frame.pts : frame.pts + frame.samples] = frame.to_ndarray()
     out = tmp_path / "fitted.mp4"
@@ -449,7 +448,7 @@ def test_a_failure_while_writing_leaves_nothing_behind(
     damaged = tmp_path / "damaged.mp4"
     data = bytearray(short_audio.read_bytes())
     with av.open(str(short_audio)) as container:
-        packets = [p for p in container.demux(container.streams.audio[0]) if p.size]
+        packets: list[Any] = [p for p in container.demux(container.streams.audio[0]) if p.size]
     rng = np.random.default_rng(5)
     for packet in packets[60:70]:
         data[packet.pos : packet.pos + packet.size] = rng.bytes(packet.size)

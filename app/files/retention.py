@@ -1,0 +1,47 @@
+"""Retention: after ``FOLEY_RETENTION_DAYS`` a tenant's uploads and job outputs are deleted from
+storage by the worker. The rows stay (size, hash, probe: what there was), marked deleted; the
+job says ``data_removed: true`` (Replicate's convention) and the file endpoints answer 410."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.kit.clock import utcnow
+from app.media.storage import Storage
+from app.models import Job, StoredFile
+
+log = structlog.get_logger(__name__)
+BATCH = 200
+
+
+async def remove_expired(session: AsyncSession, storage: Storage, retention_days: float) -> int:
+    cutoff = utcnow() - timedelta(days=retention_days)
+    files = (
+        await session.scalars(
+            select(StoredFile)
+            .where(StoredFile.created_at < cutoff, StoredFile.deleted_at.is_(None))
+            .order_by(StoredFile.created_at)
+            .limit(BATCH)
+            .with_for_update(skip_locked=True)
+        )
+    ).all()
+    if not files:
+        return 0
+    now = utcnow()
+    for f in files:
+        await storage.delete(f.storage_key)  # idempotent: a retry after a crash is harmless
+        f.deleted_at = now
+    job_ids = {f.job_id for f in files if f.job_id is not None}
+    if job_ids:
+        await session.execute(update(Job).where(Job.id.in_(job_ids)).values(data_removed=True))
+    upload_ids = [f.id for f in files if f.job_id is None]
+    if upload_ids:
+        await session.execute(
+            update(Job).where(Job.input_file_id.in_(upload_ids)).values(data_removed=True)
+        )
+    log.info("retention removed files", count=len(files))
+    return len(files)

@@ -274,7 +274,45 @@ class CpuMeter:
         return ", ".join(f"{n} {u / self.wall * 100:.0f}%" for n, u in self.used.items())
 
 
-def _meter(db: gb.Database, api: gb.Proc) -> CpuMeter:
+class Api:
+    """The gateway's API: one uvicorn process; restarted (a new process, same settings and
+    port) only when a run has wedged it."""
+
+    def __init__(self, procs: gb.Procs, env: dict[str, str], port: int, out_dir: Path) -> None:
+        self.procs, self.env, self.port, self.out_dir = procs, env, port, out_dir
+        self.starts = 0
+        self.proc: gb.Proc | None = None
+
+    def start(self, core: int | None = None) -> None:
+        self.starts += 1
+        log = self.out_dir / ("api.log" if self.starts == 1 else f"api-{self.starts}.log")
+        cmd = [*gb._taskset(core), *gb._uvicorn_cmd("app.main:create_app", self.port)]
+        self.proc = self.procs.spawn("API", cmd, self.env, log)
+        gb._wait_http(self.proc, f"http://{HOST}:{self.port}/healthz")
+
+    def restart(self, core: int | None = None) -> None:
+        assert self.proc is not None
+        self.procs.stop(self.proc)
+        self.start(core)
+
+    @property
+    def popen(self) -> subprocess.Popen[bytes]:
+        assert self.proc is not None
+        return self.proc.popen
+
+    @property
+    def log(self) -> Path:
+        assert self.proc is not None
+        return self.proc.log
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.alive()
+
+    def tail(self) -> str:
+        return self.proc.tail() if self.proc is not None else ""
+
+
+def _meter(db: gb.Database, api: Api) -> CpuMeter:
     named = {"API": lambda: gb._cpu_of(api.popen.pid)}
     if db.embedded:
         named["postgres"] = lambda: _postgres_cpu(db)
@@ -726,7 +764,7 @@ def _plan_summary(plan: list[str], lines: int) -> list[str]:
 def _measure_reads(
     args: argparse.Namespace,
     db: gb.Database,
-    api: gb.Proc,
+    api: Api,
     api_base: str,
     main: Tenant,
     month: tuple[date, date],
@@ -851,7 +889,7 @@ def _measure_reads(
 
 
 def _export_once(
-    db: gb.Database, client: Any, api: gb.Proc, main: Tenant, params: dict[str, str]
+    db: gb.Database, client: Any, api: Api, main: Tenant, params: dict[str, str]
 ) -> dict[str, Any]:
     meter = _meter(db, api)
     n_bytes = lines = chunks = 0
@@ -1021,7 +1059,7 @@ POOL_TIMEOUT = "QueuePool limit of size"
 def _measure_creates(
     args: argparse.Namespace,
     db: gb.Database,
-    api: gb.Proc,
+    api: Api,
     api_port: int,
     configs: dict[str, list[Tenant]],
 ) -> dict[tuple[str, int], float]:
@@ -1097,9 +1135,17 @@ def _measure_creates(
                         "         stalled: "
                         + "; ".join(f"{r['n']} {r['state']}: {r['q']}" for r in activity.snapshot)
                     )
-                drained = asyncio.run(_drain(db, args.request_timeout + 30))
-                if drained > 2:
-                    print(f"         (the API needed {drained:.0f} s to drain before the next run)")
+                if result["statuses"].get("0") or stall >= 5:
+                    # Left-over requests keep the pool wedged for minutes: start a new process.
+                    api.restart(args.server_core)
+                    print(
+                        f"         (the API stayed wedged: restarted, pid {api.popen.pid}, log "
+                        f"{api.log.name}; this configuration is not repeated)"
+                    )
+                else:
+                    drained = asyncio.run(_drain(db, 30))
+                    if drained > 2:
+                        print(f"         (the API needed {drained:.0f} s to drain)")
                 if result["first_error"]:
                     print(f"         statuses {result['statuses']}; first: {result['first_error']}")
                     failed[(name, conc)] = result["first_error"]
@@ -1139,7 +1185,7 @@ def _measure_creates(
 
 def _profile_create(
     args: argparse.Namespace,
-    api: gb.Proc,
+    api: Api,
     api_port: int,
     tenants: list[Tenant],
     conc: int,
@@ -1165,20 +1211,21 @@ def _profile_create(
 @contextlib.contextmanager
 def _pinned(pid: int, core: int | None) -> Iterator[None]:
     """Pin a running process to one core for a while (all of its threads)."""
+
+    def pin(cores: set[int]) -> None:
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                with contextlib.suppress(OSError, ValueError):
+                    os.sched_setaffinity(int(task.name), cores)
+
     if core is None:
         yield
         return
-    tids = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
-    for tid in tids:
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(tid, {core})
+    pin({core})
     try:
         yield
     finally:
-        every = set(range(os.cpu_count() or 1))
-        for t in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(OSError, ValueError):
-                os.sched_setaffinity(int(t.name), every)
+        pin(set(range(os.cpu_count() or 1)))
 
 
 # =================================================================================================
@@ -1245,7 +1292,7 @@ def _args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def _profile_summary(
-    args: argparse.Namespace, api: gb.Proc, api_base: str, main: Tenant, month: tuple[date, date]
+    args: argparse.Namespace, api: Api, api_base: str, main: Tenant, month: tuple[date, date]
 ) -> None:
     """The summary missed its target: sample the API while it answers summaries for a while."""
     import httpx
@@ -1294,13 +1341,8 @@ def main(argv: Sequence[str]) -> int:
             "FOLEY_ENV": "development",
             "FOLEY_DATA_DIR": str(data_dir / "gateway"),
         }
-        api = procs.spawn(
-            "API",
-            gb._uvicorn_cmd("app.main:create_app", api_port),
-            api_env,
-            args.out_dir / "api.log",
-        )
-        gb._wait_http(api, f"{api_base}/healthz")
+        api = Api(procs, api_env, api_port, args.out_dir)
+        api.start()
 
         today = datetime.now(UTC).date()
         this_month = today.replace(day=1)

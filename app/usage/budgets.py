@@ -159,17 +159,7 @@ async def settle(
         if tenant is not None:
             await charge(session, tenant, cost_micros)
         return
-    row = (
-        await session.scalars(
-            select(BudgetPeriod)
-            .where(
-                BudgetPeriod.tenant_id == job.tenant_id,
-                BudgetPeriod.period_start == job.budget_period_start,
-            )
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-    ).first()
+    row = await _reserved_period(session, job)
     if row is None:
         return
     row.reserved_micros = max(0, row.reserved_micros - job.reserved_micros)
@@ -178,6 +168,20 @@ async def settle(
     tenant = tenant or await session.get(Tenant, job.tenant_id)
     if tenant is not None and tenant.budget_micros is not None:
         await _thresholds(session, tenant, row)
+
+
+async def _reserved_period(session: AsyncSession, job: Job) -> BudgetPeriod | None:
+    """The (locked) period a job's reservation was taken in."""
+    stmt = (
+        select(BudgetPeriod)
+        .where(
+            BudgetPeriod.tenant_id == job.tenant_id,
+            BudgetPeriod.period_start == job.budget_period_start,
+        )
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return (await session.scalars(stmt)).first()
 
 
 async def charge(session: AsyncSession, tenant: Tenant, cost_micros: int) -> None:
@@ -198,17 +202,7 @@ async def adjust(session: AsyncSession, job: Job, new_estimate_micros: int) -> N
     if job.budget_period_start is None or delta == 0:
         return
     tenant = await session.get(Tenant, job.tenant_id)
-    row = (
-        await session.scalars(
-            select(BudgetPeriod)
-            .where(
-                BudgetPeriod.tenant_id == job.tenant_id,
-                BudgetPeriod.period_start == job.budget_period_start,
-            )
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-    ).first()
+    row = await _reserved_period(session, job)
     if row is None or tenant is None or tenant.budget_micros is None:
         return
     current = BudgetView(

@@ -139,34 +139,59 @@ class HttpError(Exception):
 
 
 class RawConnection:
-    """One keep-alive HTTP/1.1 connection; requests are pre-encoded bytes."""
+    """One keep-alive HTTP/1.1 connection; requests are pre-encoded bytes.
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+    uvicorn closes a connection idle for 5 s (its keep-alive timeout); one idle for
+    `REOPEN_IDLE_S` is replaced before use, so a request is never sent on a connection the server
+    may be closing (a POST is never retried)."""
+
+    REOPEN_IDLE_S = 2.0
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.last_used = 0.0
 
     @classmethod
     async def open(cls, host: str, port: int) -> RawConnection:
-        reader, writer = await asyncio.open_connection(host, port)
-        return cls(reader, writer)
+        conn = cls(host, port)
+        await conn._connect()
+        return conn
+
+    async def _connect(self) -> None:
+        self.close()
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.last_used = time.monotonic()
 
     async def send(self, request: bytes) -> tuple[int, bytes]:
-        self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        status = int(lines[0].split(b" ", 2)[1])
-        length = None
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-                break
-        if length is None:
-            raise HttpError(f"no Content-Length in the answer: {head!r}")
-        body = await self.reader.readexactly(length) if length else b""
+        if self.writer is None or time.monotonic() - self.last_used > self.REOPEN_IDLE_S:
+            await self._connect()
+        assert self.reader is not None and self.writer is not None
+        try:
+            self.writer.write(request)
+            head = await self.reader.readuntil(b"\r\n\r\n")
+            lines = head.split(b"\r\n")
+            status = int(lines[0].split(b" ", 2)[1])
+            length = None
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+                    break
+            if length is None:
+                raise HttpError(f"no Content-Length in the answer: {head!r}")
+            body = await self.reader.readexactly(length) if length else b""
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            self.close()  # the next request opens a new connection
+            raise HttpError(f"connection lost: {exc!r}") from exc
+        self.last_used = time.monotonic()
         return status, body
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
 
 
 def _encode_request(host: str, port: int, path: str, headers: dict[str, str], body: bytes) -> bytes:
@@ -188,7 +213,12 @@ class HttpxConnection:
         self.headers = {**headers, "Content-Type": "application/json"}
 
     async def send(self, _request: bytes) -> tuple[int, bytes]:
-        r = await self.client.post(self.url, content=self.body, headers=self.headers)
+        import httpx
+
+        try:
+            r = await self.client.post(self.url, content=self.body, headers=self.headers)
+        except httpx.HTTPError as exc:
+            raise HttpError(f"httpx: {exc!r}") from exc
         return r.status_code, r.content
 
     def close(self) -> None:
@@ -234,7 +264,10 @@ async def _closed_loop(spec: dict[str, Any]) -> dict[str, Any]:
             if now >= end or (measuring and state["sent"] >= budget):
                 return
             t0 = time.perf_counter()
-            status, body = await conn.send(request)
+            try:
+                status, body = await conn.send(request)
+            except HttpError as exc:
+                status, body = 0, str(exc).encode()
             t1 = time.perf_counter()
             state["answered"] += 1
             if t0 < warm_end:
@@ -293,6 +326,9 @@ async def _open_loop(spec: dict[str, Any]) -> dict[str, Any]:
             status, body = await conn.send(request)
             wall = time.time()  # the 202 as the client sees it: the whole answer read
             t1 = time.perf_counter()
+        except HttpError as exc:
+            errors.append(str(exc))
+            return
         finally:
             pool.put_nowait(conn)
         if status != 202:

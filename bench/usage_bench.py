@@ -32,7 +32,8 @@ settlement's upsert), checked equal to the ledger, and `VACUUM ANALYZE` runs.
    <= 50 ms); the same for `GET /v1/admin/usage` across tenants, and for the whole three months.
    The summary's SQL and the export's SQL are captured from the services themselves and run under
    EXPLAIN ANALYZE, to split database time from the rest. Then `GET /v1/usage/export.csv` for the
-   month, twice: total time, time to first byte, rows/s, MB/s, and the API process's resident
+   month (`--exports` times, plus once under py-spy with --profile): total time, time to first
+   byte, rows/s, MB/s, and the API process's resident
    memory (VmRSS sampled from /proc every 20 ms: before, peak during, after) with its and
    Postgres's CPU; the row count is checked against the ledger.
 
@@ -849,7 +850,7 @@ def _measure_reads(
             f"   GET /v1/usage/export.csv for the month ({info['export_rows']:,} rows expected), "
             "streamed and counted by the client (lines only, not parsed):"
         )
-        runs = 2
+        runs = args.exports + (1 if args.profile else 0)
         for i in range(runs):
             profiled = args.profile and i == runs - 1
             expected_s = results.get("export_s", 60.0) + 5
@@ -978,8 +979,8 @@ def _create_tenants(client: Any, breakdown: bool) -> dict[str, list[Tenant]]:
 class PgActivity:
     """Samples pg_stat_activity for the API's connections (application_name 'foley') from a
     thread with its own connection: how many wait on a lock (the budget-period row), how many
-    are open, and stalls: every API connection idle in a transaction and none active (Postgres
-    waits for the API, which waits for something else), with what they last ran."""
+    are open, and stalls: every API connection either idle in a transaction or waiting on a lock
+    (Postgres waits for the API, the API for something else), with what they last ran."""
 
     def __init__(self, db: gb.Database, interval: float = 0.1) -> None:
         self.db, self.interval = db, interval
@@ -996,16 +997,18 @@ class PgActivity:
             while not self._stop.is_set():
                 row = await conn.fetchrow(
                     "SELECT count(*) AS n, count(*) FILTER (WHERE wait_event_type = 'Lock') AS w, "
-                    "count(*) FILTER (WHERE state = 'active') AS a, count(*) FILTER (WHERE "
-                    f"state = 'idle in transaction') AS i FROM pg_stat_activity WHERE {mine}"
+                    "count(*) FILTER (WHERE state = 'idle in transaction') AS i "
+                    f"FROM pg_stat_activity WHERE {mine}"
                 )
                 self.samples.append((row["n"], row["w"]))
-                stalled = row["n"] > 0 and row["a"] == 0 and row["i"] == row["n"]
+                # nobody works: each connection waits for the API or for a lock
+                stalled = row["n"] > 0 and row["i"] > 0 and row["i"] + row["w"] == row["n"]
                 self.streak = self.streak + 1 if stalled else 0
                 self.max_streak = max(self.max_streak, self.streak)
                 if self.snapshot is None and self.streak * self.interval >= 2.0:
                     self.snapshot = await conn.fetch(
-                        "SELECT state, left(regexp_replace(query, '\\s+', ' ', 'g'), 70) AS q, "
+                        "SELECT state || coalesce(' on ' || wait_event_type || ':' || wait_event, "
+                        "'') AS state, left(regexp_replace(query, '\\s+', ' ', 'g'), 60) AS q, "
                         f"count(*) AS n FROM pg_stat_activity WHERE {mine} GROUP BY 1, 2 "
                         "ORDER BY 3 DESC"
                     )
@@ -1073,9 +1076,9 @@ def _measure_creates(
     print(
         "   API/pg CPU: CPU ms per answered request (warm-up included); lockq: backends of the API "
         "waiting on a lock in Postgres, mean / max (pg_stat_activity every 0.1 s); conns: the "
-        "API's open Postgres connections, max; stall s: longest time every API connection sat "
-        "idle in a transaction with none active; pool t/o: 'QueuePool limit ... timed out' "
-        "errors in the API log during the run"
+        "API's open Postgres connections, max; stall s: longest time every API connection was "
+        "idle in a transaction or waiting on a lock (none working); pool t/o: 'QueuePool "
+        "limit ... timed out' errors in the API log during the run"
     )
     print(
         f"   {'round':>5} {'conc':>4}  {'configuration':<25} {'req/s':>6} {'ok':>6} {'err':>5} "
@@ -1244,6 +1247,7 @@ def _args(argv: Sequence[str]) -> argparse.Namespace:
     g.add_argument("--load-jobs", type=int, default=2, help="parallel INSERT connections [2]")
     g = p.add_argument_group("1. reading usage")
     g.add_argument("--summary-requests", type=int, default=50, help="per line [50]")
+    g.add_argument("--exports", type=int, default=1, help="CSV exports timed (+1 under py-spy) [1]")
     g = p.add_argument_group("2. create path")
     g.add_argument(
         "--concurrency",

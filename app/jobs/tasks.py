@@ -263,7 +263,10 @@ async def _preflight(ctx: WorkerContext, job: Job) -> Job | None:
         await _write(ctx, job.id, later)
         return None
 
+    updated: list[Job] = []
+
     async def record(session: AsyncSession, row: Job) -> None:
+        updated.append(row)
         row.input_probe = checked.probe
         if checked.video_url is not None:
             row.upstream_payload = {**row.upstream_payload, "video_url": checked.video_url}
@@ -287,13 +290,7 @@ async def _preflight(ctx: WorkerContext, job: Job) -> Job | None:
                     },
                 )
 
-    updated: list[Job] = []
-
-    async def record_and_keep(session: AsyncSession, row: Job) -> None:
-        await record(session, row)
-        updated.append(row)
-
-    await _write(ctx, job.id, record_and_keep)
+    await _write(ctx, job.id, record)
     row = updated[0]
     if row.status.terminal:
         return None

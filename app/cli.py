@@ -105,8 +105,10 @@ def api(
 @cli.command()
 def worker() -> None:
     """Run a worker: claims jobs, talks to fal, stores results. Run as many as you like."""
+    import uvloop
+
     settings = _settings()
-    asyncio.run(_run_worker(settings))
+    uvloop.run(_run_worker(settings))
 
 
 async def _run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:

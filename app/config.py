@@ -198,6 +198,10 @@ class Settings(BaseSettings):
         default=timedelta(days=400),
         description="Settled ledger rows older than this are pruned (daily rollups stay).",
     )
+    auth_cache_ttl: Duration = Field(
+        default=timedelta(seconds=2),
+        description="How long a process reuses an API key lookup (0 disables).",
+    )
     key_touch_interval: Duration = Field(
         default=timedelta(seconds=60), description="How often a key's last_used_at is written."
     )

@@ -19,6 +19,7 @@ from app.files.storage import storage_from_settings
 from app.health.endpoints import router as health_router
 from app.jobs.endpoints import router as jobs_router
 from app.jobs.endpoints import validate_router
+from app.jobs.notifier import WorkerNotifier
 from app.kit.problems import install_problem_handlers
 from app.kit.request_id import RequestIdMiddleware
 from app.tenants.endpoints import router as admin_router
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         else:
             app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(app.state.engine)
+        app.state.notifier = WorkerNotifier(app.state.engine)
         http = build_http_client(FalTimeouts())
         app.state.webhook_verifier = FalWebhookVerifier(
             settings.jwks_url, http, tolerance=settings.webhook_tolerance
@@ -62,6 +64,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         try:
             yield
         finally:
+            await app.state.notifier.aclose()
             await http.aclose()
             if own_engine:
                 await app.state.engine.dispose()

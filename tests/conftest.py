@@ -16,11 +16,23 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 
 from app.config import Settings
 from app.db.engine import create_engine
+from app.jobs.notifier import WorkerNotifier
 from app.main import create_app
 from tests.support.database import create_database, drop_database, server_url
 
 ADMIN_TOKEN = "test-admin-" + secrets.token_hex(8)
 RUN_ID = f"{os.getpid()}"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_caches() -> None:
+    # Estimates cache prices and learned ratios per process; every test starts from its own DB.
+    from app.auth.dependencies import invalidate_principals
+    from app.usage.estimates import PRICE_CACHE, RATIO_CACHE
+
+    PRICE_CACHE.clear()
+    RATIO_CACHE.clear()
+    invalidate_principals()
 
 
 @pytest.fixture(scope="session")
@@ -90,6 +102,7 @@ async def api(
     app = create_app(settings, engine=engine)
     app.state.engine = engine
     app.state.sessionmaker = sessionmaker
+    app.state.notifier = WorkerNotifier(engine)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://foley.test") as client:
         client.app = app  # type: ignore[attr-defined]

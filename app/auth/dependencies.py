@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hmac
+import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -48,29 +50,59 @@ async def current_principal(
             code="missing_api_key",
             headers=_CHALLENGE,
         )
-    stmt = (
-        select(ApiKey, Tenant)
-        .join(Tenant, Tenant.id == ApiKey.tenant_id)
-        .where(ApiKey.key_hash == hash_api_key(credentials.credentials))
-        .where(ApiKey.revoked_at.is_(None))
-        .where(or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > utcnow()))
-    )
-    row = (await session.execute(stmt)).first()
-    if row is None:
-        raise Unauthorized(
-            "The API key is not valid, expired or was revoked.",
-            code="invalid_api_key",
-            headers=_CHALLENGE,
+    key_hash = hash_api_key(credentials.credentials)
+    ttl = request.app.state.settings.auth_cache_ttl.total_seconds()
+    cached = _PRINCIPALS.get(key_hash)
+    now = utcnow()
+    if cached is not None and cached[0] > time.monotonic() and _usable(cached[1], now):
+        key, tenant = cached[1], cached[2]
+    else:
+        stmt = (
+            select(ApiKey, Tenant)
+            .join(Tenant, Tenant.id == ApiKey.tenant_id)
+            .where(ApiKey.key_hash == key_hash)
+            .where(ApiKey.revoked_at.is_(None))
+            .where(or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now))
         )
-    key: ApiKey = row.ApiKey
+        row = (await session.execute(stmt)).first()
+        if row is None:
+            _PRINCIPALS.pop(key_hash, None)
+            raise Unauthorized(
+                "The API key is not valid, expired or was revoked.",
+                code="invalid_api_key",
+                headers=_CHALLENGE,
+            )
+        key, tenant = row.ApiKey, row.Tenant
+        # Detached at once: a rollback of this request must not expire what the cache holds,
+        # and nothing writes through them (last use is an UPDATE statement).
+        session.expunge(key)
+        session.expunge(tenant)
+        if ttl > 0:
+            if len(_PRINCIPALS) > 10_000:
+                _PRINCIPALS.clear()
+            _PRINCIPALS[key_hash] = (time.monotonic() + ttl, key, tenant)
     if key.read_only and request.method not in SAFE_METHODS:
         raise ReadOnlyKey("This API key is read-only: it can only read (GET).")
-    now = utcnow()
     interval = request.app.state.settings.key_touch_interval
     if key.last_used_at is None or now - key.last_used_at >= interval:
         # Throttled: one write per key per interval, not one per request.
         await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
-    return Principal(tenant=row.Tenant, api_key=key)
+        key.last_used_at = now
+    return Principal(tenant=tenant, api_key=key)
+
+
+# Key → (deadline, key, tenant) for FOLEY_AUTH_CACHE_TTL: a key lookup per request is a large
+# share of a short request. Changes made through this process (revoke, rotate, tenant update)
+# clear it at once; another process sees them within the TTL.
+_PRINCIPALS: dict[str, tuple[float, ApiKey, Tenant]] = {}
+
+
+def _usable(key: ApiKey, now: datetime) -> bool:
+    return key.revoked_at is None and (key.expires_at is None or key.expires_at > now)
+
+
+def invalidate_principals() -> None:
+    _PRINCIPALS.clear()
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.background import BackgroundTask
 
 from app.auth.dependencies import CurrentTenant
 from app.db.session import SessionDep
@@ -68,7 +69,14 @@ async def create_job(
     headers = dict(accepted.headers)
     if accepted.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(accepted.body, status_code=accepted.status, headers=headers)
+        return JSONResponse(accepted.body, status_code=accepted.status, headers=headers)
+    # The wake-up runs after the response, hence after the commit (see app.jobs.notifier).
+    return JSONResponse(
+        accepted.body,
+        status_code=accepted.status,
+        headers=headers,
+        background=BackgroundTask(request.app.state.notifier.poke),
+    )
 
 
 @validate_router.post(

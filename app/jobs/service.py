@@ -125,6 +125,10 @@ def build_job(tenant_id: uuid.UUID, body: JobCreate) -> Job:
         submit_attempts=0,
         upstream_completed=False,
         poll_count=0,
+        estimated_cost_micros=0,
+        reserved_micros=0,
+        usage_settled=False,
+        data_removed=False,
         next_action_at=now,
         created_at=now,
         updated_at=now,
@@ -307,9 +311,7 @@ async def accept_job(
             )
     try:
         await _estimate_and_reserve(session, tenant, job, settings)
-        session.add(job)
-        await session.flush()
-        await repository.notify_workers(session)
+        await repository.insert_job(session, job)  # workers are woken after the commit
         out = present_job(job, base_url).model_dump(mode="json")
         headers = {"Location": out["urls"]["self"]}
         if guard is not None:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit
+from app.auth.dependencies import invalidate_principals
 from app.auth.keys import display_prefix, generate_api_key, hash_api_key
 from app.kit.clock import utcnow
 from app.kit.money import micros_to_usd, usd_to_micros
@@ -111,6 +112,7 @@ async def update_tenant(
         elif not patch.suspended:
             tenant.suspended_at = None
     await session.flush()
+    invalidate_principals()
     after = tenant_snapshot(tenant)
     if after != before:
         await audit.record(
@@ -181,6 +183,7 @@ async def revoke_api_key(
         before = key_snapshot(key)
         key.revoked_at = utcnow()
         await session.flush()
+        invalidate_principals()
         await audit.record(
             session,
             actor=actor,
@@ -215,6 +218,7 @@ async def rotate_api_key(
     if old.expires_at is None or old.expires_at > ends:
         old.expires_at = ends
     await session.flush()
+    invalidate_principals()
     await audit.record(
         session,
         actor=actor,

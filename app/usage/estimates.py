@@ -17,10 +17,16 @@ from app.catalog.registry import ModelSpec
 from app.config import Settings
 from app.kit.clock import utcnow
 from app.kit.money import cost_micros
+from app.kit.ttlcache import TTLCache
 from app.models import Job, JobStatus, UsageRecord, UsageStatus
 from app.usage.prices import price_at
 
 LEARN_FROM_LAST = 200
+
+# Estimates run on every job creation; the price in force and the learned ratio change rarely,
+# so each API process keeps them briefly. Settlement never uses these: it reads the price exactly.
+PRICE_CACHE: TTLCache[tuple[str, int] | None] = TTLCache(ttl_s=30)
+RATIO_CACHE: TTLCache[tuple[Decimal, str]] = TTLCache(ttl_s=60)
 
 
 @dataclass(frozen=True)
@@ -74,22 +80,28 @@ async def estimate_job(
     *,
     video_duration_s: float | None = None,
 ) -> Estimate:
-    price = await price_at(session, spec.id, utcnow())
-    unit = price.unit if price else spec.pricing.unit
+    async def load_price() -> tuple[str, int] | None:
+        price = await price_at(session, spec.id, utcnow())
+        return (price.unit, price.unit_price_micros) if price else None
+
+    price = await PRICE_CACHE.get_or_load(spec.id, load_price)
+    unit = price[0] if price else spec.pricing.unit
     duration = video_duration_s
     if unit == "video":
         units, basis = Decimal(1), "flat"
     else:
         if duration is None:
             duration = settings.estimate_default_video_s
-        ratio, basis = await compute_seconds_per_video_second(session, spec.id, settings)
+        ratio, basis = await RATIO_CACHE.get_or_load(
+            spec.id, lambda: compute_seconds_per_video_second(session, spec.id, settings)
+        )
         units = (Decimal(str(duration)) * ratio).quantize(Decimal("0.000001"))
-    cost = cost_micros(units, price.unit_price_micros) if price else None
+    cost = cost_micros(units, price[1]) if price else None
     return Estimate(
         model=spec.id,
         unit=unit,
         units=units,
-        unit_price_micros=price.unit_price_micros if price else None,
+        unit_price_micros=price[1] if price else None,
         cost_micros=cost,
         video_duration_s=duration,
         basis=basis,

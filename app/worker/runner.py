@@ -90,10 +90,12 @@ class Worker:
         ]
         try:
             while not self._stopping.is_set():
+                # Cleared before claiming: a NOTIFY that lands during the claim must wake the
+                # next wait, not be wiped out after it.
+                self._wake.clear()
                 claimed = await self._claim_and_start()
                 if claimed:
                     continue  # there may be more due right now
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
                         self._wake.wait(), self.settings.worker_poll_interval.total_seconds()
@@ -122,17 +124,21 @@ class Worker:
             return 1
         lease = self.settings.lease_duration
         try:
+            # New work first (its latency is what clients see); follow-ups fill the rest.
             async with unit_of_work(self.ctx.sessionmaker) as session:
-                ids = await claims.claim_follow_ups(session, self.owner, lease, free)
-            async with unit_of_work(self.ctx.sessionmaker) as session:
-                ids += await claims.claim_dispatches(
+                ids = await claims.claim_dispatches(
                     session,
                     self.owner,
                     lease,
-                    free - len(ids),
+                    free,
                     self.settings.fal_concurrency,
                     self.settings.max_in_flight_per_tenant,
                 )
+            if len(ids) < free:
+                async with unit_of_work(self.ctx.sessionmaker) as session:
+                    ids += await claims.claim_follow_ups(
+                        session, self.owner, lease, free - len(ids)
+                    )
         except Exception:
             log.exception("claim failed; retrying")
             await asyncio.sleep(1.0)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.kit.clock import frozen_at
 from app.models import BudgetEvent, BudgetPeriod, JobStatus
+from app.usage.estimates import RATIO_CACHE
 from tests.conftest import TenantCreds
 from tests.usage.conftest import KLING, THINKSOUND, finish, set_tenant, submit
 
@@ -153,5 +154,8 @@ async def test_thinksound_estimate_learns_from_settled_jobs(
             row = await s.get(Job, _uuid.UUID(job["id"]))
             row.result = {"video": {"duration_s": 4.0}}
         await finish(sessionmaker, job["id"], "succeeded", inference_s=2.0)  # 0.5 s per video s
+    est = (await api.post("/v1/jobs?dry_run=true", json=THINKSOUND, headers=tenant.headers)).json()
+    assert est["basis"] == "default"  # the process keeps the ratio it read for a minute …
+    RATIO_CACHE.clear()  # … then reads it again
     est = (await api.post("/v1/jobs?dry_run=true", json=THINKSOUND, headers=tenant.headers)).json()
     assert est["basis"] == "learned" and est["units"] == "5.000000"  # 10 s × 0.5

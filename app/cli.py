@@ -105,10 +105,10 @@ def api(
 @cli.command()
 def worker() -> None:
     """Run a worker: claims jobs, talks to fal, stores results. Run as many as you like."""
-    import uvloop
-
     settings = _settings()
-    uvloop.run(_run_worker(settings))
+    # The default loop, not uvloop: under uvloop a streamed download can hold ~8 MiB it has
+    # read but not yet consumed (bench/README.md, media), per download in flight.
+    asyncio.run(_run_worker(settings))
 
 
 async def _run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:

@@ -509,7 +509,10 @@ def _uvicorn_cmd(app: str, port: int, *extra: str) -> list[str]:
 
 def _run_loadgen(spec: dict[str, Any], core: int | None, timeout: float) -> dict[str, Any]:
     cmd = [*_taskset(core), PY, str(Path(__file__).resolve()), "_loadgen", json.dumps(spec)]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, timeout=timeout, check=False)
+    try:
+        done = subprocess.run(cmd, cwd=REPO, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:  # run() has killed it
+        raise BenchError(f"the load generator did not finish within {timeout:.0f} s") from exc
     if done.returncode != 0:
         raise BenchError(
             f"load generator failed ({done.returncode}):\n"
@@ -1219,6 +1222,8 @@ def _args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str]) -> int:
     args = _args(argv)
+    # SIGTERM too unwinds through the `finally` below, which stops every child
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print("command   " + shlex.join([PY, *sys.argv]))
     for note in _machine_notes():
         print(note)

@@ -23,3 +23,5 @@ bench: setup
 	$(UV) run --frozen python bench/synth_bench.py
 	$(UV) run --frozen python bench/emulator_bench.py
 	$(UV) run --frozen python bench/gateway_bench.py
+	$(UV) run --frozen python bench/usage_bench.py
+	$(UV) run --frozen python bench/media_bench.py

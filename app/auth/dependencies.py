@@ -88,6 +88,12 @@ async def current_principal(
         # Throttled: one write per key per interval, not one per request.
         await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
         key.last_used_at = now
+    if session.in_transaction():
+        # End the lookup's transaction now: the key row's lock (last use) must not be held for
+        # the whole request, and the connection goes back to the pool before the request takes
+        # others (rate limit, idempotency) — holding one while waiting for another deadlocks a
+        # full pool.
+        await session.commit()
     return Principal(tenant=tenant, api_key=key)
 
 

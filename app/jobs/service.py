@@ -318,6 +318,7 @@ async def accept_job(
             await guard.record(session, StoredResponse(202, out, headers))
     except BaseException:
         if guard is not None:
+            await session.rollback()  # give the connection back before taking another
             await guard.release()
         raise
     return Accepted(202, out, {**headers, **rate_headers}, replayed=False)

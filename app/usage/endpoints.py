@@ -4,7 +4,7 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -46,12 +46,12 @@ def _csv(rows, filename: str) -> StreamingResponse:  # type: ignore[no-untyped-d
 
 @router.get("/export.csv", response_class=StreamingResponse)
 async def usage_export(
-    tenant: CurrentTenant, session: SessionDep, start: From = None, end: To = None
+    request: Request, tenant: CurrentTenant, start: From = None, end: To = None
 ) -> StreamingResponse:
     """Every billable request in the range, one CSV row each."""
     lo, hi = service.default_range(start, end)
     return _csv(
-        service.export_rows(session, start=lo, end=hi, tenant_id=tenant.id),
+        service.export_rows(request.app.state.sessionmaker, start=lo, end=hi, tenant_id=tenant.id),
         f"foley-usage-{lo}-{hi}.csv",
     )
 
@@ -73,14 +73,14 @@ async def admin_usage(
 
 @admin_router.get("/usage/export.csv", response_class=StreamingResponse)
 async def admin_usage_export(
-    session: SessionDep,
+    request: Request,
     start: From = None,
     end: To = None,
     tenant: Annotated[uuid.UUID | None, Query()] = None,
 ) -> StreamingResponse:
     lo, hi = service.default_range(start, end)
     return _csv(
-        service.export_rows(session, start=lo, end=hi, tenant_id=tenant),
+        service.export_rows(request.app.state.sessionmaker, start=lo, end=hi, tenant_id=tenant),
         f"foley-usage-all-{lo}-{hi}.csv",
     )
 

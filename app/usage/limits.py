@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import delete, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -49,6 +49,9 @@ async def hit(
     window = now.replace(second=0, microsecond=0)
     reset = max(1, math.ceil((window + timedelta(seconds=WINDOW_S) - now).total_seconds()))
     async with sessionmaker() as session, session.begin():
+        # A counter lost in a crash costs nothing; not waiting for the WAL flush shortens the
+        # time its row lock is held, which every create of the tenant queues on.
+        await session.execute(text("SET LOCAL synchronous_commit = off"))
         stmt = insert(RateLimitWindow).values(tenant_id=tenant_id, window_start=window, count=1)
         count = (
             await session.execute(

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.kit.clock import utcnow
 from app.kit.money import micros_to_usd
@@ -134,50 +134,77 @@ CSV_COLUMNS = [
 ]
 
 
+EXPORT_ROWS_PER_CHUNK = 1000
+
+
 async def export_rows(
-    session: AsyncSession, *, start: date, end: date, tenant_id: uuid.UUID | None
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    start: date,
+    end: date,
+    tenant_id: uuid.UUID | None,
 ) -> AsyncIterator[str]:
-    """The ledger as CSV, streamed with a server-side cursor (constant memory)."""
+    """The ledger as CSV, streamed with a server-side cursor (constant memory). It opens its own
+    session: the body is streamed after the request's session has closed."""
     lo = datetime.combine(start, datetime.min.time(), tzinfo=UTC)
     hi = datetime.combine(end, datetime.min.time(), tzinfo=UTC)
+    r = UsageRecord
     stmt = (
-        select(UsageRecord)
-        .where(UsageRecord.created_at >= lo, UsageRecord.created_at < hi)
-        .order_by(UsageRecord.created_at, UsageRecord.id)
+        select(
+            r.tenant_id,
+            r.upstream_request_id,
+            r.job_id,
+            r.model,
+            r.endpoint,
+            r.unit,
+            r.units,
+            r.unit_price_micros,
+            r.cost_micros,
+            r.estimated_cost_micros,
+            r.status,
+            r.outcome,
+            r.flagged,
+            r.orphan,
+            r.created_at,
+            r.settled_at,
+        )
+        .where(r.created_at >= lo, r.created_at < hi)
+        .order_by(r.created_at, r.id)
         .execution_options(yield_per=2000)
     )
     if tenant_id is not None:
-        stmt = stmt.where(UsageRecord.tenant_id == tenant_id)
+        stmt = stmt.where(r.tenant_id == tenant_id)
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(CSV_COLUMNS)
-    yield buf.getvalue()
-    stream = await session.stream_scalars(stmt)
-    batch = 0
-    async for r in stream:
-        buf.seek(0)
-        buf.truncate()
-        writer.writerow(
-            [
-                r.tenant_id,
-                r.upstream_request_id,
-                r.job_id or "",
-                r.model,
-                r.endpoint,
-                r.unit,
-                "" if r.units is None else r.units.normalize(),
-                micros_to_usd(r.unit_price_micros) or "",
-                micros_to_usd(r.cost_micros) or "",
-                micros_to_usd(r.estimated_cost_micros),
-                r.status.value,
-                r.outcome or "",
-                str(r.flagged).lower(),
-                str(r.orphan).lower(),
-                r.created_at.isoformat(),
-                r.settled_at.isoformat() if r.settled_at else "",
-            ]
-        )
-        batch += 1
+    async with sessionmaker() as session:
+        result = await session.stream(stmt)
+        async for rows in result.partitions(EXPORT_ROWS_PER_CHUNK):
+            writer.writerows(
+                (
+                    row.tenant_id,
+                    row.upstream_request_id,
+                    row.job_id or "",
+                    row.model,
+                    row.endpoint,
+                    row.unit,
+                    "" if row.units is None else row.units.normalize(),
+                    micros_to_usd(row.unit_price_micros) or "",
+                    micros_to_usd(row.cost_micros) or "",
+                    micros_to_usd(row.estimated_cost_micros),
+                    row.status.value,
+                    row.outcome or "",
+                    str(row.flagged).lower(),
+                    str(row.orphan).lower(),
+                    row.created_at.isoformat(),
+                    row.settled_at.isoformat() if row.settled_at else "",
+                )
+                for row in rows
+            )
+            yield buf.getvalue()
+            buf.seek(0)
+            buf.truncate()
+    if buf.tell():
         yield buf.getvalue()
 
 

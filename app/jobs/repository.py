@@ -6,10 +6,10 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Select, and_, insert, inspect, or_, select, text, tuple_
+from sqlalchemy import Select, insert, inspect, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Job, JobStatus, StoredFile
+from app.models import Job, JobStatus
 
 NOTIFY_CHANNEL = "foley_jobs"
 
@@ -87,22 +87,8 @@ async def cursor_of(
     return (row[0], row[1]) if row else None
 
 
-async def files_of(session: AsyncSession, job_ids: Sequence[uuid.UUID]) -> list[StoredFile]:
-    if not job_ids:
-        return []
-    stmt = select(StoredFile).where(StoredFile.job_id.in_(job_ids))
-    return list((await session.scalars(stmt)).all())
-
-
 async def notify_workers(session: AsyncSession, reason: str = "job") -> None:
     """Wake the workers. Delivered at commit, so a worker never sees an uncommitted job."""
     await session.execute(
         text("SELECT pg_notify(:channel, :payload)"), {"channel": NOTIFY_CHANNEL, "payload": reason}
-    )
-
-
-def live_filter():  # type: ignore[no-untyped-def]
-    return and_(
-        Job.status.in_([JobStatus.queued, JobStatus.starting, JobStatus.processing]),
-        or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < text("now()")),
     )

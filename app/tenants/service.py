@@ -16,6 +16,7 @@ from app.kit.clock import utcnow
 from app.kit.money import micros_to_usd, usd_to_micros
 from app.kit.problems import Conflict, NotFound
 from app.models import ApiKey, Tenant
+from app.models.tenant import DEFAULT_THRESHOLDS
 from app.tenants import repository
 from app.tenants.schemas import TenantUpdate
 
@@ -57,7 +58,11 @@ def key_snapshot(k: ApiKey) -> dict[str, Any]:
 
 async def create_tenant(session: AsyncSession, name: str, *, actor: str = "admin") -> Tenant:
     tenant = Tenant(
-        id=uuid.uuid4(), name=name, budget_period="month", budget_thresholds=[50, 80, 100], weight=1
+        id=uuid.uuid4(),
+        name=name,
+        budget_period="month",
+        budget_thresholds=list(DEFAULT_THRESHOLDS),
+        weight=1,
     )
     session.add(tenant)
     await session.flush()

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.kit.clock import utcnow
 from app.kit.money import micros_to_usd
 from app.kit.problems import ProblemError
-from app.models import BudgetEvent, BudgetPeriod, Job, JobStatus, Tenant, UsageRecord
+from app.models import BudgetEvent, BudgetPeriod, Job, Tenant, UsageRecord
 from app.usage.periods import period_bounds
 
 
@@ -235,7 +235,3 @@ async def _thresholds(session: AsyncSession, tenant: Tenant, row: BudgetPeriod) 
                 )
                 .on_conflict_do_nothing()
             )
-
-
-def is_live(job: Job) -> bool:
-    return job.status in (JobStatus.queued, JobStatus.starting, JobStatus.processing)

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.kit.clock import utcnow
 from app.kit.money import micros_to_usd
 from app.kit.problems import BadRequest
-from app.models import Tenant, UsageDaily, UsageRecord
+from app.models import UsageDaily, UsageRecord
 
 GroupBy = Literal["day", "month", "model"]
 
@@ -232,7 +232,3 @@ async def usage_of_jobs(
         for r in rows
         if r.job_id is not None
     }
-
-
-async def tenant_exists(session: AsyncSession, tenant_id: uuid.UUID) -> bool:
-    return await session.get(Tenant, tenant_id) is not None

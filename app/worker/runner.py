@@ -107,16 +107,6 @@ class Worker:
             await asyncio.gather(*helpers, return_exceptions=True)
             log.info("worker stopped", owner=self.owner, steps=self.steps_run)
 
-    async def run_until_idle(self, *, max_rounds: int = 1000) -> None:
-        """Claim and run steps until nothing is due (tests and `foley` one-shots)."""
-        for _ in range(max_rounds):
-            if not await self._claim_and_start():
-                if not self._running:
-                    return
-                await asyncio.wait(
-                    list(self._running.values()), return_when=asyncio.FIRST_COMPLETED
-                )
-
     async def _claim_and_start(self) -> int:
         free = self.settings.worker_concurrency - len(self._running)
         if free <= 0:

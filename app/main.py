@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,6 +14,7 @@ from starlette.responses import Response
 
 from app.catalog.endpoints import router as models_router
 from app.config import Settings, get_settings
+from app.db.driver import create_driver_pool
 from app.db.engine import create_engine, create_sessionmaker, resolve_database_url
 from app.files.endpoints import router as files_router
 from app.files.storage import storage_from_settings
@@ -56,16 +58,26 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         else:
             app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(app.state.engine)
-        app.state.notifier = WorkerNotifier(app.state.engine)
+        # The same bound as the engine's pool (pool_size + max_overflow).
+        app.state.driver_pool = await create_driver_pool(
+            app.state.engine, max_size=2 * settings.db_pool_size
+        )
+        app.state.notifier = WorkerNotifier(app.state.driver_pool)
         http = build_http_client(FalTimeouts())
         app.state.webhook_verifier = FalWebhookVerifier(
             settings.jwks_url, http, tolerance=settings.webhook_tolerance
         )
+        # What exists now lives as long as the process. Frozen, the collector stops walking it
+        # on every full collection: ~100 ms each with this many objects, which showed as the
+        # accept path's p99.
+        gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()
             await app.state.notifier.aclose()
             await http.aclose()
+            await app.state.driver_pool.close()
             if own_engine:
                 await app.state.engine.dispose()
 

@@ -9,16 +9,19 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
 from app.config import Settings
+from app.db.driver import create_driver_pool
 from app.db.engine import create_engine
 from app.jobs.notifier import WorkerNotifier
 from app.main import create_app
 from tests.support.database import create_database, drop_database, server_url
+from tests.support.driver import TransactionPool
 
 ADMIN_TOKEN = "test-admin-" + secrets.token_hex(8)
 RUN_ID = f"{os.getpid()}"
@@ -64,6 +67,13 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     await eng.dispose()
 
 
+@pytest.fixture(scope="session")
+async def notify_pool(engine: AsyncEngine) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_driver_pool(engine, max_size=2)
+    yield pool
+    await pool.close()
+
+
 @pytest.fixture
 async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A connection inside a transaction that is rolled back after the test."""
@@ -97,12 +107,18 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def api(
-    settings: Settings, engine: AsyncEngine, sessionmaker: async_sessionmaker
+    settings: Settings,
+    engine: AsyncEngine,
+    connection: AsyncConnection,
+    sessionmaker: async_sessionmaker,
+    notify_pool: asyncpg.Pool,
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, engine=engine)
     app.state.engine = engine
     app.state.sessionmaker = sessionmaker
-    app.state.notifier = WorkerNotifier(engine)
+    app.state.driver_pool = TransactionPool(connection)
+    # Wake-ups run after the response, beside the test's next statements: not on its connection.
+    app.state.notifier = WorkerNotifier(notify_pool)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://foley.test") as client:
         client.app = app  # type: ignore[attr-defined]

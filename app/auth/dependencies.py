@@ -11,14 +11,14 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.keys import hash_api_key
-from app.db.session import SessionDep
+from app.config import Settings
 from app.kit.clock import utcnow
 from app.kit.problems import Forbidden, Unauthorized
 from app.models import ApiKey, Tenant
 
-bearer = HTTPBearer(auto_error=False, description="A tenant API key (fk_live_…).")
 admin_bearer = HTTPBearer(
     auto_error=False, scheme_name="AdminToken", description="The operator's admin token."
 )
@@ -39,62 +39,86 @@ class ReadOnlyKey(Forbidden):
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-async def current_principal(
-    request: Request,
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> Principal:
-    if credentials is None or not credentials.credentials:
-        raise Unauthorized(
-            "Send your API key as 'Authorization: Bearer <key>'.",
-            code="missing_api_key",
-            headers=_CHALLENGE,
-        )
-    key_hash = hash_api_key(credentials.credentials)
-    ttl = request.app.state.settings.auth_cache_ttl.total_seconds()
-    cached = _PRINCIPALS.get(key_hash)
-    now = utcnow()
-    if cached is not None and cached[0] > time.monotonic() and _usable(cached[1], now):
-        key, tenant = cached[1], cached[2]
-    else:
-        stmt = (
-            select(ApiKey, Tenant)
-            .join(Tenant, Tenant.id == ApiKey.tenant_id)
-            .where(ApiKey.key_hash == key_hash)
-            .where(ApiKey.revoked_at.is_(None))
-            .where(or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now))
-        )
-        row = (await session.execute(stmt)).first()
-        if row is None:
-            _PRINCIPALS.pop(key_hash, None)
+class TenantKeyAuth(HTTPBearer):
+    """The tenant's API key from ``Authorization: Bearer``, resolved to its tenant. One dependency
+    that is also the OpenAPI security scheme: every FastAPI dependency costs a little on every
+    request, and this one is on all of them."""
+
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        credentials = await super().__call__(request)
+        if credentials is None or not credentials.credentials:
             raise Unauthorized(
-                "The API key is not valid, expired or was revoked.",
-                code="invalid_api_key",
+                "Send your API key as 'Authorization: Bearer <key>'.",
+                code="missing_api_key",
                 headers=_CHALLENGE,
             )
-        key, tenant = row.ApiKey, row.Tenant
-        # Detached at once: a rollback of this request must not expire what the cache holds,
-        # and nothing writes through them (last use is an UPDATE statement).
-        session.expunge(key)
-        session.expunge(tenant)
-        if ttl > 0:
-            if len(_PRINCIPALS) > 10_000:
-                _PRINCIPALS.clear()
-            _PRINCIPALS[key_hash] = (time.monotonic() + ttl, key, tenant)
-    if key.read_only and request.method not in SAFE_METHODS:
-        raise ReadOnlyKey("This API key is read-only: it can only read (GET).")
-    interval = request.app.state.settings.key_touch_interval
-    if key.last_used_at is None or now - key.last_used_at >= interval:
-        # Throttled: one write per key per interval, not one per request.
-        await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
-        key.last_used_at = now
-    if session.in_transaction():
-        # End the lookup's transaction now: the key row's lock (last use) must not be held for
-        # the whole request, and the connection goes back to the pool before the request takes
-        # others (rate limit, idempotency) — holding one while waiting for another deadlocks a
-        # full pool.
+        state = request.app.state
+        principal = await authenticate(state.sessionmaker, state.settings, credentials.credentials)
+        if principal.api_key.read_only and request.method not in SAFE_METHODS:
+            raise ReadOnlyKey("This API key is read-only: it can only read (GET).")
+        return principal
+
+
+current_principal = TenantKeyAuth(
+    auto_error=False, scheme_name="HTTPBearer", description="A tenant API key (fk_live_…)."
+)
+
+
+async def authenticate(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, api_key: str
+) -> Principal:
+    """The key's tenant. From the cache when it was looked up within FOLEY_AUTH_CACHE_TTL (no
+    database at all); otherwise in a short session of its own, ended before the request takes
+    other connections (rate limit, idempotency, its work): holding one while waiting for another
+    deadlocks a full pool."""
+    key_hash = hash_api_key(api_key)
+    now = utcnow()
+    cached = _PRINCIPALS.get(key_hash)
+    if cached is not None and (cached[0] <= time.monotonic() or not _usable(cached[1], now)):
+        cached = None
+    if cached is not None and not _touch_due(cached[1], now, settings):
+        return Principal(tenant=cached[2], api_key=cached[1])
+    async with sessionmaker() as session:
+        if cached is not None:
+            key, tenant = cached[1], cached[2]
+        else:
+            stmt = (
+                select(ApiKey, Tenant)
+                .join(Tenant, Tenant.id == ApiKey.tenant_id)
+                .where(ApiKey.key_hash == key_hash)
+                .where(ApiKey.revoked_at.is_(None))
+                .where(or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now))
+            )
+            row = (await session.execute(stmt)).first()
+            if row is None:
+                _PRINCIPALS.pop(key_hash, None)
+                raise Unauthorized(
+                    "The API key is not valid, expired or was revoked.",
+                    code="invalid_api_key",
+                    headers=_CHALLENGE,
+                )
+            key, tenant = row.ApiKey, row.Tenant
+            # Detached: the cache outlives the session, and nothing writes through them (last
+            # use is an UPDATE statement).
+            session.expunge(key)
+            session.expunge(tenant)
+            ttl = settings.auth_cache_ttl.total_seconds()
+            if ttl > 0:
+                if len(_PRINCIPALS) > 10_000:
+                    _PRINCIPALS.clear()
+                _PRINCIPALS[key_hash] = (time.monotonic() + ttl, key, tenant)
+        if _touch_due(key, now, settings):
+            # Throttled: one write per key per interval, not one per request.
+            await session.execute(
+                update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now)
+            )
+            key.last_used_at = now
         await session.commit()
     return Principal(tenant=tenant, api_key=key)
+
+
+def _touch_due(key: ApiKey, now: datetime, settings: Settings) -> bool:
+    return key.last_used_at is None or now - key.last_used_at >= settings.key_touch_interval
 
 
 # Key → (deadline, key, tenant) for FOLEY_AUTH_CACHE_TTL: a key lookup per request is a large

@@ -7,6 +7,7 @@ by the worker before anything is fetched. At request time only what needs no net
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from app.config import Settings
@@ -17,12 +18,30 @@ from app.netguard.policy import parse_url
 
 
 def outbound_policy(settings: Settings, max_bytes: int | None = None) -> OutboundPolicy:
-    timeout = settings.input_fetch_timeout.total_seconds()
+    return _policy(
+        max_bytes or settings.max_input_bytes,
+        settings.allow_loopback,
+        settings.outbound_allow_private,
+        tuple(settings.outbound_allowlist),
+        settings.input_fetch_timeout.total_seconds(),
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _policy(
+    max_bytes: int,
+    allow_loopback: bool,
+    allow_private: bool,
+    allowlist: tuple[str, ...],
+    timeout: float,
+) -> OutboundPolicy:
+    # Built once per distinct setting (it parses the allowlist), not on every job creation;
+    # the policy is immutable, so sharing it is safe.
     return OutboundPolicy(
-        max_bytes=max_bytes or settings.max_input_bytes,
-        allow_loopback=settings.allow_loopback,
-        allow_private=settings.outbound_allow_private,
-        allowlist=tuple(settings.outbound_allowlist),
+        max_bytes=max_bytes,
+        allow_loopback=allow_loopback,
+        allow_private=allow_private,
+        allowlist=allowlist,
         connect_timeout_s=min(10.0, timeout),
         read_timeout_s=min(30.0, timeout),
         total_timeout_s=timeout,

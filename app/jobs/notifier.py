@@ -12,21 +12,20 @@ from __future__ import annotations
 import asyncio
 
 import structlog
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.db.driver import DriverPool
 from app.jobs.repository import NOTIFY_CHANNEL
 
 log = structlog.get_logger(__name__)
 
 
 class WorkerNotifier:
-    def __init__(self, engine: AsyncEngine, *, coalesce_s: float = 0.002) -> None:
-        self._engine = engine
+    def __init__(self, pool: DriverPool, *, coalesce_s: float = 0.002) -> None:
+        self._pool = pool
         self._coalesce_s = coalesce_s
         self._pending: asyncio.Task[None] | None = None
 
-    async def poke(self) -> None:
+    def poke(self) -> None:
         """Called after a commit that made work due; returns at once (the NOTIFY follows)."""
         if self._pending is None or self._pending.done():
             self._pending = asyncio.get_running_loop().create_task(self._send())
@@ -34,9 +33,8 @@ class WorkerNotifier:
     async def _send(self) -> None:
         await asyncio.sleep(self._coalesce_s)
         try:
-            async with self._engine.connect() as conn:
-                await conn.execute(text("SELECT pg_notify(:c, 'job')"), {"c": NOTIFY_CHANNEL})
-                await conn.commit()
+            async with self._pool.acquire() as conn:
+                await conn.execute("SELECT pg_notify($1, 'job')", NOTIFY_CHANNEL)
         except Exception:  # a hint only: the workers poll anyway
             log.warning("could not notify workers", exc_info=True)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
-from app.jobs.schemas import JobError, JobOut, JobUrls, LogLine, Metrics, ResultOut, Upstream
+from app.jobs.repository import NewJob
+from app.jobs.schemas import JobOut
 from app.models import Job
 
 RECENT_LOGS = 50
@@ -23,43 +25,48 @@ def _media(entry: dict[str, Any] | None, base_url: str) -> dict[str, Any] | None
     return {**entry, "url": f"{base_url}/v1/files/{entry['file_id']}"}
 
 
-def present_job(job: Job, base_url: str, usage: dict[str, Any] | None = None) -> JobOut:
+def job_url(base_url: str, job_id: uuid.UUID) -> str:
+    return f"{base_url.rstrip('/')}/v1/jobs/{job_id}"
+
+
+def present_job(job: Job | NewJob, base_url: str, usage: dict[str, Any] | None = None) -> JobOut:
     base_url = base_url.rstrip("/")
     result = None
     if job.result is not None:
-        result = ResultOut.model_validate(
-            {
-                "prompt": job.result.get("prompt"),
-                "video": _media(job.result.get("video"), base_url),
-                "audio": _media(job.result.get("audio"), base_url),
-            }
-        )
-    self_url = f"{base_url}/v1/jobs/{job.id}"
-    return JobOut(
-        id=job.id,
-        model=job.model,
-        status=job.status,
-        input=job.input,
-        result=result,
-        error=JobError.model_validate(job.error) if job.error else None,
-        upstream=Upstream(
-            endpoint=job.endpoint,
-            request_id=job.upstream_request_id,
-            queue_position=job.queue_position,
-        ),
-        logs=[LogLine.model_validate(line) for line in (job.logs or [])[-RECENT_LOGS:]],
-        metrics=Metrics(
-            queue_s=_seconds(job.created_at, job.started_at),
-            run_s=_seconds(job.started_at, job.completed_at),
-            inference_s=job.inference_s,
-            total_s=_seconds(job.created_at, job.completed_at),
-        ),
-        usage=usage,
-        data_removed=job.data_removed,
-        probe=job.input_probe,
-        metadata=job.job_metadata,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        completed_at=job.completed_at,
-        urls=JobUrls(self=self_url, cancel=f"{self_url}/cancel"),
+        result = {
+            "prompt": job.result.get("prompt"),
+            "video": _media(job.result.get("video"), base_url),
+            "audio": _media(job.result.get("audio"), base_url),
+        }
+    self_url = job_url(base_url, job.id)
+    # One validation of plain data (not a model per part): this runs for every job shown.
+    return JobOut.model_validate(
+        {
+            "id": job.id,
+            "model": job.model,
+            "status": job.status,
+            "input": job.input,
+            "result": result,
+            "error": job.error or None,
+            "upstream": {
+                "endpoint": job.endpoint,
+                "request_id": job.upstream_request_id,
+                "queue_position": job.queue_position,
+            },
+            "logs": (job.logs or [])[-RECENT_LOGS:],
+            "metrics": {
+                "queue_s": _seconds(job.created_at, job.started_at),
+                "run_s": _seconds(job.started_at, job.completed_at),
+                "inference_s": job.inference_s,
+                "total_s": _seconds(job.created_at, job.completed_at),
+            },
+            "usage": usage,
+            "data_removed": job.data_removed,
+            "probe": job.input_probe,
+            "metadata": job.job_metadata,
+            "created_at": job.created_at,
+            "started_at": job.started_at,
+            "completed_at": job.completed_at,
+            "urls": {"self": self_url, "cancel": f"{self_url}/cancel"},
+        }
     )

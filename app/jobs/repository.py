@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Select, insert, inspect, select, text, tuple_
+import asyncpg
+from sqlalchemy import Select, insert, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Job, JobStatus
+from app.models import Job, JobStatus, SubmitState
 
 NOTIFY_CHANNEL = "foley_jobs"
 
@@ -18,20 +22,112 @@ def tenant_jobs(tenant_id: uuid.UUID) -> Select[tuple[Job]]:
     return select(Job).where(Job.tenant_id == tenant_id)
 
 
-_JOB_COLUMNS = [(attr.key, attr.columns[0].name) for attr in inspect(Job).column_attrs]
+@dataclass(slots=True)
+class NewJob:
+    """A job as it is inserted: what accepting builds, stores and presents. A plain object, not an
+    ORM instance: the accept path never loads it back, and instrumented attributes cost more
+    than the rest of building it. Attribute names are the Job model's, so the presenter reads
+    either; the fields after ``created_at`` are what a job that never ran has."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    model: str
+    endpoint: str
+    input: dict[str, Any]
+    upstream_payload: dict[str, Any]
+    job_metadata: dict[str, Any]
+    input_file_id: uuid.UUID | None
+    created_at: datetime
+    estimated_cost_micros: int = 0
+    reserved_micros: int = 0
+    budget_period_start: datetime | None = None
+    status: JobStatus = JobStatus.queued
+    submit_state: SubmitState = SubmitState.pending
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    upstream_request_id: str | None = None
+    queue_position: int | None = None
+    input_probe: dict[str, Any] | None = None
+    inference_s: float | None = None
+    data_removed: bool = False
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+    def row(self) -> dict[str, Any]:
+        """Column → value; the columns left out take their defaults (the job has not run)."""
+        return {
+            "id": self.id,
+            "tenant_id": self.tenant_id,
+            "model": self.model,
+            "endpoint": self.endpoint,
+            "status": self.status.value,
+            "input": self.input,
+            "upstream_payload": self.upstream_payload,
+            "metadata": self.job_metadata,
+            "input_file_id": self.input_file_id,
+            "submit_state": self.submit_state.value,
+            "submit_attempts": 0,
+            "upstream_completed": False,
+            "poll_count": 0,
+            "estimated_cost_micros": self.estimated_cost_micros,
+            "reserved_micros": self.reserved_micros,
+            "budget_period_start": self.budget_period_start,
+            # due at once: the first worker to look claims it
+            "next_action_at": self.created_at,
+            "created_at": self.created_at,
+            "updated_at": self.created_at,
+        }
+
+
+_JSONB_COLUMNS = frozenset({"input", "upstream_payload", "metadata"})
+# the keys of NewJob.row(), in the order of the statement's parameters
+_ROW_COLUMNS = (
+    "id",
+    "tenant_id",
+    "model",
+    "endpoint",
+    "status",
+    "input",
+    "upstream_payload",
+    "metadata",
+    "input_file_id",
+    "submit_state",
+    "submit_attempts",
+    "upstream_completed",
+    "poll_count",
+    "estimated_cost_micros",
+    "reserved_micros",
+    "budget_period_start",
+    "next_action_at",
+    "created_at",
+    "updated_at",
+)
+# Built once from the constant column list above; values are always parameters.
+_INSERT_SQL = "INSERT INTO jobs ({}) VALUES ({})".format(  # noqa: S608
+    ", ".join(_ROW_COLUMNS),
+    ", ".join(
+        f"${i}::jsonb" if name in _JSONB_COLUMNS else f"${i}"
+        for i, name in enumerate(_ROW_COLUMNS, start=1)
+    ),
+)
 _INSERT_JOB = insert(Job.__table__)
 
 
-async def insert_job(session: AsyncSession, job: Job) -> None:
-    """Insert a new job with one Core statement (the accept path's hot spot: the ORM's unit of
-    work costs more than the insert itself). Unset columns take their defaults."""
-    values = {}
-    for key, column in _JOB_COLUMNS:
-        value = getattr(job, key)
-        if value is not None:
-            values[column] = value
-    # Values as parameters, not in the statement: the compiled INSERT is cached and reused.
-    await session.execute(_INSERT_JOB, values)
+async def insert_job(session: AsyncSession, job: NewJob) -> None:
+    """Insert a new job in the session's transaction (with the budget reservation or the
+    idempotency record it must commit with). One Core statement, compiled once."""
+    await session.execute(_INSERT_JOB, job.row())
+
+
+async def insert_job_alone(conn: asyncpg.Connection, job: NewJob) -> None:
+    """Insert a new job that is all its acceptance writes: one statement, committed by itself,
+    one round trip (see app.db.driver)."""
+    row = job.row()
+    await conn.execute(
+        _INSERT_SQL,
+        *(json.dumps(row[c]) if c in _JSONB_COLUMNS else row[c] for c in _ROW_COLUMNS),
+    )
 
 
 async def get_for_tenant(

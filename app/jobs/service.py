@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,11 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.catalog.registry import CATALOG, ModelSpec
 from app.config import Settings
+from app.db.driver import DriverPool
 from app.files import service as files_service
 from app.files.outbound import check_video_url, outbound_policy
 from app.jobs import repository
 from app.jobs.preflight import InputRejected, InputUnavailable, preflight
-from app.jobs.presenter import present_job
+from app.jobs.presenter import job_url, present_job
+from app.jobs.repository import NewJob
 from app.jobs.schemas import JobCreate, JobOut
 from app.kit.clock import utcnow
 from app.kit.idempotency import IdempotencyGuard, StoredResponse, request_fingerprint
@@ -34,7 +37,7 @@ from app.media.storage import Storage
 from app.models import FileKind, Job, JobStatus, StoredFile, SubmitState, Tenant
 from app.usage import budgets, ledger, limits
 from app.usage import service as usage_service
-from app.usage.estimates import Estimate, estimate_job
+from app.usage.estimates import Estimate, estimate_from_cache, estimate_job
 
 log = structlog.get_logger(__name__)
 
@@ -80,7 +83,7 @@ class PriceUnknown(ProblemError):
 @dataclass(frozen=True)
 class Accepted:
     status: int
-    body: dict[str, Any]
+    body: bytes  # JSON
     headers: dict[str, str]
     replayed: bool
 
@@ -92,7 +95,7 @@ def resolve_model(name: str) -> ModelSpec:
     return spec
 
 
-def build_job(tenant_id: uuid.UUID, body: JobCreate) -> Job:
+def build_job(tenant_id: uuid.UUID, body: JobCreate) -> NewJob:
     """Validate against the model's schema and build the row (nothing is written)."""
     spec = resolve_model(body.model)
     try:
@@ -109,34 +112,21 @@ def build_job(tenant_id: uuid.UUID, body: JobCreate) -> Job:
                 }
             ]
         )
-    now = utcnow()
-    return Job(
+    return NewJob(
         id=uuid.uuid4(),
         tenant_id=tenant_id,
         model=spec.id,
         endpoint=spec.endpoint,
-        status=JobStatus.queued,
         input=normalized.model_dump(mode="json", exclude_none=True),
         upstream_payload=spec.upstream_payload(normalized),
-        input_file_id=normalized.video_file_id,
         job_metadata=dict(body.metadata),
-        logs=[],
-        submit_state=SubmitState.pending,
-        submit_attempts=0,
-        upstream_completed=False,
-        poll_count=0,
-        estimated_cost_micros=0,
-        reserved_micros=0,
-        usage_settled=False,
-        data_removed=False,
-        next_action_at=now,
-        created_at=now,
-        updated_at=now,
+        input_file_id=normalized.video_file_id,
+        created_at=utcnow(),
     )
 
 
 async def check_input_source(
-    session: AsyncSession, tenant: Tenant, job: Job, settings: Settings
+    session: AsyncSession, tenant: Tenant, job: NewJob, settings: Settings
 ) -> StoredFile | None:
     """The input's source exists and may be fetched: the tenant's own upload, or a URL that is
     not obviously internal (the worker vets it fully, with DNS, before fetching)."""
@@ -159,31 +149,41 @@ async def check_input_source(
                 ]
             )
         return file
-    url = job.input.get("video_url")
-    if url:
-        check_video_url(url, outbound_policy(settings))
+    _check_url(job, settings)
     return None
 
 
+def _check_url(job: NewJob, settings: Settings) -> None:
+    url = job.input.get("video_url")
+    if url:
+        check_video_url(url, outbound_policy(settings))
+
+
 async def _estimate_and_reserve(
-    session: AsyncSession, tenant: Tenant, job: Job, settings: Settings
+    session: AsyncSession, tenant: Tenant, job: NewJob, settings: Settings
 ) -> Estimate:
+    """The estimate, reserved against the tenant's budget (if any) in the session's transaction."""
     spec = resolve_model(job.model)
     file = await check_input_source(session, tenant, job, settings)
     duration = (file.media or {}).get("duration_s") if file is not None else None
     estimate = await estimate_job(session, spec, settings, video_duration_s=duration)
+    _price(tenant, job, estimate)
+    await budgets.reserve(session, tenant, job, job.estimated_cost_micros)
+    return estimate
+
+
+def _price(tenant: Tenant, job: NewJob, estimate: Estimate) -> None:
+    """The job's estimated cost; refused when there is no price and a budget to check."""
     if estimate.cost_micros is None:
-        log.error("no price in force for a model", model=spec.id)
+        log.error("no price in force for a model", model=job.model)
         if tenant.budget_micros is not None:
             # Fail closed: a budget cannot be checked against an unknown price.
             raise PriceUnknown(
-                f"No price is configured for {spec.id}; the budget cannot be "
+                f"No price is configured for {job.model}; the budget cannot be "
                 "checked. The operator has been alerted.",
                 param="model",
             )
     job.estimated_cost_micros = estimate.cost_micros or 0
-    await budgets.reserve(session, tenant, job, job.estimated_cost_micros)
-    return estimate
 
 
 async def estimate_only(
@@ -273,8 +273,8 @@ async def validate_sync(
 
 
 async def accept_job(
-    session: AsyncSession,
     sessionmaker: async_sessionmaker[AsyncSession],
+    pool: DriverPool,
     tenant: Tenant,
     body: JobCreate,
     *,
@@ -283,6 +283,12 @@ async def accept_job(
     path: str,
     idempotency_key: str | None,
 ) -> Accepted:
+    """Store a new job; answer what the client gets (202, or a replayed first answer).
+
+    The job is committed before this returns. Its row goes in with whatever must commit with it,
+    in one transaction: the budget reservation and the idempotency record. When there is neither
+    and nothing must be read either (no upload to look up, the price cached), the row is all
+    there is to do: it is inserted alone, in one round trip on the driver pool."""
     if tenant.suspended_at is not None:
         raise TenantSuspended(
             "This tenant is suspended: new jobs are refused (running jobs "
@@ -307,18 +313,32 @@ async def accept_job(
         stored = await guard.claim()
         if stored is not None:
             return Accepted(
-                stored.status, stored.body, {**stored.headers, **rate_headers}, replayed=True
+                stored.status,
+                json.dumps(stored.body).encode(),
+                {**stored.headers, **rate_headers},
+                replayed=True,
             )
+    estimate = None
+    if guard is None and tenant.budget_micros is None and job.input_file_id is None:
+        estimate = estimate_from_cache(resolve_model(job.model), settings)
+    headers = {"Location": job_url(base_url, job.id)}
     try:
-        await _estimate_and_reserve(session, tenant, job, settings)
-        await repository.insert_job(session, job)  # workers are woken after the commit
-        out = present_job(job, base_url).model_dump(mode="json")
-        headers = {"Location": out["urls"]["self"]}
-        if guard is not None:
-            await guard.record(session, StoredResponse(202, out, headers))
+        if estimate is not None:
+            _check_url(job, settings)
+            _price(tenant, job, estimate)
+            out = present_job(job, base_url).model_dump_json().encode()
+            async with pool.acquire() as conn:
+                await repository.insert_job_alone(conn, job)
+        else:
+            async with sessionmaker() as session:
+                await _estimate_and_reserve(session, tenant, job, settings)
+                out = present_job(job, base_url).model_dump_json().encode()
+                await repository.insert_job(session, job)
+                if guard is not None:
+                    await guard.record(session, StoredResponse(202, json.loads(out), headers))
+                await session.commit()
     except BaseException:
         if guard is not None:
-            await session.rollback()  # give the connection back before taking another
             await guard.release()
         raise
     return Accepted(202, out, {**headers, **rate_headers}, replayed=False)

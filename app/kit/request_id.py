@@ -3,8 +3,8 @@ generated otherwise, echoed on the response and bound to every log line."""
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from contextvars import ContextVar
 
 import structlog
@@ -33,7 +33,7 @@ class RequestIdMiddleware:
             if name == b"x-request-id":
                 incoming = value.decode("latin-1")
                 break
-        rid = incoming if incoming and _SANE.match(incoming) else f"req_{uuid.uuid4().hex}"
+        rid = incoming if incoming and _SANE.match(incoming) else f"req_{os.urandom(16).hex()}"
         token = _request_id.set(rid)
         structlog.contextvars.bind_contextvars(request_id=rid)
 

@@ -27,5 +27,12 @@ class TTLCache(Generic[V]):
         self._data[key] = (now + self.ttl_s, value)
         return value
 
+    def peek(self, key: Hashable) -> tuple[bool, V | None]:
+        """(True, value) while the key is fresh; (False, None) otherwise. Loads nothing."""
+        hit = self._data.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return True, hit[1]
+        return False, None
+
     def clear(self) -> None:
         self._data.clear()

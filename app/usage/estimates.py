@@ -85,17 +85,49 @@ async def estimate_job(
         return (price.unit, price.unit_price_micros) if price else None
 
     price = await PRICE_CACHE.get_or_load(spec.id, load_price)
-    unit = price[0] if price else spec.pricing.unit
+    ratio = None
+    if _unit(spec, price) != "video":
+        ratio = await RATIO_CACHE.get_or_load(
+            spec.id, lambda: compute_seconds_per_video_second(session, spec.id, settings)
+        )
+    return _estimate(spec, settings, price, ratio, video_duration_s)
+
+
+def estimate_from_cache(
+    spec: ModelSpec, settings: Settings, *, video_duration_s: float | None = None
+) -> Estimate | None:
+    """The estimate when everything it needs is cached (no database); None otherwise."""
+    fresh, price = PRICE_CACHE.peek(spec.id)
+    if not fresh:
+        return None
+    ratio = None
+    if _unit(spec, price) != "video":
+        fresh, ratio = RATIO_CACHE.peek(spec.id)
+        if not fresh:
+            return None
+    return _estimate(spec, settings, price, ratio, video_duration_s)
+
+
+def _unit(spec: ModelSpec, price: tuple[str, int] | None) -> str:
+    return price[0] if price else spec.pricing.unit
+
+
+def _estimate(
+    spec: ModelSpec,
+    settings: Settings,
+    price: tuple[str, int] | None,
+    ratio: tuple[Decimal, str] | None,
+    video_duration_s: float | None,
+) -> Estimate:
+    unit = _unit(spec, price)
     duration = video_duration_s
-    if unit == "video":
+    if ratio is None:  # billed per video
         units, basis = Decimal(1), "flat"
     else:
         if duration is None:
             duration = settings.estimate_default_video_s
-        ratio, basis = await RATIO_CACHE.get_or_load(
-            spec.id, lambda: compute_seconds_per_video_second(session, spec.id, settings)
-        )
-        units = (Decimal(str(duration)) * ratio).quantize(Decimal("0.000001"))
+        units = (Decimal(str(duration)) * ratio[0]).quantize(Decimal("0.000001"))
+        basis = ratio[1]
     cost = cost_micros(units, price[1]) if price else None
     return Estimate(
         model=spec.id,

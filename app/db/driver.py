@@ -1,0 +1,58 @@
+"""The accept path's connections: an asyncpg pool beside SQLAlchemy's, on the same database.
+
+Accepting a job is the gateway's hottest path, and when nothing but the job's own row is written
+(no budget to reserve, no idempotency key to record) it is a single autocommitted INSERT.
+Through SQLAlchemy's async engine that statement costs a pool checkout, greenlet hand-offs and a
+BEGIN/COMMIT pair around it: measured, more CPU than the insert itself. This pool runs it as one
+round trip. Everything else, including the accept paths that need a transaction, stays on
+SQLAlchemy.
+
+Anything with ``acquire()`` yielding an asyncpg connection will do (the tests pass one that runs
+inside their rolled-back transaction).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+# Options of SQLAlchemy's asyncpg dialect that asyncpg.connect() does not know.
+_DIALECT_ONLY = ("prepared_statement_cache_size", "prepared_statement_name_func")
+
+
+class DriverPool(Protocol):
+    def acquire(self) -> AbstractAsyncContextManager[asyncpg.Connection]: ...
+
+
+def connect_kwargs(engine: AsyncEngine) -> dict[str, Any]:
+    """asyncpg's connect arguments for the engine's URL, read the way the engine reads them."""
+    _, kwargs = engine.dialect.create_connect_args(engine.url)
+    cache_size = kwargs.pop("prepared_statement_cache_size", None)
+    for name in _DIALECT_ONLY:
+        kwargs.pop(name, None)
+    if cache_size is not None:
+        kwargs["statement_cache_size"] = int(cache_size)
+    # the same session settings as the engine's connections (app.db.engine.create_engine)
+    kwargs.setdefault("server_settings", {"application_name": "foley"})
+    kwargs.setdefault("command_timeout", 60)
+    return kwargs
+
+
+async def create_driver_pool(engine: AsyncEngine, *, max_size: int) -> asyncpg.Pool:
+    # min_size=1: the pool grows with load and gives idle connections back after 5 minutes.
+    return await asyncpg.create_pool(
+        **connect_kwargs(engine),
+        min_size=1,
+        max_size=max_size,
+        max_inactive_connection_lifetime=300.0,
+        reset=_nothing_to_reset,
+    )
+
+
+async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's default reset query (UNLISTEN, RESET ALL, …: a round trip per
+    use). What runs on this pool leaves no session state behind: single statements, no LISTEN,
+    SET or advisory lock. asyncpg itself still rolls back a transaction left open."""

@@ -1,0 +1,132 @@
+"""Accepting a job: the one-statement path and the transactional path store the same job."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
+
+from app.catalog.registry import CATALOG
+from app.config import Settings
+from app.jobs import repository
+from app.models import Job
+from app.usage.estimates import PRICE_CACHE, RATIO_CACHE, estimate_from_cache, estimate_job
+from tests.conftest import TenantCreds
+
+BODY = {
+    "model": "thinksound",
+    "input": {"video_url": "https://media.example/clip.mp4", "prompt": "rain", "seed": 3},
+    "metadata": {"order": "42"},
+}
+# what differs between two jobs made from the same body
+PER_JOB = {"id", "created_at", "updated_at", "next_action_at"}
+
+
+@pytest.fixture
+def alone_inserts(monkeypatch: pytest.MonkeyPatch) -> list[uuid.UUID]:
+    """The ids of the jobs stored by the one-statement path (the real insert still runs)."""
+    seen: list[uuid.UUID] = []
+    real = repository.insert_job_alone
+
+    async def spy(conn, job):  # type: ignore[no-untyped-def]
+        seen.append(job.id)
+        await real(conn, job)
+
+    monkeypatch.setattr(repository, "insert_job_alone", spy)
+    return seen
+
+
+async def _row(connection: AsyncConnection, job_id: str) -> dict[str, object]:
+    jobs = Job.__table__
+    row = (await connection.execute(select(jobs).where(jobs.c.id == uuid.UUID(job_id)))).one()
+    return dict(row._mapping)
+
+
+async def test_both_ways_of_storing_a_job_write_the_same_row(
+    api: httpx.AsyncClient,
+    tenant: TenantCreds,
+    connection: AsyncConnection,
+    alone_inserts: list[uuid.UUID],
+) -> None:
+    # cold price cache: the estimate needs the database, so the job goes in with a session
+    first = await api.post("/v1/jobs", json=BODY, headers=tenant.headers)
+    # warm cache, nothing else to commit: one INSERT on the driver pool
+    alone = await api.post("/v1/jobs", json=BODY, headers=tenant.headers)
+    # an idempotency record must commit with the job: the transactional path again
+    keyed = await api.post(
+        "/v1/jobs", json=BODY, headers={**tenant.headers, "Idempotency-Key": "k-1"}
+    )
+    assert [r.status_code for r in (first, alone, keyed)] == [202, 202, 202]
+    assert alone_inserts == [uuid.UUID(alone.json()["id"])]
+
+    rows = [await _row(connection, r.json()["id"]) for r in (first, alone, keyed)]
+    same = [{k: v for k, v in row.items() if k not in PER_JOB} for row in rows]
+    assert same[1] == same[0] == same[2]
+    assert rows[1]["next_action_at"] == rows[1]["created_at"]  # due at once
+    # and the answers are the same resource
+    answers = [r.json() for r in (first, alone, keyed)]
+    for answer in answers:
+        for key in ("id", "created_at", "urls"):
+            answer.pop(key)
+    assert answers[1] == answers[0] == answers[2]
+
+
+async def test_a_job_is_read_back_as_it_was_answered(
+    api: httpx.AsyncClient, tenant: TenantCreds, alone_inserts: list[uuid.UUID]
+) -> None:
+    await api.post("/v1/jobs", json=BODY, headers=tenant.headers)  # warms the price cache
+    created = await api.post("/v1/jobs", json=BODY, headers=tenant.headers)
+    assert alone_inserts == [uuid.UUID(created.json()["id"])]
+    read = await api.get(created.headers["location"], headers=tenant.headers)
+    assert read.status_code == 200
+    assert read.json() == created.json()
+
+
+async def test_dry_run_must_be_a_boolean(api: httpx.AsyncClient, tenant: TenantCreds) -> None:
+    r = await api.post("/v1/jobs?dry_run=perhaps", json=BODY, headers=tenant.headers)
+    assert r.status_code == 422
+    problem = r.json()
+    assert problem["code"] == "validation_error"
+    assert problem["param"] == "dry_run"
+    assert [e["code"] for e in problem["errors"]] == ["bool_parsing"]
+    r = await api.post("/v1/jobs?dry_run=1", json=BODY, headers=tenant.headers)
+    assert r.status_code == 200 and r.json()["object"] == "estimate"
+    r = await api.post("/v1/jobs?dry_run=false", json=BODY, headers=tenant.headers)
+    assert r.status_code == 202
+
+
+async def test_openapi_documents_the_create_parameters(api: httpx.AsyncClient) -> None:
+    spec = (await api.get("/openapi.json")).json()
+    operation = spec["paths"]["/v1/jobs"]["post"]
+    params = {(p["in"], p["name"]): p for p in operation["parameters"]}
+    assert params[("query", "dry_run")]["schema"]["type"] == "boolean"
+    assert params[("header", "Idempotency-Key")]["schema"]["type"] == "string"
+    assert operation["requestBody"]["content"]["application/json"]["schema"]
+    assert operation["security"] == [{"HTTPBearer": []}]
+
+
+async def test_location_follows_the_host_asked(api: httpx.AsyncClient, tenant: TenantCreds) -> None:
+    for host in ("a.example", "b.example:8443", "a.example"):
+        r = await api.post("/v1/jobs", json=BODY, headers={**tenant.headers, "Host": host})
+        assert r.status_code == 202
+        assert r.headers["location"] == f"http://{host}/v1/jobs/{r.json()['id']}"
+        assert r.json()["urls"]["self"] == r.headers["location"]
+
+
+async def test_estimate_from_cache_only_when_warm(
+    sessionmaker: async_sessionmaker, settings: Settings
+) -> None:
+    spec = CATALOG.resolve("thinksound")
+    assert spec is not None
+    PRICE_CACHE.clear()
+    RATIO_CACHE.clear()
+    assert estimate_from_cache(spec, settings) is None
+    async with sessionmaker() as session:  # the migration's seeded prices
+        loaded = await estimate_job(session, spec, settings, video_duration_s=4.0)
+    assert loaded.cost_micros
+    assert estimate_from_cache(spec, settings, video_duration_s=4.0) == loaded
+    RATIO_CACHE.clear()  # compute seconds come from the learned ratio: it must be cached too
+    assert estimate_from_cache(spec, settings, video_duration_s=4.0) is None

@@ -93,9 +93,10 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.state.job_tokens = JobTokens(resolve_webhook_secret(settings))
     app.add_middleware(RequestIdMiddleware)
     install_problem_handlers(app)
+    # Job creation first: routes are matched in order, and it is the busiest (none overlap).
     for router in (
-        health_router,
         jobs_router,
+        health_router,
         validate_router,
         files_router,
         models_router,

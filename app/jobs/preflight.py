@@ -15,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import shutil
-import tempfile
+import secrets
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,11 @@ from app.netguard import ContentTooLarge, FetchError, OutboundRefused, SafeFetch
 from app.upstream.fal import FalClient
 
 VIDEO_CONTAINERS = {"mp4": "video/mp4", "mov": "video/quicktime"}
+
+# Inputs up to this size are fetched and probed in memory: no temporary file, whose creation,
+# writes, rename and removal were most of a small input's preflight. Bounded so the inputs of
+# every step a worker runs at once stay modest in memory (16 steps: 64 MiB at most).
+IN_MEMORY_MAX = 4 * 1024 * 1024
 
 
 class InputRejected(Exception):
@@ -98,13 +102,25 @@ def check_limits(spec: ModelSpec, media: MediaInfo, size: int, settings: Setting
         )
 
 
-async def fetch_input(url: str, dest: Path, settings: Settings, max_bytes: int) -> int:
-    """Download a tenant's URL to ``dest`` under the outbound policy; returns the size."""
+@dataclass(frozen=True)
+class Fetched:
+    size_bytes: int
+    body: bytes | None  # the input itself when small enough to keep in memory, else in ``dest``
+
+    def source(self, dest: Path) -> Path | bytes:
+        return dest if self.body is None else self.body
+
+
+async def fetch_input(
+    url: str, dest: Path, settings: Settings, max_bytes: int, *, in_memory_max: int = 0
+) -> Fetched:
+    """Download a tenant's URL under the outbound policy: into memory when it is at most
+    ``in_memory_max`` bytes, else to ``dest``."""
     if url.startswith("data:"):
-        return await asyncio.to_thread(_write_data_uri, url, dest, max_bytes)
+        return await asyncio.to_thread(_decode_data_uri, url, dest, max_bytes, in_memory_max)
     try:
         async with SafeFetcher(outbound_policy(settings, max_bytes)) as fetcher:
-            result = await fetcher.download(url, dest)
+            result = await fetcher.download(url, dest, in_memory_max=in_memory_max)
     except ContentTooLarge as exc:
         raise InputRejected(
             "video_too_large", f"The input is larger than {max_bytes} bytes.", max_bytes=max_bytes
@@ -119,10 +135,10 @@ async def fetch_input(url: str, dest: Path, settings: Settings, max_bytes: int) 
         ) from exc
     except OutboundRefused as exc:
         raise InputRejected("video_unreachable", exc.detail, **exc.extra) from exc
-    return result.size_bytes
+    return Fetched(result.size_bytes, result.body)
 
 
-def _write_data_uri(url: str, dest: Path, max_bytes: int) -> int:
+def _decode_data_uri(url: str, dest: Path, max_bytes: int, in_memory_max: int) -> Fetched:
     header, _, payload = url.partition(",")
     if len(payload) > max_bytes * 4 // 3 + 4:
         raise InputRejected(
@@ -140,8 +156,10 @@ def _write_data_uri(url: str, dest: Path, max_bytes: int) -> int:
         raise InputRejected(
             "video_too_large", f"The input is larger than {max_bytes} bytes.", max_bytes=max_bytes
         )
+    if len(data) <= in_memory_max:
+        return Fetched(len(data), data)
     dest.write_bytes(data)
-    return len(data)
+    return Fetched(len(data), None)
 
 
 async def preflight(
@@ -157,22 +175,24 @@ async def preflight(
     secret: bytes,
 ) -> Checked:
     """``fal`` None: check only (``POST /v1/validate``); an upload is not handed to fal."""
+    if upload is not None:
+        files_service.ensure_present(upload)
+        media = MediaInfo.from_dict(upload.media or {})
+        check_limits(spec, media, upload.size_bytes, settings)
+        video_url = None
+        if fal is not None:
+            video_url = await deliver_upload(upload, settings, storage, fal, tmp_dir, secret)
+        return Checked(_probe_out(media, upload.size_bytes), media.duration_s, video_url)
     max_bytes = min(spec.limits.max_bytes or settings.max_input_bytes, settings.max_input_bytes)
-    workdir = Path(tempfile.mkdtemp(prefix=f"preflight-{job_id}-", dir=tmp_dir))
+    dest = tmp_dir / f"preflight-{job_id}-{secrets.token_hex(4)}"
     try:
-        if upload is not None:
-            files_service.ensure_present(upload)
-            media = MediaInfo.from_dict(upload.media or {})
-            check_limits(spec, media, upload.size_bytes, settings)
-            video_url = None
-            if fal is not None:
-                video_url = await deliver_upload(upload, settings, storage, fal, workdir, secret)
-            return Checked(_probe_out(media, upload.size_bytes), media.duration_s, video_url)
-        path = workdir / "input"
         # One byte over the model's limit is enough to know it is too large.
-        size = await fetch_input(job_input["video_url"], path, settings, max_bytes + 1)
+        fetched = await fetch_input(
+            job_input["video_url"], dest, settings, max_bytes + 1, in_memory_max=IN_MEMORY_MAX
+        )
+        size = fetched.size_bytes
         try:
-            media = await asyncio.to_thread(probe, path)
+            media = await asyncio.to_thread(probe, fetched.source(dest))
         except (MediaError, ValueError) as exc:
             raise InputRejected(
                 "video_unreadable", f"The input is not a readable video: {exc}", size_bytes=size
@@ -180,7 +200,7 @@ async def preflight(
         check_limits(spec, media, size, settings)
         return Checked(_probe_out(media, size), media.duration_s, None)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        dest.unlink(missing_ok=True)
 
 
 def _probe_out(media: MediaInfo, size: int) -> dict[str, Any]:
@@ -192,7 +212,7 @@ async def deliver_upload(
     settings: Settings,
     storage: Storage,
     fal: FalClient,
-    workdir: Path,
+    tmp_dir: Path,
     secret: bytes,
 ) -> str:
     """A URL fal can fetch the upload from, without our API key."""
@@ -200,7 +220,7 @@ async def deliver_upload(
         return files_service.sign_file_url(
             secret, settings.public_url, upload.id, settings.signed_url_ttl
         )
-    async with files_service.local_copy(storage, upload.storage_key, workdir) as path:
+    async with files_service.local_copy(storage, upload.storage_key, tmp_dir) as path:
         return await fal.upload_file(
             path, upload.content_type, upload.filename, size=upload.size_bytes
         )

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -32,7 +33,7 @@ from app.catalog.registry import CATALOG, ModelSpec
 from app.config import AmbiguousSubmitPolicy, Settings
 from app.db.engine import unit_of_work
 from app.files.service import FileRemoved
-from app.jobs.preflight import InputRejected, InputUnavailable, preflight
+from app.jobs.preflight import Checked, InputRejected, InputUnavailable, preflight
 from app.jobs.repository import notify_workers
 from app.kit.clock import utcnow
 from app.media.errors import MediaError
@@ -94,10 +95,17 @@ async def _load(session: AsyncSession, job_id: uuid.UUID, owner: str) -> Job:
     return job
 
 
+# When the job a step released is next due (None: finished, or not released). Each step runs in
+# a task of its own, so the worker reads its step's value: it looks again at that time instead of
+# claiming at once (nothing of this job is due) or only at its next poll.
+released_until: ContextVar[datetime | None] = ContextVar("released_until", default=None)
+
+
 def _release(job: Job, next_action_at: datetime | None) -> None:
     job.lease_owner = None
     job.lease_expires_at = None
     job.next_action_at = None if job.status.terminal else next_action_at
+    released_until.set(job.next_action_at)
 
 
 async def _finish(
@@ -140,22 +148,25 @@ def _upstream_error_body(err: PermanentUpstreamError | ResultFailed) -> dict[str
 
 async def _write(
     ctx: WorkerContext, job_id: uuid.UUID, mutate: Callable[[AsyncSession, Job], Awaitable[None]]
-) -> None:
+) -> Job:
+    """``mutate`` the job under its row lock, if our lease still holds; the row as committed."""
     async with unit_of_work(ctx.sessionmaker) as session:
         job = await _load(session, job_id, ctx.owner)
         await mutate(session, job)
         await session.flush()
+    return job
 
 
 # --- the step ------------------------------------------------------------------------------------
 
 
-async def run_step(ctx: WorkerContext, job_id: uuid.UUID) -> None:
+async def run_step(ctx: WorkerContext, job: Job) -> None:
+    """One step of ``job`` as its claim answered it (the row read while our lease was taken:
+    the step's fresh read, without a transaction of its own). Writes reload the row under its
+    lock and check the lease, as always."""
+    job_id = job.id
     bound = log.bind(job_id=str(job_id))
     try:
-        async with unit_of_work(ctx.sessionmaker) as session:
-            job = await _load(session, job_id, ctx.owner)
-            session.expunge(job)
         if job.status.terminal:
             return
         if utcnow() - job.created_at > ctx.settings.job_timeout:
@@ -198,11 +209,10 @@ def _backoff(settings: Settings, n: int) -> timedelta:
 MAX_PREFLIGHT_TRIES = 3
 
 
-async def _preflight(ctx: WorkerContext, job: Job) -> Job | None:
-    """Check the input before any upstream request (see app.jobs.preflight). Returns the job as
-    updated, or None when the step ended here (rejected, or to be retried later)."""
-    spec = CATALOG.resolve(job.model)
-    assert spec is not None
+async def _preflight(ctx: WorkerContext, job: Job, spec: ModelSpec) -> Checked | None:
+    """Check the input before any upstream request (see app.jobs.preflight). Returns what was
+    measured (recorded by the caller, with the 'sending' mark), or None when the step ended here
+    (rejected, or to be retried later)."""
     upload = None
     if job.input_file_id is not None:
         async with ctx.sessionmaker() as session:
@@ -263,57 +273,61 @@ async def _preflight(ctx: WorkerContext, job: Job) -> Job | None:
         await _write(ctx, job.id, later)
         return None
 
-    updated: list[Job] = []
+    return checked
 
-    async def record(session: AsyncSession, row: Job) -> None:
-        updated.append(row)
-        row.input_probe = checked.probe
-        if checked.video_url is not None:
-            row.upstream_payload = {**row.upstream_payload, "video_url": checked.video_url}
-        estimate = await estimate_job(
-            session, spec, ctx.settings, video_duration_s=checked.duration_s
+
+async def _record_preflight(
+    session: AsyncSession, ctx: WorkerContext, spec: ModelSpec, row: Job, checked: Checked
+) -> None:
+    """Keep the probe and re-price the budget reservation by the measured duration; the job
+    fails here if the new estimate no longer fits the tenant's budget."""
+    row.input_probe = checked.probe
+    if checked.video_url is not None:
+        row.upstream_payload = {**row.upstream_payload, "video_url": checked.video_url}
+    estimate = await estimate_job(session, spec, ctx.settings, video_duration_s=checked.duration_s)
+    if estimate.cost_micros is None:
+        return
+    try:
+        await budgets.adjust(session, row, estimate.cost_micros)
+    except budgets.BudgetExceeded as exc:
+        await _finish(
+            session,
+            ctx,
+            row,
+            JobStatus.failed,
+            error={"code": exc.code, "message": exc.detail, "upstream": None, "details": exc.extra},
         )
-        if estimate.cost_micros is not None:
-            try:
-                await budgets.adjust(session, row, estimate.cost_micros)
-            except budgets.BudgetExceeded as exc:
-                await _finish(
-                    session,
-                    ctx,
-                    row,
-                    JobStatus.failed,
-                    error={
-                        "code": exc.code,
-                        "message": exc.detail,
-                        "upstream": None,
-                        "details": exc.extra,
-                    },
-                )
-
-    await _write(ctx, job.id, record)
-    row = updated[0]
-    if row.status.terminal:
-        return None
-    job.input_probe = row.input_probe
-    job.upstream_payload = row.upstream_payload
-    return job
 
 
 async def _dispatch(ctx: WorkerContext, job: Job) -> None:
     settings = ctx.settings
+    spec = CATALOG.resolve(job.model)
+    assert spec is not None
+    checked: Checked | None = None
     if job.input_probe is None:
-        checked = await _preflight(ctx, job)
+        checked = await _preflight(ctx, job, spec)
         if checked is None:
             return
-        job = checked
 
     async def mark_sending(session: AsyncSession, row: Job) -> None:
+        if row.status.terminal:  # canceled by its tenant meanwhile (allowed while 'pending')
+            _release(row, None)
+            return
+        # One transaction with the preflight's record (the probe, the re-priced reservation):
+        # a crash before it commits leaves the job 'pending', checked again by the next worker.
+        if checked is not None:
+            await _record_preflight(session, ctx, spec, row, checked)
+            if row.status.terminal:
+                return
         # Committed before the request leaves: after a crash, "sending" means "may exist at fal".
         row.submit_state = SubmitState.sending
         row.submit_attempts += 1
         row.submitted_at = utcnow()
 
-    await _write(ctx, job.id, mark_sending)
+    row = await _write(ctx, job.id, mark_sending)
+    if row.status.terminal:
+        return
+    job.upstream_payload = row.upstream_payload  # an upload's URL for fal, set by the preflight
     webhook_url = (
         ctx.tokens.webhook_url(settings.public_url, job.id) if settings.public_url else None
     )

@@ -8,14 +8,16 @@ inputs before any upstream request is paid for, so it is
 * **fast**: it reads headers and lets FFmpeg look at the first packets; video is never decoded.
   Only a short audio-only file is decoded, because that is the one case where the header's
   duration can be an estimate (see `_audio_only_duration`);
-* **contained**: only the demuxers in `SAFE_DEMUXERS` and the `file` protocol are allowed, so a
-  playlist or concat script posing as a video cannot make FFmpeg open other files or URLs.
+* **contained**: only the demuxers in `SAFE_DEMUXERS` and the `file` protocol are allowed (no
+  protocol at all for bytes in memory), so a playlist or concat script posing as a video cannot
+  make FFmpeg open other files or URLs.
 
 It is synchronous and CPU/IO bound: from async code call it through `asyncio.to_thread`.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -50,6 +52,12 @@ EXACT_AUDIO_MAX_S = 120.0
 _ISO_BMFF_DEMUXER = "mov,mp4,m4a,3gp,3g2,mj2"
 _MATROSKA_DEMUXER = "matroska,webm"
 _DURATION_TAG = re.compile(r"^(\d+):(\d{2}):(\d{2}(?:\.\d+)?)$")
+# A protocol whitelist no protocol matches: bytes in memory are read through PyAV's own I/O, and
+# anything a demuxer would open besides (another file, a URL) is refused.
+_NO_PROTOCOL = "none"
+
+# What probe() reads: a file, or a small file's bytes already in memory (no temporary file).
+Source = str | os.PathLike[str] | bytes
 
 
 class _Frozen(BaseModel):
@@ -122,19 +130,27 @@ class MediaInfo(_Frozen):
 
 @contextmanager
 def open_input(
-    path: str | os.PathLike[str], *, demuxers: Iterable[str] = SAFE_DEMUXERS
+    source: Source, *, demuxers: Iterable[str] = SAFE_DEMUXERS
 ) -> Iterator[av.container.InputContainer]:
-    """Open a local media file for reading, restricted to `demuxers` and the file protocol.
+    """Open a local media file (or its bytes) for reading, restricted to `demuxers` and the file
+    protocol (bytes: no protocol).
 
     Raises `FileNotFoundError` for a missing file and `MediaUnreadableError` for anything FFmpeg
     cannot open (garbage, an empty file, a format outside `demuxers`).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(path)
-    options = {"format_whitelist": ",".join(sorted(demuxers)), "protocol_whitelist": "file"}
+    options = {"format_whitelist": ",".join(sorted(demuxers))}
+    target: str | io.BytesIO
+    if isinstance(source, bytes):
+        target = io.BytesIO(source)
+        options["protocol_whitelist"] = _NO_PROTOCOL
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(path)
+        target = str(path)
+        options["protocol_whitelist"] = "file"
     try:
-        container = av.open(str(path), options=options)
+        container = av.open(target, "r", options=options)
     except av.FFmpegError as exc:
         raise MediaUnreadableError(f"not a readable media file: {exc}") from exc
     with container:
@@ -142,26 +158,27 @@ def open_input(
 
 
 def probe(
-    path: str | os.PathLike[str],
+    source: Source,
     *,
     demuxers: Iterable[str] = SAFE_DEMUXERS,
     exact_audio_max_s: float = EXACT_AUDIO_MAX_S,
 ) -> MediaInfo:
-    """Measure the media file at `path` (see the module docstring and `MediaInfo`).
+    """Measure the media file at `source`, a path or the file's bytes (see the module docstring
+    and `MediaInfo`).
 
     Raises `MediaUnreadableError` when FFmpeg cannot open the file or it has neither a video nor
     an audio stream, `FileNotFoundError` when there is no such file.
     """
-    path = Path(path)
-    with open_input(path, demuxers=demuxers) as container:
+    src = source if isinstance(source, bytes) else Path(source)
+    with open_input(src, demuxers=demuxers) as container:
         try:
-            return _measure(container, path, exact_audio_max_s)
+            return _measure(container, src, exact_audio_max_s)
         except av.FFmpegError as exc:
             raise MediaUnreadableError(f"cannot read media streams: {exc}") from exc
 
 
 def _measure(
-    container: av.container.InputContainer, path: Path, exact_audio_max_s: float
+    container: av.container.InputContainer, source: Path | bytes, exact_audio_max_s: float
 ) -> MediaInfo:
     video_stream = primary_stream(container, "video")
     audio_stream = primary_stream(container, "audio")
@@ -190,11 +207,11 @@ def _measure(
     primary = video or audio
     duration_s = primary.duration_s if primary and primary.duration_s else container_duration
     return MediaInfo(
-        container=_container_name(format_name, major_brand, path),
+        container=_container_name(format_name, major_brand, source),
         format_name=format_name,
         major_brand=major_brand,
         duration_s=_round(duration_s),
-        size_bytes=path.stat().st_size,
+        size_bytes=len(source) if isinstance(source, bytes) else source.stat().st_size,
         bit_rate=container.bit_rate or None,
         video=video,
         audio=audio,
@@ -294,7 +311,7 @@ def _codec_name(stream: Any) -> str:
     return str(getattr(codec, "canonical_name", None) or stream.codec_context.name)
 
 
-def _container_name(format_name: str, major_brand: str | None, path: Path) -> str:
+def _container_name(format_name: str, major_brand: str | None, source: Path | bytes) -> str:
     if format_name == _ISO_BMFF_DEMUXER:
         if major_brand is None or major_brand == "qt  ":
             return "mov"
@@ -304,17 +321,20 @@ def _container_name(format_name: str, major_brand: str | None, path: Path) -> st
             return "3g2"
         return "mp4"
     if format_name == _MATROSKA_DEMUXER:
-        return _ebml_doctype(path) or "matroska"
+        return _ebml_doctype(source) or "matroska"
     return format_name.split(",", 1)[0]
 
 
-def _ebml_doctype(path: Path) -> str | None:
+def _ebml_doctype(source: Path | bytes) -> str | None:
     """The DocType ("webm" or "matroska") from a Matroska file's EBML header.
 
     FFmpeg does not export it; the header is the first few dozen bytes of the file.
     """
-    with path.open("rb") as f:
-        data = f.read(256)
+    if isinstance(source, bytes):
+        data = source[:256]
+    else:
+        with source.open("rb") as f:
+            data = f.read(256)
     if data[:4] != b"\x1a\x45\xdf\xa3":
         return None
     pos = 4

@@ -18,19 +18,21 @@ Per hop (the URL given, then each redirect target):
    ``max_redirects``; the method stays GET/HEAD.
 
 Bodies stream to a temporary file beside the destination (hashed as they go) and are renamed into
-place only when complete; any failure, the caps included, removes it.
+place only when complete; any failure, the caps included, removes it. A caller may ask for small
+bodies in memory instead (``in_memory_max``): then no file is written at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import os
 import ssl
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -68,6 +70,7 @@ class FetchResult:
     sha256: str  # hex
     redirects: int
     address: str  # the vetted IP the body came from
+    body: bytes | None = field(default=None, repr=False)  # when kept in memory (no file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,18 @@ class _Opened:
     redirects: int
 
 
+@functools.cache
+def default_tls_context() -> ssl.SSLContext:
+    """certifi's roots, as httpx builds them for ``verify=True`` without ``trust_env``.
+
+    Built once per process: loading the CA bundle costs ~23 ms of CPU, which a client per fetch
+    paid every time (it was most of a job's preflight). Sharing one context is safe: httpcore
+    only sets the same ALPN list on it before each handshake, and each connection gets its own
+    ``SSLSocket``/``SSLObject`` with ``check_hostname`` on.
+    """
+    return httpx.create_ssl_context(verify=True, trust_env=False)
+
+
 def build_client(
     *, verify: ssl.SSLContext | bool = True, max_connections: int = 20
 ) -> httpx.AsyncClient:
@@ -96,12 +111,13 @@ def build_client(
 
     ``trust_env=False``: an ``HTTP(S)_PROXY`` from the environment would make the proxy, not us,
     open the connection. No keep-alive (see step 4 above). Timeouts come per request from the
-    policy. ``verify`` is httpx's (an ``ssl.SSLContext``, or True for certifi's roots).
+    policy. ``verify`` is httpx's (an ``ssl.SSLContext``, or True for certifi's roots, from
+    ``default_tls_context``).
     """
     return httpx.AsyncClient(
         trust_env=False,
         follow_redirects=False,
-        verify=verify,
+        verify=default_tls_context() if verify is True else verify,
         limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=0),
     )
 
@@ -144,8 +160,15 @@ class SafeFetcher:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    async def download(self, url: str, dest: str | os.PathLike[str]) -> FetchResult:
+    async def download(
+        self, url: str, dest: str | os.PathLike[str], *, in_memory_max: int = 0
+    ) -> FetchResult:
         """GET ``url`` into ``dest`` (created or replaced only on success).
+
+        A body of at most ``in_memory_max`` bytes is answered in ``FetchResult.body`` instead,
+        and ``dest`` is not touched: for small bodies the file's creation, writes and rename
+        (each a trip to a thread) cost more than the transfer. A body that declares or turns
+        out to be longer goes to ``dest`` as usual.
 
         Raises an ``OutboundRefused`` subclass; ``dest`` is then untouched and no temporary file
         remains. A declared Content-Length over ``max_bytes`` is refused before the body is read;
@@ -159,8 +182,12 @@ class SafeFetcher:
                     declared = _content_length(opened.response)
                     if declared is not None and declared > self.policy.max_bytes:
                         raise ContentTooLarge(self.policy.max_bytes, declared=declared)
-                    size, sha256 = await _save(
-                        opened.response, dest, self.policy.max_bytes, where=opened.url
+                    size, sha256, body = await _save(
+                        opened.response,
+                        dest,
+                        self.policy.max_bytes,
+                        where=opened.url,
+                        in_memory_max=in_memory_max,
                     )
                 finally:
                     await opened.response.aclose()
@@ -172,6 +199,7 @@ class SafeFetcher:
             sha256=sha256,
             redirects=opened.redirects,
             address=opened.address,
+            body=body,
         )
 
     async def head(self, url: str) -> HeadResult:
@@ -286,34 +314,64 @@ class SafeFetcher:
 
 
 async def _save(
-    response: httpx.Response, dest: Path, max_bytes: int, *, where: httpx.URL
-) -> tuple[int, str]:
-    """Stream the body to a unique temporary file beside ``dest``, then rename it over ``dest``."""
-    fd, partial = await asyncio.to_thread(
-        tempfile.mkstemp, dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"
-    )
-    handle: BinaryIO = os.fdopen(fd, "wb")
+    response: httpx.Response,
+    dest: Path,
+    max_bytes: int,
+    *,
+    where: httpx.URL,
+    in_memory_max: int = 0,
+) -> tuple[int, str, bytes | None]:
+    """Stream the body to a unique temporary file beside ``dest``, then rename it over ``dest``
+    (answering ``None`` for the body); or, while it fits ``in_memory_max``, keep it in memory
+    (answering the bytes, ``dest`` untouched)."""
+    declared = _content_length(response)
+    held: list[bytes] | None = None
+    if in_memory_max > 0 and (declared is None or declared <= in_memory_max):
+        held = []
+    handle: BinaryIO | None = None
+    partial = ""
     digest = hashlib.sha256()
     size = 0
     try:
+        if held is None:
+            handle, partial = await _open_partial(dest)
         try:
             async for chunk in response.aiter_bytes(CHUNK_SIZE):
                 size += len(chunk)
                 if size > max_bytes:
                     raise ContentTooLarge(max_bytes, received=size)
                 digest.update(chunk)
+                if held is not None:
+                    held.append(chunk)
+                    if size <= in_memory_max:
+                        continue
+                    # Longer than it fits (it declared no length): to the file after all.
+                    handle, partial = await _open_partial(dest)
+                    chunk, held = b"".join(held), None
+                assert handle is not None
                 await asyncio.to_thread(handle.write, chunk)
         except httpx.HTTPError as exc:
             raise _mapped(exc, where, received=size) from exc
+        if held is not None:
+            return size, digest.hexdigest(), b"".join(held)
+        assert handle is not None
         await asyncio.to_thread(handle.close)
         await asyncio.to_thread(os.replace, partial, dest)
     except BaseException:
         # Synchronous on purpose: this also runs on cancellation, where an await could be cut.
-        handle.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(partial)
+        if handle is not None:
+            handle.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
         raise
-    return size, digest.hexdigest()
+    return size, digest.hexdigest(), None
+
+
+async def _open_partial(dest: Path) -> tuple[BinaryIO, str]:
+    fd, partial = await asyncio.to_thread(
+        tempfile.mkstemp, dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"
+    )
+    return os.fdopen(fd, "wb"), partial
 
 
 def _join(base: httpx.URL, location: str | httpx.URL) -> httpx.URL | str:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import os
 import socket
 import uuid
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import structlog
@@ -23,9 +25,11 @@ from app.config import Settings
 from app.db.engine import create_sessionmaker, unit_of_work
 from app.files import retention
 from app.jobs.repository import NOTIFY_CHANNEL
-from app.jobs.tasks import WorkerContext, run_step
+from app.jobs.tasks import WorkerContext, released_until, run_step
+from app.kit.clock import utcnow
 from app.kit.idempotency import prune_expired
 from app.media.storage import Storage
+from app.models import Job
 from app.upstream.fal import FalClient
 from app.usage import ledger, limits
 from app.webhooks.tokens import JobTokens, resolve_webhook_secret
@@ -34,6 +38,8 @@ from app.worker import claims
 log = structlog.get_logger(__name__)
 
 LISTEN_PING_S = 15.0
+# Looking again a moment after a job's due time, so the claim's clock is surely past it.
+DUE_SLACK = timedelta(milliseconds=2)
 
 
 def worker_id() -> str:
@@ -64,17 +70,22 @@ class Worker:
             owner=self.owner,
             tmp_dir=tmp,
         )
-        self._wake = asyncio.Event()
+        # _claim_now: claim at once (a NOTIFY, a step that left work due). _stirred: look again at
+        # when to claim (that, or a new due time).
+        self._claim_now = False
+        self._stirred = asyncio.Event()
         self._stopping = asyncio.Event()
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._due_times: list[datetime] = []  # a heap: when jobs this worker released are due
         self.steps_run = 0
 
     def stop(self) -> None:
         self._stopping.set()
-        self._wake.set()
+        self.wake()
 
     def wake(self) -> None:
-        self._wake.set()
+        self._claim_now = True
+        self._stirred.set()
 
     async def run(self, *, shutdown_grace_s: float = 30.0) -> None:
         log.info(
@@ -90,16 +101,13 @@ class Worker:
         ]
         try:
             while not self._stopping.is_set():
-                # Cleared before claiming: a NOTIFY that lands during the claim must wake the
+                # Cleared before claiming: a NOTIFY that lands during the claim must end the
                 # next wait, not be wiped out after it.
-                self._wake.clear()
-                claimed = await self._claim_and_start()
-                if claimed:
-                    continue  # there may be more due right now
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._wake.wait(), self.settings.worker_poll_interval.total_seconds()
-                    )
+                self._claim_now = False
+                self._forget_passed_due_times()
+                if await self._claim_and_start():
+                    continue  # every free slot was filled: there may be more due right now
+                await self._idle()
         finally:
             await self._drain(shutdown_grace_s)
             for task in helpers:
@@ -107,16 +115,20 @@ class Worker:
             await asyncio.gather(*helpers, return_exceptions=True)
             log.info("worker stopped", owner=self.owner, steps=self.steps_run)
 
-    async def _claim_and_start(self) -> int:
+    async def _claim_and_start(self) -> bool:
+        """Claim what is due into the free slots and start its steps; True when every free slot
+        was filled (a claim that came back short took everything due)."""
         free = self.settings.worker_concurrency - len(self._running)
         if free <= 0:
             await asyncio.wait(list(self._running.values()), return_when=asyncio.FIRST_COMPLETED)
-            return 1
+            return True
         lease = self.settings.lease_duration
+        started = 0
         try:
-            # New work first (its latency is what clients see); follow-ups fill the rest.
+            # New work first (its latency is what clients see): its steps are running before the
+            # follow-ups are claimed. Follow-ups fill the rest.
             async with unit_of_work(self.ctx.sessionmaker) as session:
-                ids = await claims.claim_dispatches(
+                jobs = await claims.claim_dispatches(
                     session,
                     self.owner,
                     lease,
@@ -124,27 +136,58 @@ class Worker:
                     self.settings.fal_concurrency,
                     self.settings.max_in_flight_per_tenant,
                 )
-            if len(ids) < free:
+            started += self._start(jobs)
+            if started < free:
                 async with unit_of_work(self.ctx.sessionmaker) as session:
-                    ids += await claims.claim_follow_ups(
-                        session, self.owner, lease, free - len(ids)
-                    )
+                    jobs = await claims.claim_follow_ups(session, self.owner, lease, free - started)
+                started += self._start(jobs)
         except Exception:
             log.exception("claim failed; retrying")
             await asyncio.sleep(1.0)
-            return 0
-        for job_id in ids:
-            task = asyncio.create_task(self._step(job_id), name=f"job-{job_id}")
-            self._running[job_id] = task
-        return len(ids)
+            return False
+        return started == free
 
-    async def _step(self, job_id: uuid.UUID) -> None:
+    def _start(self, jobs: list[Job]) -> int:
+        for job in jobs:
+            self._running[job.id] = asyncio.create_task(self._step(job), name=f"job-{job.id}")
+        return len(jobs)
+
+    async def _step(self, job: Job) -> None:
         try:
-            await run_step(self.ctx, job_id)
+            await run_step(self.ctx, job)
         finally:
             self.steps_run += 1
-            self._running.pop(job_id, None)
-            self._wake.set()  # a slot is free
+            self._running.pop(job.id, None)
+            due = released_until.get()
+            if due is None or due <= utcnow():
+                # Finished (its place at fal may let a queued job go), due again now, or its
+                # state unknown: claim now.
+                self.wake()
+            else:
+                heapq.heappush(self._due_times, due)
+                self._stirred.set()
+
+    def _forget_passed_due_times(self) -> None:
+        """The claim about to run takes every job due by now."""
+        now = utcnow()
+        while self._due_times and self._due_times[0] <= now:
+            heapq.heappop(self._due_times)
+
+    async def _idle(self) -> None:
+        """Until a wake-up (a NOTIFY, a step that left work due), the soonest due time of a job
+        this worker put off, or the poll interval (which finds what other workers put off, and
+        any lost NOTIFY), whichever comes first."""
+        poll_at = utcnow() + self.settings.worker_poll_interval
+        while not self._claim_now:
+            until = poll_at
+            if self._due_times:
+                until = min(until, self._due_times[0] + DUE_SLACK)
+            wait_s = (until - utcnow()).total_seconds()
+            if wait_s <= 0:
+                return
+            self._stirred.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stirred.wait(), wait_s)
 
     async def _drain(self, grace_s: float) -> None:
         if not self._running:
@@ -192,7 +235,7 @@ class Worker:
                     assert driver is not None
 
                     def on_notify(*_: object) -> None:
-                        self._wake.set()
+                        self.wake()
 
                     await driver.add_listener(NOTIFY_CHANNEL, on_notify)
                     try:

@@ -30,6 +30,28 @@ async def test_two_workers_never_claim_one_job(gateway, clips: dict[str, Clip]) 
         assert all(w.steps_run > 0 for w in gw.workers), "both workers took part"
 
 
+async def test_a_job_is_polled_when_due_not_at_the_idle_interval(
+    gateway, clips: dict[str, Clip]
+) -> None:
+    # No webhooks and no NOTIFY after the submit: only the worker's own note of when the job is
+    # due brings it back before the (here very long) idle interval.
+    async with gateway(
+        public=False,
+        worker_poll_interval=timedelta(seconds=60),
+        poll_interval_min=timedelta(seconds=0.3),
+        poll_interval_max=timedelta(seconds=0.3),
+    ) as gw:
+        gw.emu.control(run_time=1)
+        url = gw.video_url(clips["bounce"])
+        job = await gw.create({"model": "thinksound-audio", "input": {"video_url": url}})
+        started = time.monotonic()
+        done = await gw.wait(job["id"], timeout=30)
+        assert done["status"] == "succeeded"
+        assert time.monotonic() - started < 15
+        polls = gw.emu.requests(method="GET", request_id=done["upstream"]["request_id"])
+        assert len([r for r in polls if r["path"].endswith("/status")]) >= 2
+
+
 async def test_fal_concurrency_cap_holds_across_workers(gateway, clips: dict[str, Clip]) -> None:
     async with gateway(public=False, workers=2, fal_concurrency=2) as gw:
         gw.emu.control(concurrency=10, run_time=1)

@@ -8,6 +8,7 @@ import av
 import pytest
 
 from app.media import MediaInfo, MediaUnreadableError, probe
+from app.media.probe import SAFE_DEMUXERS
 from tests.media.conftest import write_sine
 from tests.support.clips import Clip, Container, make_bouncing_square
 
@@ -162,6 +163,62 @@ def test_playlists_and_concat_scripts_are_refused(tmp_path: Path, mp4_without_au
 def _demuxer_of(path: Path) -> str:
     with av.open(str(path)) as container:
         return str(container.format.name)
+
+
+@pytest.mark.parametrize("container", ["mp4", "mov", "webm", "mkv", "avi"])
+def test_bytes_in_memory_measure_as_the_file_does(tmp_path: Path, container: Container) -> None:
+    clip = make_bouncing_square(tmp_path / "clip.bin", container=container, duration_s=1.5)
+
+    assert probe(clip.path.read_bytes()) == probe(clip.path)
+
+
+def test_audio_only_bytes_in_memory_are_decoded_as_the_file_is(tmp_path: Path) -> None:
+    whole = tmp_path / "whole.mp3"
+    write_sine(whole, codec="libmp3lame", muxer="mp3", duration_s=4.0)
+    cut = whole.read_bytes()[: whole.stat().st_size // 2]
+    (tmp_path / "cut.mp3").write_bytes(cut)
+
+    assert probe(cut) == probe(tmp_path / "cut.mp3")
+
+
+def test_unreadable_bytes_in_memory(mp4_without_audio: Clip) -> None:
+    for data in (b"", bytes(range(256)) * 40):
+        with pytest.raises(MediaUnreadableError):
+            probe(data)
+    # Bytes are never taken for a path, however short.
+    with pytest.raises(MediaUnreadableError):
+        probe(str(mp4_without_audio.path).encode())
+
+
+def test_playlists_and_concat_scripts_in_memory_are_refused(
+    tmp_path: Path, mp4_without_audio: Clip
+) -> None:
+    shutil.copy(mp4_without_audio.path, tmp_path / "real.mp4")
+    for data in (
+        f"ffconcat version 1.0\nfile {tmp_path / 'real.mp4'}\n".encode(),
+        (
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:0\n"
+            f"#EXTINF:4.0,\nfile://{tmp_path / 'real.mp4'}\n#EXT-X-ENDLIST\n"
+        ).encode(),
+    ):
+        with pytest.raises(MediaUnreadableError):
+            probe(data)
+
+
+def test_bytes_in_memory_may_make_ffmpeg_open_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mp4_without_audio: Clip
+) -> None:
+    # The concat demuxer (let in here on purpose) opens the files its script names: from a file
+    # it can (the file protocol is allowed), from bytes in memory it cannot (no protocol is).
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(mp4_without_audio.path, tmp_path / "real.mp4")
+    script = tmp_path / "script.ffconcat"
+    script.write_text("ffconcat version 1.0\nfile real.mp4\n")
+    demuxers = SAFE_DEMUXERS | {"concat"}
+
+    assert probe(script, demuxers=demuxers).video is not None
+    with pytest.raises(MediaUnreadableError):
+        probe(script.read_bytes(), demuxers=demuxers)
 
 
 def test_media_info_round_trips_through_json(mp4_with_audio: Clip) -> None:

@@ -527,6 +527,70 @@ async def test_cancelled_download_leaves_nothing(
     assert leftovers(tmp_path) == []
 
 
+async def test_small_body_is_kept_in_memory_and_writes_no_file(
+    server: LocalServer, resolver: ScriptedResolver, tmp_path: Path
+) -> None:
+    server.route("/v.mp4", serve_bytes(DATA))
+    async with fetching(LOOPBACK, resolver) as (fetcher, _):
+        result = await fetcher.download(
+            f"{server.origin}/v.mp4", tmp_path / "in", in_memory_max=len(DATA)
+        )
+    assert result.body == DATA
+    assert (result.size_bytes, result.sha256) == (len(DATA), DATA_SHA256)
+    assert leftovers(tmp_path) == []
+
+
+async def test_body_declared_larger_than_memory_allows_goes_to_the_file(
+    server: LocalServer, resolver: ScriptedResolver, tmp_path: Path
+) -> None:
+    server.route("/v.mp4", serve_bytes(DATA))
+    async with fetching(LOOPBACK, resolver) as (fetcher, _):
+        result = await fetcher.download(
+            f"{server.origin}/v.mp4", tmp_path / "in", in_memory_max=len(DATA) - 1
+        )
+    assert result.body is None
+    assert (tmp_path / "in").read_bytes() == DATA
+    assert leftovers(tmp_path) == ["in"]
+
+
+@pytest.mark.parametrize("framing", ["chunked", "close"])
+async def test_undeclared_body_outgrowing_memory_spills_to_the_file_whole(
+    server: LocalServer, resolver: ScriptedResolver, tmp_path: Path, framing: str
+) -> None:
+    server.route("/v.mp4", oversize_body(framing, size=5_000))
+    async with fetching(LOOPBACK, resolver) as (fetcher, _):
+        result = await fetcher.download(
+            f"{server.origin}/v.mp4", tmp_path / "in", in_memory_max=1_200
+        )
+    assert result.body is None and result.size_bytes == 5_000
+    assert (tmp_path / "in").read_bytes() == b"z" * 5_000
+    assert result.sha256 == hashlib.sha256(b"z" * 5_000).hexdigest()
+    assert leftovers(tmp_path) == ["in"]
+
+
+@pytest.mark.parametrize("framing", ["chunked", "close"])
+async def test_the_cap_holds_for_a_body_in_memory(
+    server: LocalServer, resolver: ScriptedResolver, tmp_path: Path, framing: str
+) -> None:
+    server.route("/big", oversize_body(framing))
+    policy = OutboundPolicy(max_bytes=1_000, allow_loopback=True)
+    async with fetching(policy, resolver) as (fetcher, _):
+        with pytest.raises(ContentTooLarge) as caught:
+            await fetcher.download(f"{server.origin}/big", tmp_path / "in", in_memory_max=10_000)
+    assert caught.value.received is not None and caught.value.received > 1_000
+    assert leftovers(tmp_path) == []
+
+
+async def test_empty_body_without_memory_still_makes_the_file(
+    server: LocalServer, resolver: ScriptedResolver, tmp_path: Path
+) -> None:
+    server.route("/empty", serve_bytes(b""))
+    async with fetching(LOOPBACK, resolver) as (fetcher, _):
+        result = await fetcher.download(f"{server.origin}/empty", tmp_path / "in")
+    assert result.body is None and result.size_bytes == 0
+    assert (tmp_path / "in").read_bytes() == b""
+
+
 # --- connecting ---------------------------------------------------------------------------------
 
 

@@ -7,10 +7,10 @@ from collections import Counter
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from app.models import Job
+from app.models import Job, JobStatus, SubmitState
 from app.worker import claims
 from tests.conftest import ADMIN, TenantCreds, make_tenant
 
@@ -39,7 +39,44 @@ async def _claim(
     default_tenant_cap: int | None = None,
 ) -> list[uuid.UUID]:
     async with sessionmaker() as s, s.begin():
-        return await claims.claim_dispatches(s, "w1", LEASE, limit, cap, default_tenant_cap)
+        jobs = await claims.claim_dispatches(s, "w1", LEASE, limit, cap, default_tenant_cap)
+    return [j.id for j in jobs]
+
+
+async def test_a_claim_answers_the_rows_it_claimed(
+    api: httpx.AsyncClient, tenant: TenantCreds, sessionmaker: async_sessionmaker
+) -> None:
+    (job_id,) = await _queue(api, tenant, 1)
+    async with sessionmaker() as s, s.begin():
+        (job,) = await claims.claim_dispatches(s, "w1", LEASE, 5, 1000)
+    # Typed like a loaded row (the step works from it without reading the job again).
+    assert job.id == uuid.UUID(job_id)
+    assert job.status is JobStatus.queued and job.submit_state is SubmitState.pending
+    assert job.input["video_url"] == KLING["input"]["video_url"]
+    assert job.lease_owner == "w1" and job.lease_expires_at is not None
+    async with sessionmaker() as s:
+        stored = await s.get(Job, job.id)
+        assert stored is not None
+        assert {c.key: getattr(stored, c.key) for c in Job.__mapper__.column_attrs} == {
+            c.key: getattr(job, c.key) for c in Job.__mapper__.column_attrs
+        }
+    async with sessionmaker() as s, s.begin():
+        await s.execute(
+            update(Job)
+            .where(Job.id == job.id)
+            .values(
+                submit_state=SubmitState.submitted,
+                status=JobStatus.starting,
+                lease_owner=None,
+                lease_expires_at=None,
+                next_action_at=func.now(),
+            )
+        )
+    async with sessionmaker() as s, s.begin():
+        (follow_up,) = await claims.claim_follow_ups(s, "w2", LEASE, 5)
+    assert follow_up.id == job.id and follow_up.lease_owner == "w2"
+    assert follow_up.status is JobStatus.starting
+    assert follow_up.submit_state is SubmitState.submitted
 
 
 async def test_a_small_tenant_is_not_starved_by_a_flood(

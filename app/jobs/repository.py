@@ -126,7 +126,7 @@ async def insert_job_alone(conn: asyncpg.Connection, job: NewJob) -> None:
     row = job.row()
     await conn.execute(
         _INSERT_SQL,
-        *(json.dumps(row[c]) if c in _JSONB_COLUMNS else row[c] for c in _ROW_COLUMNS),
+        *[json.dumps(row[c]) if c in _JSONB_COLUMNS else row[c] for c in _ROW_COLUMNS],
     )
 
 

@@ -7,6 +7,7 @@ gateway's settled jobs (a configured default until enough jobs are seen).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -119,18 +120,31 @@ def _estimate(
     ratio: tuple[Decimal, str] | None,
     video_duration_s: float | None,
 ) -> Estimate:
-    unit = _unit(spec, price)
     duration = video_duration_s
+    if ratio is not None and duration is None:
+        duration = settings.estimate_default_video_s
+    return _computed(spec.id, _unit(spec, price), price, ratio, duration)
+
+
+@functools.lru_cache(maxsize=1024)
+def _computed(
+    model: str,
+    unit: str,
+    price: tuple[str, int] | None,
+    ratio: tuple[Decimal, str] | None,
+    duration: float | None,
+) -> Estimate:
+    # Decimal arithmetic on every job creation, for a handful of distinct answers (most jobs
+    # give no duration): computed once each. Estimates are immutable, so they are shared.
     if ratio is None:  # billed per video
         units, basis = Decimal(1), "flat"
     else:
-        if duration is None:
-            duration = settings.estimate_default_video_s
+        assert duration is not None
         units = (Decimal(str(duration)) * ratio[0]).quantize(Decimal("0.000001"))
         basis = ratio[1]
     cost = cost_micros(units, price[1]) if price else None
     return Estimate(
-        model=spec.id,
+        model=model,
         unit=unit,
         units=units,
         unit_price_micros=price[1] if price else None,

@@ -18,7 +18,8 @@ def test_connect_kwargs_follow_the_engine_url() -> None:
     # the dialect's option, under asyncpg's own name
     assert kwargs["statement_cache_size"] == 0
     assert "prepared_statement_cache_size" not in kwargs
-    assert kwargs["server_settings"] == {"application_name": "foley"}
+    assert kwargs["server_settings"] == {"application_name": "foley", "statement_timeout": "60s"}
+    assert "command_timeout" not in kwargs  # enforced by the server instead
 
 
 def test_connect_kwargs_of_a_unix_socket_url() -> None:
@@ -32,6 +33,7 @@ async def test_the_pool_reaches_the_engines_database(engine: AsyncEngine) -> Non
         async with pool.acquire() as conn:
             name = await conn.fetchval("SELECT current_database()")
             app = await conn.fetchval("SELECT current_setting('application_name')")
+            timeout = await conn.fetchval("SELECT current_setting('statement_timeout')")
             # a transaction left open is rolled back on release, even without the reset query
             await conn.execute("BEGIN")
             await conn.execute("SET LOCAL application_name = 'changed'")
@@ -42,3 +44,4 @@ async def test_the_pool_reaches_the_engines_database(engine: AsyncEngine) -> Non
         await pool.close()
     assert name == engine.url.database
     assert app == "foley"
+    assert timeout == "1min"

@@ -104,7 +104,11 @@ async def test_openapi_documents_the_create_parameters(api: httpx.AsyncClient) -
     params = {(p["in"], p["name"]): p for p in operation["parameters"]}
     assert params[("query", "dry_run")]["schema"]["type"] == "boolean"
     assert params[("header", "Idempotency-Key")]["schema"]["type"] == "string"
-    assert operation["requestBody"]["content"]["application/json"]["schema"]
+    body = operation["requestBody"]
+    assert body["required"] is True
+    schema = body["content"]["application/json"]["schema"]
+    assert set(schema["required"]) == {"model", "input"}
+    assert schema["additionalProperties"] is False
     assert operation["security"] == [{"HTTPBearer": []}]
 
 
@@ -130,3 +134,27 @@ async def test_estimate_from_cache_only_when_warm(
     assert estimate_from_cache(spec, settings, video_duration_s=4.0) == loaded
     RATIO_CACHE.clear()  # compute seconds come from the learned ratio: it must be cached too
     assert estimate_from_cache(spec, settings, video_duration_s=4.0) is None
+
+
+@pytest.mark.parametrize(
+    ("content", "code", "param"),
+    [
+        (b'{"model": "thinksound", "input": ', "json_invalid", None),
+        (b"[]", "model_type", None),
+        (b'{"model": "thinksound"}', "missing", "input"),
+        (b'{"model": "thinksound", "input": {}, "colour": "red"}', "extra_forbidden", "colour"),
+    ],
+)
+async def test_a_body_that_is_not_a_job_is_a_422(
+    api: httpx.AsyncClient, tenant: TenantCreds, content: bytes, code: str, param: str | None
+) -> None:
+    r = await api.post(
+        "/v1/jobs",
+        content=content,
+        headers={**tenant.headers, "Content-Type": "application/json"},
+    )
+    assert r.status_code == 422
+    problem = r.json()
+    assert problem["code"] == "validation_error"
+    assert problem["errors"][0]["code"] == code
+    assert (problem["param"] or None) == param

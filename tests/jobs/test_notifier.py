@@ -1,0 +1,76 @@
+"""Wake-ups after accepted jobs: at once when idle, coalesced when busy, none lost."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.driver import connect_kwargs
+from app.jobs.notifier import WorkerNotifier
+from app.jobs.repository import NOTIFY_CHANNEL
+
+
+@asynccontextmanager
+async def listening(engine: AsyncEngine) -> AsyncIterator[asyncio.Queue[str]]:
+    conn = await asyncpg.connect(**connect_kwargs(engine))
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    await conn.add_listener(NOTIFY_CHANNEL, lambda *args: heard.put_nowait(args[-1]))
+    try:
+        yield heard
+    finally:
+        await conn.close()
+
+
+async def test_a_poke_reaches_a_listening_worker(
+    engine: AsyncEngine, notify_pool: asyncpg.Pool
+) -> None:
+    notifier = WorkerNotifier(notify_pool)
+    async with listening(engine) as heard:
+        notifier.poke()
+        assert await asyncio.wait_for(heard.get(), 10) == "job"
+    await notifier.aclose()
+    assert notifier.sent == 1
+
+
+async def test_a_burst_of_pokes_is_a_few_notifies(notify_pool: asyncpg.Pool) -> None:
+    notifier = WorkerNotifier(notify_pool, min_interval_s=1.0)
+    for _ in range(100):
+        notifier.poke()
+        await asyncio.sleep(0)
+    await notifier.aclose()
+    # the first at once, then one more for all the pokes made while it was on its way
+    assert notifier.sent == 2
+
+
+class BlockingPool:
+    """Holds every NOTIFY until released, to poke while one is on its way."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+        self.release = asyncio.Event()
+        self.started = asyncio.Event()
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[BlockingPool]:
+        yield self
+
+    async def execute(self, sql: str, *args: object) -> None:
+        self.statements.append(sql)
+        self.started.set()
+        await self.release.wait()
+
+
+async def test_a_poke_during_a_send_gets_a_notify_of_its_own() -> None:
+    pool = BlockingPool()
+    notifier = WorkerNotifier(pool, min_interval_s=0.0)  # type: ignore[arg-type]
+    notifier.poke()
+    await pool.started.wait()
+    # This job committed after the NOTIFY on its way was sent: that one may not cover it.
+    notifier.poke()
+    pool.release.set()
+    await notifier.aclose()
+    assert len(pool.statements) == 2

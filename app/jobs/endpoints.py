@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter, ValidationError
 
-from app.auth.dependencies import CurrentPrincipal, CurrentTenant
+from app.auth.dependencies import CurrentTenant, current_principal
 from app.db.session import SessionDep
 from app.jobs import service
 from app.jobs.schemas import JobCreate, JobOut
@@ -97,18 +97,23 @@ def _query_flag(request: Request, name: str) -> bool:
         429: {"description": "Too many job creations; see Retry-After and RateLimit."},
         422: {"description": "Invalid input, unknown model, or Idempotency-Key reused."},
     },
-    openapi_extra={"parameters": CREATE_PARAMETERS, "requestBody": CREATE_BODY},
+    openapi_extra={
+        "parameters": CREATE_PARAMETERS,
+        "requestBody": CREATE_BODY,
+        "security": [{current_principal.scheme_name: []}],
+    },
 )
-async def create_job(request: Request, principal: CurrentPrincipal) -> Response:
+async def create_job(request: Request) -> Response:
     """Accept a job. Answers 202 once the job is stored (its estimated cost reserved against the
     tenant's budget); a worker sends it to fal. With `dry_run=true`, answers 200 with the
     estimate and whether the budget allows it."""
-    # The gateway's hottest endpoint, written to cost little (bench/README.md). The body,
-    # Idempotency-Key and dry_run are read here, not declared as parameters (the OpenAPI
-    # description says what they are): FastAPI resolves declared parameters anew on every request,
-    # and that was a fifth of this endpoint's work; pydantic parses the JSON body in one pass. No
-    # request-wide session: accepting opens what it needs (often one statement on the driver
-    # pool, see app.db.driver) and commits before answering.
+    # The gateway's hottest endpoint, written to cost little (bench/README.md). The key, the
+    # body, Idempotency-Key and dry_run are read here, not declared as dependencies and
+    # parameters (the OpenAPI description above says what they are): FastAPI resolves those anew
+    # on every request, and that was a fifth of this endpoint's work; pydantic parses the JSON
+    # body in one pass. No request-wide session: accepting opens what it needs (often one
+    # statement on the driver pool, see app.db.driver) and commits before answering.
+    principal = await current_principal(request)
     body = await _job_create(request)
     idempotency_key = request.headers.get("idempotency-key")
     dry_run = _query_flag(request, "dry_run")

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -45,15 +46,16 @@ class TenantKeyAuth(HTTPBearer):
     request, and this one is on all of them."""
 
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
-        credentials = await super().__call__(request)
-        if credentials is None or not credentials.credentials:
+        # HTTPBearer's own parsing, without the credentials model it builds around the result
+        scheme, key = get_authorization_scheme_param(request.headers.get("authorization"))
+        if scheme.lower() != "bearer" or not key:
             raise Unauthorized(
                 "Send your API key as 'Authorization: Bearer <key>'.",
                 code="missing_api_key",
                 headers=_CHALLENGE,
             )
         state = request.app.state
-        principal = await authenticate(state.sessionmaker, state.settings, credentials.credentials)
+        principal = await authenticate(state.sessionmaker, state.settings, key)
         if principal.api_key.read_only and request.method not in SAFE_METHODS:
             raise ReadOnlyKey("This API key is read-only: it can only read (GET).")
         return principal

@@ -77,6 +77,8 @@ _BASE_URLS: dict[tuple[object, ...], str] = {}
 
 
 def _query_flag(request: Request, name: str) -> bool:
+    if not request.scope.get("query_string"):
+        return False  # the usual case, without building the query's mapping
     value = request.query_params.get(name)
     if value is None:
         return False
@@ -129,7 +131,8 @@ async def create_job(request: Request) -> Response:
         body,
         settings=state.settings,
         base_url=_base_url(request),
-        path=request.url.path,
+        # the key's scope (only then: building the URL costs)
+        path=request.url.path if idempotency_key else "",
         idempotency_key=idempotency_key,
     )
     headers = dict(accepted.headers)

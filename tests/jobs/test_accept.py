@@ -158,3 +158,22 @@ async def test_a_body_that_is_not_a_job_is_a_422(
     assert problem["code"] == "validation_error"
     assert problem["errors"][0]["code"] == code
     assert (problem["param"] or None) == param
+
+
+@pytest.mark.parametrize(
+    "authorization", [None, "Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "fk_live_abc"]
+)
+async def test_creating_without_a_bearer_key_is_a_401(
+    api: httpx.AsyncClient, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization is not None else {}
+    r = await api.post("/v1/jobs", json=BODY, headers=headers)
+    assert r.status_code == 401
+    assert r.json()["code"] == "missing_api_key"
+    assert r.headers["www-authenticate"] == 'Bearer realm="foley"'
+
+
+async def test_creating_with_an_unknown_key_is_a_401(api: httpx.AsyncClient) -> None:
+    r = await api.post("/v1/jobs", json=BODY, headers={"Authorization": "Bearer fk_live_nope"})
+    assert r.status_code == 401
+    assert r.json()["code"] == "invalid_api_key"

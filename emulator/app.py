@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from emulator.config import EmulatorSettings
 from emulator.requestlog import EmulatorFront
@@ -31,9 +31,10 @@ def banner(emu: Emulator) -> str:
 
 
 def create_app(settings: EmulatorSettings, *, announce: bool = False) -> EmulatorFront:
-    """The ASGI app: a thin pure-ASGI front (request log, the queue API's hot path, dropped
-    answers) before a FastAPI app for everything else. The front sits outside FastAPI because
-    FastAPI's own per-request work (telemetry checks, routing) costs more than a submit."""
+    """The ASGI app: a thin pure-ASGI front (request log, the hot paths of the queue API and
+    of the CDN's small files, dropped answers) before a FastAPI app for everything else. The
+    front sits outside FastAPI because FastAPI's own per-request work (telemetry checks, routing)
+    costs more than a submit."""
     emu = Emulator(settings)
 
     @asynccontextmanager
@@ -59,4 +60,10 @@ def create_app(settings: EmulatorSettings, *, announce: bool = False) -> Emulato
     app.include_router(storage.router)
     app.include_router(platform.router)
     app.include_router(queue.router)  # last: its catch-all answers 404/405
-    return EmulatorFront(app, log=emu.requests, fast_path=partial(queue.dispatch, emu))
+
+    async def fast_path(scope: Scope, receive: Receive, send: Send) -> bool:
+        return await queue.dispatch(emu, scope, receive, send) or await storage.serve_small_file(
+            emu, scope, receive, send
+        )
+
+    return EmulatorFront(app, log=emu.requests, fast_path=fast_path)

@@ -3,16 +3,22 @@
 Files live in `<data_dir>/files/<bucket>/<id>_<name>` and are served at
 `<base>/files/<bucket>/<id>_<name>` (the shape of fal's `https://v3.fal.media/files/...`). The
 content type given at upload is kept in a sidecar under `<data_dir>/files-meta/`.
+
+Small files are also kept in memory once read (`small_file`), so the common download (a client's
+short input clip, a fast-mode output) is answered without a trip to a thread per step.
 """
 
 from __future__ import annotations
 
 import json
 import mimetypes
+import os
 import re
 import secrets
 import shutil
+import stat
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +31,10 @@ _BUCKETS = (
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 TOKEN_TTL = timedelta(hours=1)
 UPLOAD_URL_TTL = timedelta(hours=1)
+# Files up to this size are served from memory, and the memory kept for them is bounded (least
+# recently served first out): a long run's outputs must not all stay resident.
+SMALL_FILE_MAX = 1024 * 1024
+SMALL_FILES_TOTAL = 64 * 1024 * 1024
 
 
 def safe_file_name(name: str | None, default: str = "file.bin") -> str:
@@ -56,6 +66,16 @@ class StoredFile:
 
 
 @dataclass(frozen=True, slots=True)
+class SmallFile:
+    """A stored file's bytes, with what the headers of its answer are made of."""
+
+    path: Path
+    content_type: str
+    stat: os.stat_result
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class PendingUpload:
     bucket: str
     key: str
@@ -73,6 +93,8 @@ class FileStore:
         self.base_url = base_url
         self._tokens: dict[str, float] = {}
         self._pending: dict[str, PendingUpload] = {}
+        self._small: OrderedDict[tuple[str, str], SmallFile] = OrderedDict()
+        self._small_bytes = 0
 
     # --- naming -------------------------------------------------------------------------
     def allocate(self, file_name: str | None, bucket: str | None = None) -> tuple[str, str]:
@@ -132,17 +154,58 @@ class FileStore:
 
     # --- reading -------------------------------------------------------------------------
     def lookup(self, bucket: str, key: str) -> tuple[Path, str] | None:
-        if "/" in bucket or "/" in key or bucket.startswith(".") or key.startswith("."):
+        if not _valid_name(bucket, key):
             return None
         path = self.path_for(bucket, key)
         if not path.is_file():
             return None
+        return path, self._content_type(bucket, key)
+
+    def small_file(self, bucket: str, key: str) -> SmallFile | None:
+        """The file in memory when it is at most `SMALL_FILE_MAX` bytes; None when it is larger
+        or missing (`lookup` answers for those). Read synchronously: a small local file costs
+        less to read than the hand-off to a thread would. The copy is checked against the file's
+        stat on every use, so a file written again is never served stale."""
+        if not _valid_name(bucket, key):
+            return None
+        path = self.path_for(bucket, key)
+        try:
+            found = path.stat()
+        except OSError:
+            return None
+        if not stat.S_ISREG(found.st_mode) or found.st_size > SMALL_FILE_MAX:
+            return None
+        cached = self._small.get((bucket, key))
+        if cached is not None and _same_file(cached.stat, found):
+            self._small.move_to_end((bucket, key))
+            return cached
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        if len(data) != found.st_size:  # changed while being read: the route serves it
+            return None
+        small = SmallFile(path, self._content_type(bucket, key), found, data)
+        self._remember((bucket, key), small)
+        return small
+
+    def _content_type(self, bucket: str, key: str) -> str:
         meta = self.meta_root / bucket / f"{key}.json"
         try:
-            ctype = json.loads(meta.read_text())["content_type"]
+            ctype: str = json.loads(meta.read_text())["content_type"]
         except (OSError, ValueError, KeyError):
             ctype = guess_content_type(key)
-        return path, ctype
+        return ctype
+
+    def _remember(self, name: tuple[str, str], small: SmallFile) -> None:
+        old = self._small.pop(name, None)
+        if old is not None:
+            self._small_bytes -= len(old.data)
+        self._small[name] = small
+        self._small_bytes += len(small.data)
+        while self._small_bytes > SMALL_FILES_TOTAL:
+            _, evicted = self._small.popitem(last=False)
+            self._small_bytes -= len(evicted.data)
 
     # --- CDN tokens and signed uploads ---------------------------------------------------
     def issue_token(self) -> dict[str, str]:
@@ -193,3 +256,11 @@ class FileStore:
         del self._pending[signature]
         ctype = content_type or pending.content_type
         return self._finish(bucket, key, pending.file_name, ctype)
+
+
+def _valid_name(bucket: str, key: str) -> bool:
+    return not ("/" in bucket or "/" in key or bucket.startswith(".") or key.startswith("."))
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_ino, a.st_size, a.st_mtime_ns) == (b.st_ino, b.st_size, b.st_mtime_ns)

@@ -63,6 +63,7 @@ class Worker:
         tmp.mkdir(parents=True, exist_ok=True)
         self.ctx = WorkerContext(
             settings=settings,
+            engine=engine,
             sessionmaker=create_sessionmaker(engine),
             fal=fal,
             storage=storage,

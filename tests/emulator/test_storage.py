@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
+import pytest
 
+from emulator import storage
 from tests.support.emulator import EmulatorProcess
 
 DATA = bytes(range(256)) * 40  # 10240 bytes
@@ -116,3 +119,45 @@ def _write(emu: EmulatorProcess):  # type: ignore[no-untyped-def]
     path = emu.data_dir / "range-test.bin"
     path.write_bytes(DATA)
     return path
+
+
+def _headers(response: httpx.Response) -> dict[str, str]:
+    return {k: v for k, v in response.headers.items() if k not in ("date", "server")}
+
+
+def test_a_small_file_is_answered_as_the_file_route_answers_it(fast_emu: EmulatorProcess) -> None:
+    url = fast_emu.upload(_write(fast_emu), "video/mp4")
+    # A Range whose If-Range does not match is answered in full by the route (FileResponse),
+    # not by the in-memory fast path: the two answers must not differ.
+    by_route = {"Range": "bytes=0-9", "If-Range": '"not-the-etag"'}
+    for method in ("GET", "HEAD"):
+        fast = httpx.request(method, url)
+        routed = httpx.request(method, url, headers=by_route)
+        assert fast.status_code == routed.status_code == 200
+        assert fast.content == routed.content == (DATA if method == "GET" else b"")
+        assert _headers(fast) == _headers(routed)
+        assert fast.headers["content-type"] == "video/mp4"
+
+
+def test_a_file_written_again_is_not_served_from_a_stale_copy(fast_emu: EmulatorProcess) -> None:
+    url = fast_emu.upload(_write(fast_emu), "application/octet-stream")
+    assert httpx.get(url).content == DATA
+    bucket, key = url.rsplit("/", 2)[-2:]
+    (fast_emu.data_dir / "files" / bucket / key).write_bytes(b"new content")
+    assert httpx.get(url).content == b"new content"
+
+
+def test_files_kept_in_memory_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(storage, "SMALL_FILES_TOTAL", 3 * len(DATA))
+    store = storage.FileStore(tmp_path, "http://emulator.test")
+    names = []
+    for i in range(5):
+        stored = store.save_bytes(DATA, f"clip{i}.mp4", "video/mp4")
+        names.append(tuple(stored.url.rsplit("/", 2)[-2:]))
+        small = store.small_file(*names[-1])
+        assert small is not None and small.data == DATA and small.content_type == "video/mp4"
+    assert list(store._small) == names[-3:]  # the least recently served went first
+    assert store._small_bytes == 3 * len(DATA)
+    big = store.save_bytes(b"x" * (storage.SMALL_FILE_MAX + 1), "big.bin", None)
+    assert store.small_file(*big.url.rsplit("/", 2)[-2:]) is None  # the route serves it
+    assert store.small_file("koala", "missing.mp4") is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Sequence
@@ -81,36 +82,21 @@ class NewJob:
 
 
 _JSONB_COLUMNS = frozenset({"input", "upstream_payload", "metadata"})
-# the keys of NewJob.row(), in the order of the statement's parameters
-_ROW_COLUMNS = (
-    "id",
-    "tenant_id",
-    "model",
-    "endpoint",
-    "status",
-    "input",
-    "upstream_payload",
-    "metadata",
-    "input_file_id",
-    "submit_state",
-    "submit_attempts",
-    "upstream_completed",
-    "poll_count",
-    "estimated_cost_micros",
-    "reserved_micros",
-    "budget_period_start",
-    "next_action_at",
-    "created_at",
-    "updated_at",
-)
-# Built once from the constant column list above; values are always parameters.
-_INSERT_SQL = "INSERT INTO jobs ({}) VALUES ({})".format(  # noqa: S608
-    ", ".join(_ROW_COLUMNS),
-    ", ".join(
-        f"${i}::jsonb" if name in _JSONB_COLUMNS else f"${i}"
-        for i, name in enumerate(_ROW_COLUMNS, start=1)
-    ),
-)
+
+
+@functools.cache
+def _insert_sql(columns: tuple[str, ...]) -> str:
+    """The INSERT for NewJob.row()'s columns (always the same ones: built once). Values are
+    always parameters."""
+    return "INSERT INTO jobs ({}) VALUES ({})".format(  # noqa: S608
+        ", ".join(columns),
+        ", ".join(
+            f"${i}::jsonb" if name in _JSONB_COLUMNS else f"${i}"
+            for i, name in enumerate(columns, start=1)
+        ),
+    )
+
+
 _INSERT_JOB = insert(Job.__table__)
 
 
@@ -125,8 +111,8 @@ async def insert_job_alone(conn: asyncpg.Connection, job: NewJob) -> None:
     one round trip (see app.db.driver)."""
     row = job.row()
     await conn.execute(
-        _INSERT_SQL,
-        *[json.dumps(row[c]) if c in _JSONB_COLUMNS else row[c] for c in _ROW_COLUMNS],
+        _insert_sql(tuple(row)),
+        *[json.dumps(v) if c in _JSONB_COLUMNS else v for c, v in row.items()],
     )
 
 

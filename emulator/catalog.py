@@ -85,7 +85,8 @@ class ModelSpec:
         """Units fal would bill; see `emulator.billing` for the rules."""
         unit = self.price.unit
         if unit == "compute_seconds":
-            return round(seconds, 3)
+            # Exactly the reported metrics.inference_time: a client can reproduce its bill.
+            return seconds
         if status_code != 200:
             return 0.0
         if unit == "seconds" and isinstance(inp, MMAudioV2Input):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.support.emulator import EmulatorProcess
 from tests.support.fal_queue import run, submit
@@ -60,8 +59,9 @@ def test_kling_bills_one_video_and_thinksound_its_compute_seconds(
     think_record = _record(fast_emu, think["request_id"])
     status = fast_client.get(think["status_url"]).json()
     seconds = status["metrics"]["inference_time"]
-    assert think_record["unit_quantity"] == pytest.approx(seconds, abs=0.001)
-    assert think_record["cost"] == pytest.approx(seconds * 0.001, abs=1e-6)
+    # The bill is exactly the reported inference time: what a client computes, it is charged.
+    assert think_record["unit_quantity"] == seconds >= 0.3
+    assert think_record["cost"] == round(seconds * 0.001, 9)
     assert think_record["billed"] is True
 
     events = _platform(fast_emu, "billing-events", request_id=kling["request_id"]).json()

@@ -86,6 +86,12 @@ async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 
 
 @pytest.fixture
+def driver_pool(connection: AsyncConnection) -> TransactionPool:
+    """The driver pool (app.db.driver) of code under test: the test's connection."""
+    return TransactionPool(connection)
+
+
+@pytest.fixture
 def sessionmaker(connection: AsyncConnection) -> async_sessionmaker:
     # Every session the code opens joins the test's transaction through a savepoint, so
     # commits inside the code under test are real commits to it and still vanish afterwards.

@@ -13,6 +13,7 @@ inside their rolled-back transaction).
 
 from __future__ import annotations
 
+import json
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -50,6 +51,28 @@ async def create_driver_pool(engine: AsyncEngine, *, max_size: int) -> asyncpg.P
         max_size=max_size,
         max_inactive_connection_lifetime=300.0,
         reset=_nothing_to_reset,
+        init=json_codecs,
+    )
+
+
+async def json_codecs(conn: asyncpg.Connection) -> None:
+    """JSON and JSONB as SQLAlchemy's asyncpg dialect sets them up: parameters are JSON text,
+    values come back decoded. The same SQL then behaves the same on both kinds of connection
+    (the tests run this pool's statements on SQLAlchemy's)."""
+    await conn.set_type_codec(
+        "json",
+        schema="pg_catalog",
+        format="binary",
+        encoder=str.encode,
+        decoder=lambda data: json.loads(data.decode()),
+    )
+    # Binary JSONB is the text with a one-byte version prefix.
+    await conn.set_type_codec(
+        "jsonb",
+        schema="pg_catalog",
+        format="binary",
+        encoder=lambda text: b"\x01" + text.encode(),
+        decoder=lambda data: json.loads(data[1:].decode()),
     )
 
 

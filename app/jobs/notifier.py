@@ -16,7 +16,7 @@ import math
 import structlog
 
 from app.db.driver import DriverPool
-from app.jobs.repository import NOTIFY_CHANNEL
+from app.jobs.repository import NEW_JOBS_PAYLOAD, NOTIFY_CHANNEL
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +51,7 @@ class WorkerNotifier:
     async def _send(self) -> None:
         try:
             async with self._pool.acquire() as conn:
-                await conn.execute("SELECT pg_notify($1, 'job')", NOTIFY_CHANNEL)
+                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, NEW_JOBS_PAYLOAD)
             self.sent += 1
         except Exception:  # a hint only: the workers poll anyway
             log.warning("could not notify workers", exc_info=True)

@@ -17,6 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.models import Job, JobStatus, SubmitState
 
 NOTIFY_CHANNEL = "foley_jobs"
+# The payload of a wake-up for newly accepted jobs alone (workers then claim only queued jobs);
+# every other payload names what happened to jobs that may already be at fal.
+NEW_JOBS_PAYLOAD = "job"
 
 
 def tenant_jobs(tenant_id: uuid.UUID) -> Select[tuple[Job]]:
@@ -169,7 +172,7 @@ async def cursor_of(
     return (row[0], row[1]) if row else None
 
 
-async def notify_workers(session: AsyncSession, reason: str = "job") -> None:
+async def notify_workers(session: AsyncSession, reason: str) -> None:
     """Wake the workers. Delivered at commit, so a worker never sees an uncommitted job."""
     await session.execute(
         text("SELECT pg_notify(:channel, :payload)"), {"channel": NOTIFY_CHANNEL, "payload": reason}

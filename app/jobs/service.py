@@ -408,7 +408,7 @@ async def cancel_job(session: AsyncSession, tenant: Tenant, job_id: uuid.UUID) -
     elif job.cancel_requested_at is None:
         job.cancel_requested_at = now
         job.next_action_at = now
-        await repository.notify_workers(session)
+        await repository.notify_workers(session, "cancel")
     await session.flush()
     return job
 

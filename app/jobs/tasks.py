@@ -14,6 +14,7 @@ knows a request may exist, and treats it as ambiguous instead of sending another
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import tempfile
@@ -26,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import bindparam, delete, select, text
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.catalog.registry import CATALOG, ModelSpec
 from app.config import AmbiguousSubmitPolicy, Settings
+from app.db.driver import DriverPool
 from app.db.engine import unit_of_work
 from app.files.service import FileRemoved
 from app.jobs.preflight import Checked, InputRejected, InputUnavailable, preflight
@@ -74,13 +75,14 @@ MAX_LOG_LINES = 100
 @dataclass
 class WorkerContext:
     settings: Settings
-    engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     fal: FalClient
     storage: Storage
     tokens: JobTokens
     owner: str
     tmp_dir: Path
+    # Single statements on the path to a submit (app.db.driver); set when the worker opens.
+    driver: DriverPool | None = None
 
 
 class LeaseLost(Exception):
@@ -301,23 +303,18 @@ async def _record_preflight(
         )
 
 
-# The preflight's record and the 'sending' mark in one statement (see _mark_sending_alone). Spelled
-# once, as text: building and compiling an ORM update per job cost more CPU than its round trip.
-# NULL leaves a column as it is (the probe and the payload are JSON objects, never JSON null).
-_MARK_SENDING_ALONE = text(
-    """
+# The preflight's record and the 'sending' mark in one statement (see _mark_sending_alone), on the
+# driver pool: through SQLAlchemy the statement cost more CPU than its round trip. NULL leaves a
+# column as it is (the probe and the payload are JSON objects, never JSON null).
+_MARK_SENDING_ALONE = """
     UPDATE jobs SET submit_state = 'sending', submit_attempts = submit_attempts + 1,
-        submitted_at = :at, updated_at = now(),
-        input_probe = coalesce(:probe, input_probe),
-        upstream_payload = coalesce(:payload, upstream_payload),
-        estimated_cost_micros = coalesce(:estimate, estimated_cost_micros)
-    WHERE id = :job_id AND lease_owner = :owner AND submit_state = 'pending'
+        submitted_at = $3, updated_at = now(),
+        input_probe = coalesce($4::jsonb, input_probe),
+        upstream_payload = coalesce($5::jsonb, upstream_payload),
+        estimated_cost_micros = coalesce($6::bigint, estimated_cost_micros)
+    WHERE id = $1 AND lease_owner = $2 AND submit_state = 'pending'
       AND status IN ('queued', 'starting', 'processing')
-    """
-).bindparams(
-    bindparam("probe", type_=JSONB(none_as_null=True)),
-    bindparam("payload", type_=JSONB(none_as_null=True)),
-)
+"""
 
 
 async def _mark_sending_alone(
@@ -332,14 +329,10 @@ async def _mark_sending_alone(
     Postgres re-evaluates on the row's newest version, so a cancel committed meanwhile makes the
     statement match nothing. The statement is its own transaction, committed with the usual WAL
     flush before the request can leave: "sending" is durable, as always."""
-    params: dict[str, Any] = {
-        "job_id": job.id,
-        "owner": ctx.owner,
-        "at": utcnow(),
-        "probe": None,
-        "payload": None,
-        "estimate": None,
-    }
+    assert ctx.driver is not None
+    probe: str | None = None
+    payload: dict[str, Any] | None = None
+    estimate_micros: int | None = None
     if checked is not None:
         if job.budget_period_start is not None:
             return False
@@ -348,18 +341,25 @@ async def _mark_sending_alone(
             estimate = await estimate_job(
                 session, spec, ctx.settings, video_duration_s=checked.duration_s
             )
-        params["probe"] = checked.probe
+        probe = json.dumps(checked.probe)
         # What budgets.adjust does for a job with no reservation behind it.
-        params["estimate"] = estimate.cost_micros
+        estimate_micros = estimate.cost_micros
         if checked.video_url is not None:
-            params["payload"] = {**job.upstream_payload, "video_url": checked.video_url}
-    async with ctx.engine.connect() as conn:
-        autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        result = await autocommit.execute(_MARK_SENDING_ALONE, params)
-    if result.rowcount != 1:
+            payload = {**job.upstream_payload, "video_url": checked.video_url}
+    async with ctx.driver.acquire() as conn:
+        status = await conn.execute(
+            _MARK_SENDING_ALONE,
+            job.id,
+            ctx.owner,
+            utcnow(),
+            probe,
+            None if payload is None else json.dumps(payload),
+            estimate_micros,
+        )
+    if status != "UPDATE 1":
         return False
-    if params["payload"] is not None:
-        job.upstream_payload = params["payload"]
+    if payload is not None:
+        job.upstream_payload = payload
     return True
 
 

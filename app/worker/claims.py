@@ -18,31 +18,46 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.selectable import ExecutableReturnsRows
+import asyncpg
+from sqlalchemy import Enum
 
 from app.models import Job
 
 DISPATCH_LOCK = 72190002
 
-_JOB_COLUMNS = list(Job.__table__.columns)
+# Claims run on the worker's asyncpg pool (app.db.driver), not through SQLAlchemy: a claim is on
+# the path of every job to its submit, and the ORM session around it cost more than its round
+# trips. Its rows become ``Job`` objects here, decoded the way the ORM would load them.
 
 
-def _claiming(sql: str) -> ExecutableReturnsRows:
-    """A claim that answers the claimed rows as ``Job`` objects: the claim is also the step's
-    read of the job (one transaction instead of two). The RETURNING list is spelled from the
-    table, in its order, because textual columns are matched to the ORM's by position."""
-    returning = ", ".join(f'jobs."{c.name}"' for c in _JOB_COLUMNS)
-    return select(Job).from_statement(
-        text(sql.replace("RETURNING *", f"RETURNING {returning}")).columns(*_JOB_COLUMNS)
-    )
+def _decoder(column: Any) -> Any:
+    # JSON comes back decoded (app.db.driver.json_codecs); enums as their values.
+    if isinstance(column.type, Enum) and column.type.enum_class is not None:
+        enum_class = column.type.enum_class
+        return lambda v: None if v is None else enum_class(v)
+    return None
 
 
-_CLAIM_FOLLOW_UP = _claiming(
-    """
-    UPDATE jobs SET lease_owner = :owner, lease_expires_at = statement_timestamp() + :lease
+_FIELDS = [
+    (column.name, Job.__mapper__.get_property_by_column(column).key, _decoder(column))
+    for column in Job.__table__.columns
+]
+_RETURNING = ", ".join(f'jobs."{name}"' for name, _, _ in _FIELDS)
+
+
+def job_from_row(row: asyncpg.Record) -> Job:
+    """A claimed row as a ``Job`` (not attached to any session): the step's read of the job."""
+    values = {}
+    for name, key, decode in _FIELDS:
+        value = row[name]
+        values[key] = value if decode is None else decode(value)
+    return Job(**values)
+
+
+_CLAIM_FOLLOW_UP = f"""
+    UPDATE jobs SET lease_owner = $1, lease_expires_at = statement_timestamp() + $2::interval
     WHERE id IN (
         SELECT id FROM jobs
         WHERE status IN ('queued', 'starting', 'processing')
@@ -50,20 +65,19 @@ _CLAIM_FOLLOW_UP = _claiming(
           AND next_action_at <= statement_timestamp()
           AND (lease_expires_at IS NULL OR lease_expires_at < statement_timestamp())
         ORDER BY next_action_at
-        LIMIT :limit
+        LIMIT $3
         FOR UPDATE SKIP LOCKED
     )
-    RETURNING *
-    """
-)
+    RETURNING {_RETURNING}
+"""  # noqa: S608 (no value is spliced in: the RETURNING list is the table's own columns)
 
 # Fair share: each tenant's queued jobs are numbered oldest first (rn); a job's turn is its
 # tenant's jobs already at fal plus rn, divided by the tenant's weight. Taking the lowest turns
 # first interleaves tenants round-robin (weighted), so a tenant with 1,000 queued jobs cannot
 # starve one with a single job, and a tenant never exceeds its own in-flight cap. The account's
 # free concurrency (room) bounds the whole claim.
-_CLAIM_DISPATCH = _claiming(
-    """
+# $1 owner, $2 lease, $3 limit, $4 the account's concurrency, $5 the default per-tenant cap.
+_CLAIM_DISPATCH = f"""
     WITH in_flight AS (
         SELECT tenant_id, count(*) AS n FROM jobs
         WHERE status IN ('queued', 'starting', 'processing')
@@ -72,7 +86,7 @@ _CLAIM_DISPATCH = _claiming(
         GROUP BY tenant_id
     ),
     room AS (
-        SELECT greatest(0, least(:limit, :fal_concurrency - coalesce(sum(n), 0))) AS n
+        SELECT greatest(0, least($3::integer, $4::integer - coalesce(sum(n), 0))) AS n
         FROM in_flight
     ),
     queued AS (
@@ -88,31 +102,30 @@ _CLAIM_DISPATCH = _claiming(
         FROM queued q
         JOIN tenants t ON t.id = q.tenant_id
         LEFT JOIN in_flight f ON f.tenant_id = q.tenant_id
-        WHERE q.rn <= :limit
+        WHERE q.rn <= $3::integer
           AND coalesce(f.n, 0) + q.rn
-              <= coalesce(t.max_in_flight, CAST(:default_cap AS integer), 2147483647)
+              <= coalesce(t.max_in_flight, $5::integer, 2147483647)
         ORDER BY (coalesce(f.n, 0) + q.rn) / t.weight, q.rn, q.id
         LIMIT (SELECT n FROM room)
     )
-    UPDATE jobs SET lease_owner = :owner, lease_expires_at = statement_timestamp() + :lease
+    UPDATE jobs SET lease_owner = $1, lease_expires_at = statement_timestamp() + $2::interval
     WHERE id IN (SELECT id FROM jobs WHERE id IN (SELECT id FROM picked) FOR UPDATE SKIP LOCKED)
-    RETURNING *
-    """
-)
+    RETURNING {_RETURNING}
+"""  # noqa: S608 (as above)
 
 
 async def claim_follow_ups(
-    session: AsyncSession, owner: str, lease: timedelta, limit: int
+    conn: asyncpg.Connection, owner: str, lease: timedelta, limit: int
 ) -> list[Job]:
-    """Jobs already at (or possibly at) fal that need a poll, a finalize or a cancel."""
+    """Jobs already at (or possibly at) fal that need a poll, a finalize or a cancel. One
+    statement, committed by itself."""
     if limit <= 0:
         return []
-    jobs = await session.scalars(_CLAIM_FOLLOW_UP, {"owner": owner, "lease": lease, "limit": limit})
-    return list(jobs)
+    return [job_from_row(r) for r in await conn.fetch(_CLAIM_FOLLOW_UP, owner, lease, limit)]
 
 
 async def claim_dispatches(
-    session: AsyncSession,
+    conn: asyncpg.Connection,
     owner: str,
     lease: timedelta,
     limit: int,
@@ -123,37 +136,31 @@ async def claim_dispatches(
     within its own in-flight cap, tenants interleaved by weighted fair share."""
     if limit <= 0:
         return []
-    # The claim only takes leases, so its commit need not wait for the WAL flush: lost in a
-    # Postgres crash, it is as if never made (the job is unleased, due, and claimed again, still
-    # 'pending'). Whatever the step then writes commits with the usual flush, which also makes
-    # this claim durable (the WAL is flushed in order). One statement with the lock: no extra
-    # round trip on the path to a submit. The lock is taken before, not inside, the claim: the
-    # claim's snapshot must see the claims committed by whoever held the lock before us.
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(:k), set_config('synchronous_commit', 'off', true)"),
-        {"k": DISPATCH_LOCK},
-    )
-    jobs = await session.scalars(
-        _CLAIM_DISPATCH,
-        {
-            "owner": owner,
-            "lease": lease,
-            "limit": limit,
-            "fal_concurrency": fal_concurrency,
-            "default_cap": default_tenant_cap,
-        },
-    )
-    return list(jobs)
+    async with conn.transaction():
+        # The claim only takes leases, so its commit need not wait for the WAL flush: lost in a
+        # Postgres crash, it is as if never made (the job is unleased, due, and claimed again,
+        # still 'pending'). Whatever the step then writes commits with the usual flush, which
+        # also makes this claim durable (the WAL is flushed in order). The lock is taken before,
+        # not inside, the claim: the claim's snapshot must see the claims committed by whoever
+        # held the lock before us.
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock($1), set_config('synchronous_commit', 'off', true)",
+            DISPATCH_LOCK,
+        )
+        rows = await conn.fetch(
+            _CLAIM_DISPATCH, owner, lease, limit, fal_concurrency, default_tenant_cap
+        )
+    return [job_from_row(r) for r in rows]
 
 
 async def extend_leases(
-    session: AsyncSession, owner: str, lease: timedelta, job_ids: list[uuid.UUID]
+    conn: asyncpg.Connection, owner: str, lease: timedelta, job_ids: list[uuid.UUID]
 ) -> None:
     if job_ids:
-        await session.execute(
-            text(
-                "UPDATE jobs SET lease_expires_at = statement_timestamp() + :lease "
-                "WHERE id = ANY(:ids) AND lease_owner = :owner"
-            ),
-            {"lease": lease, "ids": job_ids, "owner": owner},
+        await conn.execute(
+            "UPDATE jobs SET lease_expires_at = statement_timestamp() + $1::interval "
+            "WHERE id = ANY($2::uuid[]) AND lease_owner = $3",
+            lease,
+            job_ids,
+            owner,
         )

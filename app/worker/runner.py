@@ -1,9 +1,10 @@
 """The worker process: claim due jobs, run one step each, repeat.
 
 It wakes on ``NOTIFY foley_jobs`` (a new job, a webhook, a cancel), falls back to polling every
-``worker_poll_interval``, keeps at most ``worker_concurrency`` steps running, extends the leases
-of the jobs it holds while they run, and on SIGTERM stops claiming, lets running steps finish for
-a grace period, and gives back the leases of any it had to abandon.
+``worker_poll_interval``, claims only new jobs when only new jobs woke it, keeps at most
+``worker_concurrency`` steps running, extends the leases of the jobs it holds while they run,
+and on SIGTERM stops claiming, lets running steps finish for a grace period, and gives back the
+leases of any it had to abandon.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
+from app.db.driver import DriverPool, create_driver_pool
 from app.db.engine import create_sessionmaker, unit_of_work
 from app.files import retention
-from app.jobs.repository import NOTIFY_CHANNEL
+from app.jobs.repository import NEW_JOBS_PAYLOAD, NOTIFY_CHANNEL
 from app.jobs.tasks import WorkerContext, released_until, run_step
 from app.kit.clock import utcnow
 from app.kit.idempotency import prune_expired
@@ -55,40 +58,78 @@ class Worker:
         storage: Storage,
         *,
         owner: str | None = None,
+        driver: DriverPool | None = None,
     ) -> None:
+        """``driver``: the pool claims and other single statements run on; by default ``open``
+        makes one on ``engine``'s database (and ``close`` closes it)."""
         self.settings = settings
         self.engine = engine
         self.owner = owner or worker_id()
+        self._driver = driver
+        self._own_pool: asyncpg.Pool | None = None
         tmp = Path(settings.data_dir) / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
         self.ctx = WorkerContext(
             settings=settings,
-            engine=engine,
             sessionmaker=create_sessionmaker(engine),
             fal=fal,
             storage=storage,
             tokens=JobTokens(resolve_webhook_secret(settings)),
             owner=self.owner,
             tmp_dir=tmp,
+            driver=driver,
         )
-        # _claim_now: claim at once (a NOTIFY, a step that left work due). _stirred: look again at
-        # when to claim (that, or a new due time).
+        # _claim_now: claim at once (a NOTIFY, a step that left work due); _follow_ups_now: and
+        # claim follow-ups too, not only new jobs. _stirred: look again at when to claim (that,
+        # or a new due time).
         self._claim_now = False
+        self._follow_ups_now = False
         self._stirred = asyncio.Event()
         self._stopping = asyncio.Event()
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._due_times: list[datetime] = []  # a heap: when jobs this worker released are due
         self.steps_run = 0
 
+    @property
+    def driver(self) -> DriverPool:
+        assert self._driver is not None, "open() the worker first"
+        return self._driver
+
+    async def open(self) -> None:
+        if self._driver is None:
+            # A connection per running step (its 'sending' mark), plus the claims and the
+            # heartbeat.
+            self._own_pool = await create_driver_pool(
+                self.engine, max_size=self.settings.worker_concurrency + 2
+            )
+            self._driver = self.ctx.driver = self._own_pool
+
+    async def close(self) -> None:
+        if self._own_pool is not None:
+            await self._own_pool.close()
+            self._own_pool = None
+            self._driver = self.ctx.driver = None
+
+    async def __aenter__(self) -> Worker:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
     def stop(self) -> None:
         self._stopping.set()
         self.wake()
 
-    def wake(self) -> None:
+    def wake(self, *, new_jobs_only: bool = False) -> None:
+        """Claim at once; ``new_jobs_only``: nothing but queued jobs can have become due."""
         self._claim_now = True
+        if not new_jobs_only:
+            self._follow_ups_now = True
         self._stirred.set()
 
     async def run(self, *, shutdown_grace_s: float = 30.0) -> None:
+        await self.open()
         log.info(
             "worker started",
             owner=self.owner,
@@ -101,24 +142,30 @@ class Worker:
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
         ]
         try:
+            follow_ups = True
             while not self._stopping.is_set():
                 # Cleared before claiming: a NOTIFY that lands during the claim must end the
                 # next wait, not be wiped out after it.
-                self._claim_now = False
-                self._forget_passed_due_times()
-                if await self._claim_and_start():
-                    continue  # every free slot was filled: there may be more due right now
-                await self._idle()
+                self._claim_now = self._follow_ups_now = False
+                if follow_ups:
+                    self._forget_passed_due_times()
+                if await self._claim_and_start(follow_ups=follow_ups):
+                    follow_ups = True  # every free slot was filled: more may be due right now
+                    continue
+                follow_ups = await self._idle()
         finally:
             await self._drain(shutdown_grace_s)
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+            await self.close()
             log.info("worker stopped", owner=self.owner, steps=self.steps_run)
 
-    async def _claim_and_start(self) -> bool:
+    async def _claim_and_start(self, *, follow_ups: bool = True) -> bool:
         """Claim what is due into the free slots and start its steps; True when every free slot
-        was filled (a claim that came back short took everything due)."""
+        was filled (a claim that came back short took everything due). Without ``follow_ups``
+        only queued jobs are claimed: the new jobs' steps then have the worker to themselves
+        instead of sharing it with a claim that would find nothing."""
         free = self.settings.worker_concurrency - len(self._running)
         if free <= 0:
             await asyncio.wait(list(self._running.values()), return_when=asyncio.FIRST_COMPLETED)
@@ -128,9 +175,9 @@ class Worker:
         try:
             # New work first (its latency is what clients see): its steps are running before the
             # follow-ups are claimed. Follow-ups fill the rest.
-            async with unit_of_work(self.ctx.sessionmaker) as session:
+            async with self.driver.acquire() as conn:
                 jobs = await claims.claim_dispatches(
-                    session,
+                    conn,
                     self.owner,
                     lease,
                     free,
@@ -138,9 +185,9 @@ class Worker:
                     self.settings.max_in_flight_per_tenant,
                 )
             started += self._start(jobs)
-            if started < free:
-                async with unit_of_work(self.ctx.sessionmaker) as session:
-                    jobs = await claims.claim_follow_ups(session, self.owner, lease, free - started)
+            if follow_ups and started < free:
+                async with self.driver.acquire() as conn:
+                    jobs = await claims.claim_follow_ups(conn, self.owner, lease, free - started)
                 started += self._start(jobs)
         except Exception:
             log.exception("claim failed; retrying")
@@ -174,10 +221,11 @@ class Worker:
         while self._due_times and self._due_times[0] <= now:
             heapq.heappop(self._due_times)
 
-    async def _idle(self) -> None:
+    async def _idle(self) -> bool:
         """Until a wake-up (a NOTIFY, a step that left work due), the soonest due time of a job
         this worker put off, or the poll interval (which finds what other workers put off, and
-        any lost NOTIFY), whichever comes first."""
+        any lost NOTIFY), whichever comes first. True when follow-ups may be due (anything but
+        a wake-up for new jobs alone)."""
         poll_at = utcnow() + self.settings.worker_poll_interval
         while not self._claim_now:
             until = poll_at
@@ -185,10 +233,11 @@ class Worker:
                 until = min(until, self._due_times[0] + DUE_SLACK)
             wait_s = (until - utcnow()).total_seconds()
             if wait_s <= 0:
-                return
+                return True
             self._stirred.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stirred.wait(), wait_s)
+        return self._follow_ups_now
 
     async def _drain(self, grace_s: float) -> None:
         if not self._running:
@@ -219,9 +268,9 @@ class Worker:
             if not self._running:
                 continue
             try:
-                async with unit_of_work(self.ctx.sessionmaker) as session:
+                async with self.driver.acquire() as conn:
                     await claims.extend_leases(
-                        session, self.owner, self.settings.lease_duration, list(self._running)
+                        conn, self.owner, self.settings.lease_duration, list(self._running)
                     )
             except Exception:
                 log.exception("lease heartbeat failed")
@@ -235,8 +284,8 @@ class Worker:
                     driver = raw.driver_connection
                     assert driver is not None
 
-                    def on_notify(*_: object) -> None:
-                        self.wake()
+                    def on_notify(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+                        self.wake(new_jobs_only=payload == NEW_JOBS_PAYLOAD)
 
                     await driver.add_listener(NOTIFY_CHANNEL, on_notify)
                     try:

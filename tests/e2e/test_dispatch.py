@@ -8,9 +8,9 @@ from tests.support.clips import Clip
 
 
 async def _claim(gw, worker):  # type: ignore[no-untyped-def]
-    async with worker.ctx.sessionmaker() as session, session.begin():
+    async with worker.driver.acquire() as conn:
         return await claims.claim_dispatches(
-            session, worker.owner, gw.settings.lease_duration, 10, 100
+            conn, worker.owner, gw.settings.lease_duration, 10, 100
         )
 
 
@@ -20,9 +20,9 @@ async def test_a_checked_job_is_recorded_and_marked_sending_before_its_submit(
     async with gateway(public=False, workers=0) as gw:
         url = gw.video_url(clips["short"])
         created = await gw.create({"model": "thinksound", "input": {"video_url": url}})
-        worker = gw.make_worker(owner="w1")
-        (job,) = await _claim(gw, worker)
-        await run_step(worker.ctx, job)
+        async with gw.make_worker(owner="w1") as worker:
+            (job,) = await _claim(gw, worker)
+            await run_step(worker.ctx, job)
         ((state, attempts, probe, submitted_at, estimate),) = await gw.sql(
             "SELECT submit_state, submit_attempts, input_probe, submitted_at, "
             "estimated_cost_micros FROM jobs WHERE id = :id",
@@ -42,15 +42,15 @@ async def test_a_job_canceled_or_taken_during_its_preflight_is_never_sent(
         url = gw.video_url(clips["short"])
         body = {"model": "thinksound", "input": {"video_url": url}}
         canceled, taken = await gw.create(body), await gw.create(body)
-        worker = gw.make_worker(owner="w1")
-        jobs = {str(j.id): j for j in await _claim(gw, worker)}
-        assert set(jobs) == {canceled["id"], taken["id"]}
-        # Both happen after the claim, while the step would be fetching the input.
-        r = await gw.client.post(f"/v1/jobs/{canceled['id']}/cancel", headers=gw.headers)
-        assert r.status_code == 200
-        await gw.sql("UPDATE jobs SET lease_owner = 'w2' WHERE id = :id", id=taken["id"])
-        for job in jobs.values():
-            await run_step(worker.ctx, job)
+        async with gw.make_worker(owner="w1") as worker:
+            jobs = {str(j.id): j for j in await _claim(gw, worker)}
+            assert set(jobs) == {canceled["id"], taken["id"]}
+            # Both happen after the claim, while the step would be fetching the input.
+            r = await gw.client.post(f"/v1/jobs/{canceled['id']}/cancel", headers=gw.headers)
+            assert r.status_code == 200
+            await gw.sql("UPDATE jobs SET lease_owner = 'w2' WHERE id = :id", id=taken["id"])
+            for job in jobs.values():
+                await run_step(worker.ctx, job)
         rows = await gw.sql(
             "SELECT id::text, status, submit_state, submit_attempts, input_probe, lease_owner "
             "FROM jobs ORDER BY created_at"

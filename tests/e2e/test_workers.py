@@ -127,3 +127,64 @@ async def test_worker_killed_mid_dispatch_loses_nothing_and_sends_once(
         assert done["status"] == "succeeded", done
         assert len(gw.emu.submits()) == 1  # the webhook named the job: never sent again
         assert done["upstream"]["request_id"] == gw.emu.submits()[0]["request_id"]
+
+
+async def test_a_wake_up_for_new_jobs_claims_only_queued_jobs(
+    gateway, clips: dict[str, Clip]
+) -> None:
+    # The API's NOTIFY after an accept can only have made queued jobs due: the worker claims
+    # those alone, and leaves a due follow-up to a wake-up that concerns it (or its polling).
+    async with gateway(public=False, workers=0, worker_poll_interval=timedelta(seconds=60)) as gw:
+        url = gw.video_url(clips["bounce"])
+        submitted = await gw.create({"model": "thinksound-audio", "input": {"video_url": url}})
+        await gw.sql(
+            "UPDATE jobs SET status = 'starting', submit_state = 'submitted', "
+            "next_action_at = now() - interval '1 second' WHERE id = :id",
+            id=submitted["id"],
+        )
+        queued = await gw.create({"model": "thinksound-audio", "input": {"video_url": url}})
+        worker = gw.make_worker(owner="w")
+        await worker.open()
+        listening = asyncio.create_task(worker._listen())
+        try:
+            await asyncio.sleep(0.3)  # LISTEN is in place
+            await gw.sql("SELECT pg_notify('foley_jobs', 'job')")
+            await asyncio.wait_for(worker._stirred.wait(), 5)
+            assert (worker._claim_now, worker._follow_ups_now) == (True, False)
+            assert not await worker._claim_and_start(follow_ups=False)
+            assert [str(i) for i in worker._running] == [queued["id"]]
+            worker._stirred.clear()
+            await gw.sql("SELECT pg_notify('foley_jobs', 'webhook')")
+            await asyncio.wait_for(worker._stirred.wait(), 5)
+            assert worker._follow_ups_now
+            await worker._claim_and_start(follow_ups=True)
+            assert submitted["id"] in {str(i) for i in worker._running}
+        finally:
+            listening.cancel()
+            await asyncio.gather(listening, return_exceptions=True)
+            await asyncio.gather(*worker._running.values(), return_exceptions=True)
+            await worker.close()
+
+
+async def test_a_cancel_reaches_a_running_job_without_waiting_for_a_poll(
+    gateway, clips: dict[str, Clip]
+) -> None:
+    # Nothing brings the job back for a minute (no poll, no webhook yet) but the cancel's NOTIFY.
+    async with gateway(
+        public=True,
+        worker_poll_interval=timedelta(seconds=60),
+        webhook_grace=timedelta(seconds=60),
+    ) as gw:
+        gw.emu.control(run_time=30)
+        url = gw.video_url(clips["bounce"])
+        job = await gw.create({"model": "thinksound-audio", "input": {"video_url": url}})
+        await gw.wait(job["id"], until=lambda j: j["status"] in ("starting", "processing"))
+        await asyncio.sleep(0.5)  # the submit's follow-up is scheduled a minute away
+        started = time.monotonic()
+        r = await gw.client.post(f"/v1/jobs/{job['id']}/cancel", headers=gw.headers)
+        assert r.status_code == 200, r.text
+        done = await gw.wait(job["id"], timeout=20)
+        assert done["status"] == "canceled"
+        assert time.monotonic() - started < 15
+        cancels = [r for r in gw.emu.requests(method="PUT") if r["path"].endswith("/cancel")]
+        assert len(cancels) == 1

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from app.models import Job, JobStatus, SubmitState
 from app.worker import claims
 from tests.conftest import ADMIN, TenantCreds, make_tenant
+from tests.support.driver import TransactionPool
 
 KLING = {"model": "kling-video-to-audio", "input": {"video_url": "https://x.example/a.mp4"}}
 LEASE = timedelta(seconds=60)
@@ -33,22 +34,25 @@ async def _owner_tenants(sessionmaker: async_sessionmaker, ids: list[uuid.UUID])
 
 
 async def _claim(
-    sessionmaker: async_sessionmaker,
+    driver_pool: TransactionPool,
     limit: int,
     cap: int = 1000,
     default_tenant_cap: int | None = None,
 ) -> list[uuid.UUID]:
-    async with sessionmaker() as s, s.begin():
-        jobs = await claims.claim_dispatches(s, "w1", LEASE, limit, cap, default_tenant_cap)
+    async with driver_pool.acquire() as conn:
+        jobs = await claims.claim_dispatches(conn, "w1", LEASE, limit, cap, default_tenant_cap)
     return [j.id for j in jobs]
 
 
 async def test_a_claim_answers_the_rows_it_claimed(
-    api: httpx.AsyncClient, tenant: TenantCreds, sessionmaker: async_sessionmaker
+    api: httpx.AsyncClient,
+    tenant: TenantCreds,
+    sessionmaker: async_sessionmaker,
+    driver_pool: TransactionPool,
 ) -> None:
     (job_id,) = await _queue(api, tenant, 1)
-    async with sessionmaker() as s, s.begin():
-        (job,) = await claims.claim_dispatches(s, "w1", LEASE, 5, 1000)
+    async with driver_pool.acquire() as conn:
+        (job,) = await claims.claim_dispatches(conn, "w1", LEASE, 5, 1000)
     # Typed like a loaded row (the step works from it without reading the job again).
     assert job.id == uuid.UUID(job_id)
     assert job.status is JobStatus.queued and job.submit_state is SubmitState.pending
@@ -72,60 +76,72 @@ async def test_a_claim_answers_the_rows_it_claimed(
                 next_action_at=func.now(),
             )
         )
-    async with sessionmaker() as s, s.begin():
-        (follow_up,) = await claims.claim_follow_ups(s, "w2", LEASE, 5)
+    async with driver_pool.acquire() as conn:
+        (follow_up,) = await claims.claim_follow_ups(conn, "w2", LEASE, 5)
     assert follow_up.id == job.id and follow_up.lease_owner == "w2"
     assert follow_up.status is JobStatus.starting
     assert follow_up.submit_state is SubmitState.submitted
 
 
 async def test_a_small_tenant_is_not_starved_by_a_flood(
-    api: httpx.AsyncClient, tenant: TenantCreds, sessionmaker: async_sessionmaker
+    api: httpx.AsyncClient,
+    tenant: TenantCreds,
+    sessionmaker: async_sessionmaker,
+    driver_pool: TransactionPool,
 ) -> None:
     small = await make_tenant(api, "small")
     await _queue(api, tenant, 40)  # the flood, queued first
     (small_job,) = await _queue(api, small, 1)
-    first = await _claim(sessionmaker, limit=2)
+    first = await _claim(driver_pool, limit=2)
     owners = await _owner_tenants(sessionmaker, first)
     assert small.id in owners, "the small tenant's job is among the first two claimed"
     assert uuid.UUID(small_job) in first
 
 
 async def test_the_account_cap_bounds_every_claim(
-    api: httpx.AsyncClient, tenant: TenantCreds, sessionmaker: async_sessionmaker
+    api: httpx.AsyncClient,
+    tenant: TenantCreds,
+    sessionmaker: async_sessionmaker,
+    driver_pool: TransactionPool,
 ) -> None:
     await _queue(api, tenant, 10)
-    assert len(await _claim(sessionmaker, limit=8, cap=3)) == 3
+    assert len(await _claim(driver_pool, limit=8, cap=3)) == 3
     # The three are now leased (in flight for the cap): nothing more fits.
-    assert await _claim(sessionmaker, limit=8, cap=3) == []
+    assert await _claim(driver_pool, limit=8, cap=3) == []
 
 
 async def test_a_tenants_in_flight_cap(
-    api: httpx.AsyncClient, tenant: TenantCreds, sessionmaker: async_sessionmaker
+    api: httpx.AsyncClient,
+    tenant: TenantCreds,
+    sessionmaker: async_sessionmaker,
+    driver_pool: TransactionPool,
 ) -> None:
     other = await make_tenant(api, "other")
     r = await api.patch(f"/v1/admin/tenants/{tenant.id}", json={"max_in_flight": 2}, headers=ADMIN)
     assert r.status_code == 200
     await _queue(api, tenant, 6)
     await _queue(api, other, 6)
-    claimed = await _claim(sessionmaker, limit=10)
+    claimed = await _claim(driver_pool, limit=10)
     counts = Counter(await _owner_tenants(sessionmaker, claimed))
     assert counts[tenant.id] == 2 and counts[other.id] == 6
     assert counts[tenant.id] + counts[other.id] == len(claimed)
     # The gateway-wide default applies to tenants without their own cap.
     third = await make_tenant(api, "third")
     await _queue(api, third, 5)
-    claimed = await _claim(sessionmaker, limit=10, default_tenant_cap=3)
+    claimed = await _claim(driver_pool, limit=10, default_tenant_cap=3)
     assert Counter(await _owner_tenants(sessionmaker, claimed)) == {third.id: 3}
 
 
 async def test_weights_share_the_account(
-    api: httpx.AsyncClient, tenant: TenantCreds, sessionmaker: async_sessionmaker
+    api: httpx.AsyncClient,
+    tenant: TenantCreds,
+    sessionmaker: async_sessionmaker,
+    driver_pool: TransactionPool,
 ) -> None:
     heavy = await make_tenant(api, "heavy")
     await api.patch(f"/v1/admin/tenants/{heavy.id}", json={"weight": 2}, headers=ADMIN)
     await _queue(api, tenant, 20)
     await _queue(api, heavy, 20)
-    claimed = await _claim(sessionmaker, limit=12)
+    claimed = await _claim(driver_pool, limit=12)
     counts = Counter(await _owner_tenants(sessionmaker, claimed))
     assert counts == {heavy.id: 8, tenant.id: 4}

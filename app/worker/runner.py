@@ -84,6 +84,7 @@ class Worker:
         # or a new due time).
         self._claim_now = False
         self._follow_ups_now = False
+        self._polled_at = utcnow()  # the last claim of follow-ups
         self._stirred = asyncio.Event()
         self._stopping = asyncio.Event()
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
@@ -148,6 +149,7 @@ class Worker:
                 # next wait, not be wiped out after it.
                 self._claim_now = self._follow_ups_now = False
                 if follow_ups:
+                    self._polled_at = utcnow()
                     self._forget_passed_due_times()
                 if await self._claim_and_start(follow_ups=follow_ups):
                     follow_ups = True  # every free slot was filled: more may be due right now
@@ -224,9 +226,10 @@ class Worker:
     async def _idle(self) -> bool:
         """Until a wake-up (a NOTIFY, a step that left work due), the soonest due time of a job
         this worker put off, or the poll interval (which finds what other workers put off, and
-        any lost NOTIFY), whichever comes first. True when follow-ups may be due (anything but
-        a wake-up for new jobs alone)."""
-        poll_at = utcnow() + self.settings.worker_poll_interval
+        any lost NOTIFY), whichever comes first. True when follow-ups may be due: anything but
+        a wake-up for new jobs alone, or one that came when a poll or a due time was reached
+        anyway (a steady stream of new jobs must not put off the polling)."""
+        poll_at = self._polled_at + self.settings.worker_poll_interval
         while not self._claim_now:
             until = poll_at
             if self._due_times:
@@ -237,7 +240,12 @@ class Worker:
             self._stirred.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stirred.wait(), wait_s)
-        return self._follow_ups_now
+        now = utcnow()
+        return (
+            self._follow_ups_now
+            or now >= poll_at
+            or bool(self._due_times and self._due_times[0] <= now)
+        )
 
     async def _drain(self, grace_s: float) -> None:
         if not self._running:

@@ -188,3 +188,31 @@ async def test_a_cancel_reaches_a_running_job_without_waiting_for_a_poll(
         assert time.monotonic() - started < 15
         cancels = [r for r in gw.emu.requests(method="PUT") if r["path"].endswith("/cancel")]
         assert len(cancels) == 1
+
+
+async def test_a_stream_of_new_job_wake_ups_does_not_put_off_polling(
+    gateway, clips: dict[str, Clip]
+) -> None:
+    # A follow-up that became due without a NOTIFY (as when another worker died holding it) is
+    # found by the poll, even while wake-ups for new jobs keep coming faster than the interval.
+    async with gateway(public=False, workers=0, worker_poll_interval=timedelta(seconds=0.5)) as gw:
+        url = gw.video_url(clips["bounce"])
+        job = await gw.create({"model": "thinksound-audio", "input": {"video_url": url}})
+        await gw.sql(
+            "UPDATE jobs SET status = 'starting', submit_state = 'submitted', "
+            "next_action_at = now() + interval '1 hour' WHERE id = :id",
+            id=job["id"],
+        )
+        worker = gw.make_worker(owner="w")
+        running = asyncio.create_task(worker.run(shutdown_grace_s=1))
+        try:
+            await asyncio.sleep(0.3)  # started, claimed nothing, idle
+            await gw.sql("UPDATE jobs SET next_action_at = now() WHERE id = :id", id=job["id"])
+            deadline = time.monotonic() + 3
+            while worker.steps_run == 0 and time.monotonic() < deadline:
+                await gw.sql("SELECT pg_notify('foley_jobs', 'job')")
+                await asyncio.sleep(0.1)
+            assert worker.steps_run == 1
+        finally:
+            worker.stop()
+            await running

@@ -24,9 +24,10 @@ Prints figures, asserts nothing, stops by itself (bounded time and request count
    ONE `foley worker` process; jobs are POSTed at a steady `--rate` for `--latency-duration`
    seconds (open loop). The default rate, 10 jobs/s, is about half of what one worker carries
    through the whole life cycle here (~20 jobs/s: submit, polls, fetching and measuring the
-   results); above that the backlog, not the path to a submit, is what gets measured. Latency = the emulator's request-log timestamp of the submit (taken when
-   the request reaches its ASGI app) minus the client's wall-clock time of the 202 (after the
-   whole response was read). Both are time.time() on this machine. The job row's
+   results); above that the backlog, not the path to a submit, is what gets measured.
+   Latency = the emulator's request-log timestamp of the submit (taken when the request reaches
+   its ASGI app) minus the client's wall-clock time of the 202 (after the whole response was
+   read). Both are time.time() on this machine. The job row's
    `submitted_at - created_at` is NOT used as the figure: `created_at` is stamped before the
    insert (so it includes the accept itself) and `submitted_at` is written before the HTTP call
    (so it leaves the submit request out); it is printed as a breakdown instead.
@@ -386,6 +387,11 @@ def loadgen_main(spec_json: str) -> None:
 # =================================================================================================
 # The orchestrator.
 # =================================================================================================
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def _pct(sorted_values: Sequence[float], p: float) -> float:
@@ -958,6 +964,10 @@ def _latency(
     print(line("  202 -> worker marks 'sending'", to_sending))
     print(line("  'sending' -> emulator receives", sending_to_emu))
     print(line("POST /v1/jobs answer time (client)", accept))
+    slowest = max(range(len(lat)), key=lat.__getitem__)
+    print(
+        f"slowest: the {_ordinal(slowest + 1)} of {len(lat)} measured jobs ({ms(lat[slowest])} ms)"
+    )
     if missing:
         print(
             f"({missing} measured job(s) not submitted {wait_s:g} s after the last POST: "

@@ -153,6 +153,9 @@ async def test_a_wake_up_for_new_jobs_claims_only_queued_jobs(
             assert (worker._claim_now, worker._follow_ups_now) == (True, False)
             assert not await worker._claim_and_start(follow_ups=False)
             assert [str(i) for i in worker._running] == [queued["id"]]
+            # The step's end wakes a full claim too: let it end, then start from quiet.
+            await asyncio.gather(*worker._running.values())
+            worker._claim_now = worker._follow_ups_now = False
             worker._stirred.clear()
             await gw.sql("SELECT pg_notify('foley_jobs', 'webhook')")
             await asyncio.wait_for(worker._stirred.wait(), 5)

@@ -1,11 +1,12 @@
-"""The accept path's connections: an asyncpg pool beside SQLAlchemy's, on the same database.
+"""Connections for the hot paths: an asyncpg pool beside SQLAlchemy's, on the same database.
 
 Accepting a job is the gateway's hottest path, and when nothing but the job's own row is written
 (no budget to reserve, no idempotency key to record) it is a single autocommitted INSERT.
 Through SQLAlchemy's async engine that statement costs a pool checkout, greenlet hand-offs and a
 BEGIN/COMMIT pair around it: measured, more CPU than the insert itself. This pool runs it as one
-round trip. Everything else, including the accept paths that need a transaction, stays on
-SQLAlchemy.
+round trip. The worker has one too, for what lies on every job's way to its submit: the claims,
+lease renewals and the 'sending' mark. Everything else, including the accept paths that need a
+transaction, stays on SQLAlchemy.
 
 Anything with ``acquire()`` yielding an asyncpg connection will do (the tests pass one that runs
 inside their rolled-back transaction).
@@ -78,5 +79,6 @@ async def json_codecs(conn: asyncpg.Connection) -> None:
 
 async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
     """Release without asyncpg's default reset query (UNLISTEN, RESET ALL, …: a round trip per
-    use). What runs on this pool leaves no session state behind: single statements, no LISTEN,
-    SET or advisory lock. asyncpg itself still rolls back a transaction left open."""
+    use). What runs on this pool leaves no session state behind: no LISTEN, and SET or advisory
+    locks only for the transaction (``set_config(..., true)``, ``pg_advisory_xact_lock``).
+    asyncpg itself still rolls back a transaction left open."""

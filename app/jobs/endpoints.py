@@ -138,8 +138,8 @@ async def create_job(request: Request) -> Response:
     headers = dict(accepted.headers)
     if accepted.replayed:
         headers["Idempotent-Replayed"] = "true"
-        return Response(accepted.body, accepted.status, headers, JSON)
-    state.notifier.poke()  # the job is committed: wake a worker (coalesced, see the notifier)
+    else:
+        state.notifier.poke()  # the job is committed: wake a worker (coalesced, see the notifier)
     return Response(accepted.body, accepted.status, headers, JSON)
 
 

@@ -63,7 +63,7 @@ from app.upstream.schemas import (
     ResultPending,
 )
 from app.usage import budgets, ledger
-from app.usage.estimates import estimate_from_cache, estimate_job
+from app.usage.estimates import estimate_job
 from app.usage.ledger import Outcome
 from app.webhooks.tokens import JobTokens
 
@@ -336,13 +336,11 @@ async def _mark_sending_alone(
     if checked is not None:
         if job.budget_period_start is not None:
             return False
-        # Estimates are cached; a session only when the cache is cold.
-        estimate = estimate_from_cache(spec, ctx.settings, video_duration_s=checked.duration_s)
-        if estimate is None:
-            async with ctx.sessionmaker() as session:
-                estimate = await estimate_job(
-                    session, spec, ctx.settings, video_duration_s=checked.duration_s
-                )
+        # Estimates are cached: this session reads the database only when the cache is cold.
+        async with ctx.sessionmaker() as session:
+            estimate = await estimate_job(
+                session, spec, ctx.settings, video_duration_s=checked.duration_s
+            )
         probe = json.dumps(checked.probe)
         # What budgets.adjust does for a job with no reservation behind it.
         estimate_micros = estimate.cost_micros

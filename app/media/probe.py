@@ -12,7 +12,8 @@ inputs before any upstream request is paid for, so it is
   protocol at all for bytes in memory), so a playlist or concat script posing as a video cannot
   make FFmpeg open other files or URLs.
 
-It is synchronous and CPU/IO bound: from async code call it through `asyncio.to_thread`.
+It is synchronous and CPU/IO bound: from async code call it through `asyncio.to_thread` (the
+preflight probes small inputs already in memory in place: `app.jobs.preflight`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.driver import connect_kwargs
 from app.jobs.notifier import WorkerNotifier
-from app.jobs.repository import NOTIFY_CHANNEL
+from app.jobs.repository import NEW_JOBS_PAYLOAD, NOTIFY_CHANNEL
 
 
 @asynccontextmanager
@@ -31,7 +31,7 @@ async def test_a_poke_reaches_a_listening_worker(
     notifier = WorkerNotifier(notify_pool)
     async with listening(engine) as heard:
         notifier.poke()
-        assert await asyncio.wait_for(heard.get(), 10) == "job"
+        assert await asyncio.wait_for(heard.get(), 10) == NEW_JOBS_PAYLOAD
     await notifier.aclose()
     assert notifier.sent == 1
 

@@ -662,11 +662,18 @@ class Database:
         }
 
 
-def _create_database() -> Database:
+# Like the tests' server: not under a private tmp dir (as root, pgserver runs postgres as an
+# unprivileged user). Kept between runs; each run makes its own database.
+BENCH_PG_ROOT = Path(tempfile.gettempdir()) / f"foley-bench-pg-{os.getuid()}"
+
+
+def create_database(prefix: str = "foley_bench", pg_root: Path = BENCH_PG_ROOT) -> Database:
+    """A fresh, migrated database ``<prefix>_<pid>`` (shared by the benchmarks): on
+    FOLEY_BENCH_DATABASE_URL's server, else on the embedded server under ``pg_root``."""
     from sqlalchemy.engine import make_url
 
     from app.db.engine import normalize_database_url
-    from tests.support.database import create_database
+    from tests.support.database import create_database as create
 
     external = os.environ.get("FOLEY_BENCH_DATABASE_URL")
     if external:
@@ -674,13 +681,10 @@ def _create_database() -> Database:
     else:
         from app.db.embedded import start_embedded_postgres
 
-        # Like the tests' server: not under a private tmp dir (as root, pgserver runs postgres
-        # as an unprivileged user). Kept between runs; each run makes its own database.
-        root = Path(tempfile.gettempdir()) / f"foley-bench-pg-{os.getuid()}"
-        root.mkdir(mode=0o755, exist_ok=True)
-        server = start_embedded_postgres(root, database="postgres")
-    name = f"foley_bench_{os.getpid()}"
-    url = asyncio.run(create_database(server, name))
+        pg_root.mkdir(mode=0o755, exist_ok=True)
+        server = start_embedded_postgres(pg_root, database="postgres")
+    name = f"{prefix}_{os.getpid()}"
+    url = asyncio.run(create(server, name))
     db = Database(server_url=server, url=url, name=name, embedded=not external)
     # the URL must not print a password
     db_shown = make_url(url).render_as_string(hide_password=True)
@@ -701,10 +705,10 @@ async def _sql(db: Database, statement: str, *args: Any, fetch: bool = False) ->
         await conn.close()
 
 
-def _drop_database(db: Database) -> None:
-    from tests.support.database import drop_database
+def drop_database(db: Database) -> None:
+    from tests.support.database import drop_database as drop
 
-    asyncio.run(drop_database(db.server_url, db.name))
+    asyncio.run(drop(db.server_url, db.name))
 
 
 def _pg_notes(db: Database) -> str:
@@ -1248,7 +1252,7 @@ def main(argv: Sequence[str]) -> int:
     procs = Procs()
     db: Database | None = None
     try:
-        db = _create_database()
+        db = create_database()
         print(_pg_notes(db))
         print(f"logs      {args.out_dir}")
         asyncio.run(
@@ -1419,7 +1423,7 @@ def main(argv: Sequence[str]) -> int:
         procs.stop_all()
         if db is not None:
             with contextlib.suppress(Exception):
-                _drop_database(db)
+                drop_database(db)
         shutil.rmtree(data_dir, ignore_errors=True)
         load = os.getloadavg()
         print(f"\nload average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")

@@ -56,6 +56,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import gateway_bench as gb  # noqa: E402 (bench/ is on sys.path: this file runs as a script from it)
+
 PY = sys.executable
 HOST = "127.0.0.1"
 MIB = 1024 * 1024
@@ -599,43 +601,6 @@ def bench_mirror(args: argparse.Namespace, procs: Procs, tmp: Path) -> list[MemR
 # --- 2. uploads -----------------------------------------------------------------------------
 
 
-@dataclass
-class Database:
-    server_url: str
-    url: str
-    name: str
-
-
-def create_database() -> Database:
-    from sqlalchemy.engine import make_url
-
-    from app.db.engine import normalize_database_url
-    from tests.support.database import create_database as create
-
-    external = os.environ.get("FOLEY_BENCH_DATABASE_URL")
-    if external:
-        server = normalize_database_url(external)
-    else:
-        from app.db.embedded import start_embedded_postgres
-
-        # The same embedded server as gateway_bench (kept between runs, not under a private
-        # tmp dir: as root, pgserver runs postgres as an unprivileged user).
-        root = Path(tempfile.gettempdir()) / f"foley-bench-pg-{os.getuid()}"
-        root.mkdir(mode=0o755, exist_ok=True)
-        server = start_embedded_postgres(root, database="postgres")
-    name = f"foley_media_bench_{os.getpid()}"
-    url = asyncio.run(create(server, name))
-    shown = make_url(url).render_as_string(hide_password=True)
-    print(f"database  {shown} ({'FOLEY_BENCH_DATABASE_URL' if external else 'embedded'})")
-    return Database(server, url, name)
-
-
-def drop_database(db: Database) -> None:
-    from tests.support.database import drop_database as drop
-
-    asyncio.run(drop(db.server_url, db.name))
-
-
 def wait_http(procs: Procs, pid: int, url: str, timeout: float = 60.0) -> None:
     import httpx
 
@@ -734,7 +699,7 @@ class Api:
     base: str
 
 
-def start_api(procs: Procs, db: Database, tmp: Path, n: int) -> Api:
+def start_api(procs: Procs, db: gb.Database, tmp: Path, n: int) -> Api:
     """`foley api` (python -m app.cli api) with the four settings of the brief, nothing else."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FOLEY_") and k != "FAL_KEY"}
@@ -787,7 +752,7 @@ def bench_upload(
     )
     variants = ("raw", "chunked", "multipart")
     runs: list[MemRun] = []
-    db = create_database()
+    db = gb.create_database("foley_media_bench")
     try:
         # Cold: each variant as the first upload a freshly started API serves (one-time costs
         # included: python-multipart, PyAV's demuxers, the thread pool, the DB pool, ...).
@@ -811,7 +776,7 @@ def bench_upload(
         end_rss = proc_status(api.pid)["VmRSS"]
     finally:
         procs.stop_all()
-        drop_database(db)
+        gb.drop_database(db)
 
     print()
     print(

@@ -224,29 +224,9 @@ PG_ROOT = Path(tempfile.gettempdir()) / f"foley-usage-bench-pg-{os.getuid()}"
 
 
 def _create_database() -> gb.Database:
-    """A fresh database, migrated (tests.support.database.create_database)."""
-    from sqlalchemy.engine import make_url
-
-    from app.db.engine import normalize_database_url
-    from tests.support.database import create_database
-
-    external = os.environ.get("FOLEY_BENCH_DATABASE_URL")
-    if external:
-        server = normalize_database_url(external)
-    else:
-        from app.db.embedded import start_embedded_postgres
-
-        # A server of its own (not gateway_bench's): loading a million rows on a server that
-        # another benchmark is measuring would skew its figures, and its Postgres CPU counts.
-        # As root, pgserver runs postgres as an unprivileged user: the root must be readable.
-        PG_ROOT.mkdir(mode=0o755, exist_ok=True)
-        server = start_embedded_postgres(PG_ROOT, database="postgres")
-    name = f"foley_usage_bench_{os.getpid()}"
-    url = asyncio.run(create_database(server, name))
-    db = gb.Database(server_url=server, url=url, name=name, embedded=not external)
-    shown = make_url(url).render_as_string(hide_password=True)
-    print(f"database  {shown} ({'embedded' if db.embedded else 'FOLEY_BENCH_DATABASE_URL'})")
-    return db
+    # A server of its own (not gateway_bench's): loading a million rows on a server that another
+    # benchmark is measuring would skew its figures, and its Postgres CPU counts.
+    return gb.create_database("foley_usage_bench", PG_ROOT)
 
 
 def _postgres_cpu(db: gb.Database) -> float:
@@ -1498,7 +1478,7 @@ def main(argv: Sequence[str]) -> int:
         procs.stop_all()
         if db is not None:
             with contextlib.suppress(Exception):
-                gb._drop_database(db)
+                gb.drop_database(db)
         shutil.rmtree(data_dir, ignore_errors=True)
         load = os.getloadavg()
         print(

@@ -118,6 +118,16 @@ class Settings(BaseSettings):
         default=timedelta(seconds=30),
         description="With a public URL, how long to wait for a webhook before polling.",
     )
+    status_streams: bool = Field(
+        default=True,
+        description="Follow fal's status stream of each job at fal (live status, logs and "
+        "completion within about a second); off, jobs are polled (and told by webhooks).",
+    )
+    status_streams_max: int = Field(
+        default=200,
+        ge=0,
+        description="Status streams one worker keeps open at most; jobs past it are polled.",
+    )
     ambiguous_submit_grace: Duration = timedelta(seconds=120)
     ambiguous_submit_policy: AmbiguousSubmitPolicy = AmbiguousSubmitPolicy.fail
     job_timeout: Duration = Field(

@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from app.catalog.endpoints import router as models_router
 from app.config import Settings, get_settings
-from app.db.driver import create_driver_pool
+from app.db.driver import EngineDriver
 from app.db.engine import create_engine, create_sessionmaker, resolve_database_url
 from app.files.endpoints import router as files_router
 from app.files.storage import storage_from_settings
@@ -22,6 +22,8 @@ from app.health.endpoints import router as health_router
 from app.jobs.endpoints import router as jobs_router
 from app.jobs.endpoints import validate_router
 from app.jobs.notifier import WorkerNotifier
+from app.jobs.steps.context import policy_of
+from app.jobs.store import JobStore
 from app.kit.problems import install_problem_handlers
 from app.kit.request_id import RequestIdMiddleware
 from app.tenants.endpoints import router as admin_router
@@ -58,9 +60,12 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         else:
             app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(app.state.engine)
-        # The same bound as the engine's pool (pool_size + max_overflow).
-        app.state.driver_pool = await create_driver_pool(
-            app.state.engine, max_size=2 * settings.db_pool_size
+        app.state.driver_pool = EngineDriver(app.state.engine)
+        app.state.job_store = JobStore(
+            app.state.sessionmaker,
+            app.state.driver_pool,
+            policy=policy_of(settings),
+            bill_422=settings.bill_upstream_422,
         )
         app.state.notifier = WorkerNotifier(app.state.driver_pool)
         http = build_http_client(FalTimeouts())
@@ -77,7 +82,6 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
             gc.unfreeze()
             await app.state.notifier.aclose()
             await http.aclose()
-            await app.state.driver_pool.close()
             if own_engine:
                 await app.state.engine.dispose()
 

@@ -9,16 +9,17 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
 from app.config import Settings
-from app.db.driver import create_driver_pool
+from app.db.driver import EngineDriver
 from app.db.engine import create_engine
 from app.jobs.notifier import WorkerNotifier
+from app.jobs.steps.context import policy_of
+from app.jobs.store import JobStore
 from app.main import create_app
 from tests.support.database import create_database, drop_database, server_url
 from tests.support.driver import TransactionPool
@@ -68,10 +69,8 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture(scope="session")
-async def notify_pool(engine: AsyncEngine) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_driver_pool(engine, max_size=2)
-    yield pool
-    await pool.close()
+def notify_pool(engine: AsyncEngine) -> EngineDriver:
+    return EngineDriver(engine)
 
 
 @pytest.fixture
@@ -117,12 +116,18 @@ async def api(
     engine: AsyncEngine,
     connection: AsyncConnection,
     sessionmaker: async_sessionmaker,
-    notify_pool: asyncpg.Pool,
+    notify_pool: EngineDriver,
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, engine=engine)
     app.state.engine = engine
     app.state.sessionmaker = sessionmaker
     app.state.driver_pool = TransactionPool(connection)
+    app.state.job_store = JobStore(
+        sessionmaker,
+        app.state.driver_pool,
+        policy=policy_of(settings),
+        bill_422=settings.bill_upstream_422,
+    )
     # Wake-ups run after the response, beside the test's next statements: not on its connection.
     app.state.notifier = WorkerNotifier(notify_pool)
     transport = httpx.ASGITransport(app=app)

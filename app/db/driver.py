@@ -1,12 +1,12 @@
-"""Connections for the hot paths: an asyncpg pool beside SQLAlchemy's, on the same database.
+"""Raw asyncpg connections for the hot statements, drawn from the engine's own pool.
 
-Accepting a job is the gateway's hottest path, and when nothing but the job's own row is written
-(no budget to reserve, no idempotency key to record) it is a single autocommitted INSERT.
-Through SQLAlchemy's async engine that statement costs a pool checkout, greenlet hand-offs and a
-BEGIN/COMMIT pair around it: measured, more CPU than the insert itself. This pool runs it as one
-round trip. The worker has one too, for what lies on every job's way to its submit: the claims,
-lease renewals and the 'sending' mark. Everything else, including the accept paths that need a
-transaction, stays on SQLAlchemy.
+A process has one connection pool: SQLAlchemy's. Most work goes through sessions; a few single
+statements on every job's way (accepting a job, claims, lease renewals, the 'sending' mark) run
+on the pooled connection's asyncpg driver directly, because the session around them cost more
+CPU than the statement itself (bench/README.md). They run outside any SQLAlchemy transaction,
+each committed by itself (or in an explicit ``conn.transaction()``), and JSON behaves the same on
+both sides: the connection is set up by SQLAlchemy's asyncpg dialect (JSON parameters as text,
+values decoded).
 
 Anything with ``acquire()`` yielding an asyncpg connection will do (the tests pass one that runs
 inside their rolled-back transaction).
@@ -14,71 +14,63 @@ inside their rolled-back transaction).
 
 from __future__ import annotations
 
-import json
-from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-# Options of SQLAlchemy's asyncpg dialect that asyncpg.connect() does not know.
-_DIALECT_ONLY = ("prepared_statement_cache_size", "prepared_statement_name_func")
+# A connection that fails with these is gone: the engine must not hand it out again (a
+# Postgres restart would otherwise fail one step per pooled connection).
+_CONNECTION_LOST = (
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    ConnectionError,
+    OSError,
+)
 
 
 class DriverPool(Protocol):
     def acquire(self) -> AbstractAsyncContextManager[asyncpg.Connection]: ...
 
 
-def connect_kwargs(engine: AsyncEngine) -> dict[str, Any]:
-    """asyncpg's connect arguments for the engine's URL, read the way the engine reads them."""
-    _, kwargs = engine.dialect.create_connect_args(engine.url)
-    cache_size = kwargs.pop("prepared_statement_cache_size", None)
-    for name in _DIALECT_ONLY:
-        kwargs.pop(name, None)
-    if cache_size is not None:
-        kwargs["statement_cache_size"] = int(cache_size)
-    # The engine's session settings (app.db.engine.create_engine), but its 60 s cap on a
-    # statement enforced by the server: asyncpg's command_timeout arms and cancels a timer in the
-    # event loop around every query, which on this path is a measurable share of the work.
-    kwargs.setdefault("server_settings", {"application_name": "foley", "statement_timeout": "60s"})
-    return kwargs
+class EngineDriver:
+    """``acquire()`` an asyncpg connection checked out of ``engine``'s pool."""
 
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
 
-async def create_driver_pool(engine: AsyncEngine, *, max_size: int) -> asyncpg.Pool:
-    # min_size=1: the pool grows with load and gives idle connections back after 5 minutes.
-    return await asyncpg.create_pool(
-        **connect_kwargs(engine),
-        min_size=1,
-        max_size=max_size,
-        max_inactive_connection_lifetime=300.0,
-        reset=_nothing_to_reset,
-        init=json_codecs,
-    )
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self._checkout() as (conn, driver):
+            try:
+                yield driver
+            except BaseException as exc:
+                if driver.is_closed() or isinstance(exc, _CONNECTION_LOST):
+                    await conn.invalidate()
+                raise
+            finally:
+                # SQLAlchemy's reset on return rolls back only the transactions it began.
+                if not driver.is_closed() and driver.is_in_transaction():
+                    try:
+                        await driver.execute("ROLLBACK")
+                    except Exception:
+                        await conn.invalidate()
 
-
-async def json_codecs(conn: asyncpg.Connection) -> None:
-    """JSON and JSONB as SQLAlchemy's asyncpg dialect sets them up: parameters are JSON text,
-    values come back decoded. The same SQL then behaves the same on both kinds of connection
-    (the tests run this pool's statements on SQLAlchemy's)."""
-    await conn.set_type_codec(
-        "json",
-        schema="pg_catalog",
-        format="binary",
-        encoder=str.encode,
-        decoder=lambda data: json.loads(data.decode()),
-    )
-    # Binary JSONB is the text with a one-byte version prefix.
-    await conn.set_type_codec(
-        "jsonb",
-        schema="pg_catalog",
-        format="binary",
-        encoder=lambda text: b"\x01" + text.encode(),
-        decoder=lambda data: json.loads(data[1:].decode()),
-    )
-
-
-async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
-    """Release without asyncpg's default reset query (UNLISTEN, RESET ALL, …: a round trip per
-    use). What runs on this pool leaves no session state behind: no LISTEN, and SET or advisory
-    locks only for the transaction (``set_config(..., true)``, ``pg_advisory_xact_lock``).
-    asyncpg itself still rolls back a transaction left open."""
+    @asynccontextmanager
+    async def _checkout(self) -> AsyncIterator[tuple[AsyncConnection, asyncpg.Connection]]:
+        """A live connection: one the server closed while it sat in the pool (a restart) is
+        discarded here instead of failing the statement it was taken for."""
+        for attempt in range(2):
+            async with self.engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                driver = raw.driver_connection
+                assert driver is not None
+                if driver.is_closed() and attempt == 0:
+                    await conn.invalidate()
+                    continue
+                yield conn, driver
+                return

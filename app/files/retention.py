@@ -7,12 +7,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.jobs import store
 from app.kit.clock import utcnow
 from app.media.storage import Storage
-from app.models import Job, StoredFile
+from app.models import StoredFile
 
 log = structlog.get_logger(__name__)
 BATCH = 200
@@ -35,13 +36,10 @@ async def remove_expired(session: AsyncSession, storage: Storage, retention_days
     for f in files:
         await storage.delete(f.storage_key)  # idempotent: a retry after a crash is harmless
         f.deleted_at = now
-    job_ids = {f.job_id for f in files if f.job_id is not None}
-    if job_ids:
-        await session.execute(update(Job).where(Job.id.in_(job_ids)).values(data_removed=True))
-    upload_ids = [f.id for f in files if f.job_id is None]
-    if upload_ids:
-        await session.execute(
-            update(Job).where(Job.input_file_id.in_(upload_ids)).values(data_removed=True)
-        )
+    await store.mark_data_removed(
+        session,
+        job_ids={f.job_id for f in files if f.job_id is not None},
+        upload_ids=[f.id for f in files if f.job_id is None],
+    )
     log.info("retention removed files", count=len(files))
     return len(files)

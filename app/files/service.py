@@ -16,10 +16,12 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.kit.problems import Gone, NotFound, ProblemError, Unprocessable
@@ -172,3 +174,42 @@ def _signature(secret: bytes, file_id: uuid.UUID, expires: int) -> str:
 
 async def get_any_file(session: AsyncSession, file_id: uuid.UUID) -> StoredFile | None:
     return await session.get(StoredFile, file_id)
+
+
+@dataclass(frozen=True)
+class Output:
+    """A job's output as stored: the row to record."""
+
+    id: uuid.UUID
+    kind: FileKind
+    storage_key: str
+    filename: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+    media: dict[str, Any]
+    source_url: str | None
+
+
+async def replace_job_outputs(
+    session: AsyncSession, tenant_id: uuid.UUID, job_id: uuid.UUID, outputs: list[Output]
+) -> None:
+    """Record a job's outputs, in the transaction that makes the job succeed. A repeated
+    finalize (after a crash) replaces the rows of the one before."""
+    await session.execute(delete(StoredFile).where(StoredFile.job_id == job_id))
+    for out in outputs:
+        session.add(
+            StoredFile(
+                id=out.id,
+                tenant_id=tenant_id,
+                job_id=job_id,
+                kind=out.kind,
+                storage_key=out.storage_key,
+                filename=out.filename,
+                content_type=out.content_type,
+                size_bytes=out.size_bytes,
+                sha256=out.sha256,
+                media=out.media,
+                source_url=out.source_url,
+            )
+        )

@@ -11,7 +11,7 @@ from pydantic import TypeAdapter, ValidationError
 from app.auth.dependencies import CurrentTenant, current_principal
 from app.db.session import SessionDep
 from app.jobs import service
-from app.jobs.schemas import JobCreate, JobOut
+from app.jobs.schemas import JobCreate, JobEventOut, JobOut
 from app.kit.idempotency import MAX_KEY_LENGTH
 from app.kit.pagination import ListPage
 from app.kit.problems import InputValidationError, validation_errors
@@ -207,5 +207,24 @@ async def cancel_job(
     job_id: uuid.UUID, request: Request, tenant: CurrentTenant, session: SessionDep
 ) -> JobOut:
     """Cancel a job: at once if it never left the gateway, otherwise by asking fal."""
-    job = await service.cancel_job(session, tenant, job_id)
+    job = await service.cancel_job(session, request.app.state.job_store, tenant, job_id)
     return (await service.present(session, [job], _base_url(request)))[0]
+
+
+@router.get("/{job_id}/events", response_model=ListPage[JobEventOut], responses=PROBLEMS)
+async def list_job_events(
+    job_id: uuid.UUID,
+    tenant: CurrentTenant,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 100,
+    after: Annotated[
+        int, Query(ge=0, description="Only events after this seq (a job's events start at 1).")
+    ] = 0,
+) -> ListPage[JobEventOut]:
+    """The job's history, oldest first: every transition as it was committed."""
+    rows, has_more = await service.job_events(session, tenant, job_id, after=after, limit=limit)
+    return ListPage[JobEventOut](
+        data=[JobEventOut.model_validate(r, from_attributes=True) for r in rows],
+        has_more=has_more,
+        url=f"/v1/jobs/{job_id}/events",
+    )

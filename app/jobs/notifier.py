@@ -16,7 +16,7 @@ import math
 import structlog
 
 from app.db.driver import DriverPool
-from app.jobs.repository import NEW_JOBS_PAYLOAD, NOTIFY_CHANNEL
+from app.jobs.store import NEW_JOBS_PAYLOAD, NOTIFY_CHANNEL
 
 log = structlog.get_logger(__name__)
 

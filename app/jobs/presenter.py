@@ -6,8 +6,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from app.jobs.repository import NewJob
 from app.jobs.schemas import JobOut
+from app.jobs.store import NewJob
 from app.models import Job
 
 RECENT_LOGS = 50

@@ -127,3 +127,19 @@ class JobOut(BaseModel):
     started_at: datetime | None
     completed_at: datetime | None
     urls: JobUrls
+
+
+class JobEventOut(BaseModel):
+    """One transition of a job, as its event log recorded it."""
+
+    object: Literal["job_event"] = "job_event"
+    id: int = Field(description="Orders every event of the gateway (across jobs).")
+    job_id: uuid.UUID
+    seq: int = Field(description="The event's number in its job's history, from 1, no gaps.")
+    type: str = Field(
+        description="job.created, job.submitting, job.started, job.processing, job.logs, "
+        "job.cancel_requested, job.submit_retrying, job.submit_ambiguous, job.attached, "
+        "job.succeeded, job.failed, job.canceled"
+    )
+    data: dict[str, Any]
+    created_at: datetime

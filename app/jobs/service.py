@@ -17,11 +17,11 @@ from app.config import Settings
 from app.db.driver import DriverPool
 from app.files import service as files_service
 from app.files.outbound import check_video_url, outbound_policy
-from app.jobs import repository
+from app.jobs import lifecycle, store
 from app.jobs.preflight import InputRejected, InputUnavailable, preflight
 from app.jobs.presenter import job_url, present_job
-from app.jobs.repository import NewJob
 from app.jobs.schemas import JobCreate, JobOut
+from app.jobs.store import JobStore, NewJob
 from app.kit.clock import utcnow
 from app.kit.idempotency import IdempotencyGuard, StoredResponse, request_fingerprint
 from app.kit.money import micros_to_usd
@@ -34,8 +34,8 @@ from app.kit.problems import (
     validation_errors,
 )
 from app.media.storage import Storage
-from app.models import FileKind, Job, JobStatus, StoredFile, SubmitState, Tenant
-from app.usage import budgets, ledger, limits
+from app.models import FileKind, Job, JobEvent, JobStatus, StoredFile, Tenant
+from app.usage import budgets, limits
 from app.usage import service as usage_service
 from app.usage.estimates import Estimate, estimate_from_cache, estimate_job
 
@@ -73,11 +73,6 @@ class InvalidCursor(BadRequest):
 class TenantSuspended(ProblemError):
     status = 403
     code = "tenant_suspended"
-
-
-class PriceUnknown(ProblemError):
-    status = 503
-    code = "price_unknown"
 
 
 @dataclass(frozen=True)
@@ -161,28 +156,25 @@ def _check_url(job: NewJob, settings: Settings) -> None:
 
 async def _estimate_and_reserve(
     session: AsyncSession, tenant: Tenant, job: NewJob, settings: Settings
-) -> Estimate:
-    """The estimate, reserved against the tenant's budget (if any) in the session's transaction."""
+) -> None:
+    """The job's estimate, reserved against the tenant's budget (if it has one now) in the
+    session's transaction."""
     spec = resolve_model(job.model)
     file = await check_input_source(session, tenant, job, settings)
     duration = (file.media or {}).get("duration_s") if file is not None else None
     estimate = await estimate_job(session, spec, settings, video_duration_s=duration)
-    _price(tenant, job, estimate)
-    await budgets.reserve(session, tenant, job, job.estimated_cost_micros)
-    return estimate
+    _price(job, estimate)
+    reservation = await budgets.reserve(session, tenant.id, estimate.cost_micros, model=job.model)
+    if reservation is not None:
+        job.reserved_micros = reservation.micros
+        job.budget_period_start = reservation.period_start
 
 
-def _price(tenant: Tenant, job: NewJob, estimate: Estimate) -> None:
-    """The job's estimated cost; refused when there is no price and a budget to check."""
+def _price(job: NewJob, estimate: Estimate) -> None:
+    """The job's estimated cost; no price is an error for the operator (and, where there is a
+    budget to check, a refusal: budgets.reserve)."""
     if estimate.cost_micros is None:
         log.error("no price in force for a model", model=job.model)
-        if tenant.budget_micros is not None:
-            # Fail closed: a budget cannot be checked against an unknown price.
-            raise PriceUnknown(
-                f"No price is configured for {job.model}; the budget cannot be "
-                "checked. The operator has been alerted.",
-                param="model",
-            )
     job.estimated_cost_micros = estimate.cost_micros or 0
 
 
@@ -285,10 +277,11 @@ async def accept_job(
 ) -> Accepted:
     """Store a new job; answer what the client gets (202, or a replayed first answer).
 
-    The job is committed before this returns. Its row goes in with whatever must commit with it,
-    in one transaction: the budget reservation and the idempotency record. When there is neither
-    and nothing must be read either (no upload to look up, the price cached), the row is all
-    there is to do: it is inserted alone, in one round trip on the driver pool."""
+    The job is committed before this returns. Its row goes in with its creation event and
+    whatever must commit with it, in one transaction: the budget reservation and the idempotency
+    record. When there is no idempotency key and no upload to look up, one statement inserts
+    the row alone if the tenant has no budget (read from the database in that statement, never
+    from a cache); otherwise, or when it inserted nothing, the transaction does."""
     if tenant.suspended_at is not None:
         raise TenantSuspended(
             "This tenant is suspended: new jobs are refused (running jobs "
@@ -318,22 +311,24 @@ async def accept_job(
                 {**stored.headers, **rate_headers},
                 replayed=True,
             )
-    estimate = None
-    if guard is None and tenant.budget_micros is None and job.input_file_id is None:
-        estimate = estimate_from_cache(resolve_model(job.model), settings)
     headers = {"Location": job_url(base_url, job.id)}
     try:
+        inserted = False
+        estimate = None
+        if guard is None and job.input_file_id is None:
+            estimate = estimate_from_cache(resolve_model(job.model), settings)
         if estimate is not None:
+            # Nothing to look up and nothing to record beside the row: unless the tenant has a
+            # budget to reserve against (read in the statement itself), the row is all there is.
             _check_url(job, settings)
-            _price(tenant, job, estimate)
+            _price(job, estimate)
             out = present_job(job, base_url).model_dump_json().encode()
-            async with pool.acquire() as conn:
-                await repository.insert_job_alone(conn, job)
-        else:
+            inserted = await store.insert_unless_budgeted(pool, job)
+        if not inserted:
             async with sessionmaker() as session:
                 await _estimate_and_reserve(session, tenant, job, settings)
                 out = present_job(job, base_url).model_dump_json().encode()
-                await repository.insert_job(session, job)
+                await store.insert(session, job)
                 if guard is not None:
                     await guard.record(session, StoredResponse(202, json.loads(out), headers))
                 await session.commit()
@@ -345,10 +340,20 @@ async def accept_job(
 
 
 async def get_job(session: AsyncSession, tenant: Tenant, job_id: uuid.UUID) -> Job:
-    job = await repository.get_for_tenant(session, tenant.id, job_id)
+    job = await store.get_for_tenant(session, tenant.id, job_id)
     if job is None:
         raise JobNotFound(f"No job {job_id}.", param="job_id")
     return job
+
+
+async def job_events(
+    session: AsyncSession, tenant: Tenant, job_id: uuid.UUID, *, after: int, limit: int
+) -> tuple[list[JobEvent], bool]:
+    await get_job(session, tenant, job_id)
+    rows, has_more = await store.events_for_tenant(
+        session, tenant.id, job_id, after_seq=after, limit=limit
+    )
+    return list(rows), has_more
 
 
 async def list_jobs(
@@ -368,14 +373,14 @@ async def list_jobs(
     model_id = resolve_model(model).id if model else None
     after = before = None
     if starting_after is not None:
-        after = await repository.cursor_of(session, tenant.id, starting_after)
+        after = await store.cursor_of(session, tenant.id, starting_after)
         if after is None:
             raise InvalidCursor(f"No job {starting_after}.", param="starting_after")
     if ending_before is not None:
-        before = await repository.cursor_of(session, tenant.id, ending_before)
+        before = await store.cursor_of(session, tenant.id, ending_before)
         if before is None:
             raise InvalidCursor(f"No job {ending_before}.", param="ending_before")
-    rows, has_more = await repository.list_for_tenant(
+    rows, has_more = await store.list_for_tenant(
         session,
         tenant.id,
         limit=limit,
@@ -389,27 +394,21 @@ async def list_jobs(
     return list(rows), has_more
 
 
-async def cancel_job(session: AsyncSession, tenant: Tenant, job_id: uuid.UUID) -> Job:
+async def cancel_job(
+    session: AsyncSession, job_store: JobStore, tenant: Tenant, job_id: uuid.UUID
+) -> Job:
     """Queued here and never sent: canceled at once. Anywhere at fal: a cancel is requested and
     the worker asks fal; the final state is what fal decides (a run that finishes first stays
     succeeded)."""
-    job = await repository.get_for_tenant(session, tenant.id, job_id, for_update=True)
+    job = await store.lock_for_tenant(session, tenant.id, job_id)
     if job is None:
         raise JobNotFound(f"No job {job_id}.", param="job_id")
-    if job.status.terminal:
-        raise JobNotCancelable(f"Job {job_id} is already {job.status.value}.", param="job_id")
-    now = utcnow()
-    if job.status is JobStatus.queued and job.submit_state is SubmitState.pending:
-        job.status = JobStatus.canceled
-        job.completed_at = now
-        job.next_action_at = None
-        job.error = {"code": "canceled", "message": "Canceled before it was sent upstream."}
-        await ledger.settle_job(session, job, None, bill_422=False)  # releases the reservation
-    elif job.cancel_requested_at is None:
-        job.cancel_requested_at = now
-        job.next_action_at = now
-        await repository.notify_workers(session, "cancel")
-    await session.flush()
+    try:
+        await job_store.write(session, job, lifecycle.CancelRequested(), owner=None)
+    except lifecycle.NotApplicable as exc:
+        raise JobNotCancelable(
+            f"Job {job_id} is already {job.status.value}.", param="job_id"
+        ) from exc
     return job
 
 

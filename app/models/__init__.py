@@ -7,6 +7,7 @@ from app.models.budget import BudgetEvent, BudgetPeriod, RateLimitWindow
 from app.models.fal_webhook_event import FalWebhookEvent, WebhookEventState
 from app.models.idempotency_key import IdempotencyKey
 from app.models.job import TERMINAL_STATUSES, Job, JobStatus, SubmitState
+from app.models.job_event import JobEvent
 from app.models.price import Price
 from app.models.stored_file import FileKind, StoredFile
 from app.models.tenant import Tenant
@@ -23,6 +24,7 @@ __all__ = [
     "FileKind",
     "IdempotencyKey",
     "Job",
+    "JobEvent",
     "JobStatus",
     "Price",
     "RateLimitWindow",

@@ -104,6 +104,10 @@ class Job(UUIDPrimaryKey, Timestamps, Base):
     lease_owner: Mapped[str | None] = mapped_column(String(100))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     poll_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # The seq of the job's last event (app.models.job_event): the next one takes event_seq + 1.
+    event_seq: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default=text("0")
+    )
 
     # money: the estimate reserved against the tenant's budget period at creation (0 if none)
     estimated_cost_micros: Mapped[int] = mapped_column(

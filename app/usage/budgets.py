@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.kit.clock import utcnow
 from app.kit.money import micros_to_usd
 from app.kit.problems import ProblemError
-from app.models import BudgetEvent, BudgetPeriod, Job, Tenant, UsageRecord
+from app.models import BudgetEvent, BudgetPeriod, Tenant, UsageRecord
 from app.usage.periods import period_bounds
 
 
@@ -117,9 +117,41 @@ async def check(session: AsyncSession, tenant: Tenant, amount_micros: int) -> Bu
     return current
 
 
-async def reserve(session: AsyncSession, tenant: Tenant, job: Job, amount_micros: int) -> None:
-    if tenant.budget_micros is None:
-        return
+def no_budget_sql(tenant_param: str) -> str:
+    """SQL that is true when the tenant has no budget: a job it creates reserves nothing. For a
+    statement that inserts a job only then (app.jobs.store), read in that very statement."""
+    return (
+        "NOT EXISTS (SELECT 1 FROM tenants "  # noqa: S608 (a parameter's name, not a value)
+        f"WHERE id = {tenant_param} AND budget_micros IS NOT NULL)"
+    )
+
+
+class PriceUnknown(ProblemError):
+    status = 503
+    code = "price_unknown"
+
+
+@dataclass(frozen=True)
+class Reservation:
+    period_start: datetime
+    micros: int
+
+
+async def reserve(
+    session: AsyncSession, tenant_id: uuid.UUID, amount_micros: int | None, *, model: str
+) -> Reservation | None:
+    """Reserve a new job's estimated cost in the tenant's current period, under the period's
+    row lock, if the tenant has a budget (read now, never from a cache). None: no budget, nothing
+    reserved. Fails closed: a budget cannot be checked against an unknown price."""
+    tenant = await session.get(Tenant, tenant_id, populate_existing=True)
+    if tenant is None or tenant.budget_micros is None:
+        return None
+    if amount_micros is None:
+        raise PriceUnknown(
+            f"No price is configured for {model}; the budget cannot be checked. The operator "
+            "has been alerted.",
+            param="model",
+        )
     row = await _period_row(session, tenant, utcnow(), lock=True)
     current = BudgetView(
         tenant.budget_micros,
@@ -131,8 +163,7 @@ async def reserve(session: AsyncSession, tenant: Tenant, job: Job, amount_micros
     if amount_micros > current.remaining_micros:
         raise _exceeded(current, amount_micros)
     row.reserved_micros += amount_micros
-    job.reserved_micros = amount_micros
-    job.budget_period_start = row.period_start
+    return Reservation(row.period_start, amount_micros)
 
 
 def _exceeded(current: BudgetView, amount: int) -> BudgetExceeded:
@@ -150,34 +181,37 @@ def _exceeded(current: BudgetView, amount: int) -> BudgetExceeded:
 
 
 async def settle(
-    session: AsyncSession, job: Job, cost_micros: int, *, tenant: Tenant | None = None
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    period_start: datetime | None,
+    reserved_micros: int,
+    cost_micros: int,
 ) -> None:
-    """Turn the job's reservation into its real cost (0 on failure/cancel: a release)."""
-    if job.budget_period_start is None:
+    """Turn a job's reservation into its real cost (0 on failure/cancel: a release). The caller
+    records that the job holds no reservation any more."""
+    tenant = await session.get(Tenant, tenant_id)
+    if period_start is None:
         # Nothing reserved (no budget when it was created): the spend still counts.
-        tenant = tenant or await session.get(Tenant, job.tenant_id)
         if tenant is not None:
             await charge(session, tenant, cost_micros)
         return
-    row = await _reserved_period(session, job)
+    row = await _reserved_period(session, tenant_id, period_start)
     if row is None:
         return
-    row.reserved_micros = max(0, row.reserved_micros - job.reserved_micros)
+    row.reserved_micros = max(0, row.reserved_micros - reserved_micros)
     row.spent_micros += cost_micros
-    job.reserved_micros = 0
-    tenant = tenant or await session.get(Tenant, job.tenant_id)
     if tenant is not None and tenant.budget_micros is not None:
         await _thresholds(session, tenant, row)
 
 
-async def _reserved_period(session: AsyncSession, job: Job) -> BudgetPeriod | None:
+async def _reserved_period(
+    session: AsyncSession, tenant_id: uuid.UUID, period_start: datetime
+) -> BudgetPeriod | None:
     """The (locked) period a job's reservation was taken in."""
     stmt = (
         select(BudgetPeriod)
-        .where(
-            BudgetPeriod.tenant_id == job.tenant_id,
-            BudgetPeriod.period_start == job.budget_period_start,
-        )
+        .where(BudgetPeriod.tenant_id == tenant_id, BudgetPeriod.period_start == period_start)
         .with_for_update()
         .execution_options(populate_existing=True)
     )
@@ -194,17 +228,23 @@ async def charge(session: AsyncSession, tenant: Tenant, cost_micros: int) -> Non
     await _thresholds(session, tenant, row)
 
 
-async def adjust(session: AsyncSession, job: Job, new_estimate_micros: int) -> None:
-    """Re-price a job's reservation (the preflight measured the video): raise BudgetExceeded,
-    reserving nothing more, if the difference no longer fits."""
-    delta = new_estimate_micros - job.reserved_micros
-    job.estimated_cost_micros = new_estimate_micros
-    if job.budget_period_start is None or delta == 0:
-        return
-    tenant = await session.get(Tenant, job.tenant_id)
-    row = await _reserved_period(session, job)
+async def adjust(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    period_start: datetime | None,
+    reserved_micros: int,
+    new_estimate_micros: int,
+) -> int:
+    """Re-price a job's reservation (the preflight measured the video): the job's new reserved
+    amount. Raises BudgetExceeded, reserving nothing more, if the difference no longer fits."""
+    delta = new_estimate_micros - reserved_micros
+    if period_start is None or delta == 0:
+        return reserved_micros
+    tenant = await session.get(Tenant, tenant_id)
+    row = await _reserved_period(session, tenant_id, period_start)
     if row is None or tenant is None or tenant.budget_micros is None:
-        return
+        return reserved_micros
     current = BudgetView(
         tenant.budget_micros,
         row.period_start,
@@ -215,7 +255,7 @@ async def adjust(session: AsyncSession, job: Job, new_estimate_micros: int) -> N
     if delta > 0 and delta > current.remaining_micros:
         raise _exceeded(current, new_estimate_micros)
     row.reserved_micros = max(0, row.reserved_micros + delta)
-    job.reserved_micros = new_estimate_micros
+    return new_estimate_micros
 
 
 async def _thresholds(session: AsyncSession, tenant: Tenant, row: BudgetPeriod) -> None:

@@ -19,13 +19,12 @@ seconds so far on compute-second models.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 
 import structlog
 from prometheus_client import Counter
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,6 +32,7 @@ from app.kit.clock import utcnow
 from app.kit.money import cost_micros
 from app.models import Job, Tenant, UsageDaily, UsageRecord, UsageStatus
 from app.usage import budgets
+from app.usage.billing import Outcome, billable_units
 from app.usage.prices import price_at
 
 log = structlog.get_logger(__name__)
@@ -43,30 +43,6 @@ UNPRICED = Counter(
     ["model"],
 )
 SETTLED = Counter("foley_usage_settled_total", "Usage records settled.", ["model", "outcome"])
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How an upstream request ended, as billing sees it."""
-
-    kind: str  # succeeded | upstream_422 | upstream_5xx | canceled_queued | canceled_running
-    inference_s: float | None = None
-
-
-def billable_units(unit: str, outcome: Outcome, *, bill_422: bool) -> Decimal | None:
-    """Units fal bills for this outcome; None when they cannot be known (no inference time)."""
-    seconds = None if outcome.inference_s is None else Decimal(str(outcome.inference_s))
-    if outcome.kind == "unknown":  # e.g. the result expired before we read it
-        return None
-    if outcome.kind == "succeeded":
-        if unit == "video":
-            return Decimal(1)
-        return seconds
-    if outcome.kind == "canceled_running" and unit == "compute_second":
-        return seconds if seconds is not None else Decimal(0)
-    if outcome.kind == "upstream_422" and bill_422 and unit == "compute_second":
-        return seconds if seconds is not None else Decimal(0)
-    return Decimal(0)
 
 
 async def record_request(
@@ -104,38 +80,36 @@ async def settle_job(
     outcome: Outcome | None,
     *,
     bill_422: bool,
-) -> None:
-    """Settle the job's usage and its budget reservation, in the caller's transaction.
+) -> bool:
+    """Settle the job's usage and its budget reservation, in the caller's transaction (the
+    jobs store, which then records the job as settled). False when blocked: no price in force,
+    the reservation stays held until one exists.
 
     ``outcome`` is None when no request reached fal (canceled here, refused at submit): there is
     nothing on the ledger and the reservation is simply released."""
-    if job.usage_settled:
-        return
-    tenant = await session.get(Tenant, job.tenant_id)
     cost = 0
     if outcome is not None and job.upstream_request_id is not None:
-        record = (
-            await session.scalars(
-                select(UsageRecord)
-                .where(UsageRecord.upstream_request_id == job.upstream_request_id)
-                .with_for_update()
-            )
-        ).first()
+        record = await _locked_record(session, job.upstream_request_id)
         if record is None:  # submitted before the ledger existed, or attached late
             await record_request(session, job, job.upstream_request_id, unit=unit_of(job))
-            record = (
-                await session.scalars(
-                    select(UsageRecord).where(
-                        UsageRecord.upstream_request_id == job.upstream_request_id
-                    )
-                )
-            ).one()
-        priced = await _price(session, record, outcome, job, bill_422=bill_422)
-        if not priced:
-            return  # blocked: reservation stays held until a price exists
+            record = await _locked_record(session, job.upstream_request_id)
+            assert record is not None
+        if not await _price(session, record, outcome, job, bill_422=bill_422):
+            return False
         cost = record.cost_micros or 0
-    await budgets.settle(session, job, cost, tenant=tenant)
-    job.usage_settled = True
+    await budgets.settle(
+        session,
+        tenant_id=job.tenant_id,
+        period_start=job.budget_period_start,
+        reserved_micros=job.reserved_micros,
+        cost_micros=cost,
+    )
+    return True
+
+
+async def _locked_record(session: AsyncSession, request_id: str) -> UsageRecord | None:
+    stmt = select(UsageRecord).where(UsageRecord.upstream_request_id == request_id)
+    return (await session.scalars(stmt.with_for_update())).first()
 
 
 def unit_of(job: Job) -> str:
@@ -237,27 +211,43 @@ async def settle_orphan(
             await budgets.charge(session, tenant, record.cost_micros or 0)
 
 
-async def settle_unpriced(session: AsyncSession, *, bill_422: bool) -> int:
-    """Retry settlement of records blocked for want of a price (after a price was added)."""
+def unpriced_job_ids() -> Select[tuple[uuid.UUID]]:
+    """Jobs whose own request waits for a price (their settlement is blocked)."""
+    return select(UsageRecord.job_id).where(
+        UsageRecord.status == UsageStatus.unpriced,
+        UsageRecord.orphan.is_(False),
+        UsageRecord.job_id.is_not(None),
+    )
+
+
+async def blocked_outcome(session: AsyncSession, job: Job) -> Outcome | None:
+    """How the job's request ended, as recorded when its settlement was blocked."""
+    if job.upstream_request_id is None:
+        return None
+    record = await _locked_record(session, job.upstream_request_id)
+    if record is None or record.status is not UsageStatus.unpriced:
+        return None
+    return Outcome(record.outcome or "succeeded", job.inference_s)
+
+
+async def settle_unpriced_orphans(session: AsyncSession, *, bill_422: bool) -> int:
+    """Retry settlement of orphan requests blocked for want of a price (after a price was
+    added). The jobs' own requests are settled by the jobs store (app.jobs.store)."""
     blocked = (
         await session.scalars(
-            select(UsageRecord).where(UsageRecord.status == UsageStatus.unpriced).limit(500)
+            select(UsageRecord)
+            .where(UsageRecord.status == UsageStatus.unpriced, UsageRecord.orphan.is_(True))
+            .limit(500)
         )
     ).all()
     done = 0
     for record in blocked:
         job = await session.get(Job, record.job_id) if record.job_id else None
-        if job is None or not job.status.terminal:
+        if job is None:
             continue
         outcome = Outcome(record.outcome or "succeeded", job.inference_s)
-        if record.orphan:
-            await settle_orphan(
-                session, job, record.upstream_request_id, outcome, bill_422=bill_422
-            )
-            done += 1
-            continue
-        await settle_job(session, job, outcome, bill_422=bill_422)
-        done += int(job.usage_settled)
+        await settle_orphan(session, job, record.upstream_request_id, outcome, bill_422=bill_422)
+        done += 1
     return done
 
 

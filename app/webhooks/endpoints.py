@@ -48,10 +48,10 @@ async def fal_webhook(
     outcome = await record_fal_webhook(
         session,
         verified,
+        store=request.app.state.job_store,
         tokens=request.app.state.job_tokens,
         job_param=job,
         token_param=token,
-        bill_422=request.app.state.settings.bill_upstream_422,
     )
     WEBHOOKS_RECEIVED.labels(outcome=outcome).inc()
     return {"status": "received"}

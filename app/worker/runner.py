@@ -3,8 +3,9 @@
 It wakes on ``NOTIFY foley_jobs`` (a new job, a webhook, a cancel), falls back to polling every
 ``worker_poll_interval``, claims only new jobs when only new jobs woke it, keeps at most
 ``worker_concurrency`` steps running, extends the leases of the jobs it holds while they run,
-and on SIGTERM stops claiming, lets running steps finish for a grace period, and gives back the
-leases of any it had to abandon.
+follows the status streams of the jobs it sent (app.worker.watch), and on SIGTERM stops
+claiming, lets running steps finish for a grace period, and gives back the leases of any it had
+to abandon. Its periodic chores are in app.worker.housekeeping.
 """
 
 from __future__ import annotations
@@ -18,25 +19,23 @@ import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 import structlog
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from app.db.driver import DriverPool, create_driver_pool
-from app.db.engine import create_sessionmaker, unit_of_work
-from app.files import retention
-from app.jobs.repository import NEW_JOBS_PAYLOAD, NOTIFY_CHANNEL
-from app.jobs.tasks import WorkerContext, released_until, run_step
+from app.db.driver import DriverPool, EngineDriver
+from app.db.engine import create_sessionmaker
+from app.jobs import store
+from app.jobs.steps import StepContext, released_until, run_step
+from app.jobs.steps.context import policy_of
+from app.jobs.store import NEW_JOBS_PAYLOAD, NOTIFY_CHANNEL, JobStore
 from app.kit.clock import utcnow
-from app.kit.idempotency import prune_expired
 from app.media.storage import Storage
 from app.models import Job
 from app.upstream.fal import FalClient
-from app.usage import ledger, limits
 from app.webhooks.tokens import JobTokens, resolve_webhook_secret
-from app.worker import claims
+from app.worker.housekeeping import housekeep, run_housekeeping
+from app.worker.watch import StatusWatcher
 
 log = structlog.get_logger(__name__)
 
@@ -60,24 +59,38 @@ class Worker:
         owner: str | None = None,
         driver: DriverPool | None = None,
     ) -> None:
-        """``driver``: the pool claims and other single statements run on; by default ``open``
-        makes one on ``engine``'s database (and ``close`` closes it)."""
+        """``driver``: where claims and other single statements run; by default raw
+        connections of ``engine``'s own pool (the process has one pool)."""
         self.settings = settings
         self.engine = engine
         self.owner = owner or worker_id()
-        self._driver = driver
-        self._own_pool: asyncpg.Pool | None = None
+        self.driver = driver or EngineDriver(engine)
         tmp = Path(settings.data_dir) / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
-        self.ctx = WorkerContext(
+        sessionmaker = create_sessionmaker(engine)
+        self.store = JobStore(
+            sessionmaker,
+            self.driver,
+            policy=policy_of(settings),
+            bill_422=settings.bill_upstream_422,
+        )
+        self.watcher = StatusWatcher(
+            fal,
+            self.store,
+            limit=settings.status_streams_max if settings.status_streams else 0,
+            retry_after=settings.poll_interval_min,
+            on_due=self.due_at,
+        )
+        self.ctx = StepContext(
             settings=settings,
-            sessionmaker=create_sessionmaker(engine),
+            sessionmaker=sessionmaker,
+            store=self.store,
             fal=fal,
             storage=storage,
             tokens=JobTokens(resolve_webhook_secret(settings)),
             owner=self.owner,
             tmp_dir=tmp,
-            driver=driver,
+            watcher=self.watcher,
         )
         # _claim_now: claim at once (a NOTIFY, a step that left work due); _follow_ups_now: and
         # claim follow-ups too, not only new jobs. _stirred: look again at when to claim (that,
@@ -91,32 +104,19 @@ class Worker:
         self._due_times: list[datetime] = []  # a heap: when jobs this worker released are due
         self.steps_run = 0
 
-    @property
-    def driver(self) -> DriverPool:
-        assert self._driver is not None, "open() the worker first"
-        return self._driver
-
-    async def open(self) -> None:
-        if self._driver is None:
-            # A connection per running step (its 'sending' mark), plus the claims and the
-            # heartbeat.
-            self._own_pool = await create_driver_pool(
-                self.engine, max_size=self.settings.worker_concurrency + 2
-            )
-            self._driver = self.ctx.driver = self._own_pool
-
-    async def close(self) -> None:
-        if self._own_pool is not None:
-            await self._own_pool.close()
-            self._own_pool = None
-            self._driver = self.ctx.driver = None
-
     async def __aenter__(self) -> Worker:
-        await self.open()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+        await self.watcher.aclose()
+
+    def due_at(self, when: datetime) -> None:
+        """A job is due at ``when`` (told by its status stream): claim then."""
+        if when <= utcnow():
+            self.wake()
+        else:
+            heapq.heappush(self._due_times, when)
+            self._stirred.set()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -130,7 +130,6 @@ class Worker:
         self._stirred.set()
 
     async def run(self, *, shutdown_grace_s: float = 30.0) -> None:
-        await self.open()
         log.info(
             "worker started",
             owner=self.owner,
@@ -140,7 +139,10 @@ class Worker:
         helpers = [
             asyncio.create_task(self._listen(), name="listen"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
-            asyncio.create_task(self._housekeeping(), name="housekeeping"),
+            asyncio.create_task(
+                run_housekeeping(self.ctx.sessionmaker, self.settings, self.ctx.storage),
+                name="housekeeping",
+            ),
         ]
         try:
             follow_ups = True
@@ -160,7 +162,7 @@ class Worker:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-            await self.close()
+            await self.watcher.aclose()
             log.info("worker stopped", owner=self.owner, steps=self.steps_run)
 
     async def _claim_and_start(self, *, follow_ups: bool = True) -> bool:
@@ -177,19 +179,17 @@ class Worker:
         try:
             # New work first (its latency is what clients see): its steps are running before the
             # follow-ups are claimed. Follow-ups fill the rest.
-            async with self.driver.acquire() as conn:
-                jobs = await claims.claim_dispatches(
-                    conn,
-                    self.owner,
-                    lease,
-                    free,
-                    self.settings.fal_concurrency,
-                    self.settings.max_in_flight_per_tenant,
-                )
+            jobs = await store.claim_dispatches(
+                self.driver,
+                self.owner,
+                lease,
+                free,
+                self.settings.fal_concurrency,
+                self.settings.max_in_flight_per_tenant,
+            )
             started += self._start(jobs)
             if follow_ups and started < free:
-                async with self.driver.acquire() as conn:
-                    jobs = await claims.claim_follow_ups(conn, self.owner, lease, free - started)
+                jobs = await store.claim_follow_ups(self.driver, self.owner, lease, free - started)
                 started += self._start(jobs)
         except Exception:
             log.exception("claim failed; retrying")
@@ -256,18 +256,7 @@ class Worker:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        if abandoned:
-            # Give the jobs back now rather than at lease expiry. A step cut mid-submit left
-            # submit_state = 'sending', which the next worker treats as ambiguous: nothing is
-            # sent twice.
-            async with unit_of_work(self.ctx.sessionmaker) as session:
-                await session.execute(
-                    text(
-                        "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL, "
-                        "next_action_at = now() WHERE id = ANY(:ids) AND lease_owner = :owner"
-                    ),
-                    {"ids": abandoned, "owner": self.owner},
-                )
+        await store.give_back(self.driver, self.owner, abandoned)
 
     async def _heartbeat(self) -> None:
         period = self.settings.lease_duration.total_seconds() / 3
@@ -276,10 +265,9 @@ class Worker:
             if not self._running:
                 continue
             try:
-                async with self.driver.acquire() as conn:
-                    await claims.extend_leases(
-                        conn, self.owner, self.settings.lease_duration, list(self._running)
-                    )
+                await store.extend_leases(
+                    self.driver, self.owner, self.settings.lease_duration, list(self._running)
+                )
             except Exception:
                 log.exception("lease heartbeat failed")
 
@@ -311,37 +299,6 @@ class Worker:
                 log.warning("LISTEN connection lost; reconnecting", exc_info=True)
             await asyncio.sleep(1.0)
 
-    async def housekeep(self) -> None:
-        """One round: expired idempotency keys and rate windows, usage blocked for want of a
-        price, ledger rows past retention, files past retention. Safe to run on every worker at
-        once (each piece is idempotent or takes its rows with SKIP LOCKED)."""
-        async with unit_of_work(self.ctx.sessionmaker) as session:
-            pruned = await prune_expired(session)
-            await limits.prune(session)
-            settled = await ledger.settle_unpriced(
-                session, bill_422=self.settings.bill_upstream_422
-            )
-            old = await ledger.prune(session, self.settings.usage_retention)
-            removed = 0
-            if self.settings.retention_days is not None:
-                removed = await retention.remove_expired(
-                    session, self.ctx.storage, self.settings.retention_days
-                )
-        if pruned or settled or old or removed:
-            log.info(
-                "housekeeping",
-                idempotency_keys=pruned,
-                settled_unpriced=settled,
-                ledger_rows_pruned=old,
-                files_removed=removed,
-            )
-
-    async def _housekeeping(self) -> None:
-        while True:
-            try:
-                await self.housekeep()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("housekeeping failed")
-            await asyncio.sleep(self.settings.housekeeping_interval.total_seconds())
+    async def housekeep(self) -> dict[str, int]:
+        """One round of the worker's chores (app.worker.housekeeping)."""
+        return await housekeep(self.ctx.sessionmaker, self.settings, self.ctx.storage)

@@ -1,47 +1,54 @@
-"""The accept path's asyncpg pool connects where the engine does, with the engine's options."""
+"""Raw driver connections come out of the engine's own pool, set up as the engine sets them."""
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db.driver import connect_kwargs, create_driver_pool
-
-
-def test_connect_kwargs_follow_the_engine_url() -> None:
-    engine = create_async_engine(
-        "postgresql+asyncpg://u:p@db:5433/foley?ssl=require&prepared_statement_cache_size=0"
-    )
-    kwargs = connect_kwargs(engine)
-    assert kwargs["host"] == "db" and kwargs["port"] == 5433
-    assert kwargs["user"] == "u" and kwargs["password"] == "p"
-    assert kwargs["database"] == "foley" and kwargs["ssl"] == "require"
-    # the dialect's option, under asyncpg's own name
-    assert kwargs["statement_cache_size"] == 0
-    assert "prepared_statement_cache_size" not in kwargs
-    assert kwargs["server_settings"] == {"application_name": "foley", "statement_timeout": "60s"}
-    assert "command_timeout" not in kwargs  # enforced by the server instead
+from app.db.driver import EngineDriver
+from app.db.engine import create_engine
 
 
-def test_connect_kwargs_of_a_unix_socket_url() -> None:
-    engine = create_async_engine("postgresql+asyncpg://postgres:pw@/foley_x?host=/tmp/pg")
-    assert connect_kwargs(engine)["host"] == "/tmp/pg"
+async def test_a_driver_connection_is_the_engines(engine: AsyncEngine) -> None:
+    driver = EngineDriver(engine)
+    async with driver.acquire() as conn:
+        name = await conn.fetchval("SELECT current_database()")
+        app = await conn.fetchval("SELECT current_setting('application_name')")
+        timeout = await conn.fetchval("SELECT current_setting('statement_timeout')")
+        # JSON comes back decoded, as through a session
+        assert await conn.fetchval("SELECT '{\"a\": 1}'::jsonb") == {"a": 1}
+    assert name == engine.url.database
+    assert app == "foley" and timeout == "1min"
 
 
-async def test_the_pool_reaches_the_engines_database(engine: AsyncEngine) -> None:
-    pool = await create_driver_pool(engine, max_size=1)  # one connection: the same one twice
+async def test_a_transaction_left_open_is_rolled_back_on_release(database_url: str) -> None:
+    engine = create_engine(database_url, pool_size=1)
+    driver = EngineDriver(engine)
     try:
-        async with pool.acquire() as conn:
-            name = await conn.fetchval("SELECT current_database()")
-            app = await conn.fetchval("SELECT current_setting('application_name')")
-            timeout = await conn.fetchval("SELECT current_setting('statement_timeout')")
-            # a transaction left open is rolled back on release, even without the reset query
+        async with driver.acquire() as conn:
             await conn.execute("BEGIN")
             await conn.execute("SET LOCAL application_name = 'changed'")
-        async with pool.acquire() as conn:
+        async with driver.acquire() as conn:  # the same connection (pool of one)
             assert not conn.is_in_transaction()
             assert await conn.fetchval("SELECT current_setting('application_name')") == "foley"
     finally:
-        await pool.close()
-    assert name == engine.url.database
-    assert app == "foley"
-    assert timeout == "1min"
+        await engine.dispose()
+
+
+async def test_a_lost_connection_is_not_handed_out_again(
+    database_url: str, engine: AsyncEngine
+) -> None:
+    own = create_engine(database_url, pool_size=1)
+    driver = EngineDriver(own)
+    try:
+        async with driver.acquire() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+        async with engine.connect() as other:
+            await other.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+        with pytest.raises(Exception):  # noqa: B017 (asyncpg's, or the socket's, error)
+            async with driver.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+        async with driver.acquire() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") != pid
+    finally:
+        await own.dispose()

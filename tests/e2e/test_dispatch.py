@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from app.jobs.tasks import run_step
-from app.worker import claims
+from app.jobs import store
+from app.jobs.steps import run_step
 from tests.support.clips import Clip
 
 
 async def _claim(gw, worker):  # type: ignore[no-untyped-def]
-    async with worker.driver.acquire() as conn:
-        return await claims.claim_dispatches(
-            conn, worker.owner, gw.settings.lease_duration, 10, 100
-        )
+    return await store.claim_dispatches(
+        worker.driver, worker.owner, gw.settings.lease_duration, 10, 100
+    )
 
 
 async def test_a_checked_job_is_recorded_and_marked_sending_before_its_submit(

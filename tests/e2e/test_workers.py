@@ -144,7 +144,6 @@ async def test_a_wake_up_for_new_jobs_claims_only_queued_jobs(
         )
         queued = await gw.create({"model": "thinksound-audio", "input": {"video_url": url}})
         worker = gw.make_worker(owner="w")
-        await worker.open()
         listening = asyncio.create_task(worker._listen())
         try:
             await asyncio.sleep(0.3)  # LISTEN is in place
@@ -166,7 +165,6 @@ async def test_a_wake_up_for_new_jobs_claims_only_queued_jobs(
             listening.cancel()
             await asyncio.gather(listening, return_exceptions=True)
             await asyncio.gather(*worker._running.values(), return_exceptions=True)
-            await worker.close()
 
 
 async def test_a_cancel_reaches_a_running_job_without_waiting_for_a_poll(

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 
 from app.catalog.registry import CATALOG
 from app.config import Settings
-from app.jobs import repository
+from app.jobs import store
 from app.models import Job
 from app.usage.estimates import PRICE_CACHE, RATIO_CACHE, estimate_from_cache, estimate_job
 from tests.conftest import TenantCreds
@@ -29,13 +29,15 @@ PER_JOB = {"id", "created_at", "updated_at", "next_action_at"}
 def alone_inserts(monkeypatch: pytest.MonkeyPatch) -> list[uuid.UUID]:
     """The ids of the jobs stored by the one-statement path (the real insert still runs)."""
     seen: list[uuid.UUID] = []
-    real = repository.insert_job_alone
+    real = store.insert_unless_budgeted
 
-    async def spy(conn, job):  # type: ignore[no-untyped-def]
-        seen.append(job.id)
-        await real(conn, job)
+    async def spy(driver, job):  # type: ignore[no-untyped-def]
+        inserted = await real(driver, job)
+        if inserted:
+            seen.append(job.id)
+        return inserted
 
-    monkeypatch.setattr(repository, "insert_job_alone", spy)
+    monkeypatch.setattr(store, "insert_unless_budgeted", spy)
     return seen
 
 

@@ -6,27 +6,27 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db.driver import connect_kwargs
+from app.db.driver import EngineDriver
 from app.jobs.notifier import WorkerNotifier
-from app.jobs.repository import NEW_JOBS_PAYLOAD, NOTIFY_CHANNEL
+from app.jobs.store import NEW_JOBS_PAYLOAD, NOTIFY_CHANNEL
 
 
 @asynccontextmanager
 async def listening(engine: AsyncEngine) -> AsyncIterator[asyncio.Queue[str]]:
-    conn = await asyncpg.connect(**connect_kwargs(engine))
     heard: asyncio.Queue[str] = asyncio.Queue()
-    await conn.add_listener(NOTIFY_CHANNEL, lambda *args: heard.put_nowait(args[-1]))
-    try:
-        yield heard
-    finally:
-        await conn.close()
+    async with EngineDriver(engine).acquire() as conn:
+        await conn.add_listener(NOTIFY_CHANNEL, lambda *args: heard.put_nowait(args[-1]))
+        try:
+            yield heard
+        finally:
+            await conn.remove_listener(NOTIFY_CHANNEL, lambda *args: None)
+            await conn.execute("UNLISTEN *")
 
 
 async def test_a_poke_reaches_a_listening_worker(
-    engine: AsyncEngine, notify_pool: asyncpg.Pool
+    engine: AsyncEngine, notify_pool: EngineDriver
 ) -> None:
     notifier = WorkerNotifier(notify_pool)
     async with listening(engine) as heard:
@@ -36,7 +36,7 @@ async def test_a_poke_reaches_a_listening_worker(
     assert notifier.sent == 1
 
 
-async def test_a_burst_of_pokes_is_a_few_notifies(notify_pool: asyncpg.Pool) -> None:
+async def test_a_burst_of_pokes_is_a_few_notifies(notify_pool: EngineDriver) -> None:
     notifier = WorkerNotifier(notify_pool, min_interval_s=1.0)
     for _ in range(100):
         notifier.poke()

@@ -7,8 +7,10 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from app.models import Job, JobStatus, SubmitState, UsageRecord
-from app.usage import ledger
+from app.jobs import lifecycle
+from app.jobs.store import JobStore
+from app.models import UsageRecord
+from app.upstream.schemas import ResultCancelled, ResultFailed
 from tests.conftest import ADMIN, TenantCreds
 
 VIDEO = "https://media.example/clip.mp4"
@@ -22,17 +24,24 @@ async def set_tenant(api: httpx.AsyncClient, tenant: TenantCreds, **patch: objec
     return r.json()
 
 
+def job_store(sessionmaker: async_sessionmaker) -> JobStore:
+    return JobStore(sessionmaker, _NoDriver(), policy=lifecycle.Policy(), bill_422=False)
+
+
+class _NoDriver:
+    def acquire(self):  # type: ignore[no-untyped-def]
+        raise AssertionError("these transitions run on sessions")
+
+
 async def submit(
     sessionmaker: async_sessionmaker, job_id: str, request_id: str | None = None
 ) -> str:
-    """What the worker does when fal accepts the request."""
+    """What the worker does when fal accepts the request (through the jobs store)."""
     rid = request_id or f"req-{uuid.uuid4()}"
-    async with sessionmaker() as s, s.begin():
-        job = await s.get(Job, uuid.UUID(job_id))
-        job.submit_state = SubmitState.submitted
-        job.upstream_request_id = rid
-        job.status = JobStatus.starting
-        await ledger.record_request(s, job, rid, unit=ledger.unit_of(job))
+    store = job_store(sessionmaker)
+    await store.apply(uuid.UUID(job_id), lifecycle.SubmitStarting(), owner=None)
+    submitted = lifecycle.Submitted(rid, None, None, None, 0)
+    await store.apply(uuid.UUID(job_id), submitted, owner=None)
     return rid
 
 
@@ -42,16 +51,25 @@ async def finish(
     kind: str,
     *,
     inference_s: float | None = None,
-    status: JobStatus = JobStatus.succeeded,
     bill_422: bool = False,
+    result: dict | None = None,
 ) -> None:
-    """What the worker does when the job ends (settlement in the same transaction)."""
-    async with sessionmaker() as s, s.begin():
-        job = await s.get(Job, uuid.UUID(job_id))
-        job.status = status
-        job.inference_s = inference_s
-        outcome = None if kind == "none" else ledger.Outcome(kind, inference_s)
-        await ledger.settle_job(s, job, outcome, bill_422=bill_422)
+    """What the worker does when fal's request ends ``kind`` (billing's words): the job's final
+    transition, its usage settled in the same transaction (through the jobs store)."""
+    store = job_store(sessionmaker)
+    store.bill_422 = bill_422
+    event: lifecycle.Event
+    if kind == "succeeded":
+        event = lifecycle.Succeeded(result or {}, {}, inference_s, None)
+    elif kind.startswith("upstream_"):
+        code = {"upstream_422": 422, "upstream_4xx": 400, "upstream_5xx": 500}[kind]
+        failed = ResultFailed(code, None, None, "failed", retryable=code >= 500)
+        event = lifecycle.Ended(failed, inference_s, None)
+    elif kind.startswith("canceled_"):
+        event = lifecycle.Ended(ResultCancelled(499, None, "canceled"), inference_s, None)
+    else:
+        raise AssertionError(f"no such outcome: {kind}")
+    await store.apply(uuid.UUID(job_id), event, owner=None)
 
 
 async def record_of(sessionmaker: async_sessionmaker, request_id: str) -> UsageRecord:

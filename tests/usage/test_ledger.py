@@ -5,39 +5,15 @@ from __future__ import annotations
 import uuid
 
 import httpx
-import pytest
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from app.jobs import store
 from app.models import Job, Price, UsageDaily, UsageRecord, UsageStatus
 from app.usage import ledger
-from app.usage.ledger import UNPRICED, Outcome, billable_units
+from app.usage.ledger import UNPRICED
 from tests.conftest import ADMIN, TenantCreds
 from tests.usage.conftest import KLING, THINKSOUND, d, finish, record_of, submit
-
-
-@pytest.mark.parametrize(
-    ("unit", "kind", "seconds", "bill_422", "expected"),
-    [
-        ("video", "succeeded", None, False, "1"),
-        ("compute_second", "succeeded", 6.5, False, "6.5"),
-        ("compute_second", "succeeded", None, False, None),  # unknown: settled at the estimate
-        ("video", "upstream_5xx", None, False, "0"),
-        ("compute_second", "upstream_5xx", 3.0, False, "0"),
-        ("compute_second", "upstream_422", 2.0, False, "0"),
-        ("compute_second", "upstream_422", 2.0, True, "2.0"),
-        ("video", "upstream_422", None, True, "0"),
-        ("video", "canceled_queued", None, False, "0"),
-        ("compute_second", "canceled_running", 1.25, False, "1.25"),
-        ("video", "canceled_running", None, False, "0"),
-        ("video", "unknown", None, False, None),
-    ],
-)
-def test_billing_rules(
-    unit: str, kind: str, seconds: float | None, bill_422: bool, expected: str | None
-) -> None:
-    units = billable_units(unit, Outcome(kind, seconds), bill_422=bill_422)
-    assert units == (None if expected is None else d(expected))
 
 
 async def test_success_is_settled_once_at_the_price_in_force(
@@ -109,7 +85,7 @@ async def test_unknown_price_blocks_settlement_and_alerts(
     )
     assert r.status_code == 201, r.text
     async with sessionmaker() as s, s.begin():
-        assert await ledger.settle_unpriced(s, bill_422=False) == 1
+        assert await store.settle_blocked(s, bill_422=False) == 1
     rec = await record_of(sessionmaker, rid)
     assert rec.status is UsageStatus.settled and rec.cost_micros == 40_000
 

@@ -1,4 +1,4 @@
-"""Dispatch claims: the fal account's cap, each tenant's cap, weighted fair share."""
+"""The store's claims: the fal account's cap, each tenant's cap, weighted fair share."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import httpx
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from app.jobs import store
 from app.models import Job, JobStatus, SubmitState
-from app.worker import claims
 from tests.conftest import ADMIN, TenantCreds, make_tenant
 from tests.support.driver import TransactionPool
 
@@ -39,8 +39,7 @@ async def _claim(
     cap: int = 1000,
     default_tenant_cap: int | None = None,
 ) -> list[uuid.UUID]:
-    async with driver_pool.acquire() as conn:
-        jobs = await claims.claim_dispatches(conn, "w1", LEASE, limit, cap, default_tenant_cap)
+    jobs = await store.claim_dispatches(driver_pool, "w1", LEASE, limit, cap, default_tenant_cap)
     return [j.id for j in jobs]
 
 
@@ -51,8 +50,7 @@ async def test_a_claim_answers_the_rows_it_claimed(
     driver_pool: TransactionPool,
 ) -> None:
     (job_id,) = await _queue(api, tenant, 1)
-    async with driver_pool.acquire() as conn:
-        (job,) = await claims.claim_dispatches(conn, "w1", LEASE, 5, 1000)
+    (job,) = await store.claim_dispatches(driver_pool, "w1", LEASE, 5, 1000)
     # Typed like a loaded row (the step works from it without reading the job again).
     assert job.id == uuid.UUID(job_id)
     assert job.status is JobStatus.queued and job.submit_state is SubmitState.pending
@@ -76,8 +74,7 @@ async def test_a_claim_answers_the_rows_it_claimed(
                 next_action_at=func.now(),
             )
         )
-    async with driver_pool.acquire() as conn:
-        (follow_up,) = await claims.claim_follow_ups(conn, "w2", LEASE, 5)
+    (follow_up,) = await store.claim_follow_ups(driver_pool, "w2", LEASE, 5)
     assert follow_up.id == job.id and follow_up.lease_owner == "w2"
     assert follow_up.status is JobStatus.starting
     assert follow_up.submit_state is SubmitState.submitted

@@ -1,0 +1,734 @@
+"""A job's life, decided: (the job as it stands, what happened) → the transition to write.
+
+Pure: no I/O, no clock (``now`` is given), no database. The steps (app.jobs.steps) do the
+effects — fetch the input, talk to fal, store the outputs — and say what happened as an *event*
+of this module; the store (app.jobs.store) locks the job's row, asks ``decide`` and writes the
+``Transition`` it answers in one transaction: the row's new values, the event log entry, the
+usage settlement, the wake-up. So "who can move a job from A to B, and what does it cost" has one
+answer, here, and it is tested without Postgres or fal (tests/jobs/test_lifecycle.py).
+
+    queued ──dispatch──▶ (submit: pending → sending → submitted | ambiguous)
+       │                      │
+       │ cancel               ▼
+       ▼                 starting ──▶ processing ──▶ succeeded | failed | canceled
+    canceled                  (fal: IN_QUEUE)   (IN_PROGRESS)   (COMPLETED, then the result)
+
+Rules the tests hold the machine to:
+* a terminal job absorbs every event (nothing changes, nothing is billed again);
+* usage is settled in exactly the transition that makes a job terminal;
+* a request that may exist at fal (``sending``, ``ambiguous``, ``submitted``) is never followed
+  by another submit, except an ambiguous one under the operator's explicit ``retry`` policy,
+  once;
+* a live job always has a next action time: nothing is stranded, and every job ends, at the
+  latest when it times out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from app.models.job import JobStatus, SubmitState
+from app.upstream.schemas import ResultCancelled, ResultFailed, ResultNotFound
+from app.usage.billing import Outcome, failure_kind
+
+MAX_LOG_LINES = 100
+MAX_PREFLIGHT_TRIES = 3
+
+
+class JobLike(Protocol):
+    """What decisions read of a job (the ORM row satisfies it; tests use a plain dataclass)."""
+
+    status: JobStatus
+    submit_state: SubmitState
+    submit_attempts: int
+    poll_count: int
+    upstream_request_id: str | None
+    upstream_completed: bool
+    created_at: datetime
+    submitted_at: datetime | None
+    started_at: datetime | None
+    cancel_requested_at: datetime | None
+    cancel_sent_at: datetime | None
+    inference_s: float | None
+    queue_position: int | None
+    logs: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The settings decisions depend on (app.config.Settings, reduced)."""
+
+    poll_min: timedelta = timedelta(seconds=1)
+    poll_max: timedelta = timedelta(seconds=30)
+    first_look: timedelta = timedelta(seconds=1)  # after a submit, before any news
+    ambiguous_grace: timedelta = timedelta(seconds=120)
+    retry_ambiguous: bool = False  # AmbiguousSubmitPolicy.retry
+
+    def backoff(self, n: int) -> timedelta:
+        lo = self.poll_min.total_seconds()
+        hi = self.poll_max.total_seconds()
+        return timedelta(seconds=min(hi, lo * (1.5 ** max(0, n - 1))))
+
+
+# --- events: what happened -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CancelRequested:
+    """The tenant asked to cancel."""
+
+
+@dataclass(frozen=True)
+class TimedOut:
+    """The job outlived ``FOLEY_JOB_TIMEOUT`` (a cancel was sent to fal if it was there)."""
+
+    limit: timedelta
+
+
+@dataclass(frozen=True)
+class InputRejected:
+    """The preflight measured the input and it breaks the model's limits: fail, pay nothing."""
+
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class InputUnavailable:
+    """The input could not be fetched this time."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class SubmitStarting:
+    """The request is about to leave ('sending' must be durable first). Carries what the
+    preflight measured, when it ran in this step."""
+
+    probe: dict[str, Any] | None = None
+    upstream_payload: dict[str, Any] | None = None
+    estimated_cost_micros: int | None = None
+
+
+@dataclass(frozen=True)
+class BudgetRefused:
+    """Re-priced by the measured input, the job no longer fits its tenant's budget."""
+
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    request_id: str
+    status_url: str | None
+    response_url: str | None
+    cancel_url: str | None
+    queue_position: int | None
+
+
+@dataclass(frozen=True)
+class SubmitAmbiguous:
+    """The request may or may not have reached fal (no answer came back)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class SubmitFailed:
+    """Certainly nothing was created at fal (refused before it reached the queue): retry."""
+
+    reason: str
+    retry_after_s: float | None = None
+
+
+@dataclass(frozen=True)
+class SubmitRefused:
+    """fal refused the request for good."""
+
+    code: str
+    message: str
+    upstream: dict[str, Any] | None
+    created: bool  # fal gave it a request id: it exists there
+
+
+@dataclass(frozen=True)
+class FoundMidSend:
+    """A worker died between 'sending' and learning the answer."""
+
+
+@dataclass(frozen=True)
+class AmbiguousDue:
+    """An ambiguous job came due: wait out the grace, then retry (policy) or give up."""
+
+
+@dataclass(frozen=True)
+class Attached:
+    """A webhook named this job (signed job token) and a request we had no id for."""
+
+    request_id: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    """fal's status, not yet COMPLETED (polled, or seen on the status stream)."""
+
+    in_progress: bool
+    queue_position: int | None
+    logs: list[dict[str, Any]] | None
+    polled: bool  # by a step holding the lease (which then schedules the next poll)
+    watched: bool = False  # the status stream follows the job: the poll is only a safety net
+
+
+@dataclass(frozen=True)
+class UpstreamCompleted:
+    """fal says COMPLETED (seen on the status stream): the result is ready to be read."""
+
+    inference_s: float | None
+    logs: list[dict[str, Any]] | None
+
+
+@dataclass(frozen=True)
+class Succeeded:
+    """The outputs are fetched, measured and stored."""
+
+    result: dict[str, Any]
+    output: dict[str, Any]
+    inference_s: float | None
+    logs: list[dict[str, Any]] | None
+
+
+@dataclass(frozen=True)
+class OutputsUnavailable:
+    """fal ran it (and bills it), but its outputs could not be fetched or read."""
+
+    code: str
+    message: str
+    output: dict[str, Any]
+    inference_s: float | None
+
+
+@dataclass(frozen=True)
+class Ended:
+    """fal's final answer was not a success: a failure, a cancel, or a result that expired."""
+
+    outcome: ResultFailed | ResultCancelled | ResultNotFound
+    inference_s: float | None
+    logs: list[dict[str, Any]] | None
+
+
+@dataclass(frozen=True)
+class CancelSent:
+    """The cancel went to fal; ``not_found``: fal had no such request (dropped while queued)."""
+
+    not_found: bool
+
+
+@dataclass(frozen=True)
+class RetryLater:
+    """A transient failure (a poll, a fetch, a cancel, a crashed step): look again later."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reschedule:
+    """Nothing changed; look again at ``at`` (or now)."""
+
+    at: datetime | None = None
+
+
+Event = (
+    CancelRequested
+    | TimedOut
+    | InputRejected
+    | InputUnavailable
+    | SubmitStarting
+    | BudgetRefused
+    | Submitted
+    | SubmitAmbiguous
+    | SubmitFailed
+    | SubmitRefused
+    | FoundMidSend
+    | AmbiguousDue
+    | Attached
+    | Progress
+    | UpstreamCompleted
+    | Succeeded
+    | OutputsUnavailable
+    | Ended
+    | CancelSent
+    | RetryLater
+    | Reschedule
+)
+
+
+# --- transitions: what to write ------------------------------------------------------------------
+
+
+class Keep:
+    """``next_action_at`` stays as it is (a write made without the job's lease)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP = Keep()
+
+
+@dataclass(frozen=True)
+class Settle:
+    """Settle the job's usage and release its budget reservation; ``outcome`` None when no
+    request reached fal."""
+
+    outcome: Outcome | None
+
+
+@dataclass(frozen=True)
+class Transition:
+    changes: dict[str, Any] = field(default_factory=dict)  # column → new value
+    next_action_at: datetime | Keep | None = KEEP
+    events: tuple[tuple[str, dict[str, Any]], ...] = ()  # (type, data) for the job's event log
+    settle: Settle | None = None
+    record_request: str | None = None  # put this fal request on the usage ledger
+    reprice_micros: int | None = None  # re-price the budget reservation (may refuse)
+    wake: str | None = None  # NOTIFY payload: other workers have something to do now
+
+    @property
+    def noop(self) -> bool:
+        return not (self.changes or self.events or self.settle) and self.next_action_at is KEEP
+
+
+NOTHING = Transition()
+
+
+class NotApplicable(Exception):
+    """The event does not apply to the job as it stands (e.g. canceling a finished job)."""
+
+
+def decide(job: JobLike, event: Event, *, now: datetime, policy: Policy) -> Transition:
+    """The transition ``event`` makes of ``job``. A terminal job absorbs everything (a late
+    webhook, a duplicate step), except a cancel request, which is refused."""
+    if job.status.terminal:
+        if isinstance(event, CancelRequested):
+            raise NotApplicable(f"already {job.status.value}")
+        return NOTHING
+    match event:
+        case CancelRequested():
+            return _cancel_requested(job, now)
+        case TimedOut(limit=limit):
+            return _finish(
+                job,
+                now,
+                JobStatus.failed,
+                error=_error("timeout", f"The job did not finish within {limit}."),
+                billed=Outcome("unknown", job.inference_s) if job.upstream_request_id else None,
+            )
+        case InputRejected(code=code, message=message, details=details):
+            return _finish(
+                job, now, JobStatus.failed, error=_error(code, message, details=details or None)
+            )
+        case InputUnavailable(message=message):
+            tries = job.poll_count + 1
+            if tries >= MAX_PREFLIGHT_TRIES:
+                return _finish(
+                    job,
+                    now,
+                    JobStatus.failed,
+                    error=_error("video_unreachable", f"The input could not be fetched: {message}"),
+                    changes={"poll_count": tries},
+                )
+            return Transition(
+                changes={"poll_count": tries}, next_action_at=now + policy.backoff(tries + 2)
+            )
+        case SubmitStarting():
+            return _submit_starting(job, event, now)
+        case BudgetRefused(code=code, message=message, details=details):
+            return _finish(job, now, JobStatus.failed, error=_error(code, message, details=details))
+        case Submitted():
+            return _submitted(job, event, now, policy)
+        case SubmitAmbiguous(reason=reason):
+            if job.submit_state is SubmitState.submitted:  # a webhook attached it meanwhile
+                return Transition(next_action_at=now)
+            return Transition(
+                changes={"submit_state": SubmitState.ambiguous},
+                next_action_at=now + policy.ambiguous_grace,
+                events=(("job.submit_ambiguous", {"reason": reason}),),
+            )
+        case SubmitFailed(reason=reason, retry_after_s=retry_after_s):
+            if job.submit_state is not SubmitState.sending:
+                return Transition(next_action_at=now)
+            delay = policy.backoff(job.submit_attempts)
+            if retry_after_s:
+                delay = max(delay, timedelta(seconds=retry_after_s))
+            return Transition(
+                changes={"submit_state": SubmitState.pending},
+                next_action_at=now + delay,
+                events=(("job.submit_retrying", {"reason": reason}),),
+            )
+        case SubmitRefused(code=code, message=message, upstream=upstream, created=created):
+            state = SubmitState.submitted if created else job.submit_state
+            if not created and state is SubmitState.sending:
+                state = SubmitState.pending
+            return _finish(
+                job,
+                now,
+                JobStatus.failed,
+                error=_error(code, message, upstream),
+                changes={"submit_state": state},
+            )
+        case FoundMidSend():
+            if job.submit_state is not SubmitState.sending:
+                return Transition(next_action_at=now)
+            return Transition(
+                changes={"submit_state": SubmitState.ambiguous},
+                next_action_at=(job.submitted_at or now) + policy.ambiguous_grace,
+                events=(("job.submit_ambiguous", {"reason": "a worker stopped mid-submit"}),),
+            )
+        case AmbiguousDue():
+            return _ambiguous_due(job, now, policy)
+        case Attached(request_id=request_id):
+            if job.upstream_request_id is not None or job.submit_state not in (
+                SubmitState.sending,
+                SubmitState.ambiguous,
+            ):
+                return NOTHING
+            return Transition(
+                changes={"submit_state": SubmitState.submitted, "upstream_request_id": request_id},
+                next_action_at=now,
+                record_request=request_id,
+                events=(("job.attached", {"request_id": request_id}),),
+                wake="webhook",
+            )
+        case Progress():
+            return _progress(job, event, now, policy)
+        case UpstreamCompleted(inference_s=inference_s, logs=logs):
+            if job.upstream_completed:
+                return NOTHING
+            changes: dict[str, Any] = {"upstream_completed": True, "queue_position": None}
+            events = _ran(job, now, inference_s, changes)
+            events += _new_logs(job, logs, changes)
+            if inference_s is not None:
+                changes["inference_s"] = inference_s
+            return Transition(changes=changes, next_action_at=now, events=events, wake="completed")
+        case Succeeded(result=result, output=output, inference_s=inference_s, logs=logs):
+            changes = {"result": result, "upstream_output": output, "upstream_completed": True}
+            inference = inference_s if inference_s is not None else job.inference_s
+            changes["inference_s"] = inference
+            log_events = _new_logs(job, logs, changes)
+            return _finish(
+                job,
+                now,
+                JobStatus.succeeded,
+                billed=Outcome("succeeded", inference),
+                changes=changes,
+                inference_s=inference,
+                before=log_events,
+            )
+        case OutputsUnavailable(code=code, message=message, output=output, inference_s=seconds):
+            inference = seconds if seconds is not None else job.inference_s
+            return _finish(
+                job,
+                now,
+                JobStatus.failed,
+                error=_error(code, message),
+                # fal ran it and bills it, even though we could not fetch the files.
+                billed=Outcome("succeeded", inference),
+                changes={
+                    "upstream_output": output,
+                    "upstream_completed": True,
+                    "inference_s": inference,
+                },
+            )
+        case Ended():
+            return _ended(job, event, now)
+        case CancelSent(not_found=not_found):
+            if not_found:
+                return _finish(
+                    job,
+                    now,
+                    JobStatus.canceled,
+                    error=_error("canceled", "Canceled."),
+                    billed=Outcome("canceled_queued"),
+                    changes={"cancel_sent_at": now},
+                )
+            # Requested, or already completed: the next look tells how it ended.
+            return Transition(changes={"cancel_sent_at": now}, next_action_at=now)
+        case RetryLater():
+            tries = job.poll_count + 1
+            return Transition(
+                changes={"poll_count": tries}, next_action_at=now + policy.backoff(tries)
+            )
+        case Reschedule(at=at):
+            return Transition(next_action_at=at or now)
+    raise TypeError(f"not a lifecycle event: {event!r}")  # pragma: no cover
+
+
+def _error(
+    code: str,
+    message: str,
+    upstream: dict[str, Any] | None = None,
+    *,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message, "upstream": upstream}
+    if details is not None:
+        error["details"] = details
+    return error
+
+
+def upstream_error(status_code: int, error_type: str | None, detail: Any) -> dict[str, Any]:
+    return {"status_code": status_code, "error_type": error_type, "detail": detail}
+
+
+def _finish(
+    job: JobLike,
+    now: datetime,
+    status: JobStatus,
+    *,
+    error: dict[str, Any] | None = None,
+    billed: Outcome | None = None,
+    changes: dict[str, Any] | None = None,
+    inference_s: float | None = None,
+    before: tuple[tuple[str, dict[str, Any]], ...] = (),
+) -> Transition:
+    """The job's final state; its usage settled (``billed``: how its fal request ended, None when
+    none reached fal) and its reservation released, in the same transaction."""
+    out = dict(changes or {})
+    out.update(status=status, error=error, completed_at=now, queue_position=None)
+    if job.started_at is None and status is JobStatus.succeeded and inference_s is not None:
+        # Never seen running (a short run between two looks, or a webhook): fal's own inference
+        # time is the best account of when it started.
+        out["started_at"] = max(
+            job.submitted_at or job.created_at, now - timedelta(seconds=inference_s)
+        )
+    data: dict[str, Any] = {"status": status.value}
+    if error is not None:
+        data["error"] = error
+    return Transition(
+        changes=out,
+        next_action_at=None,
+        events=(*before, (f"job.{status.value}", data)),
+        settle=Settle(billed),
+        wake="job_finished",
+    )
+
+
+def _cancel_requested(job: JobLike, now: datetime) -> Transition:
+    if job.status is JobStatus.queued and job.submit_state is SubmitState.pending:
+        return _finish(
+            job,
+            now,
+            JobStatus.canceled,
+            error=_error("canceled", "Canceled before it was sent upstream."),
+        )
+    if job.cancel_requested_at is not None:
+        return NOTHING
+    return Transition(
+        changes={"cancel_requested_at": now},
+        next_action_at=now,
+        events=(("job.cancel_requested", {}),),
+        wake="cancel",
+    )
+
+
+def _submit_starting(job: JobLike, event: SubmitStarting, now: datetime) -> Transition:
+    if job.submit_state is not SubmitState.pending:
+        # Another worker's submit, or one we must not repeat: leave it to its own next step.
+        return Transition(next_action_at=now)
+    changes: dict[str, Any] = {
+        "submit_state": SubmitState.sending,
+        "submit_attempts": job.submit_attempts + 1,
+        "submitted_at": now,
+    }
+    if event.probe is not None:
+        changes["input_probe"] = event.probe
+    if event.upstream_payload is not None:
+        changes["upstream_payload"] = event.upstream_payload
+    # The lease is kept: the same step sends the request next.
+    return Transition(
+        changes=changes,
+        reprice_micros=event.estimated_cost_micros,
+        events=(("job.submitting", {"attempt": job.submit_attempts + 1}),),
+    )
+
+
+def _submitted(job: JobLike, event: Submitted, now: datetime, policy: Policy) -> Transition:
+    changes: dict[str, Any] = {
+        "submit_state": SubmitState.submitted,
+        "upstream_request_id": event.request_id,
+        "status_url": event.status_url,
+        "response_url": event.response_url,
+        "cancel_url": event.cancel_url,
+        "queue_position": event.queue_position,
+    }
+    events: tuple[tuple[str, dict[str, Any]], ...] = ()
+    if job.status is JobStatus.queued:
+        changes["status"] = JobStatus.starting
+        events = (
+            (
+                "job.started",
+                {"request_id": event.request_id, "queue_position": event.queue_position},
+            ),
+        )
+    # Its webhook may have named the job first (Attached): then there is news already.
+    attached = job.upstream_request_id == event.request_id
+    return Transition(
+        changes=changes,
+        next_action_at=now if attached else now + policy.first_look,
+        events=events,
+        record_request=event.request_id,
+    )
+
+
+def _ambiguous_due(job: JobLike, now: datetime, policy: Policy) -> Transition:
+    if job.submit_state is not SubmitState.ambiguous:
+        return Transition(next_action_at=now)
+    deadline = (job.submitted_at or job.created_at) + policy.ambiguous_grace
+    if now < deadline:
+        return Transition(next_action_at=deadline)
+    if policy.retry_ambiguous and job.submit_attempts < 2 and job.cancel_requested_at is None:
+        return Transition(
+            changes={"submit_state": SubmitState.pending},
+            next_action_at=now,
+            events=(("job.submit_retrying", {"reason": "no webhook named the ambiguous submit"}),),
+        )
+    if job.cancel_requested_at is not None:
+        return _finish(
+            job,
+            now,
+            JobStatus.canceled,
+            error=_error("canceled", "Canceled; the submit's outcome was unknown."),
+        )
+    return _finish(
+        job,
+        now,
+        JobStatus.failed,
+        error=_error(
+            "upstream_submit_ambiguous",
+            "The submit to fal may or may not have been received, and no webhook named it "
+            "within the grace period; it was not retried to avoid a second paid request.",
+        ),
+    )
+
+
+def _ran(
+    job: JobLike, now: datetime, inference_s: float | None, changes: dict[str, Any]
+) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """fal ran the job: it is (or was) processing. The event, the first time."""
+    if job.status is JobStatus.processing:
+        return ()
+    started = now
+    if inference_s is not None:
+        started = max(job.submitted_at or job.created_at, now - timedelta(seconds=inference_s))
+    changes["status"] = JobStatus.processing
+    changes["started_at"] = job.started_at or started
+    return (("job.processing", {"started_at": (job.started_at or started).isoformat()}),)
+
+
+def _progress(job: JobLike, event: Progress, now: datetime, policy: Policy) -> Transition:
+    if job.upstream_completed:
+        # A look that began before fal's completion was recorded: the result is what is due.
+        return Transition(next_action_at=now) if event.polled else NOTHING
+    changes: dict[str, Any] = {}
+    events: tuple[tuple[str, dict[str, Any]], ...] = ()
+    if event.in_progress:
+        events = _ran(job, now, None, changes)
+        if job.queue_position is not None:
+            changes["queue_position"] = None
+    elif job.status is JobStatus.starting and event.queue_position != job.queue_position:
+        # Positions only while it waits in fal's queue; a running job never goes back.
+        changes["queue_position"] = event.queue_position
+    events += _new_logs(job, event.logs, changes)
+    if not event.polled:
+        return Transition(changes=changes, events=events)
+    tries = job.poll_count + 1
+    changes["poll_count"] = tries
+    wait = policy.poll_max if event.watched else policy.backoff(tries)
+    return Transition(changes=changes, next_action_at=now + wait, events=events)
+
+
+def _new_logs(
+    job: JobLike, logs: list[dict[str, Any]] | None, changes: dict[str, Any]
+) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """fal answers a request's whole log each time: keep its last lines, and record the lines
+    not seen before as one ``job.logs`` event."""
+    if not logs:
+        return ()
+    known = job.logs or []
+    fresh = logs
+    if known:
+        last = known[-1]
+        for i in range(len(logs) - 1, -1, -1):
+            if logs[i] == last:
+                fresh = logs[i + 1 :]
+                break
+    if not fresh:
+        return ()
+    changes["logs"] = [*known, *fresh][-MAX_LOG_LINES:]
+    return (("job.logs", {"lines": fresh[-MAX_LOG_LINES:]}),)
+
+
+def _ended(job: JobLike, event: Ended, now: datetime) -> Transition:
+    outcome = event.outcome
+    inference = event.inference_s if event.inference_s is not None else job.inference_s
+    changes: dict[str, Any] = {"upstream_completed": True, "inference_s": inference}
+    before = _new_logs(job, event.logs, changes)
+    if isinstance(outcome, ResultCancelled):
+        ran = job.started_at is not None or bool(inference)
+        return _finish(
+            job,
+            now,
+            JobStatus.canceled,
+            billed=Outcome("canceled_running" if ran else "canceled_queued", inference),
+            error=_error(
+                "canceled",
+                "Canceled while running at fal.",
+                upstream_error(outcome.status_code, outcome.error_type, outcome.detail),
+            ),
+            changes=changes,
+            before=before,
+        )
+    if isinstance(outcome, ResultNotFound):
+        return _finish(
+            job,
+            now,
+            JobStatus.failed,
+            billed=Outcome("unknown", inference),
+            error=_error(
+                "upstream_result_expired",
+                "fal no longer has this request's result (results are kept about an hour).",
+                upstream_error(404, None, outcome.detail),
+            ),
+            changes=changes,
+            before=before,
+        )
+    return _finish(
+        job,
+        now,
+        JobStatus.failed,
+        billed=Outcome(failure_kind(outcome.status_code), inference),
+        error=_error(
+            failure_code(outcome),
+            outcome.message,
+            upstream_error(outcome.status_code, outcome.error_type, outcome.detail),
+        ),
+        changes=changes,
+        before=before,
+    )
+
+
+def failure_code(outcome: ResultFailed) -> str:
+    if outcome.status_code == 422:
+        return "upstream_validation"
+    if outcome.error_type == "request_timeout" and outcome.status_code == 504:
+        return "upstream_start_timeout"
+    if outcome.status_code >= 500:
+        return "upstream_runner_error"
+    return "upstream_error"

@@ -1,0 +1,55 @@
+"""The worker's side of a job: one *step* each time a worker holds the job's lease.
+
+A step reads the job (its claim answered the row), performs effects — fetch and check the input,
+talk to fal, store the outputs — with no transaction held open, and says what happened as a
+lifecycle event; the store writes the transition only if the lease is still ours
+(app.jobs.store), and the transition says when the job next needs a worker. Steps are safe to
+repeat: a worker that dies mid-step leaves the lease to expire, and the next worker re-reads the
+state and picks up from there.
+
+    dispatch.py    queued → 'sending' → submitted (or ambiguous, or back to pending)
+    follow_up.py   a webhook, the status stream's news or a poll; cancel; time-out
+    finalize.py    a success: fetch, measure and store the outputs
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from app.jobs import lifecycle
+from app.jobs.steps.context import StepContext, released_until
+from app.jobs.steps.dispatch import dispatch, found_mid_send, resolve_ambiguous
+from app.jobs.steps.follow_up import follow_up, time_out
+from app.jobs.store import LeaseLost
+from app.kit.clock import utcnow
+from app.models import Job, SubmitState
+
+log = structlog.get_logger(__name__)
+
+__all__ = ["StepContext", "released_until", "run_step"]
+
+
+async def run_step(ctx: StepContext, job: Job) -> None:
+    """One step of ``job`` as its claim answered it (the row read while our lease was taken)."""
+    bound = log.bind(job_id=str(job.id))
+    try:
+        if job.status.terminal:
+            return
+        if utcnow() - job.created_at > ctx.settings.job_timeout:
+            await time_out(ctx, job)
+        elif job.submit_state is SubmitState.pending:
+            await dispatch(ctx, job)
+        elif job.submit_state is SubmitState.sending:
+            await found_mid_send(ctx, job)
+        elif job.submit_state is SubmitState.ambiguous:
+            await resolve_ambiguous(ctx, job)
+        else:
+            await follow_up(ctx, job)
+    except LeaseLost:
+        bound.warning("lease lost; another worker has the job")
+    except Exception:
+        bound.exception("job step failed; retrying later")
+        try:
+            await ctx.apply(job.id, lifecycle.RetryLater("the step failed"))
+        except Exception:  # the lease will expire and the job comes back anyway
+            bound.exception("could not reschedule job")

@@ -1,0 +1,88 @@
+"""What a step works with: the worker's clients, and its lease on the job."""
+
+from __future__ import annotations
+
+import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.jobs import lifecycle
+from app.jobs.store import Also, Applied, JobStore
+from app.media.storage import Storage
+from app.models import Job
+from app.upstream.fal import FalClient
+from app.webhooks import service as webhooks
+from app.webhooks.tokens import JobTokens
+
+# When the job a step released is next due (None: finished, or not released). Each step runs in
+# a task of its own, so the worker reads its step's value: it looks again at that time instead of
+# claiming at once (nothing of this job is due) or only at its next poll.
+released_until: ContextVar[datetime | None] = ContextVar("released_until", default=None)
+
+
+class Watcher:
+    """Follows fal's status stream of jobs at fal (app.worker.watch); the steps hand it jobs."""
+
+    def watch(self, job: Job) -> bool:
+        """Follow ``job``'s status; False when it cannot (no room, no status URL)."""
+        return False
+
+    def watching(self, job_id: uuid.UUID) -> bool:
+        return False
+
+
+@dataclass
+class StepContext:
+    settings: Settings
+    sessionmaker: async_sessionmaker[AsyncSession]
+    store: JobStore
+    fal: FalClient
+    storage: Storage
+    tokens: JobTokens
+    owner: str
+    tmp_dir: Path
+    watcher: Watcher
+
+    async def apply(
+        self, job_id: uuid.UUID, event: lifecycle.Event, *, also: Also | None = None
+    ) -> Applied:
+        """Write ``event``'s transition under our lease (LeaseLost if it is not ours any more)."""
+        applied = await self.store.apply(job_id, event, owner=self.owner, also=also)
+        released_until.set(applied.next_action_at)
+        return applied
+
+
+def webhook_processed(event_id: uuid.UUID | None) -> Also | None:
+    """The webhook event that told us how the job ended, marked processed in the job's
+    transition."""
+    if event_id is None:
+        return None
+
+    async def mark(session: AsyncSession, job: Job) -> None:
+        await webhooks.mark_processed(session, event_id)
+
+    return mark
+
+
+def policy_of(settings: Settings) -> lifecycle.Policy:
+    """The lifecycle's view of the settings. After a submit the first look is a safety net when
+    the status stream reports (it is the poll's upper bound), the webhook's grace when only a
+    webhook will, and the shortest poll otherwise."""
+    if settings.status_streams:
+        first_look = settings.poll_interval_max
+    elif settings.public_url:
+        first_look = settings.webhook_grace
+    else:
+        first_look = settings.poll_interval_min
+    return lifecycle.Policy(
+        poll_min=settings.poll_interval_min,
+        poll_max=settings.poll_interval_max,
+        first_look=first_look,
+        ambiguous_grace=settings.ambiguous_submit_grace,
+        retry_ambiguous=settings.ambiguous_submit_policy.value == "retry",
+    )

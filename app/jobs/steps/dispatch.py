@@ -1,0 +1,166 @@
+"""Sending a job to fal: check the input, write 'sending', submit, record fal's answer.
+
+The submit is the one step that cannot simply be repeated (fal has no idempotency key), so
+'sending' is committed *before* the HTTP call: a worker that finds it after a crash knows a
+request may exist, and treats it as ambiguous instead of sending another.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from app.catalog.registry import CATALOG, ModelSpec
+from app.files.service import FileRemoved
+from app.jobs import lifecycle
+from app.jobs.preflight import Checked, InputRejected, InputUnavailable, preflight
+from app.jobs.steps.context import StepContext, released_until
+from app.models import Job, StoredFile, SubmitState
+from app.upstream.errors import (
+    AmbiguousSubmitError,
+    PermanentUpstreamError,
+    TransientUpstreamError,
+    UpstreamError,
+)
+from app.usage.estimates import estimate_job
+
+log = structlog.get_logger(__name__)
+
+
+async def dispatch(ctx: StepContext, job: Job) -> None:
+    spec = CATALOG.resolve(job.model)
+    assert spec is not None, f"model {job.model} left the catalog"
+    starting = lifecycle.SubmitStarting()
+    if job.input_probe is None:
+        checked = await _preflight(ctx, job, spec)
+        if checked is None:
+            return
+        starting = await _starting(ctx, job, spec, checked)
+    refused = await ctx.store.mark_sending(job, ctx.owner, starting)
+    if refused is not None:  # canceled meanwhile, or no longer within its budget
+        released_until.set(refused.next_action_at)
+        return
+    await _submit(ctx, job)
+
+
+async def _preflight(ctx: StepContext, job: Job, spec: ModelSpec) -> Checked | None:
+    """Check the input before any upstream request (see app.jobs.preflight). Returns what was
+    measured, or None when the step ended here (rejected, or to be retried later)."""
+    upload = None
+    if job.input_file_id is not None:
+        async with ctx.sessionmaker() as session:
+            upload = await session.get(StoredFile, job.input_file_id)
+    try:
+        return await preflight(
+            spec=spec,
+            job_input=job.input,
+            upload=upload,
+            settings=ctx.settings,
+            storage=ctx.storage,
+            fal=ctx.fal,
+            tmp_dir=ctx.tmp_dir,
+            job_id=job.id,
+            secret=ctx.tokens.secret,
+        )
+    except InputRejected as exc:
+        log.info(
+            "input rejected before any upstream request",
+            job_id=str(job.id),
+            code=exc.code,
+            **exc.measured,
+        )
+        await ctx.apply(job.id, lifecycle.InputRejected(exc.code, exc.message, exc.measured))
+    except (InputUnavailable, UpstreamError, FileRemoved) as exc:
+        message = getattr(exc, "detail", None) or str(exc)
+        log.warning("input not available yet; will retry", job_id=str(job.id), error=message)
+        await ctx.apply(job.id, lifecycle.InputUnavailable(message))
+    return None
+
+
+async def _starting(
+    ctx: StepContext, job: Job, spec: ModelSpec, checked: Checked
+) -> lifecycle.SubmitStarting:
+    """What the preflight measured, to be written with 'sending': the probe, the URL fal gets for
+    an upload, and the estimate re-priced by the measured duration (prices are cached: this
+    session reads the database only when the cache is cold)."""
+    async with ctx.sessionmaker() as session:
+        estimate = await estimate_job(
+            session, spec, ctx.settings, video_duration_s=checked.duration_s
+        )
+    payload = None
+    if checked.video_url is not None:
+        payload = {**job.upstream_payload, "video_url": checked.video_url}
+    return lifecycle.SubmitStarting(
+        probe=checked.probe, upstream_payload=payload, estimated_cost_micros=estimate.cost_micros
+    )
+
+
+async def _submit(ctx: StepContext, job: Job) -> None:
+    """Send the job ('sending' is committed) and record what fal answered."""
+    settings = ctx.settings
+    webhook_url = (
+        ctx.tokens.webhook_url(settings.public_url, job.id) if settings.public_url else None
+    )
+    try:
+        submitted = await ctx.fal.submit(
+            job.endpoint,
+            job.upstream_payload,
+            webhook_url=webhook_url,
+            start_timeout_s=settings.upstream_start_timeout.total_seconds(),
+        )
+    except AmbiguousSubmitError as exc:
+        log.warning(
+            "ambiguous submit; waiting for a webhook naming the job",
+            job_id=str(job.id),
+            error=str(exc),
+        )
+        await ctx.apply(job.id, lifecycle.SubmitAmbiguous(str(exc)))
+        return
+    except TransientUpstreamError as exc:
+        # Certainly no request at fal: back to pending, try again later.
+        log.warning(
+            "submit failed before reaching fal; will retry", job_id=str(job.id), error=str(exc)
+        )
+        retry_after = float(exc.retry_after) if exc.retry_after else None
+        await ctx.apply(job.id, lifecycle.SubmitFailed(str(exc), retry_after))
+        return
+    except PermanentUpstreamError as exc:
+        if exc.code in ("upstream_auth", "upstream_account_locked"):
+            log.error(
+                "fal refused our credentials", job_id=str(job.id), code=exc.code, error=str(exc)
+            )
+        upstream = lifecycle.upstream_error(exc.status_code, exc.error_type, exc.detail)
+        await ctx.apply(
+            job.id,
+            lifecycle.SubmitRefused(
+                exc.code, exc.message, upstream, created=exc.request_id is not None
+            ),
+        )
+        return
+
+    applied = await ctx.apply(
+        job.id,
+        lifecycle.Submitted(
+            request_id=submitted.request_id,
+            status_url=submitted.status_url,
+            response_url=submitted.response_url,
+            cancel_url=submitted.cancel_url,
+            queue_position=submitted.queue_position,
+        ),
+    )
+    log.info("submitted to fal", job_id=str(job.id), request_id=submitted.request_id)
+    if not applied.job.status.terminal:
+        ctx.watcher.watch(applied.job)
+
+
+async def found_mid_send(ctx: StepContext, job: Job) -> None:
+    """A worker died between writing 'sending' and learning the answer: the request may exist."""
+    log.warning(
+        "found a submit interrupted mid-flight; treating it as ambiguous", job_id=str(job.id)
+    )
+    await ctx.apply(job.id, lifecycle.FoundMidSend())
+
+
+async def resolve_ambiguous(ctx: StepContext, job: Job) -> None:
+    applied = await ctx.apply(job.id, lifecycle.AmbiguousDue())
+    if applied.job.submit_state is SubmitState.pending:
+        log.warning("no webhook named the ambiguous submit; resubmitting once", job_id=str(job.id))

@@ -1,0 +1,265 @@
+"""A success at fal becomes a success here only once its outputs are fetched (before fal's URLs
+expire), measured with PyAV and stored: the job then serves the gateway's own copies."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.catalog.registry import CATALOG, ModelSpec
+from app.files import service as files
+from app.jobs import lifecycle
+from app.jobs.steps.context import StepContext, webhook_processed
+from app.media.errors import MediaError
+from app.media.extract import extract_audio
+from app.media.normalize import fit_audio_to_video
+from app.media.probe import MediaInfo, probe
+from app.models import FileKind, Job
+from app.upstream.errors import PermanentUpstreamError, TransientUpstreamError
+from app.webhooks import service as webhooks
+
+log = structlog.get_logger(__name__)
+
+
+async def finalize(
+    ctx: StepContext,
+    job: Job,
+    output: dict[str, Any],
+    inference_s: float | None,
+    logs: list[dict[str, Any]] | None,
+    webhook_event: uuid.UUID | None,
+) -> None:
+    spec = CATALOG.resolve(job.model)
+    assert spec is not None, f"model {job.model} left the catalog"
+    workdir = Path(tempfile.mkdtemp(prefix=f"job-{job.id}-", dir=ctx.tmp_dir))
+    try:
+        stored = await _fetch_outputs(ctx, job, spec, output, workdir)
+    except (MediaError, PermanentUpstreamError) as exc:
+        code = "output_unreadable" if isinstance(exc, MediaError) else "output_unavailable"
+        await ctx.apply(
+            job.id,
+            lifecycle.OutputsUnavailable(code, f"Fetching the outputs: {exc}", output, inference_s),
+            also=webhook_processed(webhook_event),
+        )
+        return
+    except TransientUpstreamError as exc:
+        # Retried until it works, the files expire at fal (a permanent error), or the job times out.
+        log.warning("fetching outputs failed; will retry", job_id=str(job.id), error=str(exc))
+        await ctx.apply(job.id, lifecycle.RetryLater(str(exc)))
+        return
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    result: dict[str, Any] = {"prompt": _used_prompt(spec, job, output)}
+    for item in stored:
+        name = "video" if item.kind is FileKind.output_video else "audio"
+        result[name] = _describe(item)
+
+    async def record_files(session: AsyncSession, row: Job) -> None:
+        # A repeated finalize (after a crash) replaces the files of the one before.
+        await files.replace_job_outputs(
+            session, row.tenant_id, row.id, [item.as_output() for item in stored]
+        )
+        if webhook_event is not None:
+            await webhooks.mark_processed(session, webhook_event)
+
+    applied = await ctx.apply(
+        job.id, lifecycle.Succeeded(result, output, inference_s, logs), also=record_files
+    )
+    if applied.job.status.terminal:
+        log.info("job succeeded", job_id=str(job.id))
+
+
+@dataclass
+class _StoredOutput:
+    id: uuid.UUID
+    kind: FileKind
+    key: str
+    filename: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+    media: MediaInfo
+    source_url: str | None
+
+    def as_output(self) -> files.Output:
+        return files.Output(
+            id=self.id,
+            kind=self.kind,
+            storage_key=self.key,
+            filename=self.filename,
+            content_type=self.content_type,
+            size_bytes=self.size_bytes,
+            sha256=self.sha256,
+            media=self.media.to_dict(),
+            source_url=self.source_url,
+        )
+
+
+def _file_url(output: dict[str, Any], field: str | None) -> str | None:
+    if field is None:
+        return None
+    value = output.get(field)
+    if isinstance(value, dict) and isinstance(value.get("url"), str):
+        return value["url"]
+    return None
+
+
+def _used_prompt(spec: ModelSpec, job: Job, output: dict[str, Any]) -> str | None:
+    if spec.outputs.prompt_field and isinstance(output.get(spec.outputs.prompt_field), str):
+        return output[spec.outputs.prompt_field]
+    if spec.outputs.prompt_from_payload:
+        value = job.upstream_payload.get(spec.outputs.prompt_from_payload)
+        return value if isinstance(value, str) else None
+    return job.input.get("prompt")
+
+
+def _describe(item: _StoredOutput) -> dict[str, Any]:
+    m = item.media
+    out: dict[str, Any] = {
+        "file_id": str(item.id),
+        "content_type": item.content_type,
+        "size_bytes": item.size_bytes,
+        "duration_s": m.duration_s,
+        "container": m.container,
+    }
+    if item.kind is FileKind.output_video and m.video is not None:
+        out.update(
+            width=m.video.width, height=m.video.height, fps=m.video.fps, video_codec=m.video.codec
+        )
+        if m.audio is not None:
+            out.update(
+                audio_codec=m.audio.codec,
+                sample_rate=m.audio.sample_rate,
+                channels=m.audio.channels,
+            )
+    elif m.audio is not None:
+        out.update(codec=m.audio.codec, sample_rate=m.audio.sample_rate, channels=m.audio.channels)
+    return out
+
+
+_EXT = {
+    "mp4": "mp4",
+    "mov": "mov",
+    "webm": "webm",
+    "matroska": "mkv",
+    "mp3": "mp3",
+    "wav": "wav",
+    "ogg": "ogg",
+}
+_AUDIO_TYPES = {
+    "mp3": "audio/mpeg",
+    "wav": "audio/wav",
+    "ogg": "audio/ogg",
+    "mp4": "audio/mp4",
+    "flac": "audio/flac",
+}
+_VIDEO_TYPES = {
+    "mp4": "video/mp4",
+    "mov": "video/quicktime",
+    "webm": "video/webm",
+    "matroska": "video/x-matroska",
+}
+
+
+async def _fetch_outputs(
+    ctx: StepContext, job: Job, spec: ModelSpec, output: dict[str, Any], workdir: Path
+) -> list[_StoredOutput]:
+    stored: list[_StoredOutput] = []
+    prefix = f"jobs/{job.tenant_id}/{job.id}"
+    video_url = _file_url(output, spec.outputs.video_field)
+    audio_url = _file_url(output, spec.outputs.audio_field)
+    if spec.outputs.video_field and video_url is None:
+        raise PermanentUpstreamError(
+            f"the output has no '{spec.outputs.video_field}' file", operation="result"
+        )
+    if spec.outputs.audio_field and audio_url is None:
+        raise PermanentUpstreamError(
+            f"the output has no '{spec.outputs.audio_field}' file", operation="result"
+        )
+    video_path: Path | None = None
+    if video_url is not None:
+        video_path = workdir / "video.bin"
+        await ctx.fal.download(video_url, video_path, max_bytes=ctx.settings.max_output_bytes)
+        if spec.outputs.audio_from_video:
+            # ThinkSound's audio can come back up to ~1 s short of the video: pad or trim it to
+            # the video's length (the video stream is copied, never re-encoded).
+            fitted = workdir / "video.fitted.mp4"
+            fit = await asyncio.to_thread(fit_audio_to_video, video_path, fitted)
+            if fit.changed:
+                log.info(
+                    "audio fitted to the video",
+                    job_id=str(job.id),
+                    padded_s=fit.padded_s,
+                    trimmed_s=fit.trimmed_s,
+                )
+                video_path = fitted
+        media = await asyncio.to_thread(probe, video_path)
+        ext = _EXT.get(media.container, "mp4")
+        stored.append(
+            await _store(
+                ctx,
+                FileKind.output_video,
+                f"{prefix}/video.{ext}",
+                video_path,
+                _VIDEO_TYPES.get(media.container, "video/mp4"),
+                media,
+                video_url,
+            )
+        )
+    if audio_url is not None:
+        audio_path = workdir / "audio.bin"
+        await ctx.fal.download(audio_url, audio_path, max_bytes=ctx.settings.max_output_bytes)
+        media = await asyncio.to_thread(probe, audio_path)
+        ext = _EXT.get(media.container, "bin") if media.container != "mp4" else "m4a"
+        stored.append(
+            await _store(
+                ctx,
+                FileKind.output_audio,
+                f"{prefix}/audio.{ext}",
+                audio_path,
+                _AUDIO_TYPES.get(media.container, "application/octet-stream"),
+                media,
+                audio_url,
+            )
+        )
+    elif spec.outputs.audio_from_video and video_path is not None:
+        m4a = workdir / "audio.m4a"
+        media = await asyncio.to_thread(extract_audio, video_path, m4a)
+        stored.append(
+            await _store(
+                ctx, FileKind.output_audio, f"{prefix}/audio.m4a", m4a, "audio/mp4", media, None
+            )
+        )
+    return stored
+
+
+async def _store(
+    ctx: StepContext,
+    kind: FileKind,
+    key: str,
+    path: Path,
+    content_type: str,
+    media: MediaInfo,
+    source_url: str | None,
+) -> _StoredOutput:
+    obj = await ctx.storage.put_file(key, path, content_type=content_type)
+    return _StoredOutput(
+        id=uuid.uuid4(),
+        kind=kind,
+        key=obj.key,
+        filename=key.rsplit("/", 1)[-1],
+        content_type=content_type,
+        size_bytes=obj.size_bytes,
+        sha256=obj.sha256,
+        media=media,
+        source_url=source_url,
+    )

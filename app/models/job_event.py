@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Identity, Index, Integer, String, func
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base
+
+
+class JobEvent(Base):
+    """One transition of a job, appended in the transaction that made it (app.jobs.store).
+
+    The log is the job's history (``GET /v1/jobs/{id}/events``) and the outbox notifications read:
+    an event exists if and only if its transition committed. ``seq`` numbers a job's events from
+    1 without gaps (taken from ``jobs.event_seq`` under the job's row lock); ``id`` orders all
+    events, for readers that follow every job at once. Kept as long as its job."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (
+        # A job's history and "its events after N" (SSE resumption by Last-Event-ID).
+        Index("ix_job_events_job_seq", "job_id", "seq", unique=True),
+        # A tenant's events after a cursor (outbound notifications).
+        Index("ix_job_events_tenant_id", "tenant_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+    )
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    seq: Mapped[int] = mapped_column(Integer, nullable=False)
+    type: Mapped[str] = mapped_column(String(40), nullable=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )

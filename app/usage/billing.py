@@ -1,0 +1,58 @@
+"""fal's billing rules as pure functions: how an upstream request ended → the units it bills.
+
+The ledger (app.usage.ledger) prices these units; the job lifecycle (app.jobs.lifecycle) decides
+the outcome. Rules, as far as fal documents them (the emulator bills the same way): success bills
+its units (one video, or ``metrics.inference_time`` compute seconds); a 5xx is never billed; a
+422 from the runner costs nothing unless ``bill_422`` (then its compute seconds); a request
+canceled while queued costs nothing, one canceled while running bills its compute seconds so far
+on compute-second models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+OutcomeKind = Literal[
+    "succeeded",
+    "upstream_422",
+    "upstream_4xx",
+    "upstream_5xx",
+    "canceled_queued",
+    "canceled_running",
+    "unknown",
+]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an upstream request ended, as billing sees it."""
+
+    kind: str  # one of OutcomeKind (a plain str: stored outcomes are read back as text)
+    inference_s: float | None = None
+
+
+def billable_units(unit: str, outcome: Outcome, *, bill_422: bool) -> Decimal | None:
+    """Units fal bills for this outcome; None when they cannot be known (no inference time)."""
+    seconds = None if outcome.inference_s is None else Decimal(str(outcome.inference_s))
+    if outcome.kind == "unknown":  # e.g. the result expired before we read it
+        return None
+    if outcome.kind == "succeeded":
+        if unit == "video":
+            return Decimal(1)
+        return seconds
+    if outcome.kind == "canceled_running" and unit == "compute_second":
+        return seconds if seconds is not None else Decimal(0)
+    if outcome.kind == "upstream_422" and bill_422 and unit == "compute_second":
+        return seconds if seconds is not None else Decimal(0)
+    return Decimal(0)
+
+
+def failure_kind(status_code: int) -> OutcomeKind:
+    """A failed request's outcome by the status code fal answered it with."""
+    if status_code == 422:
+        return "upstream_422"
+    if status_code >= 500:
+        return "upstream_5xx"
+    return "upstream_4xx"

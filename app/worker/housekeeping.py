@@ -1,0 +1,58 @@
+"""The worker's periodic chores: expired idempotency keys and rate windows, usage that waited
+for a price, ledger rows past retention, files past retention. Safe to run on every worker at
+once: each piece is idempotent or takes its rows with SKIP LOCKED."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.db.engine import unit_of_work
+from app.files import retention
+from app.jobs import store
+from app.kit.idempotency import prune_expired
+from app.media.storage import Storage
+from app.usage import ledger, limits
+
+log = structlog.get_logger(__name__)
+
+
+async def housekeep(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, storage: Storage
+) -> dict[str, int]:
+    """One round; what it did, by chore."""
+    async with unit_of_work(sessionmaker) as session:
+        done = {
+            "idempotency_keys": await prune_expired(session),
+            "rate_windows": await limits.prune(session),
+            "settled_unpriced": await store.settle_blocked(
+                session, bill_422=settings.bill_upstream_422
+            )
+            + await ledger.settle_unpriced_orphans(session, bill_422=settings.bill_upstream_422),
+            "ledger_rows_pruned": await ledger.prune(session, settings.usage_retention),
+            "files_removed": 0,
+        }
+        if settings.retention_days is not None:
+            done["files_removed"] = await retention.remove_expired(
+                session, storage, settings.retention_days
+            )
+    if any(n for key, n in done.items() if key != "rate_windows"):
+        log.info("housekeeping", **done)
+    return done
+
+
+async def run_housekeeping(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, storage: Storage
+) -> None:
+    """Every ``housekeeping_interval``, until cancelled."""
+    while True:
+        try:
+            await housekeep(sessionmaker, settings, storage)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("housekeeping failed")
+        await asyncio.sleep(settings.housekeeping_interval.total_seconds())

@@ -1,0 +1,385 @@
+"""The job lifecycle as a pure machine: no Postgres, no fal. Examples of its transitions, and its
+invariants under any sequence of events (hypothesis)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.jobs import lifecycle as lc
+from app.models import JobStatus, SubmitState
+from app.upstream.schemas import ResultCancelled, ResultFailed, ResultNotFound
+
+T0 = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+POLICY = lc.Policy(
+    poll_min=timedelta(seconds=1),
+    poll_max=timedelta(seconds=30),
+    first_look=timedelta(seconds=30),
+    ambiguous_grace=timedelta(seconds=120),
+)
+
+
+@dataclass
+class FakeJob:
+    status: JobStatus = JobStatus.queued
+    submit_state: SubmitState = SubmitState.pending
+    submit_attempts: int = 0
+    poll_count: int = 0
+    upstream_request_id: str | None = None
+    upstream_completed: bool = False
+    created_at: datetime = T0
+    submitted_at: datetime | None = None
+    started_at: datetime | None = None
+    cancel_requested_at: datetime | None = None
+    cancel_sent_at: datetime | None = None
+    inference_s: float | None = None
+    queue_position: int | None = None
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    next_action_at: datetime | None = T0
+    # what the store does besides the row: counted here
+    settled: int = 0
+    events: list[str] = field(default_factory=list)
+
+
+def apply(
+    job: FakeJob, event: lc.Event, now: datetime, policy: lc.Policy = POLICY
+) -> lc.Transition:
+    """What app.jobs.store.JobStore does with a transition, minus the database."""
+    t = lc.decide(job, event, now=now, policy=policy)
+    for column, value in t.changes.items():
+        if hasattr(job, column):
+            setattr(job, column, value)
+    if t.next_action_at is not lc.KEEP:
+        job.next_action_at = t.next_action_at
+    if job.status.terminal:
+        job.next_action_at = None
+    if t.settle is not None:
+        job.settled += 1
+    job.events += [kind for kind, _ in t.events]
+    return t
+
+
+def log(msg: str) -> dict[str, Any]:
+    return {"message": msg, "level": "INFO", "source": "USER", "timestamp": "2026-12-07T12:00:00Z"}
+
+
+def submitted(rid: str = "req-1") -> lc.Submitted:
+    return lc.Submitted(rid, "https://q/s", "https://q/r", "https://q/c", 0)
+
+
+# --- examples -------------------------------------------------------------------------------------
+
+
+def test_a_job_goes_from_queued_to_succeeded_with_one_event_per_step() -> None:
+    job = FakeJob()
+    apply(job, lc.SubmitStarting(probe={"duration_s": 4.0}), T0)
+    assert (job.submit_state, job.submit_attempts, job.submitted_at) == (
+        SubmitState.sending,
+        1,
+        T0,
+    )
+    apply(job, submitted(), T0)
+    assert job.status is JobStatus.starting and job.upstream_request_id == "req-1"
+    assert job.next_action_at == T0 + POLICY.first_look
+    later = T0 + timedelta(seconds=2)
+    apply(job, lc.Progress(True, None, [log("a")], polled=False), later)
+    assert job.status is JobStatus.processing and job.started_at == later
+    apply(job, lc.Progress(True, None, [log("a"), log("b")], polled=False), later)
+    apply(job, lc.UpstreamCompleted(3.5, [log("a"), log("b"), log("c")]), later)
+    assert job.upstream_completed and job.next_action_at == later and job.inference_s == 3.5
+    t = apply(job, lc.Succeeded({"prompt": "x"}, {}, None, None), later)
+    assert job.status is JobStatus.succeeded and job.settled == 1
+    assert t.settle == lc.Settle(lc.Outcome("succeeded", 3.5))
+    assert job.events == [
+        "job.submitting",
+        "job.started",
+        "job.processing",
+        "job.logs",
+        "job.logs",
+        "job.logs",
+        "job.succeeded",
+    ]
+    assert [entry["message"] for entry in job.logs] == ["a", "b", "c"]
+
+
+def test_only_new_log_lines_make_an_event() -> None:
+    job = FakeJob(status=JobStatus.processing, submit_state=SubmitState.submitted)
+    first = lc.decide(
+        job, lc.Progress(True, None, [log("a"), log("b")], polled=False), now=T0, policy=POLICY
+    )
+    assert first.events == (("job.logs", {"lines": [log("a"), log("b")]}),)
+    job.logs = [log("a"), log("b")]
+    same = lc.decide(
+        job, lc.Progress(True, None, [log("a"), log("b")], polled=False), now=T0, policy=POLICY
+    )
+    assert same.noop
+    more = lc.decide(
+        job,
+        lc.Progress(True, None, [log("a"), log("b"), log("c")], polled=False),
+        now=T0,
+        policy=POLICY,
+    )
+    assert more.events == (("job.logs", {"lines": [log("c")]}),)
+
+
+def test_a_status_seen_on_the_stream_leaves_the_next_look_alone() -> None:
+    job = FakeJob(status=JobStatus.starting, submit_state=SubmitState.submitted, queue_position=3)
+    t = lc.decide(job, lc.Progress(False, 1, None, polled=False), now=T0, policy=POLICY)
+    assert t.changes == {"queue_position": 1} and t.next_action_at is lc.KEEP
+    polled = lc.decide(
+        job, lc.Progress(False, 1, None, polled=True, watched=True), now=T0, policy=POLICY
+    )
+    assert polled.next_action_at == T0 + POLICY.poll_max
+
+
+def test_a_poll_that_began_before_the_completion_does_not_put_the_result_off() -> None:
+    job = FakeJob(
+        status=JobStatus.processing, submit_state=SubmitState.submitted, upstream_completed=True
+    )
+    t = lc.decide(job, lc.Progress(True, None, None, polled=True), now=T0, policy=POLICY)
+    assert t.next_action_at == T0 and not t.changes
+
+
+def test_a_submit_its_webhook_attached_first_is_due_at_once() -> None:
+    job = FakeJob(submit_state=SubmitState.sending, submit_attempts=1)
+    apply(job, lc.Attached("req-9"), T0)
+    assert job.submit_state is SubmitState.submitted and job.events == ["job.attached"]
+    t = apply(job, submitted("req-9"), T0)
+    assert t.next_action_at == T0
+
+
+def test_an_ambiguous_submit_waits_then_fails_without_a_second_request() -> None:
+    job = FakeJob(submit_state=SubmitState.sending, submit_attempts=1, submitted_at=T0)
+    apply(job, lc.SubmitAmbiguous("read timeout"), T0)
+    assert job.next_action_at == T0 + POLICY.ambiguous_grace
+    early = apply(job, lc.AmbiguousDue(), T0 + timedelta(seconds=5))
+    assert early.next_action_at == T0 + POLICY.ambiguous_grace and not early.changes
+    apply(job, lc.AmbiguousDue(), T0 + POLICY.ambiguous_grace)
+    assert job.status is JobStatus.failed and job.settled == 1
+    assert job.submit_state is SubmitState.ambiguous  # never back to pending
+
+
+def test_the_retry_policy_resubmits_an_ambiguous_job_once() -> None:
+    retry = replace(POLICY, retry_ambiguous=True)
+    job = FakeJob(submit_state=SubmitState.ambiguous, submit_attempts=1, submitted_at=T0)
+    apply(job, lc.AmbiguousDue(), T0 + POLICY.ambiguous_grace, retry)
+    assert job.submit_state is SubmitState.pending
+    job.submit_state, job.submit_attempts = SubmitState.ambiguous, 2
+    apply(job, lc.AmbiguousDue(), T0 + POLICY.ambiguous_grace, retry)
+    assert job.status is JobStatus.failed
+
+
+def test_a_cancel_before_the_send_ends_the_job_without_billing() -> None:
+    job = FakeJob()
+    t = apply(job, lc.CancelRequested(), T0)
+    assert job.status is JobStatus.canceled and t.settle == lc.Settle(None)
+    with pytest.raises(lc.NotApplicable):
+        lc.decide(job, lc.CancelRequested(), now=T0, policy=POLICY)
+
+
+def test_a_cancel_at_fal_is_requested_once_and_wakes_a_worker() -> None:
+    job = FakeJob(status=JobStatus.starting, submit_state=SubmitState.submitted)
+    t = apply(job, lc.CancelRequested(), T0)
+    assert t.wake == "cancel" and job.cancel_requested_at == T0 and job.next_action_at == T0
+    assert lc.decide(job, lc.CancelRequested(), now=T0, policy=POLICY).noop
+
+
+@pytest.mark.parametrize(
+    ("outcome", "started", "status", "code", "billed"),
+    [
+        (
+            ResultFailed(422, None, None, [{"msg": "bad"}], False),
+            False,
+            "failed",
+            "upstream_validation",
+            "upstream_422",
+        ),
+        (
+            ResultFailed(504, None, "request_timeout", "t", True),
+            False,
+            "failed",
+            "upstream_start_timeout",
+            "upstream_5xx",
+        ),
+        (
+            ResultFailed(503, None, "runner_disconnected", "d", True),
+            True,
+            "failed",
+            "upstream_runner_error",
+            "upstream_5xx",
+        ),
+        (ResultCancelled(499, None, "c"), True, "canceled", "canceled", "canceled_running"),
+        (ResultCancelled(499, None, "c"), False, "canceled", "canceled", "canceled_queued"),
+        (ResultNotFound("gone"), True, "failed", "upstream_result_expired", "unknown"),
+    ],
+)
+def test_what_fal_answered_decides_the_end_and_the_bill(
+    outcome: Any, started: bool, status: str, code: str, billed: str
+) -> None:
+    job = FakeJob(
+        status=JobStatus.processing if started else JobStatus.starting,
+        submit_state=SubmitState.submitted,
+        upstream_request_id="r",
+        started_at=T0 if started else None,
+    )
+    t = apply(job, lc.Ended(outcome, None, None), T0)
+    assert job.status.value == status and t.changes["error"]["code"] == code
+    assert t.settle is not None and t.settle.outcome is not None
+    assert t.settle.outcome.kind == billed
+
+
+def test_a_run_never_seen_running_gets_its_start_from_fals_inference_time() -> None:
+    job = FakeJob(status=JobStatus.starting, submit_state=SubmitState.submitted, submitted_at=T0)
+    now = T0 + timedelta(seconds=10)
+    apply(job, lc.Succeeded({}, {}, 4.0, None), now)
+    assert job.started_at == now - timedelta(seconds=4)
+
+
+def test_the_preflight_gives_up_after_three_tries() -> None:
+    job = FakeJob()
+    apply(job, lc.InputUnavailable("refused"), T0)
+    apply(job, lc.InputUnavailable("refused"), T0)
+    assert job.status is JobStatus.queued and job.next_action_at is not None
+    apply(job, lc.InputUnavailable("refused"), T0)
+    assert job.status is JobStatus.failed and job.events[-1] == "job.failed"
+
+
+# --- invariants under any sequence of events ------------------------------------------------------
+
+LOGS = st.lists(st.sampled_from([log("a"), log("b"), log("c")]), max_size=3)
+FAILED = st.builds(
+    ResultFailed,
+    status_code=st.sampled_from([400, 422, 500, 503, 504]),
+    body=st.none(),
+    error_type=st.sampled_from([None, "request_timeout", "runner_disconnected"]),
+    detail=st.just("x"),
+    retryable=st.booleans(),
+)
+OUTCOMES = st.one_of(
+    FAILED, st.just(ResultCancelled(499, None, "c")), st.just(ResultNotFound("gone"))
+)
+INFERENCE = st.one_of(st.none(), st.floats(0.1, 30, allow_nan=False))
+EVENTS = st.one_of(
+    st.just(lc.CancelRequested()),
+    st.just(lc.TimedOut(timedelta(hours=1))),
+    st.builds(lc.InputRejected, st.just("video_too_long"), st.just("too long")),
+    st.builds(lc.InputUnavailable, st.just("refused")),
+    st.builds(lc.SubmitStarting),
+    st.builds(lc.BudgetRefused, st.just("budget_exceeded"), st.just("over")),
+    st.builds(submitted, st.sampled_from(["req-1", "req-2"])),
+    st.builds(lc.SubmitAmbiguous, st.just("timeout")),
+    st.builds(lc.SubmitFailed, st.just("503"), st.one_of(st.none(), st.just(2.0))),
+    st.builds(
+        lc.SubmitRefused,
+        st.just("upstream_auth"),
+        st.just("no"),
+        st.none(),
+        created=st.booleans(),
+    ),
+    st.just(lc.FoundMidSend()),
+    st.just(lc.AmbiguousDue()),
+    st.builds(lc.Attached, st.sampled_from(["req-1", "req-2"])),
+    st.builds(
+        lc.Progress,
+        in_progress=st.booleans(),
+        queue_position=st.one_of(st.none(), st.integers(0, 5)),
+        logs=LOGS,
+        polled=st.booleans(),
+        watched=st.booleans(),
+    ),
+    st.builds(lc.UpstreamCompleted, INFERENCE, LOGS),
+    st.builds(lc.Succeeded, st.just({}), st.just({}), INFERENCE, LOGS),
+    st.builds(
+        lc.OutputsUnavailable,
+        st.just("output_unavailable"),
+        st.just("gone"),
+        st.just({}),
+        INFERENCE,
+    ),
+    st.builds(lc.Ended, OUTCOMES, INFERENCE, LOGS),
+    st.builds(lc.CancelSent, st.booleans()),
+    st.builds(lc.RetryLater, st.just("x")),
+    st.just(lc.Reschedule()),
+)
+SEQUENCES = st.lists(st.tuples(EVENTS, st.integers(0, 90)), max_size=40)
+# The events around a submit, without those that end the job: sequences that reach the
+# ambiguous cases (and a resubmit, were the machine wrong) often.
+SUBMIT_EVENTS = st.one_of(
+    st.builds(lc.SubmitStarting),
+    st.builds(submitted, st.sampled_from(["req-1", "req-2"])),
+    st.builds(lc.SubmitAmbiguous, st.just("timeout")),
+    st.builds(lc.SubmitFailed, st.just("503"), st.none()),
+    st.just(lc.FoundMidSend()),
+    st.just(lc.AmbiguousDue()),
+    st.builds(lc.Attached, st.sampled_from(["req-1", "req-2"])),
+)
+SUBMIT_SEQUENCES = st.lists(st.tuples(SUBMIT_EVENTS, st.integers(0, 150)), max_size=30)
+
+
+def run(events: list[tuple[lc.Event, int]], policy: lc.Policy) -> tuple[FakeJob, int]:
+    """The job after the events (each ``seconds`` after the one before); how many submits left
+    while a request from an earlier one may still have existed at fal."""
+    job = FakeJob()
+    maybe_at_fal = 0
+    overlapping = 0
+    now = T0
+    for event, seconds in events:
+        now += timedelta(seconds=seconds)
+        before = job.submit_state
+        try:
+            t = apply(job, event, now, policy)
+        except lc.NotApplicable:
+            assert isinstance(event, lc.CancelRequested) and job.status.terminal
+            continue
+        after = t.changes.get("submit_state", before)
+        if before is SubmitState.pending and after is SubmitState.sending:
+            overlapping += maybe_at_fal > 0
+            maybe_at_fal += 1
+        if before is SubmitState.sending and after is SubmitState.pending:
+            maybe_at_fal -= 1  # fal refused it before its queue: it certainly does not exist
+        if not job.status.terminal:
+            assert job.next_action_at is not None, f"stranded after {event}"
+        assert job.settled == (1 if job.status.terminal else 0)
+    return job, overlapping
+
+
+@settings(max_examples=400, deadline=None)
+@given(SEQUENCES)
+def test_usage_settles_exactly_once_and_nothing_is_stranded(
+    events: list[tuple[lc.Event, int]],
+) -> None:
+    run(events, POLICY)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(SEQUENCES, SUBMIT_SEQUENCES, SUBMIT_SEQUENCES, SUBMIT_SEQUENCES))
+def test_never_a_second_upstream_request_by_our_doing(events: list[tuple[lc.Event, int]]) -> None:
+    _, overlapping = run(events, POLICY)
+    assert overlapping == 0
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(SEQUENCES, SUBMIT_SEQUENCES, SUBMIT_SEQUENCES))
+def test_the_retry_policy_allows_one_resubmit_at_most(events: list[tuple[lc.Event, int]]) -> None:
+    _, overlapping = run(events, replace(POLICY, retry_ambiguous=True))
+    assert overlapping <= 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(SEQUENCES, EVENTS)
+def test_a_terminal_job_absorbs_every_event(
+    events: list[tuple[lc.Event, int]], late: lc.Event
+) -> None:
+    job, _ = run(events, POLICY)
+    apply(job, lc.TimedOut(timedelta(hours=1)), T0 + timedelta(hours=2))  # every path ends
+    assert job.status.terminal and job.settled == 1
+    if isinstance(late, lc.CancelRequested):
+        with pytest.raises(lc.NotApplicable):
+            lc.decide(job, late, now=T0, policy=POLICY)
+    else:
+        assert lc.decide(job, late, now=T0, policy=POLICY) is lc.NOTHING

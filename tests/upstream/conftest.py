@@ -1,5 +1,6 @@
 """Helpers for driving ``FalClient`` against ``httpx.MockTransport``: only the network edge is
-faked; every byte our client sends goes through httpx's real request building."""
+faked; every byte our client sends goes through httpx's real request building. Shared by the
+tests of the client's modules (test_transport, test_queue, test_storage, test_fal)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,41 @@ CDN = "https://cdn.test"
 KEY = "key-id:key-secret"
 
 Handler = Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
+MakeClient = Callable[..., FalClient]
+
+ENDPOINT = "fal-ai/kling-video/video-to-audio"
+RID = "0b5c7f2e-3d1a-4c1e-9f4e-2f1d2b3c4d5e"
+BASE = f"{QUEUE}/fal-ai/kling-video/requests/{RID}"
+SUBMITTED = {
+    "status": "IN_QUEUE",
+    "request_id": RID,
+    "response_url": BASE,
+    "status_url": f"{BASE}/status",
+    "cancel_url": f"{BASE}/cancel",
+    "queue_position": 0,
+}
+FAL_ID = {"x-fal-request-id": RID}
+
+
+def replies(*items: httpx.Response | Exception):  # type: ignore[no-untyped-def]
+    """A handler answering (or failing) with ``items`` in order, the last one repeated."""
+    queue = list(items)
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        item = queue.pop(0) if len(queue) > 1 else queue[0]
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    return handler
+
+
+def ok_submit() -> httpx.Response:
+    return httpx.Response(200, json=SUBMITTED, headers=FAL_ID)
+
+
+def nginx(status: int) -> httpx.Response:
+    return httpx.Response(status, text=f"<html><center>{status}</center><hr>nginx</html>")
 
 
 @dataclass

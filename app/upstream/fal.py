@@ -6,6 +6,7 @@ module per concern, so each can be read alone:
 - ``transport``: the httpx client, the hosts the key may go to, the retry loop (``retry.py``);
 - ``answers``: what an error answer from fal means, whichever call received it;
 - ``queue``: the queue protocol and its answers as ``schemas`` values;
+- ``status_stream``: a request's statuses pushed live (``sse`` decodes the event stream);
 - ``storage``: uploads and output downloads.
 
 Nothing here knows about jobs, tenants or the database; configuration comes in as arguments.
@@ -21,6 +22,7 @@ import httpx
 
 from app.upstream.queue import QueueOperations
 from app.upstream.retry import CALL_POLICY, SUBMIT_POLICY, RetryPolicy, Uniform
+from app.upstream.status_stream import StatusStreamOperations
 from app.upstream.storage import CdnTokens, StorageOperations
 from app.upstream.streams import DEFAULT_CHUNK_SIZE
 from app.upstream.transport import (
@@ -45,7 +47,7 @@ __all__ = [
 
 # The calls live in one class per concern sharing this object's transport, the way redis-py
 # assembles its client from command mixins: callers keep one object, readers get small modules.
-class FalClient(QueueOperations, StorageOperations):
+class FalClient(QueueOperations, StatusStreamOperations, StorageOperations):
     """Typed client for fal's queue, storage and output files.
 
     ``http`` is injectable (tests pass one on an ``httpx.MockTransport``; the app passes the

@@ -1,5 +1,5 @@
 """fal's queue protocol: submit, status, result, cancel, and how each answer becomes a value of
-``schemas`` or an error of ``errors``.
+``schemas`` or an error of ``errors``. The live status stream is in ``status_stream``.
 
 Status, result and cancel use the URLs fal returned on submit, verbatim: they carry only
 ``owner/app`` while submit takes the full endpoint id, and fal advises treating them as opaque.
@@ -146,22 +146,15 @@ class QueueOperations:
         response = await self._transport.send(
             "status", "GET", url, headers=self._transport.auth_headers()
         )
-        header_id = response.headers.get(REQUEST_ID_HEADER)
         if response.status_code in (200, 202):
             body = json_or_none(response)
             if not isinstance(body, dict):
                 raise protocol_error("status", response, "status answer is not a JSON object")
             try:
-                parsed = QueueStatus.model_validate({**body, "raw": body})
+                return read_status(body, response.headers.get(REQUEST_ID_HEADER))
             except ValidationError as exc:
                 raise protocol_error("status", response, f"unreadable status: {exc}") from exc
-            if parsed.request_id is None and header_id:
-                parsed = parsed.model_copy(update={"request_id": header_id})
-            return parsed
-        raise_account_errors(response, "status")
-        if response.status_code == 404:
-            raise permanent(UpstreamNotFoundError, "status", response, "request not found")
-        raise_read_failure("status", response)
+        raise_status_failure("status", response)
 
     async def result(self, response_url: str) -> ResultOutcome:
         """The outcome of a completed request; a value for every answer fal gives about it.
@@ -224,6 +217,23 @@ class QueueOperations:
                 404: CancelOutcome.NOT_FOUND,
             }[status]
         raise_read_failure("cancel", response)
+
+
+def read_status(body: dict[str, Any], header_id: str | None) -> QueueStatus:
+    """``body`` as a ``QueueStatus`` (raises pydantic's ``ValidationError``); ``header_id`` is the
+    answer's ``x-fal-request-id``, used when the body names no request."""
+    parsed = QueueStatus.model_validate({**body, "raw": body})
+    if parsed.request_id is None and header_id:
+        parsed = parsed.model_copy(update={"request_id": header_id})
+    return parsed
+
+
+def raise_status_failure(operation: str, response: httpx.Response) -> NoReturn:
+    """An answer about a request that is not a status: 404 means fal does not know it."""
+    raise_account_errors(response, operation)
+    if response.status_code == 404:
+        raise permanent(UpstreamNotFoundError, operation, response, "request not found")
+    raise_read_failure(operation, response)
 
 
 def _raise_submit_failure(response: httpx.Response, endpoint_id: str) -> NoReturn:

@@ -155,11 +155,20 @@ class FalTransport:
         stream: bool = False,
         follow_redirects: bool = False,
         endpoint: str | None = None,
+        policy: RetryPolicy | None = None,
+        read_timeout_s: float | None = None,
     ) -> httpx.Response:
         """One call under the retry policy. Returns the response to map (any status); raises for
-        retries exhausted, ambiguous submits and unusable transport failures."""
+        retries exhausted, ambiguous submits and unusable transport failures.
+
+        ``policy`` replaces the submit or call policy; ``read_timeout_s`` the client's read
+        timeout, for this call only."""
         is_submit = operation == "submit"
-        policy = self._submit_policy if is_submit else self._call_policy
+        if policy is None:
+            policy = self._submit_policy if is_submit else self._call_policy
+        timeout = (
+            httpx.USE_CLIENT_DEFAULT if read_timeout_s is None else self._with_read(read_timeout_s)
+        )
         where = endpoint or _loggable(url)
         attempt = 0
         while True:
@@ -172,6 +181,7 @@ class FalTransport:
                     headers=headers,
                     json=json,
                     content=content() if content is not None else None,
+                    timeout=timeout,
                 )
                 response = await self._http.send(
                     request, stream=stream, follow_redirects=follow_redirects
@@ -242,6 +252,12 @@ class FalTransport:
                     retry_after=retry_after,
                 )
             await self._pause(delay, operation, attempt)
+
+    def _with_read(self, seconds: float) -> httpx.Timeout:
+        current = self._http.timeout
+        return httpx.Timeout(
+            connect=current.connect, read=seconds, write=current.write, pool=current.pool
+        )
 
     async def _pause(self, delay: float, operation: str, attempt: int) -> None:
         log.info("upstream.retry", operation=operation, attempt=attempt, delay_s=round(delay, 3))

@@ -51,6 +51,9 @@ cancel also on 5xx from fal's queue service (the status endpoint never carries a
 The result endpoint is different: a 5xx *with* ``x-fal-request-id`` there is the model's stored
 failure (e.g. 504 ``request_timeout``), a final answer, not a hiccup.
 
+The status stream (GET ``…/status/stream``) is never retried in-process: it only spares polls,
+and whoever follows it decides whether to reconnect or to poll ``status`` instead.
+
 Any response carrying ``X-Fal-Retryable: false`` (or ``X-Fal-Needs-Retry: false``) is not retried.
 
 Delays: capped exponential backoff with full jitter (AWS Architecture Blog, "Exponential Backoff
@@ -136,6 +139,8 @@ class RetryPolicy:
 SUBMIT_POLICY = RetryPolicy()
 # Status/result/cancel are cheap, idempotent and polled again later anyway: a few quick tries.
 CALL_POLICY = RetryPolicy(max_attempts=4, base_delay_s=0.25, max_delay_s=4.0)
+# The status stream gets one attempt: see the module docstring.
+STREAM_POLICY = RetryPolicy(max_attempts=1)
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

@@ -40,15 +40,8 @@ from app.upstream import (
     WebhookVerificationError,
     default_jwks_url,
 )
-from tests.support.emulator import EmulatorProcess, start_emulator
-
-KLING = "fal-ai/kling-video/video-to-audio"
-KLING_INPUT = {
-    "video_url": "https://example.invalid/fast-mode-does-not-fetch.mp4",
-    "sound_effect_prompt": "a ball bouncing on a wooden floor",
-    "background_music_prompt": "",
-}
-
+from tests.support.emulator import EmulatorProcess
+from tests.upstream.conftest import KLING, KLING_INPUT, fal_for
 
 # --- a webhook receiver --------------------------------------------------------------------------
 
@@ -100,49 +93,13 @@ def receiver() -> Iterator[Receiver]:
         server.server_close()
 
 
-# --- the emulator and clients --------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
-    process = start_emulator(tmp_path_factory.mktemp("fal-emulator"), fast=True)
-    try:
-        yield process
-    finally:
-        process.stop()
+# --- the emulator and clients (the emulator, fal and fal_for are in conftest) --------------------
 
 
 @pytest.fixture(autouse=True)
 def fresh_emulator(emu: EmulatorProcess, receiver: Receiver) -> None:
     emu.reset()
     receiver.deliveries.clear()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
-
-
-async def no_sleep(seconds: float) -> None:
-    await asyncio.sleep(0)
-
-
-def fal_for(emu: EmulatorProcess, http: httpx.AsyncClient, **options: object) -> FalClient:
-    settings: dict[str, object] = {
-        "queue_url": emu.base_url,
-        "rest_url": emu.base_url,
-        "cdn_url": emu.base_url,
-        "http": http,
-        "sleep": no_sleep,
-    }
-    settings.update(options)
-    return FalClient(emu.fal_key, **settings)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def fal(emu: EmulatorProcess, http: httpx.AsyncClient) -> FalClient:
-    return fal_for(emu, http)
 
 
 async def until_completed(fal: FalClient, status_url: str, timeout: float = 15.0) -> QueueStatus:

@@ -11,8 +11,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.kit.clock import utcnow
-from app.media.storage import Storage
 from app.models import Job, StoredFile
+from app.storage import Storage
 
 log = structlog.get_logger(__name__)
 BATCH = 200

@@ -42,9 +42,9 @@ from app.media.errors import MediaError
 from app.media.extract import extract_audio
 from app.media.normalize import fit_audio_to_video
 from app.media.probe import MediaInfo, probe
-from app.media.storage import Storage
 from app.models import FalWebhookEvent, FileKind, Job, JobStatus, StoredFile, SubmitState
 from app.models.fal_webhook_event import WebhookEventState
+from app.storage import Storage
 from app.upstream.errors import (
     AmbiguousSubmitError,
     PermanentUpstreamError,

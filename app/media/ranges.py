@@ -27,7 +27,7 @@ from urllib.parse import quote
 from starlette.datastructures import Headers
 from starlette.responses import Response, StreamingResponse
 
-from app.media.storage import Storage, StoredObject
+from app.storage import Storage, StoredObject
 
 _RANGE_SPEC = re.compile(r"^([0-9]*)-([0-9]*)$")  # [0-9], not \d: no Unicode digits
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9._()+=@,;! -]")

@@ -31,8 +31,8 @@ from app.jobs.repository import NEW_JOBS_PAYLOAD, NOTIFY_CHANNEL
 from app.jobs.tasks import WorkerContext, released_until, run_step
 from app.kit.clock import utcnow
 from app.kit.idempotency import prune_expired
-from app.media.storage import Storage
 from app.models import Job
+from app.storage import Storage
 from app.upstream.fal import FalClient
 from app.usage import ledger, limits
 from app.webhooks.tokens import JobTokens, resolve_webhook_secret

@@ -11,12 +11,12 @@ from fastapi import FastAPI, HTTPException, Request, Response
 
 from app.media import (
     ByteRange,
-    LocalStorage,
     RangeNotSatisfiableError,
     parse_range,
     stream_stored_object,
 )
 from app.media.ranges import content_disposition
+from app.storage import LocalStorage
 
 SIZE = 1000
 UNSATISFIABLE = RangeNotSatisfiableError

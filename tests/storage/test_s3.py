@@ -17,7 +17,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, HTTPException, Request, Response
 
-from app.media import stream_stored_object
+from app.files.ranges import stream_stored_object
 from app.storage import (
     InvalidKeyError,
     ObjectTooLargeError,

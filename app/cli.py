@@ -117,7 +117,7 @@ async def _run_worker(settings: Settings, stop: asyncio.Event | None = None) -> 
     """Run one worker until SIGTERM/SIGINT, or until ``stop`` is set (then the caller, e.g.
     `foley up`'s uvicorn, owns the signals)."""
     from app.db.engine import create_engine, resolve_database_url
-    from app.files.storage import storage_from_settings
+    from app.storage import storage_from_settings
     from app.upstream.fal import FalClient, FalTimeouts, build_http_client
     from app.worker.runner import Worker
 

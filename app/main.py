@@ -17,7 +17,6 @@ from app.config import Settings, get_settings
 from app.db.driver import EngineDriver
 from app.db.engine import create_engine, create_sessionmaker, resolve_database_url
 from app.files.endpoints import router as files_router
-from app.files.storage import storage_from_settings
 from app.health.endpoints import router as health_router
 from app.jobs.endpoints import router as jobs_router
 from app.jobs.endpoints import validate_router
@@ -26,6 +25,7 @@ from app.jobs.steps.context import policy_of
 from app.jobs.store import JobStore
 from app.kit.problems import install_problem_handlers
 from app.kit.request_id import RequestIdMiddleware
+from app.storage import storage_from_settings
 from app.tenants.endpoints import router as admin_router
 from app.upstream.fal import FalTimeouts, build_http_client
 from app.upstream.webhooks import FalWebhookVerifier

@@ -433,7 +433,7 @@ async def mirror_runs(
     """`runs` plain runs, one under tracemalloc; then `diag_runs` x two diagnostics without
     put_file: a no-op sink (network + httpx only) and a sink that writes 1 MiB at a time."""
     from app.config import Settings
-    from app.media.storage import LocalStorage
+    from app.storage import LocalStorage
     from app.upstream.fal import FalClient, FalTimeouts, build_http_client
 
     max_bytes = Settings.model_fields["max_output_bytes"].default

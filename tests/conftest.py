@@ -1,4 +1,4 @@
-"""Shared fixtures: real Postgres, the API over httpx, tenants and keys."""
+"""Shared fixtures: real Postgres, the API over httpx, tenants and keys, sample clips."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from app.jobs.notifier import WorkerNotifier
 from app.jobs.steps.context import policy_of
 from app.jobs.store import JobStore
 from app.main import create_app
+from tests.support.clips import Clip, make_bouncing_square
 from tests.support.database import create_database, drop_database, server_url
 from tests.support.driver import TransactionPool
 
@@ -167,3 +168,26 @@ async def tenant(api: httpx.AsyncClient) -> TenantCreds:
 @pytest.fixture
 async def other_tenant(api: httpx.AsyncClient) -> TenantCreds:
     return await make_tenant(api, "globex")
+
+
+# Clips made once per session, for the media and storage tests.
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("clips")
+
+
+@pytest.fixture(scope="session")
+def mp4_with_audio(clip_dir: Path) -> Clip:
+    return make_bouncing_square(clip_dir / "with-audio.mp4", with_audio=True)
+
+
+@pytest.fixture(scope="session")
+def mp4_without_audio(clip_dir: Path) -> Clip:
+    return make_bouncing_square(clip_dir / "without-audio.mp4")
+
+
+@pytest.fixture(scope="session")
+def webm_with_audio(clip_dir: Path) -> Clip:
+    return make_bouncing_square(clip_dir / "opus.webm", container="webm", with_audio=True)

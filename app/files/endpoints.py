@@ -11,9 +11,9 @@ from fastapi.responses import RedirectResponse, Response
 from app.auth.dependencies import CurrentTenant
 from app.db.session import SessionDep
 from app.files import service
+from app.files.ranges import stream_stored_object
 from app.files.schemas import FileOut
 from app.kit.problems import BadRequest, NotFound, ProblemError
-from app.media.ranges import stream_stored_object
 from app.models import StoredFile
 
 router = APIRouter(prefix="/v1/files", tags=["files"])

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.jobs import store
 from app.kit.clock import utcnow
-from app.media.storage import Storage
 from app.models import StoredFile
+from app.storage import Storage
 
 log = structlog.get_logger(__name__)
 BATCH = 200

@@ -27,8 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.kit.problems import Gone, NotFound, ProblemError, Unprocessable
 from app.media.errors import MediaError
 from app.media.probe import MediaInfo, probe
-from app.media.storage import ObjectTooLargeError, Storage
 from app.models import FileKind, StoredFile
+from app.storage import ObjectTooLargeError, Storage
 
 VIDEO_TYPES = {
     "mp4": "video/mp4",

@@ -28,9 +28,9 @@ from app.files import service as files_service
 from app.files.outbound import outbound_policy
 from app.media.errors import MediaError
 from app.media.probe import MediaInfo, probe
-from app.media.storage import Storage
 from app.models import StoredFile
 from app.netguard import ContentTooLarge, FetchError, OutboundRefused, SafeFetcher, UrlRefused
+from app.storage import Storage
 from app.upstream.fal import FalClient
 
 VIDEO_CONTAINERS = {"mp4": "video/mp4", "mov": "video/quicktime"}

@@ -33,8 +33,8 @@ from app.kit.problems import (
     ProblemError,
     validation_errors,
 )
-from app.media.storage import Storage
 from app.models import FileKind, Job, JobEvent, JobStatus, StoredFile, Tenant
+from app.storage import Storage
 from app.usage import budgets, limits
 from app.usage import service as usage_service
 from app.usage.estimates import Estimate, estimate_from_cache, estimate_job

@@ -14,7 +14,7 @@ from app.db.engine import unit_of_work
 from app.files import retention
 from app.jobs import store
 from app.kit.idempotency import prune_expired
-from app.media.storage import Storage
+from app.storage import Storage
 from app.usage import ledger, limits
 
 log = structlog.get_logger(__name__)

@@ -30,8 +30,8 @@ from app.jobs.steps import StepContext, released_until, run_step
 from app.jobs.steps.context import policy_of
 from app.jobs.store import NEW_JOBS_PAYLOAD, NOTIFY_CHANNEL, JobStore
 from app.kit.clock import utcnow
-from app.media.storage import Storage
 from app.models import Job
+from app.storage import Storage
 from app.upstream.fal import FalClient
 from app.webhooks.tokens import JobTokens, resolve_webhook_secret
 from app.worker.housekeeping import housekeep, run_housekeeping

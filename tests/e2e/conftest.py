@@ -27,8 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.db.engine import create_engine
-from app.files.storage import storage_from_settings
 from app.main import create_app
+from app.storage import storage_from_settings
 from app.upstream.fal import FalClient, FalTimeouts, build_http_client
 from app.worker.runner import Worker
 from tests.conftest import RUN_ID

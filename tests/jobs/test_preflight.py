@@ -13,7 +13,7 @@ from app.catalog.registry import CATALOG
 from app.config import Settings
 from app.jobs import preflight as preflight_module
 from app.jobs.preflight import InputRejected, preflight
-from app.media.storage import LocalStorage
+from app.storage import LocalStorage
 from tests.support.clips import make_bouncing_square
 
 

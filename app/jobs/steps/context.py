@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.jobs import lifecycle
 from app.jobs.store import Also, Applied, JobStore
-from app.media.storage import Storage
 from app.models import Job
+from app.storage import Storage
 from app.upstream.fal import FalClient
 from app.webhooks import service as webhooks
 from app.webhooks.tokens import JobTokens

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from app.media.s3 import S3Storage
+from app.storage import S3Storage
 from tests.conftest import TenantCreds
 from tests.support.clips import Clip
 

@@ -1,7 +1,7 @@
 """What is particular to `S3Storage`, against a real S3-compatible server (moto's, in its own
 process; see conftest.py): multipart uploads and their abort, the metadata on the objects,
 presigned URLs, range responses over S3, bounded memory, and cleaning up after crashes.
-The contract every backend shares is tested in test_storage.py."""
+The contract every backend shares is tested in test_base.py."""
 
 from __future__ import annotations
 
@@ -17,16 +17,16 @@ import httpx
 import pytest
 from fastapi import FastAPI, HTTPException, Request, Response
 
-from app.media import (
+from app.files.ranges import stream_stored_object
+from app.storage import (
     InvalidKeyError,
     ObjectTooLargeError,
     S3Storage,
     StorageBackendError,
     StorageError,
-    stream_stored_object,
 )
-from app.media.s3 import MIN_PART_SIZE
-from tests.media.conftest import S3Server
+from app.storage.s3 import MIN_PART_SIZE
+from tests.storage.conftest import S3Server
 
 KEY = "tenants/t1/jobs/j1/video.mp4"
 MiB = 1024 * 1024

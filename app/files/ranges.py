@@ -13,6 +13,10 @@ What is implemented, and what is deliberately not:
   every backend and process;
 * HEAD answers the headers GET would (a Range on HEAD is ignored, as §14.2 prescribes: GET is
   the only method range handling is defined for).
+
+It belongs to the file endpoints, its one caller, not to `app.storage`: it is HTTP (headers in,
+a Starlette response out), and reads any backend through `Storage.open_range`, so storage stays
+free of the web layer.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from urllib.parse import quote
 from starlette.datastructures import Headers
 from starlette.responses import Response, StreamingResponse
 
-from app.media.storage import Storage, StoredObject
+from app.storage import Storage, StoredObject
 
 _RANGE_SPEC = re.compile(r"^([0-9]*)-([0-9]*)$")  # [0-9], not \d: no Unicode digits
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9._()+=@,;! -]")

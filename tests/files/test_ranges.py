@@ -9,14 +9,14 @@ import httpx
 import pytest
 from fastapi import FastAPI, HTTPException, Request, Response
 
-from app.media import (
+from app.files.ranges import (
     ByteRange,
-    LocalStorage,
     RangeNotSatisfiableError,
+    content_disposition,
     parse_range,
     stream_stored_object,
 )
-from app.media.ranges import content_disposition
+from app.storage import LocalStorage
 
 SIZE = 1000
 UNSATISFIABLE = RangeNotSatisfiableError

@@ -1,27 +1,22 @@
-"""The storage contract, run against every backend (`storage` is parametrized in conftest.py:
-the filesystem and S3 on a local moto server), then what is particular to `LocalStorage`.
-S3-only behaviour (multipart uploads, presigned URLs, memory) is in test_storage_s3.py."""
+"""The storage contract (`Storage`, base.py), run against every backend (`storage` is parametrized
+in conftest.py: the filesystem and S3 on a local moto server). What is particular to one backend
+is in test_local.py and test_s3.py (multipart uploads, presigned URLs, memory)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
-from app.media import (
+from app.storage import (
     InvalidKeyError,
-    LocalStorage,
     ObjectNotFoundError,
     ObjectTooLargeError,
-    S3Storage,
     Storage,
     StoredObject,
-    build_storage,
-    probe,
 )
 from tests.support.clips import Clip
 
@@ -29,11 +24,6 @@ KEY = "tenants/t1/jobs/j1/video.mp4"
 DATA = os.urandom(200_000)  # a bit over three 64 KiB chunks
 
 Leftovers = Callable[[], list[str]]
-
-
-@pytest.fixture
-def local_storage(tmp_path: Path) -> LocalStorage:
-    return LocalStorage(tmp_path / "files")
 
 
 async def chunks_of(data: bytes, size: int = 10_000) -> AsyncIterator[bytes]:
@@ -238,81 +228,3 @@ async def test_every_backend_is_a_storage(storage: Storage) -> None:
     assert isinstance(storage.supports_presigned_urls, bool)
     url = await storage.presigned_url(KEY, 600)
     assert (url is not None) == storage.supports_presigned_urls
-
-
-# --- LocalStorage only ----------------------------------------------------------------------------
-
-
-async def test_local_path_is_probeable_in_place(
-    local_storage: LocalStorage, mp4_with_audio: Clip
-) -> None:
-    await local_storage.put_file(KEY, mp4_with_audio.path, content_type="video/mp4")
-
-    local = local_storage.local_path(KEY)
-
-    assert local is not None and local.read_bytes() == mp4_with_audio.path.read_bytes()
-    assert probe(local).has_audio
-
-
-async def test_objects_live_under_the_root(local_storage: LocalStorage) -> None:
-    await local_storage.put_stream(KEY, chunks_of(b"x"), content_type="text/plain")
-
-    assert local_storage.local_path(KEY) == local_storage.root / KEY
-    assert (local_storage.root / KEY).read_bytes() == b"x"
-
-
-async def test_local_storage_has_no_presigned_urls(local_storage: LocalStorage) -> None:
-    assert local_storage.supports_presigned_urls is False
-    assert await local_storage.presigned_url(KEY, 600) is None
-
-
-async def test_stale_temporary_files_are_removed_but_fresh_ones_kept(
-    local_storage: LocalStorage,
-) -> None:
-    tmp_root = local_storage.root / ".tmp"
-    tmp_root.mkdir(parents=True)
-    stale, fresh = tmp_root / "stale", tmp_root / "fresh"
-    stale.write_bytes(b"left by a crash")
-    fresh.write_bytes(b"another process is writing")
-    two_days_ago = time.time() - 2 * 86_400
-    os.utime(stale, (two_days_ago, two_days_ago))
-
-    assert await local_storage.remove_stale_tmp() == 1
-
-    assert [p.name for p in tmp_root.iterdir()] == ["fresh"]
-
-
-# --- build_storage --------------------------------------------------------------------------------
-
-
-def test_build_storage_makes_a_local_storage(tmp_path: Path) -> None:
-    storage = build_storage("local", root=tmp_path / "files")
-
-    assert isinstance(storage, LocalStorage)
-    assert storage.root == (tmp_path / "files").resolve()
-
-
-def test_build_storage_makes_an_s3_storage() -> None:
-    storage = build_storage(
-        "s3",
-        bucket="media",
-        prefix="foley/",
-        endpoint_url="http://127.0.0.1:9",  # nothing is contacted while building
-        region="auto",
-        access_key_id="id",
-        secret_access_key="secret",
-        force_path_style=True,
-        presign_expires_s=300,
-    )
-
-    assert isinstance(storage, S3Storage)
-    assert (storage.bucket, storage.prefix, storage.presign_expires_s) == ("media", "foley", 300)
-
-
-def test_build_storage_refuses_an_unknown_kind_or_option(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unknown storage backend"):
-        build_storage("ftp", root=tmp_path)  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
-        build_storage("local", root=tmp_path, bucket="media")
-    with pytest.raises(TypeError):
-        build_storage("s3")

@@ -56,7 +56,7 @@ import structlog
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from app.media.storage import (
+from app.storage.base import (
     CHUNK_SIZE,
     ObjectNotFoundError,
     ObjectTooLargeError,
@@ -65,7 +65,7 @@ from app.media.storage import (
     validate_key,
 )
 
-log = structlog.get_logger("app.media.s3")
+log = structlog.get_logger(__name__)
 
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3's minimum for every part but the last
 DEFAULT_PART_SIZE = 8 * 1024 * 1024

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import secrets
 import signal
@@ -118,6 +117,7 @@ async def _run_worker(settings: Settings, stop: asyncio.Event | None = None) -> 
     `foley up`'s uvicorn, owns the signals)."""
     from app.db.engine import create_engine, resolve_database_url
     from app.files.storage import storage_from_settings
+    from app.kit.process import freeze_startup_heap
     from app.upstream.fal import FalClient, FalTimeouts, build_http_client
     from app.worker.runner import Worker
 
@@ -146,10 +146,8 @@ async def _run_worker(settings: Settings, stop: asyncio.Event | None = None) -> 
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, w.stop)
-        # A process of its own (under `foley up` the API's lifespan does this): what exists now
-        # lives as long as it does. Frozen, the collector stops walking it on every full
-        # collection, which took ~100 ms each and was the p99 of a job's way to its submit.
-        gc.freeze()
+        # A process of its own (under `foley up` the API's lifespan does this).
+        freeze_startup_heap()
     else:
         stopper = loop.create_task(_stop_when(stop, w))
     try:

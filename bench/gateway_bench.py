@@ -1221,7 +1221,10 @@ def _args(argv: Sequence[str]) -> argparse.Namespace:
     g.add_argument(
         "--worker-cmd",
         default=None,
-        help="worker command line [python -m app.cli worker, i.e. `foley worker`]; same purpose",
+        help=(
+            "worker command line [python -m app.entrypoints worker, i.e. `foley worker`];"
+            " same purpose"
+        ),
     )
     g.add_argument(
         "--out-dir",
@@ -1390,9 +1393,11 @@ def main(argv: Sequence[str]) -> int:
                 "FOLEY_WORKER_CONCURRENCY": str(args.worker_concurrency),
                 "FOLEY_FAL_CONCURRENCY": str(args.fal_concurrency),
             }
-            # `python -m app.cli worker` is `foley worker`, run from the code beside this file
+            # `foley worker` as `python -m app.entrypoints worker`: the code beside this file
             worker_cmd = (
-                shlex.split(args.worker_cmd) if args.worker_cmd else [PY, "-m", "app.cli", "worker"]
+                shlex.split(args.worker_cmd)
+                if args.worker_cmd
+                else [PY, "-m", "app.entrypoints", "worker"]
             )
             worker = procs.spawn("worker", worker_cmd, worker_env, args.out_dir / "worker.log")
             # one job through first: proves the pipeline before timing it

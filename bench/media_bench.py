@@ -12,7 +12,7 @@ probe time of a 20 s 1080p clip. Prints figures, asserts nothing (issue 5, "Benc
    memory = VmHWM after minus VmRSS before (VmHWM reset through `/proc/self/clear_refs`), also
    sampled every 10 ms, and `tracemalloc`'s peak in a separate run (it slows allocation down).
    Diagnostics (download only): a no-op sink and a sink writing 1 MiB per thread hop.
-2. Uploads (in the API process): `python -m app.cli api` (= `foley api`) with
+2. Uploads (in the API process): `python -m app.entrypoints api` (= `foley api`) with
    FOLEY_DATABASE_URL / FOLEY_ADMIN_TOKEN / FOLEY_DATA_DIR / FOLEY_ENV=development only; a
    tenant and key through the admin API; a ~100 MiB real MP4 POSTed to `/v1/files` as a raw body
    (from a file: Content-Length; from a generator: chunked) and as multipart. "cold": each kind
@@ -700,7 +700,8 @@ class Api:
 
 
 def start_api(procs: Procs, db: gb.Database, tmp: Path, n: int) -> Api:
-    """`foley api` (python -m app.cli api) with the four settings of the brief, nothing else."""
+    """`foley api` (python -m app.entrypoints api) with the four settings of the brief, nothing
+    else."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FOLEY_") and k != "FAL_KEY"}
     env |= {
@@ -709,7 +710,7 @@ def start_api(procs: Procs, db: gb.Database, tmp: Path, n: int) -> Api:
         "FOLEY_DATA_DIR": str(tmp / "gateway"),
         "FOLEY_ENV": "development",
     }
-    cmd = [PY, "-m", "app.cli", "api", "--host", HOST, "--port", str(port)]
+    cmd = [PY, "-m", "app.entrypoints", "api", "--host", HOST, "--port", str(port)]
     pid = procs.spawn("API", cmd, env, OUT / f"api-{n}.log")
     api = Api(pid, f"http://{HOST}:{port}")
     wait_http(procs, pid, f"{api.base}/healthz")
@@ -743,8 +744,8 @@ def bench_upload(
     size = video.stat().st_size
     print(f"video     {video.name}: {size} bytes, sha256 {sent_sha[:12]}...")
     print(
-        "api       python -m app.cli api --host 127.0.0.1 --port N (= `foley api`; uvloop + "
-        f"httptools); logs {OUT}/api-N.log"
+        "api       python -m app.entrypoints api --host 127.0.0.1 --port N (= `foley api`; "
+        f"uvloop + httptools); logs {OUT}/api-N.log"
     )
     print(
         "spool     multipart parts past 1 MiB go to the API's tempdir: "

@@ -26,7 +26,7 @@ def _foley(gw, *args: str) -> subprocess.CompletedProcess[str]:  # type: ignore[
         "FOLEY_LOG_LEVEL": "WARNING",
     }
     return subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "app.cli", *args],
+        [sys.executable, "-m", "app.entrypoints", *args],
         env=env,
         capture_output=True,
         text=True,

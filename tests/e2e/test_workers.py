@@ -97,7 +97,7 @@ async def test_worker_killed_mid_dispatch_loses_nothing_and_sends_once(
             "FOLEY_WORKER_POLL_INTERVAL": "0.2",
         }
         worker = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker"],
+            [sys.executable, "-m", "app.entrypoints", "worker"],
             env=env,
             stdout=(tmp_path / "worker.log").open("wb"),
             stderr=subprocess.STDOUT,

@@ -19,9 +19,9 @@ lint: setup
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 
-bench: setup
-	$(UV) run --frozen python bench/synth_bench.py
-	$(UV) run --frozen python bench/emulator_bench.py
-	$(UV) run --frozen python bench/gateway_bench.py
-	$(UV) run --frozen python bench/usage_bench.py
-	$(UV) run --frozen python bench/media_bench.py
+BENCHES := synth emulator gateway usage media
+
+bench: setup  ## every benchmark (bench/README.md), ~15 min; one of them: make bench BENCH=gateway
+	@for name in $(or $(BENCH),$(BENCHES)); do \
+		$(UV) run --frozen python bench/$${name}_bench.py || exit 1; \
+	done

@@ -1,100 +1,64 @@
 """Usage benchmark: reading usage over a 1M-row ledger, and what budgets + rate limits cost on
 `POST /v1/jobs`.
 
-Prints figures, asserts nothing, stops by itself (bounded request counts, durations and
-per-request timeouts), talks to 127.0.0.1 only, and stops every process it started. Run from the
-repository root:
-
     .venv/bin/python bench/usage_bench.py             # both measurements, ~6 minutes
     .venv/bin/python bench/usage_bench.py --profile   # + py-spy of the export and the create path
     .venv/bin/python bench/usage_bench.py --help      # sizes, durations, concurrency, variants
 
-Setup. A fresh database (the embedded server of `app.db.embedded`, its own data directory
-/tmp/foley-usage-bench-pg-<uid> kept between runs, so that loading a million rows never disturbs
-gateway_bench's server; or FOLEY_BENCH_DATABASE_URL's server, whose role needs CREATEDB), made
-and migrated by `tests.support.database.create_database`, dropped at the end. ONE uvicorn process
-serves `app.main:create_app` (uvloop, httptools, no access log; the worker is NOT running) with
-only FOLEY_DATABASE_URL, FOLEY_ADMIN_TOKEN, FOLEY_DATA_DIR and FOLEY_ENV=development set. Tenants
-and keys are made through the admin API, budgets and limits with PATCH /v1/admin/tenants/{id}.
-
-The ledger is generated in SQL, `INSERT ... SELECT ... FROM generate_series` (seeded `random()`)
-on `--load-jobs` connections, with usage_records' indexes, constraints and foreign keys dropped
-for the load and re-created from their own definitions (checked identical afterwards): `--rows`
-settled records for the measured tenant plus `--other-rows` for each of `--other-tenants`
-others, interleaved in insertion order (as a shared ledger is), created evenly over the three
-calendar months before the current one, settled 20-300 s later. Models: Kling 50 % (1 video,
-0.035 USD), ThinkSound 35 % and ThinkSound audio 15 % (2-40 compute seconds at 0.001 USD/s).
-Outcomes: 92 % succeeded, 4 % upstream 5xx and 2 % 422 (failed, 0 USD; the 422s flagged), 1 %
-canceled while queued (0 USD) and 1 % while running (its compute seconds). The records carry no
-job (job_id NULL: a million jobs rows would only slow the load). The daily rollups are built by
-`app.usage.ledger.rebuild_rollups` itself (the repair path, one GROUP BY over the ledger),
-checked equal to the ledger, then `VACUUM ANALYZE`.
-
-1. Reading usage, the API unpinned. For the middle month of the three (from = its 1st, to = the
-   next 1st): `GET /v1/usage?group_by=day|month|model` (served from the rollups),
-   `--summary-requests` sequential requests each on one keep-alive connection after 5 warm-up
-   requests, p50/p95/max (target: <= 50 ms); the same for `GET /v1/admin/usage` across tenants
-   for the month and for the three months. The summary's and the export's SQL are captured from
-   the services themselves and run under EXPLAIN ANALYZE, to split database time from the rest.
-   Then `GET /v1/usage/export.csv` for the month (`--exports` times, plus once under py-spy with
-   --profile): total time, time to first byte, rows/s, MB/s, the API process's resident memory
-   (VmRSS from /proc every 20 ms: before, peak during, after), its and Postgres's CPU, the row
-   count checked against the ledger, and whether the export's connection is still in a
-   transaction 5 s after the response ended.
-
-2. Create-path cost of budgets + limits. `POST /v1/jobs` with a Kling body, closed loop (the raw
-   asyncio HTTP/1.1 keep-alive client of bench/gateway_bench.py, driven here so that connections
-   can be spread over several tenants' keys: connection i uses key i mod k), the API pinned to
-   core 0 and the load generator to core 1 (taskset), Postgres unpinned. Configurations: OFF (a
-   tenant with no budget and no rate limit), ON (a budget of 1e9 USD, so nothing is refused, and
-   rate_limit_per_minute = 1e9, never hit), budget only, rate limit only, then OFF and ON with the
-   load spread over 8 tenants (the budget-period row lock serializes one tenant's creates; 8
-   tenants have 8 locks). Each at every `--concurrency` (16 and 64; the API's pool holds 20
-   connections), `--rounds` rounds in alternating order; the median req/s and the ratios. During
-   each run pg_stat_activity is sampled every 0.1 s: backends waiting on a lock (and on which
-   statement), and stalls (every API connection idle in a transaction or waiting on a lock).
-   A request unanswered after `--request-timeout` s is an error; such a run is not repeated and
-   the API is restarted after it (same settings and port), since left-over requests keep a
-   wedged pool busy for minutes.
-
-`--api-app module:factory --api-app-dir DIR` runs the same measurements against a variant of the
-app (e.g. a suggested fix kept outside app/); the output then says so on its second line.
+Setup: a database on an embedded server of its own (loading a million rows never disturbs
+gateway_bench's), ONE uvicorn API (no worker), tenants through the admin API, the ledger
+generated in SQL (indexes dropped for the load and re-created from their own definitions), the
+rollups by `app.usage.ledger.rebuild_rollups`, checked equal to the ledger.
+1. Reads for the middle month: `/v1/usage` and `/v1/admin/usage` (p50/p95/max, the total
+   checked), the services' SQL under EXPLAIN ANALYZE, then the CSV export (time, rows/s, the
+   API's memory and CPU, its connection afterwards).
+2. Creates (Kling body), closed loop at each `--concurrency`, API on core 0, load on core 1:
+   OFF, ON (huge budget + rate limit), budget only, rate limit only, OFF/ON over 8 tenants, with
+   pg_stat_activity sampled for lock waits and stalls.
+See bench/README.md for the details and the figures of earlier runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import os
-import shlex
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import gateway_bench as gb  # bench/ is on sys.path: this file runs as a script from it
+from harness import report
+from harness.database import (
+    Database,
+    PgActivity,
+    connect,
+    postgres_cpu,
+    run_sql,
+    settings_note,
+)
+from harness.gateway import ADMIN, GATEWAY_APP, Api, Tenant, gateway_env
+from harness.load import LoadSpec, run_load
+from harness.meters import CpuMeter, RssSampler, cpu_of
+from harness.procs import BenchError
+from harness.profile import profiling
+from harness.run import Run, add_load_flags, parse, parser
 
-REPO = Path(__file__).resolve().parents[1]
-PY = sys.executable
-HOST = "127.0.0.1"
-ADMIN_TOKEN = "bench-admin-" + uuid.uuid4().hex[:12]
+# A server of its own: loading a million rows on gateway_bench's would skew its figures.
+PG_ROOT = Path(tempfile.gettempdir()) / f"foley-usage-bench-pg-{os.getuid()}"
 SUMMARY_TARGET_MS = 50.0
-
-KLING = "fal-ai/kling-video/video-to-audio"
-THINKSOUND = "fal-ai/thinksound"
-THINKSOUND_AUDIO = "fal-ai/thinksound/audio"
+VERSIONS = ("fastapi", "uvicorn", "sqlalchemy", "asyncpg")
+KLING, THINKSOUND, THINKSOUND_AUDIO = (
+    "fal-ai/kling-video/video-to-audio",
+    "fal-ai/thinksound",
+    "fal-ai/thinksound/audio",
+)
 # The prices seeded by migration 0002 (their ids are fixed there).
 PRICE_IDS = {
     KLING: "00000000-0000-4000-8000-000000000001",
@@ -106,266 +70,23 @@ KLING_BODY = {
     "input": {"video_url": "http://127.0.0.1:9/clip.mp4", "prompt": "footsteps on gravel"},
     "metadata": {"bench": "usage_bench"},
 }
+HUGE_BUDGET = {"budget_usd": "1000000000.00"}  # 1e9 USD: nothing is ever refused
+HUGE_RATE = {"rate_limit_per_minute": 1_000_000_000}  # never hit
+POOL_TIMEOUT = "QueuePool limit of size"
+GC_WARNING = "SAWarning: The garbage collector is trying to clean up non-checked-in connection"
+MINE = "datname = current_database() AND application_name = 'foley'"
 
 
-def _month_add(d: date, months: int) -> date:
+def month_add(d: date, months: int) -> date:
     m = d.month - 1 + months
     return date(d.year + m // 12, m % 12 + 1, 1)
 
 
-# =================================================================================================
-# The load generator (a separate process, `usage_bench.py _loadgen SPEC`): gateway_bench's raw
-# keep-alive HTTP/1.1 connections, each connection with its own tenant's key.
-# =================================================================================================
+def midnight(d: date) -> datetime:
+    return datetime.combine(d, datetime.min.time(), tzinfo=UTC)
 
 
-async def _closed_loop(spec: dict[str, Any]) -> dict[str, Any]:
-    n = spec["concurrency"]
-    body = json.dumps(spec["body"]).encode()
-    requests = [
-        gb._encode_request(spec["host"], spec["port"], spec["path"], headers, body)
-        for headers in spec["headers_list"]
-    ]
-    conns = [await gb.RawConnection.open(spec["host"], spec["port"]) for _ in range(n)]
-    t_start = time.perf_counter()
-    warm_end = t_start + spec["warmup_s"]
-    end = warm_end + spec["duration_s"]
-    budget = spec["max_requests"]
-    state: dict[str, Any] = {
-        "answered": 0,
-        "sent": 0,
-        "ok": 0,
-        "errors": 0,
-        "first_error": None,
-        "max_s": 0.0,
-    }
-    statuses: dict[str, int] = {}
-    lat: list[float] = []
-
-    async def run(i: int, conn: gb.RawConnection) -> None:
-        request = requests[i % len(requests)]
-        while True:
-            now = time.perf_counter()
-            measuring = now >= warm_end
-            if now >= end or (measuring and state["sent"] >= budget):
-                conn.close()
-                return
-            t0 = time.perf_counter()
-            try:
-                status, answer = await asyncio.wait_for(
-                    conn.send(request), spec["request_timeout_s"]
-                )
-            except TimeoutError:  # bounded: a stuck server does not hang the run
-                status, answer = 0, f"no answer in {spec['request_timeout_s']:g} s".encode()
-            t1 = time.perf_counter()
-            state["max_s"] = max(state["max_s"], t1 - t0)
-            state["answered"] += 1
-            if status != 202 or t0 >= warm_end:  # an error counts even if sent in the warm-up
-                state["sent"] += 1
-                statuses[str(status)] = statuses.get(str(status), 0) + 1
-            if status == 202:
-                if t0 >= warm_end:
-                    state["ok"] += 1
-                    lat.append(t1 - t0)
-            else:
-                state["errors"] += 1
-                if state["first_error"] is None:
-                    state["first_error"] = f"{status} {answer[:300]!r}"
-                if status == 0:  # this connection is unusable now: stop it (no pile-up)
-                    conn.close()
-                    return
-
-    tasks = [asyncio.create_task(run(i, c)) for i, c in enumerate(conns)]
-    await asyncio.sleep(max(0.0, warm_end - time.perf_counter()))
-    cpu0, t_measure = gb._cpu_seconds(), time.perf_counter()
-    await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - t_measure
-    cpu = gb._cpu_seconds() - cpu0
-    lat.sort()
-    return {
-        **state,
-        "statuses": statuses,
-        "elapsed_s": elapsed,
-        "rps": state["ok"] / elapsed if elapsed > 0 else 0.0,
-        "client_cpu": cpu / elapsed if elapsed > 0 else 0.0,
-        "lat_p50_ms": gb._pct(lat, 50) * 1000 if lat else None,
-        "lat_p99_ms": gb._pct(lat, 99) * 1000 if lat else None,
-    }
-
-
-def loadgen_main(spec_json: str) -> None:
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
-    result = asyncio.run(_closed_loop(json.loads(spec_json)))
-    sys.stdout.write(json.dumps(result) + "\n")
-
-
-def _run_loadgen(spec: dict[str, Any], core: int | None, timeout: float) -> dict[str, Any]:
-    cmd = [*gb._taskset(core), PY, str(Path(__file__).resolve()), "_loadgen", json.dumps(spec)]
-    try:
-        done = subprocess.run(cmd, cwd=REPO, capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:  # run() has killed it
-        raise gb.BenchError(f"the load generator did not finish within {timeout:.0f} s") from exc
-    if done.returncode != 0:
-        raise gb.BenchError(
-            f"load generator failed ({done.returncode}):\n"
-            f"{done.stderr.decode(errors='replace')[-3000:]}"
-        )
-    return json.loads(done.stdout.decode().strip().splitlines()[-1])
-
-
-# =================================================================================================
-# Postgres
-# =================================================================================================
-
-PG_ROOT = Path(tempfile.gettempdir()) / f"foley-usage-bench-pg-{os.getuid()}"
-
-
-def _create_database() -> gb.Database:
-    # A server of its own (not gateway_bench's): loading a million rows on a server that another
-    # benchmark is measuring would skew its figures, and its Postgres CPU counts.
-    return gb.create_database("foley_usage_bench", PG_ROOT)
-
-
-def _postgres_cpu(db: gb.Database) -> float:
-    """CPU seconds of this run's embedded server: the postmaster's own and its reaped children's
-    (cutime/cstime: backends that exited, e.g. the API pool's overflow connections) plus every
-    live child's. 0 for an external server."""
-    if not db.embedded:
-        return 0.0
-    try:
-        master = int((PG_ROOT / "postgres" / "postmaster.pid").read_text().split()[0])
-        fields = Path(f"/proc/{master}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    total = sum(int(f) for f in fields[11:15]) / gb._TICK
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                child = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(child[1]) == master:
-                    total += (int(child[11]) + int(child[12])) / gb._TICK
-    return total
-
-
-class CpuMeter:
-    """CPU seconds used between start() and stop(), per name (a callable giving a total)."""
-
-    def __init__(self, named: dict[str, Any]) -> None:
-        self.named = named
-        self.used: dict[str, float] = {}
-        self.wall = 0.0
-
-    def start(self) -> CpuMeter:
-        self.before = {n: f() for n, f in self.named.items()}
-        self.wall = time.perf_counter()
-        return self
-
-    def stop(self) -> CpuMeter:
-        self.wall = time.perf_counter() - self.wall
-        self.used = {n: max(0.0, f() - self.before[n]) for n, f in self.named.items()}
-        return self
-
-    def share(self) -> str:
-        return ", ".join(f"{n} {u / self.wall * 100:.0f}%" for n, u in self.used.items())
-
-
-class Api:
-    """The gateway's API: one uvicorn process; restarted (a new process, same settings and
-    port) only when a run has wedged it."""
-
-    def __init__(
-        self,
-        procs: gb.Procs,
-        env: dict[str, str],
-        port: int,
-        out_dir: Path,
-        app: str = "app.main:create_app",
-        app_dir: Path | None = None,
-    ) -> None:
-        self.procs, self.env, self.port, self.out_dir = procs, env, port, out_dir
-        self.app, self.app_dir = app, app_dir
-        self.starts = 0
-        self.proc: gb.Proc | None = None
-
-    def start(self, core: int | None = None) -> None:
-        self.starts += 1
-        log = self.out_dir / ("api.log" if self.starts == 1 else f"api-{self.starts}.log")
-        extra = ["--app-dir", str(self.app_dir)] if self.app_dir else []
-        cmd = [*gb._taskset(core), *gb._uvicorn_cmd(self.app, self.port, *extra)]
-        self.proc = self.procs.spawn("API", cmd, self.env, log)
-        gb._wait_http(self.proc, f"http://{HOST}:{self.port}/healthz")
-
-    def restart(self, core: int | None = None) -> None:
-        assert self.proc is not None
-        self.procs.stop(self.proc)
-        self.start(core)
-
-    @property
-    def popen(self) -> subprocess.Popen[bytes]:
-        assert self.proc is not None
-        return self.proc.popen
-
-    @property
-    def log(self) -> Path:
-        assert self.proc is not None
-        return self.proc.log
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.alive()
-
-    def tail(self) -> str:
-        return self.proc.tail() if self.proc is not None else ""
-
-
-def _meter(db: gb.Database, api: Api) -> CpuMeter:
-    named = {"API": lambda: gb._cpu_of(api.popen.pid)}
-    if db.embedded:
-        named["postgres"] = lambda: _postgres_cpu(db)
-    return CpuMeter(named)
-
-
-async def _connect(db: gb.Database) -> Any:
-    import asyncpg
-
-    return await asyncpg.connect(**db.asyncpg_kwargs())
-
-
-# =================================================================================================
-# Setup: tenants (admin API), the ledger (SQL), the rollups (rebuild_rollups)
-# =================================================================================================
-
-
-@dataclass
-class Tenant:
-    name: str
-    id: str
-    key: str
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}"}
-
-
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-def _new_tenant(client: Any, name: str, **patch: Any) -> Tenant:
-    r = client.post("/v1/admin/tenants", json={"name": name}, headers=ADMIN)
-    if r.status_code != 201:
-        raise gb.BenchError(f"creating tenant {name}: {r.status_code} {r.text}")
-    tid = r.json()["id"]
-    if patch:
-        r = client.patch(f"/v1/admin/tenants/{tid}", json=patch, headers=ADMIN)
-        if r.status_code != 200:
-            raise gb.BenchError(f"PATCH tenant {name}: {r.status_code} {r.text}")
-    r = client.post(f"/v1/admin/tenants/{tid}/keys", json={"name": "bench"}, headers=ADMIN)
-    if r.status_code != 201:
-        raise gb.BenchError(f"creating a key for {name}: {r.status_code} {r.text}")
-    return Tenant(name, tid, r.json()["key"])
-
+# --- setup: the ledger (SQL) and the rollups (rebuild_rollups) -----------------------------------
 
 # Rows g in [lo, hi] of 1..n_total (one range per loading connection). Row g belongs to the
 # measured tenant when g % k < main_share and to other tenant (g % k - main_share) otherwise, so
@@ -411,35 +132,32 @@ FROM (
     ) AS s
 ) AS t
 """
+# usage_records' constraints (p/u/f) and plain indexes (i): (name, kind, definition)
+SCHEMA_SQL = (
+    "SELECT conname AS name, contype::text AS kind, pg_get_constraintdef(oid) AS def "
+    "FROM pg_constraint WHERE conrelid = 'usage_records'::regclass AND contype IN "
+    "('p', 'u', 'f') UNION ALL SELECT c.relname, 'i', pg_get_indexdef(i.indexrelid) "
+    "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = "
+    "'usage_records'::regclass AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE "
+    "k.conindid = i.indexrelid) ORDER BY 1"
+)
 
 
-def _load_ledger(
-    db: gb.Database,
-    main: Tenant,
-    others: list[Tenant],
-    rows: int,
-    other_rows: int,
-    start: date,
-    end: date,
-    load_jobs: int,
+def load_ledger(
+    args: Any, db: Database, main: Tenant, others: list[Tenant], quarter: tuple
 ) -> None:
     """The ledger by INSERT ... SELECT, the rollups by rebuild_rollups, VACUUM ANALYZE."""
-    # A cycle of k slots: main_share for the measured tenant, one per other tenant.
-    if others:
-        if rows % other_rows:
-            raise gb.BenchError("--rows must be a multiple of --other-rows")
-        main_share = rows // other_rows
-    else:
-        main_share = 1
-    k = main_share + len(others)
-    total = rows + other_rows * len(others)
-    span_s = (
-        datetime.combine(end, datetime.min.time(), tzinfo=UTC)
-        - datetime.combine(start, datetime.min.time(), tzinfo=UTC)
-    ).total_seconds()
+    rows, other_rows, jobs = args.rows, args.other_rows, args.load_jobs
+    if others and rows % other_rows:
+        raise BenchError("--rows must be a multiple of --other-rows")
+    main_share = rows // other_rows if others else 1  # a cycle of k slots, one per other
+    k, total = main_share + len(others), rows + other_rows * len(others)
+    start, end = quarter
+    span_s = (midnight(end) - midnight(start)).total_seconds()
+    other_ids = [uuid.UUID(o.id) for o in others] or [uuid.UUID(main.id)]
 
     async def insert_range(i: int, lo: int, hi: int) -> None:
-        conn = await _connect(db)
+        conn = await connect(db)
         try:
             await conn.execute("SET synchronous_commit = off")
             await conn.execute(f"SELECT setseed({0.42 + i / 100})")
@@ -448,8 +166,8 @@ def _load_ledger(
                 k,
                 main_share,
                 uuid.UUID(main.id),
-                [uuid.UUID(o.id) for o in others] or [uuid.UUID(main.id)],
-                datetime.combine(start, datetime.min.time(), tzinfo=UTC),
+                other_ids,
+                midnight(start),
                 span_s / total,
                 lo,
                 hi,
@@ -459,46 +177,37 @@ def _load_ledger(
 
     async def load() -> dict[str, float]:
         times: dict[str, float] = {}
-        conn = await _connect(db)
+        conn = await connect(db)
         try:
             await conn.execute("SET maintenance_work_mem = '256MB'")
             # Bulk-load pattern: drop the table's indexes, constraints and foreign keys, insert,
             # re-create them from their own definitions (checked identical afterwards).
-            before = await _ledger_schema(conn)
+            before = [tuple(r) for r in await conn.fetch(SCHEMA_SQL)]
             t0 = time.perf_counter()
             for name, kind, _ in before:
-                if kind in ("f", "p", "u"):
+                if kind != "i":
                     await conn.execute(f'ALTER TABLE usage_records DROP CONSTRAINT "{name}"')
             for name, kind, _ in before:
                 if kind == "i":
                     await conn.execute(f'DROP INDEX "{name}"')
-            bounds = [1 + total * j // load_jobs for j in range(load_jobs + 1)]
+            bounds = [1 + total * j // jobs for j in range(jobs + 1)]
             await asyncio.gather(
-                *(insert_range(j, bounds[j], bounds[j + 1] - 1) for j in range(load_jobs))
+                *(insert_range(j, bounds[j], bounds[j + 1] - 1) for j in range(jobs))
             )
-            times["insert"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
+            times["insert"], t0 = time.perf_counter() - t0, time.perf_counter()
             for order in ("p", "u", "i", "f"):
-                for name, kind, definition in before:
-                    if kind != order:
-                        continue
-                    if kind == "i":
-                        await conn.execute(definition)
-                    else:
-                        await conn.execute(
-                            f'ALTER TABLE usage_records ADD CONSTRAINT "{name}" {definition}'
-                        )
+                for name, kind, definition in (b for b in before if b[1] == order):
+                    await conn.execute(
+                        definition
+                        if kind == "i"
+                        else f'ALTER TABLE usage_records ADD CONSTRAINT "{name}" {definition}'
+                    )
             times["indexes"] = time.perf_counter() - t0
-            if await _ledger_schema(conn) != before:
-                raise gb.BenchError("usage_records' indexes/constraints differ after the load")
-        finally:
-            await conn.close()
-        t0 = time.perf_counter()
-        await _rebuild_rollups(db, start, _month_add(end, 1))
-        times["rollups"] = time.perf_counter() - t0
-        conn = await _connect(db)
-        try:
+            if [tuple(r) for r in await conn.fetch(SCHEMA_SQL)] != before:
+                raise BenchError("usage_records' indexes/constraints differ after the load")
             t0 = time.perf_counter()
+            await rebuild_rollups(db, start, month_add(end, 1))
+            times["rollups"], t0 = time.perf_counter() - t0, time.perf_counter()
             await conn.execute("VACUUM (ANALYZE) usage_records")
             await conn.execute("VACUUM (ANALYZE) usage_daily")
             times["vacuum"] = time.perf_counter() - t0
@@ -510,29 +219,16 @@ def _load_ledger(
         f"\n== setup: loading {total:,} ledger rows ({rows:,} for the measured tenant, "
         f"{other_rows:,} for each of {len(others)} other(s)), {start} .. {end} (exclusive)"
     )
-    times = asyncio.run(load())
+    t = asyncio.run(load())
     print(
-        f"   INSERT ... SELECT generate_series on {load_jobs} connection(s), indexes and "
-        f"constraints dropped: {times['insert']:.1f} s ({total / times['insert']:,.0f} rows/s); "
-        f"re-created (identical): {times['indexes']:.1f} s; rebuild_rollups: "
-        f"{times['rollups']:.1f} s; VACUUM ANALYZE: {times['vacuum']:.1f} s"
+        f"   INSERT ... SELECT generate_series on {jobs} connection(s), indexes and constraints "
+        f"dropped: {t['insert']:.1f} s ({total / t['insert']:,.0f} rows/s); re-created "
+        f"(identical): {t['indexes']:.1f} s; rebuild_rollups: {t['rollups']:.1f} s; "
+        f"VACUUM ANALYZE: {t['vacuum']:.1f} s"
     )
 
 
-async def _ledger_schema(conn: Any) -> list[tuple[str, str, str]]:
-    """usage_records' constraints (p/u/f) and plain indexes (i): (name, kind, definition)."""
-    rows = await conn.fetch(
-        "SELECT conname AS name, contype::text AS kind, pg_get_constraintdef(oid) AS def "
-        "FROM pg_constraint WHERE conrelid = 'usage_records'::regclass AND contype IN "
-        "('p', 'u', 'f') UNION ALL SELECT c.relname, 'i', pg_get_indexdef(i.indexrelid) "
-        "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = "
-        "'usage_records'::regclass AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE "
-        "k.conindid = i.indexrelid) ORDER BY 1"
-    )
-    return [(r["name"], r["kind"], r["def"]) for r in rows]
-
-
-async def _rebuild_rollups(db: gb.Database, start: date, end: date) -> None:
+async def rebuild_rollups(db: Database, start: date, end: date) -> None:
     from app.db.engine import create_engine, create_sessionmaker
     from app.usage.ledger import rebuild_rollups
 
@@ -544,177 +240,193 @@ async def _rebuild_rollups(db: gb.Database, start: date, end: date) -> None:
         await engine.dispose()
 
 
-async def _describe_ledger(db: gb.Database, main: Tenant, month: tuple[date, date]) -> dict:
-    conn = await _connect(db)
-    try:
-        info: dict[str, Any] = {}
-        info["per_tenant"] = await conn.fetch(
-            "SELECT tenant_id::text AS t, count(*) AS n FROM usage_records "
-            "GROUP BY 1 ORDER BY 2 DESC"
-        )
-        info["by_model"] = await conn.fetch(
-            "SELECT model, count(*) AS n, sum(cost_micros)::bigint AS cost FROM usage_records "
-            "GROUP BY 1 ORDER BY 1"
-        )
-        info["by_outcome"] = await conn.fetch(
-            "SELECT outcome, job_status, count(*) AS n FROM usage_records "
-            "GROUP BY 1, 2 ORDER BY 3 DESC"
-        )
-        info["by_month"] = await conn.fetch(
-            "SELECT to_char(date_trunc('month', created_at AT TIME ZONE 'UTC'), 'YYYY-MM') AS m, "
-            "count(*) AS n FROM usage_records WHERE tenant_id = $1 GROUP BY 1 ORDER BY 1",
-            uuid.UUID(main.id),
-        )
-        lo = datetime.combine(month[0], datetime.min.time(), tzinfo=UTC)
-        hi = datetime.combine(month[1], datetime.min.time(), tzinfo=UTC)
-        info["export_rows"] = await conn.fetchval(
-            "SELECT count(*) FROM usage_records WHERE tenant_id = $1 AND created_at >= $2 "
-            "AND created_at < $3",
-            uuid.UUID(main.id),
-            lo,
-            hi,
-        )
-        # what the month summary must say: the settled ledger by settlement day (UTC)
-        info["month_cost"] = await conn.fetchval(
-            "SELECT coalesce(sum(cost_micros), 0)::bigint FROM usage_records WHERE tenant_id = $1 "
-            "AND status = 'settled' AND (settled_at AT TIME ZONE 'UTC')::date >= $2 "
-            "AND (settled_at AT TIME ZONE 'UTC')::date < $3",
-            uuid.UUID(main.id),
-            month[0],
-            month[1],
-        )
-        info["consistency"] = await conn.fetchrow(
-            "SELECT (SELECT count(*) FROM usage_records WHERE status = 'settled') AS ledger_n, "
-            "(SELECT coalesce(sum(cost_micros), 0)::bigint FROM usage_records "
-            "WHERE status = 'settled') "
-            "AS ledger_cost, (SELECT coalesce(sum(requests), 0) FROM usage_daily) AS rollup_n, "
-            "(SELECT coalesce(sum(cost_micros), 0)::bigint FROM usage_daily) AS rollup_cost, "
-            "(SELECT count(*) FROM usage_daily) AS rollup_rows, "
-            "(SELECT count(*) FROM usage_daily WHERE tenant_id = $1 AND day >= $2 AND day < $3) "
-            "AS month_rollup_rows",
-            uuid.UUID(main.id),
-            month[0],
-            month[1],
-        )
-        info["sizes"] = await conn.fetchrow(
-            "SELECT pg_size_pretty(pg_table_size('usage_records')) AS heap, "
-            "pg_size_pretty(pg_indexes_size('usage_records')) AS idx, "
-            "pg_size_pretty(pg_total_relation_size('usage_daily')) AS daily"
-        )
-        return info
-    finally:
-        await conn.close()
+LEDGER_FACTS = {  # name -> (statement, its parameters: none, the tenant, + a time range / month)
+    "per_tenant": (
+        "SELECT tenant_id::text AS t, count(*) AS n FROM usage_records GROUP BY 1 ORDER BY 2 DESC",
+        "",
+    ),
+    "by_model": (
+        "SELECT model, count(*) AS n, sum(cost_micros)::bigint AS cost FROM usage_records "
+        "GROUP BY 1 ORDER BY 1",
+        "",
+    ),
+    "by_outcome": (
+        "SELECT outcome, job_status, count(*) AS n FROM usage_records GROUP BY 1, 2 "
+        "ORDER BY 3 DESC",
+        "",
+    ),
+    "by_month": (
+        "SELECT to_char(date_trunc('month', created_at AT TIME ZONE 'UTC'), 'YYYY-MM') AS m, "
+        "count(*) AS n FROM usage_records WHERE tenant_id = $1 GROUP BY 1 ORDER BY 1",
+        "tenant",
+    ),
+    "export_rows": (
+        "SELECT count(*) AS n FROM usage_records WHERE tenant_id = $1 AND created_at >= $2 "
+        "AND created_at < $3",
+        "range",
+    ),
+    # what the month summary must say: the settled ledger by settlement day (UTC)
+    "month_cost": (
+        "SELECT coalesce(sum(cost_micros), 0)::bigint AS n FROM usage_records WHERE "
+        "tenant_id = $1 AND status = 'settled' AND (settled_at AT TIME ZONE 'UTC')::date >= $2 "
+        "AND (settled_at AT TIME ZONE 'UTC')::date < $3",
+        "month",
+    ),
+    "consistency": (
+        "SELECT (SELECT count(*) FROM usage_records WHERE status = 'settled') AS ledger_n, "
+        "(SELECT coalesce(sum(cost_micros), 0)::bigint FROM usage_records WHERE status = "
+        "'settled') AS ledger_cost, (SELECT coalesce(sum(requests), 0) FROM usage_daily) AS "
+        "rollup_n, (SELECT coalesce(sum(cost_micros), 0)::bigint FROM usage_daily) AS "
+        "rollup_cost, (SELECT count(*) FROM usage_daily) AS rollup_rows, (SELECT count(*) FROM "
+        "usage_daily WHERE tenant_id = $1 AND day >= $2 AND day < $3) AS month_rollup_rows",
+        "month",
+    ),
+    "sizes": (
+        "SELECT pg_size_pretty(pg_table_size('usage_records')) AS heap, "
+        "pg_size_pretty(pg_indexes_size('usage_records')) AS idx, "
+        "pg_size_pretty(pg_total_relation_size('usage_daily')) AS daily",
+        "",
+    ),
+}
 
 
-def _print_ledger(info: dict, tenants: dict[str, str], month: tuple[date, date]) -> None:
-    print(
-        "   rows per tenant: "
-        + ", ".join(f"{tenants.get(r['t'], r['t'][:8])} {r['n']:,}" for r in info["per_tenant"])
+def describe_ledger(db: Database, main: Tenant, others: list[Tenant], month: tuple) -> dict:
+    tid = uuid.UUID(main.id)
+    params = {
+        "": (),
+        "tenant": (tid,),
+        "range": (tid, midnight(month[0]), midnight(month[1])),
+        "month": (tid, *month),
+    }
+
+    async def facts() -> dict[str, list[Any]]:
+        conn = await connect(db)
+        try:
+            return {
+                name: await conn.fetch(statement, *params[which])
+                for name, (statement, which) in LEDGER_FACTS.items()
+            }
+        finally:
+            await conn.close()
+
+    info = asyncio.run(facts())
+    names = {main.id: "measured", **{o.id: o.name for o in others}}
+    tally = ", ".join(f"{names.get(r['t'], r['t'][:8])} {r['n']:,}" for r in info["per_tenant"])
+    print(f"   rows per tenant: {tally}")
+    by_month = ", ".join(f"{r['m']} {r['n']:,}" for r in info["by_month"])
+    print(f"   measured tenant per month (by created_at): {by_month}")
+    by_model = ", ".join(
+        f"{r['model']} {r['n']:,} ({(r['cost'] or 0) / 1e6:,.2f} USD)" for r in info["by_model"]
     )
-    print(
-        "   measured tenant per month (by created_at): "
-        + ", ".join(f"{r['m']} {r['n']:,}" for r in info["by_month"])
-    )
-    print(
-        "   by model: "
-        + ", ".join(
-            f"{r['model']} {r['n']:,} ({(r['cost'] or 0) / 1e6:,.2f} USD)" for r in info["by_model"]
-        )
-    )
-    print(
-        "   by outcome: "
-        + ", ".join(f"{r['outcome']}/{r['job_status']} {r['n']:,}" for r in info["by_outcome"])
-    )
-    c = info["consistency"]
+    print(f"   by model: {by_model}")
+    outcomes = ", ".join(f"{r['outcome']}/{r['job_status']} {r['n']:,}" for r in info["by_outcome"])
+    print(f"   by outcome: {outcomes}")
+    c, s = info["consistency"][0], info["sizes"][0]
     same = c["ledger_n"] == c["rollup_n"] and c["ledger_cost"] == c["rollup_cost"]
+    export_rows = info["export_rows"][0]["n"]
     print(
         f"   usage_daily: {c['rollup_rows']:,} rows ({c['month_rollup_rows']} for the measured "
         f"tenant's month); rollups {'EQUAL' if same else 'DIFFER FROM'} the ledger: "
         f"{c['rollup_n']:,} requests / {c['rollup_cost'] / 1e6:,.6f} USD vs "
-        f"{c['ledger_n']:,} / {c['ledger_cost'] / 1e6:,.6f} USD"
-    )
-    s = info["sizes"]
-    print(
+        f"{c['ledger_n']:,} / {c['ledger_cost'] / 1e6:,.6f} USD\n"
         f"   usage_records: heap {s['heap']}, indexes {s['idx']}; usage_daily {s['daily']}; "
-        f"measured month {month[0]} .. {month[1]}: {info['export_rows']:,} ledger rows of the "
+        f"measured month {month[0]} .. {month[1]}: {export_rows:,} ledger rows of the "
         "measured tenant"
     )
+    return {"export_rows": export_rows, "month_cost": info["month_cost"][0]["n"]}
 
 
-# =================================================================================================
-# Measurement 1: reading usage
-# =================================================================================================
+# --- 1. reading usage -------------------------------------------------------------------------
 
 
-def _timed_gets(
-    client: Any, path: str, params: dict[str, str], headers: dict[str, str], n: int
-) -> tuple[list[float], Any]:
-    last = None
-    for _ in range(5):  # warm-up: connection, pool, statement caches
-        last = client.get(path, params=params, headers=headers)
-        if last.status_code != 200:
-            raise gb.BenchError(f"GET {path} {params}: {last.status_code} {last.text[:500]}")
-    lat = []
-    for _ in range(n):
+def timed_gets(client: Any, path: str, params: dict, headers: dict, n: int) -> tuple[list, Any]:
+    """5 warm-up requests (connection, pool, statement caches), then `n` timed ones."""
+    lat, last = [], None
+    for i in range(5 + n):
         t0 = time.perf_counter()
         last = client.get(path, params=params, headers=headers)
-        lat.append(time.perf_counter() - t0)
+        if i >= 5:
+            lat.append(time.perf_counter() - t0)
         if last.status_code != 200:
-            raise gb.BenchError(f"GET {path} {params}: {last.status_code} {last.text[:500]}")
+            raise BenchError(f"GET {path} {params}: {last.status_code} {last.text[:500]}")
     return sorted(lat), last
 
 
-def _lat_line(label: str, lat: list[float], extra: str = "") -> str:
-    return (
-        f"   {label:<44} p50 {gb._pct(lat, 50) * 1000:6.1f}  p95 {gb._pct(lat, 95) * 1000:6.1f}  "
-        f"max {lat[-1] * 1000:6.1f} ms  n={len(lat)}" + (f"  {extra}" if extra else "")
+def measure_reads(
+    args: Any,
+    run: Run,
+    db: Database,
+    api: Api,
+    main: Tenant,
+    month: tuple,
+    quarter: tuple,
+    ledger: dict,
+) -> dict[str, Any]:
+    import httpx
+
+    from app.kit.money import micros_to_usd
+
+    print(
+        f"\n== 1. reading usage: month {month[0]} .. {month[1]} (to exclusive), "
+        f"{args.summary_requests} sequential requests per line after 5 warm-up, one keep-alive "
+        "httpx client, API unpinned"
     )
+    table = report.Table(
+        *(("request", "<44"), ("p50 ms", "7.1f"), ("p95 ms", "7.1f"), ("max ms", "7.1f")),
+        *(("n", "4d"), ("answer", "<")),
+    )
+    expected = micros_to_usd(ledger["month_cost"])
+    worst = 0.0
+    with httpx.Client(base_url=api.base, timeout=60) as client:
+
+        def line(label: str, path: str, rng: tuple, group_by: str, headers: dict) -> Any:
+            params = {"from": rng[0].isoformat(), "to": rng[1].isoformat(), "group_by": group_by}
+            lat, r = timed_gets(client, path, params, headers, args.summary_requests)
+            note = f"{len(r.json()['data'])} groups, {len(r.content):,} B"
+            if path == "/v1/usage":
+                total = r.json()["total_cost_usd"]
+                note += (
+                    ", total = ledger" if total == expected else f", TOTAL {total} != {expected}"
+                )
+            p = (report.pct(lat, 50), report.pct(lat, 95), lat[-1])
+            table.row(label, *(v * 1000 for v in p), len(lat), note)
+            return p[1] * 1000
+
+        for group_by in ("day", "month", "model"):
+            worst = max(
+                worst,
+                line(f"GET /v1/usage group_by={group_by}", "/v1/usage", month, group_by, main.auth),
+            )
+        for label, rng in (("month", month), ("3 months", quarter)):
+            for group_by in ("day", "month", "model"):
+                line(
+                    f"GET /v1/admin/usage {label} group_by={group_by}",
+                    "/v1/admin/usage",
+                    rng,
+                    group_by,
+                    ADMIN,
+                )
+        line("GET /v1/usage group_by=day (again)", "/v1/usage", month, "day", main.auth)
+        verdict = "meets" if worst <= SUMMARY_TARGET_MS else "MISSES"
+        print(f"   tenant month summary: worst p95 {worst:.1f} ms, {verdict} target <= 50 ms")
+
+        sql = asyncio.run(captured_sql(db, main, month))
+        print(
+            "   in-process service.summary() on one session (no HTTP, no auth), per call: "
+            f"group_by=day {sql['inproc_day_ms']:.1f} ms, group_by=model "
+            f"{sql['inproc_model_ms']:.1f} ms"
+        )
+        for name in ("summary_day", "export"):
+            print(f"   EXPLAIN ANALYZE of the {name.replace('_', ' group_by=')} statement:")
+            plan = sql[name + "_plan"]
+            nodes = [plan[0], *(ln for ln in plan[1:] if "->" in ln)][:6]
+            for ln in nodes + [ln for ln in plan if ln.startswith(("Execution", "Planning"))]:
+                print(f"      {ln}")
+        exports(args, run, db, api, client, main, month, ledger["export_rows"])
+    return {"summary_worst_p95_ms": worst}
 
 
-class RssSampler:
-    """VmRSS of a process every `interval` s in a thread (kB): before, peak, after."""
-
-    def __init__(self, pid: int, interval: float = 0.02) -> None:
-        self.pid, self.interval = pid, interval
-        self.samples: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def rss_kb(self) -> int:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
-
-    def hwm_kb(self) -> int:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-        return 0
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append(self.rss_kb())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> RssSampler:
-        self.before = self.rss_kb()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.after = self.rss_kb()
-
-    @property
-    def peak(self) -> int:
-        return max([self.before, *self.samples, self.after])
-
-
-async def _captured_sql(db: gb.Database, main: Tenant, month: tuple[date, date]) -> dict:
+async def captured_sql(db: Database, main: Tenant, month: tuple) -> dict:
     """The services' own statements (captured from the engine), run under EXPLAIN ANALYZE."""
     from sqlalchemy import event
 
@@ -728,24 +440,19 @@ async def _captured_sql(db: gb.Database, main: Tenant, month: tuple[date, date])
         captured.append((statement, parameters))
 
     event.listen(engine.sync_engine, "before_cursor_execute", grab)
-    tid = uuid.UUID(main.id)
+    span = {"start": month[0], "end": month[1], "tenant_id": uuid.UUID(main.id)}
     out: dict[str, Any] = {}
     try:
         sm = create_sessionmaker(engine)
         for group_by in ("day", "model"):
             async with sm() as session:
-                await service.summary(
-                    session, start=month[0], end=month[1], group_by=group_by, tenant_id=tid
-                )
-                n = 20
+                await service.summary(session, group_by=group_by, **span)
                 t0 = time.perf_counter()
-                for _ in range(n):
-                    await service.summary(
-                        session, start=month[0], end=month[1], group_by=group_by, tenant_id=tid
-                    )
-                out[f"inproc_{group_by}_ms"] = (time.perf_counter() - t0) / n * 1000
+                for _ in range(20):
+                    await service.summary(session, group_by=group_by, **span)
+                out[f"inproc_{group_by}_ms"] = (time.perf_counter() - t0) / 20 * 1000
             out[f"summary_{group_by}"] = captured[-1]
-        rows = service.export_rows(sm, start=month[0], end=month[1], tenant_id=tid)
+        rows = service.export_rows(sm, **span)
         await rows.__anext__()  # the header and the first chunk: the query ran
         await rows.aclose()
         out["export"] = next(c for c in reversed(captured) if "usage_records" in c[0])
@@ -754,7 +461,7 @@ async def _captured_sql(db: gb.Database, main: Tenant, month: tuple[date, date])
             statement, params = out[name]
             async with engine.connect() as conn:
                 result = await conn.exec_driver_sql(
-                    "EXPLAIN (ANALYZE, BUFFERS) " + statement, params
+                    f"EXPLAIN (ANALYZE, BUFFERS) {statement}", params
                 )
                 out[name + "_plan"] = [r[0] for r in result]
     finally:
@@ -762,327 +469,116 @@ async def _captured_sql(db: gb.Database, main: Tenant, month: tuple[date, date])
     return out
 
 
-def _plan_summary(plan: list[str], lines: int) -> list[str]:
-    keep = [ln for ln in plan if ln.startswith(("Execution Time", "Planning Time"))]
-    nodes = [plan[0], *(ln for ln in plan[1:] if "->" in ln)][:lines]
-    return [*nodes, *keep]
-
-
-def _measure_reads(
-    args: argparse.Namespace,
-    db: gb.Database,
+def exports(
+    args: Any,
+    run: Run,
+    db: Database,
     api: Api,
-    api_base: str,
+    client: Any,
     main: Tenant,
-    month: tuple[date, date],
-    quarter: tuple[date, date],
-    info: dict,
-) -> dict[str, Any]:
-    import httpx
-
-    from app.kit.money import micros_to_usd
-
-    results: dict[str, Any] = {}
-    print(
-        f"\n== 1. reading usage: month {month[0]} .. {month[1]} (to exclusive), "
-        f"{args.summary_requests} sequential requests per line after 5 warm-up, one keep-alive "
-        "httpx client, API unpinned"
-    )
+    month: tuple,
+    expected_rows: int,
+) -> None:
+    """The month's CSV export, `--exports` times (and once more under py-spy with --profile)."""
     params = {"from": month[0].isoformat(), "to": month[1].isoformat()}
-    with httpx.Client(base_url=api_base, timeout=60) as client:
-        worst = 0.0
-        for group_by in ("day", "month", "model"):
-            lat, r = _timed_gets(
-                client,
-                "/v1/usage",
-                {**params, "group_by": group_by},
-                main.auth,
-                args.summary_requests,
-            )
-            body = r.json()
-            total = body["total_cost_usd"]
-            expected = micros_to_usd(info["month_cost"])
-            check = "total = ledger" if total == expected else f"TOTAL {total} != {expected}"
-            print(
-                _lat_line(
-                    f"GET /v1/usage group_by={group_by}",
-                    lat,
-                    f"({len(body['data'])} groups, {len(r.content):,} B, {check})",
-                )
-            )
-            results[f"summary_{group_by}"] = lat
-            worst = max(worst, gb._pct(lat, 95) * 1000)
-        verdict = "meets" if worst <= SUMMARY_TARGET_MS else "MISSES"
-        print(
-            f"   -> tenant month summary: worst p95 {worst:.1f} ms, {verdict} target "
-            f"<= {SUMMARY_TARGET_MS:.0f} ms"
-        )
-        results["summary_worst_p95_ms"] = worst
-        for label, rng in (("month", month), ("3 months", quarter)):
-            for group_by in ("day", "month", "model"):
-                lat, r = _timed_gets(
-                    client,
-                    "/v1/admin/usage",
-                    {"from": rng[0].isoformat(), "to": rng[1].isoformat(), "group_by": group_by},
-                    ADMIN,
-                    args.summary_requests,
-                )
-                body = r.json()
-                print(
-                    _lat_line(
-                        f"GET /v1/admin/usage {label} group_by={group_by}",
-                        lat,
-                        f"({len(body['data'])} groups, {len(r.content):,} B)",
-                    )
-                )
-        lat, _ = _timed_gets(
-            client, "/v1/usage", {**params, "group_by": "day"}, main.auth, args.summary_requests
-        )
-        print(_lat_line("GET /v1/usage group_by=day (again)", lat))
-
-        sql = asyncio.run(_captured_sql(db, main, month))
-        print(
-            "   in-process service.summary() on one session (no HTTP, no auth): "
-            f"group_by=day {sql['inproc_day_ms']:.1f} ms, group_by=model "
-            f"{sql['inproc_model_ms']:.1f} ms per call"
-        )
-        for name in ("summary_day", "export"):
-            print(f"   EXPLAIN ANALYZE of the {name.replace('_', ' group_by=')} statement:")
-            for line in _plan_summary(sql[name + "_plan"], 6):
-                print(f"      {line}")
-
-        # -- the export, twice (the second under py-spy with --profile)
-        print(
-            f"   GET /v1/usage/export.csv for the month ({info['export_rows']:,} rows expected), "
-            "streamed and counted by the client (lines only, not parsed):"
-        )
-        runs = args.exports + (1 if args.profile else 0)
-        for i in range(runs):
-            profiled = args.profile and i == runs - 1
-            expected_s = results.get("export_s", 60.0) + 5
-            with contextlib.ExitStack() as stack:
-                if profiled:
-                    stack.enter_context(
-                        gb._profiling(args, api.popen.pid, "api-export", expected_s)
-                    )
-                res = _export_once(db, client, api, main, params)
-            results["export_s"] = res["total_s"]
-            lines = res["lines"] - 1  # the header
-            check = (
-                "row count = ledger"
-                if lines == info["export_rows"]
-                else f"ROWS {lines:,} != {info['export_rows']:,}"
-            )
-            print(
-                f"   export #{i + 1}{' (under py-spy)' if profiled else ''}: {res['status']}, "
-                f"{res['total_s']:.2f} s total, first byte {res['ttfb_s'] * 1000:.0f} ms, "
-                f"{lines / res['total_s']:,.0f} rows/s, {res['bytes'] / 1e6:.1f} MB "
-                f"({res['bytes'] / 1e6 / res['total_s']:.1f} MB/s, {res['chunks']:,} reads), "
-                f"{check}"
-            )
-            print(
-                f"      API RSS {res['rss_before'] / 1024:.0f} MB before, peak "
-                f"{res['rss_peak'] / 1024:.0f} MB during ({len(res['rss_samples'])} samples), "
-                f"{res['rss_after'] / 1024:.0f} MB after (VmHWM {res['hwm'] / 1024:.0f} MB); "
-                f"CPU (share of one core): {res['cpu']}"
-            )
-            print(
-                f"      the API's Postgres connections right after it: {res['pg_after']}; 5 s "
-                f"later, still in a transaction after reading usage_records: {res['left_over']}; "
-                f"SQLAlchemy 'garbage collector ... non-checked-in connection' warnings in the "
-                f"API log so far: {res['gc_warnings']}"
-            )
-            results[f"export_{i}"] = res
-    return results
-
-
-def _export_once(
-    db: gb.Database, client: Any, api: Api, main: Tenant, params: dict[str, str]
-) -> dict[str, Any]:
-    meter = _meter(db, api)
-    n_bytes = lines = chunks = 0
-    ttfb = None
-    with RssSampler(api.popen.pid) as rss:
-        meter.start()
-        t0 = time.perf_counter()
-        with client.stream(
+    print(
+        f"   GET /v1/usage/export.csv for the month ({expected_rows:,} rows expected), streamed "
+        "and counted by the client (lines only, not parsed); API RSS sampled every 20 ms:"
+    )
+    table = report.Table(
+        *(("export", "<16"), ("status", "d"), ("total s", ".2f"), ("1st byte ms", ".0f")),
+        *(("rows/s", ",.0f"), ("MB", ".1f"), ("MB/s", ".1f"), ("reads", ",d")),
+        *(("RSS MB before/peak/after/HWM", "<28"), ("CPU (share of a core)", "<"), ("rows", "<")),
+    )
+    runs = args.exports + (1 if args.profile else 0)
+    export_s = 60.0
+    for i in range(runs):
+        profiled = args.profile and i == runs - 1
+        meter = CpuMeter({"API": lambda: cpu_of(api.pid), "postgres": partial(postgres_cpu, db)})
+        n_bytes = lines = chunks = 0
+        ttfb = None
+        stream = client.stream(
             "GET", "/v1/usage/export.csv", params=params, headers=main.auth, timeout=600
-        ) as r:
-            status = r.status_code
-            for chunk in r.iter_raw():
-                if ttfb is None:
-                    ttfb = time.perf_counter() - t0
-                chunks += 1
-                n_bytes += len(chunk)
-                lines += chunk.count(b"\n")
-        total = time.perf_counter() - t0
-        meter.stop()
-    pg_after = asyncio.run(_api_backends(db))
-    time.sleep(5)  # a correct export returned its connection when the response ended
-    left_over = asyncio.run(_export_left_over(db))
-    gc_warnings = api.log.read_text(errors="replace").count(
-        "SAWarning: The garbage collector is trying to clean up non-checked-in connection"
+        )
+        with (
+            profiling(profiled, run.out_dir, api.pid, "api-export", export_s + 5, args.profile_top),
+            RssSampler(api.pid, 0.02) as rss,
+        ):
+            meter.start()
+            t0 = time.perf_counter()
+            with stream as r:
+                for chunk in r.iter_raw():
+                    ttfb = ttfb or time.perf_counter() - t0
+                    chunks += 1
+                    n_bytes += len(chunk)
+                    lines += chunk.count(b"\n")
+            meter.stop()
+        export_s = meter.wall
+        rows = lines - 1  # the header
+        mb = [rss.before.get("VmRSS", 0), rss.peak(), rss.after.get("VmRSS", 0)]
+        mb.append(rss.after.get("VmHWM", 0))
+        table.row(
+            f"#{i + 1}" + (" (py-spy)" if profiled else ""),
+            r.status_code,
+            export_s,
+            (ttfb or export_s) * 1000,
+            rows / export_s,
+            n_bytes / 1e6,
+            n_bytes / 1e6 / export_s,
+            chunks,
+            " / ".join(f"{v / 1024:.0f}" for v in mb),
+            meter.shares(),
+            "= ledger" if rows == expected_rows else f"{rows:,} != {expected_rows:,}",
+        )
+        pg_after = backends(db, "")
+        time.sleep(5)  # a correct export returned its connection when the response ended
+        left = backends(db, "AND state <> 'idle' AND query LIKE '%FROM usage_records%'")
+        gc_warnings = api.log.read_text(errors="replace").count(GC_WARNING)
+        table.note(
+            f"the API's connections right after it: {pg_after}; 5 s later, still in a transaction "
+            f"after reading usage_records: {left}; SQLAlchemy 'garbage collector ... "
+            f"non-checked-in connection' warnings in the API log so far: {gc_warnings}"
+        )
+
+
+def backends(db: Database, where: str) -> str:
+    """The API's Postgres connections by state; for a busy state, how long the oldest has been
+    in it and in its transaction."""
+    rows = run_sql(
+        db,
+        "SELECT state, count(*) AS n, extract(epoch FROM max(now() - state_change)) AS s, "
+        "extract(epoch FROM max(now() - xact_start)) AS x "
+        f"FROM pg_stat_activity WHERE {MINE} {where} GROUP BY state ORDER BY state",
     )
-    return {
-        "gc_warnings": gc_warnings,
-        "left_over": left_over,
-        "status": status,
-        "total_s": total,
-        "ttfb_s": ttfb or total,
-        "bytes": n_bytes,
-        "lines": lines,
-        "chunks": chunks,
-        "rss_before": rss.before,
-        "rss_peak": rss.peak,
-        "rss_after": rss.after,
-        "rss_samples": rss.samples,
-        "hwm": rss.hwm_kb(),
-        "cpu": meter.share(),
-        "pg_after": pg_after,
-    }
-
-
-async def _export_left_over(db: gb.Database) -> str:
-    """The API's connections still in a transaction whose last statement read the ledger."""
-    conn = await _connect(db)
-    try:
-        rows = await conn.fetch(
-            "SELECT state, now() - xact_start AS xact_age, now() - state_change AS idle FROM "
-            "pg_stat_activity WHERE datname = current_database() AND application_name = 'foley' "
-            "AND state <> 'idle' AND query LIKE '%FROM usage_records%'"
+    parts = []
+    for r in rows:
+        busy = r["state"] != "idle"
+        part = f"{r['n']} {r['state']}"
+        parts.append(
+            part + (f" (for {r['s']:.1f} s, transaction {r['x'] or 0:.0f} s)" if busy else "")
         )
-    finally:
-        await conn.close()
-    return (
-        "; ".join(
-            f"{r['state']} (transaction open {r['xact_age'].total_seconds():.0f} s, idle "
-            f"{r['idle'].total_seconds():.0f} s)"
-            for r in rows
-        )
-        or "none"
-    )
+    return ", ".join(parts) or "none"
 
 
-async def _api_backends(db: gb.Database) -> str:
-    conn = await _connect(db)
-    try:
-        rows = await conn.fetch(
-            "SELECT state, count(*) AS n, max(now() - state_change) AS age FROM pg_stat_activity "
-            "WHERE datname = current_database() AND application_name = 'foley' GROUP BY state "
-            "ORDER BY state"
-        )
-    finally:
-        await conn.close()
-    return (
-        ", ".join(
-            f"{r['n']} {r['state']}"
-            + (f" (oldest {r['age'].total_seconds():.1f} s)" if r["state"] != "idle" else "")
-            for r in rows
-        )
-        or "none"
-    )
+# --- 2. create path -----------------------------------------------------------------------------
 
 
-# =================================================================================================
-# Measurement 2: create-path cost of budgets + limits
-# =================================================================================================
-
-HUGE_BUDGET = {"budget_usd": "1000000000.00"}  # 1e9 USD: nothing is ever refused
-HUGE_RATE = {"rate_limit_per_minute": 1_000_000_000}  # never hit
-
-
-def _create_tenants(client: Any, breakdown: bool) -> dict[str, list[Tenant]]:
-    configs: dict[str, list[Tenant]] = {
-        "OFF, 1 tenant": [_new_tenant(client, "create-off")],
-        "ON, 1 tenant": [_new_tenant(client, "create-on", **HUGE_BUDGET, **HUGE_RATE)],
+def create_tenants(api: Api, breakdown: bool) -> dict[str, list[Tenant]]:
+    configs = {
+        "OFF, 1 tenant": [api.new_tenant("create-off")],
+        "ON, 1 tenant": [api.new_tenant("create-on", **HUGE_BUDGET, **HUGE_RATE)],
     }
     if breakdown:
-        configs["budget only, 1 tenant"] = [_new_tenant(client, "create-budget", **HUGE_BUDGET)]
-        configs["rate limit only, 1 tenant"] = [_new_tenant(client, "create-rate", **HUGE_RATE)]
-    configs["OFF, 8 tenants"] = [_new_tenant(client, f"create-off-{i}") for i in range(8)]
+        configs["budget only, 1 tenant"] = [api.new_tenant("create-budget", **HUGE_BUDGET)]
+        configs["rate limit only, 1 tenant"] = [api.new_tenant("create-rate", **HUGE_RATE)]
+    configs["OFF, 8 tenants"] = [api.new_tenant(f"create-off-{i}") for i in range(8)]
     configs["ON, 8 tenants"] = [
-        _new_tenant(client, f"create-on-{i}", **HUGE_BUDGET, **HUGE_RATE) for i in range(8)
+        api.new_tenant(f"create-on-{i}", **HUGE_BUDGET, **HUGE_RATE) for i in range(8)
     ]
     return configs
 
 
-class PgActivity:
-    """Samples pg_stat_activity for the API's connections (application_name 'foley') from a
-    thread with its own connection: how many wait on a lock (the budget-period row), how many
-    are open, and stalls: every API connection either idle in a transaction or waiting on a lock
-    (Postgres waits for the API, the API for something else), with what they last ran."""
-
-    def __init__(self, db: gb.Database, interval: float = 0.1) -> None:
-        self.db, self.interval = db, interval
-        self.samples: list[tuple[int, int]] = []  # (connections, lock waiters)
-        self.waiters: dict[str, int] = {}  # "statement (lock kind)" -> waiters summed over samples
-        self.streak = self.max_streak = 0
-        self.snapshot: list[Any] | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    async def _run(self) -> None:
-        conn = await _connect(self.db)
-        mine = "datname = current_database() AND application_name = 'foley'"
-        try:
-            while not self._stop.is_set():
-                row = await conn.fetchrow(
-                    "SELECT count(*) AS n, count(*) FILTER (WHERE wait_event_type = 'Lock') AS w, "
-                    "count(*) FILTER (WHERE state = 'idle in transaction') AS i "
-                    f"FROM pg_stat_activity WHERE {mine}"
-                )
-                self.samples.append((row["n"], row["w"]))
-                if row["w"]:
-                    for r in await conn.fetch(
-                        "SELECT wait_event AS e, left(query, 60) AS q, count(*) AS n "
-                        f"FROM pg_stat_activity WHERE {mine} AND wait_event_type = 'Lock' "
-                        "GROUP BY 1, 2"
-                    ):
-                        key = f"{_statement_label(r['q'])} ({r['e']})"
-                        self.waiters[key] = self.waiters.get(key, 0) + r["n"]
-                # nobody works: each connection waits for the API or for a lock
-                stalled = row["n"] > 0 and row["i"] > 0 and row["i"] + row["w"] == row["n"]
-                self.streak = self.streak + 1 if stalled else 0
-                self.max_streak = max(self.max_streak, self.streak)
-                if self.snapshot is None and self.streak * self.interval >= 2.0:
-                    self.snapshot = await conn.fetch(
-                        "SELECT state || coalesce(' on ' || wait_event_type || ':' || wait_event, "
-                        "'') AS state, left(regexp_replace(query, '\\s+', ' ', 'g'), 60) AS q, "
-                        f"count(*) AS n FROM pg_stat_activity WHERE {mine} GROUP BY 1, 2 "
-                        "ORDER BY 3 DESC"
-                    )
-                await asyncio.sleep(self.interval)
-        finally:
-            await conn.close()
-
-    def __enter__(self) -> PgActivity:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def lock_breakdown(self, top: int = 3) -> str:
-        """Mean waiters per statement and lock kind, largest first."""
-        n = max(1, len(self.samples))
-        ranked = sorted(self.waiters.items(), key=lambda kv: -kv[1])[:top]
-        return ", ".join(f"{k} {v / n:.1f}" for k, v in ranked)
-
-    def summary(self) -> tuple[float, int, int, float]:
-        """Lock waiters mean and max, connections max, longest stall (s)."""
-        if not self.samples:
-            return 0.0, 0, 0, 0.0
-        waits = [w for _, w in self.samples]
-        return (
-            statistics.mean(waits),
-            max(waits),
-            max(n for n, _ in self.samples),
-            self.max_streak * self.interval,
-        )
-
-
-def _statement_label(query: str) -> str:
+def statement_label(query: str) -> str:
     q = " ".join(query.split())
     for needle, label in (
         ("SELECT budget_periods", "budget_periods SELECT ... FOR UPDATE"),
@@ -1097,151 +593,117 @@ def _statement_label(query: str) -> str:
     return q[:40]
 
 
-async def _drain(db: gb.Database, within_s: float) -> float:
+def drain(db: Database, within_s: float) -> float:
     """Wait until none of the API's connections is busy (left-over requests of a stalled run
-    finish or time out server-side); returns the seconds it took."""
-    conn = await _connect(db)
-    t0 = time.perf_counter()
-    quiet = 0
-    try:
-        while time.perf_counter() - t0 < within_s and quiet < 5:
-            busy = await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
-                "application_name = 'foley' AND state <> 'idle' "
-                # the export's connection, left in a transaction until a GC pass (see the
-                # export's report): not a request of this run
-                "AND query NOT LIKE '%FROM usage_records%'"
-            )
-            quiet = quiet + 1 if busy == 0 else 0
-            await asyncio.sleep(0.2)
-    finally:
-        await conn.close()
+    finish or time out server-side); the seconds it took."""
+    t0, quiet = time.perf_counter(), 0
+    while time.perf_counter() - t0 < within_s and quiet < 5:
+        # the export's connection, left in a transaction until a GC pass: not of this run
+        busy = run_sql(
+            db,
+            f"SELECT count(*) AS n FROM pg_stat_activity WHERE {MINE} AND state "
+            "<> 'idle' AND query NOT LIKE '%FROM usage_records%'",
+        )[0]["n"]
+        quiet = quiet + 1 if busy == 0 else 0
+        time.sleep(0.2)
     return time.perf_counter() - t0
 
 
-POOL_TIMEOUT = "QueuePool limit of size"
+def create_load(args: Any, api: Api, tenants: list[Tenant], conc: int) -> LoadSpec:
+    return LoadSpec(
+        port=api.port,
+        body=KLING_BODY,
+        headers_list=[t.auth for t in tenants],
+        concurrency=conc,
+        warmup_s=args.warmup,
+        duration_s=args.duration,
+        max_requests=args.max_requests,
+        request_timeout_s=args.request_timeout,
+    )
 
 
-def _measure_creates(
-    args: argparse.Namespace,
-    db: gb.Database,
-    api: Api,
-    api_port: int,
-    configs: dict[str, list[Tenant]],
-) -> dict[tuple[str, int], float]:
+def measure_creates(args: Any, db: Database, api: Api, configs: dict[str, list[Tenant]]) -> None:
     print(
         f"\n== 2. create path: POST /v1/jobs (Kling), closed loop, {args.warmup:g} s warm-up + "
         f"{args.duration:g} s (<= {args.max_requests} requests) per run, {args.rounds} round(s) "
         f"in alternating order, API on core {args.server_core}, load generator on core "
         f"{args.client_core}, Postgres unpinned; worker not running; a request unanswered after "
-        f"{args.request_timeout:g} s counts as an error (status 0)"
-    )
-    print(
+        f"{args.request_timeout:g} s counts as an error (status 0)\n"
         "   API/pg CPU: CPU ms per answered request (warm-up included); lockq: backends of the API "
         "waiting on a lock in Postgres, mean / max (pg_stat_activity every 0.1 s); conns: the "
         "API's open Postgres connections, max; stall s: longest time every API connection was "
         "idle in a transaction or waiting on a lock (none working); pool t/o: 'QueuePool "
         "limit ... timed out' errors in the API log during the run"
     )
-    print(
-        f"   {'round':>5} {'conc':>4}  {'configuration':<25} {'req/s':>6} {'ok':>6} {'err':>5} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'API CPU':>7} {'pg CPU':>6} "
-        f"{'lockq':>9} {'conns':>5} {'stall s':>7} {'pool t/o':>8}"
+    table = report.Table(
+        *(("round", "d"), ("conc", "d"), ("configuration", "<25"), ("req/s", ".0f"), ("ok", "6d")),
+        *(("err", "d"), ("p50 ms", ".1f"), ("p99 ms", ".1f"), ("max ms", ".0f")),
+        *(("API CPU", ".2f"), ("pg CPU", ".2f"), ("lockq", ">9"), ("conns", "d")),
+        *(("stall s", ".1f"), ("pool t/o", "d")),
     )
     runs: dict[tuple[str, int], list[tuple[float, int]]] = {}  # (req/s, errors) per run
     errors: dict[tuple[str, int], str] = {}  # the first error of a configuration
     wedged: set[tuple[str, int]] = set()  # no answer within the timeout: not repeated
     names = list(configs)
     for rnd in range(1, args.rounds + 1):
-        order = names if rnd % 2 else list(reversed(names))
         for conc in args.concurrency:
-            for name in order:
+            for name in names if rnd % 2 else reversed(names):
                 if (name, conc) in wedged:
-                    print(f"   {rnd:>5} {conc:>4}  {name:<25} not repeated: it wedged the API")
+                    table.note(f"{name} at {conc}: not repeated, it wedged the API")
                     continue
-                tenants = configs[name]
-                spec = {
-                    "host": HOST,
-                    "port": api_port,
-                    "path": "/v1/jobs",
-                    "headers_list": [t.auth for t in tenants],
-                    "body": KLING_BODY,
-                    "concurrency": conc,
-                    "warmup_s": args.warmup,
-                    "duration_s": args.duration,
-                    "max_requests": args.max_requests,
-                    "request_timeout_s": args.request_timeout,
-                }
-                log_before = api.log.read_text(errors="replace").count(POOL_TIMEOUT)
-                meter = _meter(db, api).start()
-                with PgActivity(db) as activity:
-                    result = _run_loadgen(
-                        spec,
-                        args.client_core,
-                        timeout=args.warmup + args.duration + 2 * args.request_timeout + 60,
-                    )
-                meter.stop()
-                pool_timeouts = api.log.read_text(errors="replace").count(POOL_TIMEOUT) - log_before
-                runs.setdefault((name, conc), []).append((result["rps"], result["errors"]))
-                answered = max(1, result["answered"])
-                pg = (
-                    f"{meter.used['postgres'] / answered * 1000:>6.2f}"
-                    if db.embedded
-                    else f"{'n/a':>6}"
+                pool_timeouts = api.log.read_text(errors="replace").count(POOL_TIMEOUT)
+                meter = CpuMeter({"API": lambda: cpu_of(api.pid), "pg": partial(postgres_cpu, db)})
+                with PgActivity(db, statement_label) as activity:
+                    meter.start()
+                    result = run_load(create_load(args, api, configs[name], conc), args.client_core)
+                    meter.stop()
+                pool_timeouts = (
+                    api.log.read_text(errors="replace").count(POOL_TIMEOUT) - pool_timeouts
                 )
+                runs.setdefault((name, conc), []).append((result["rps"], result["errors"]))
+                n = max(1, result["answered"])
                 lock_mean, lock_max, conns, stall = activity.summary()
-                print(
-                    f"   {rnd:>5} {conc:>4}  {name:<25} {result['rps']:>6.0f} {result['ok']:>6} "
-                    f"{result['errors']:>5} {result['lat_p50_ms'] or 0:>7.1f} "
-                    f"{result['lat_p99_ms'] or 0:>7.1f} {result['max_s'] * 1000:>7.0f} "
-                    f"{meter.used['API'] / answered * 1000:>7.2f} {pg} "
-                    f"{lock_mean:>5.1f}/{lock_max:<3} {conns:>5} {stall:>7.1f} {pool_timeouts:>8}"
+                table.row(
+                    *(rnd, conc, name, result["rps"], result["ok"], result["errors"]),
+                    *(result["lat_p50_ms"], result["lat_p99_ms"], result["max_s"] * 1000),
+                    meter.used["API"] / n * 1000,
+                    meter.used["pg"] / n * 1000 if db.embedded else "n/a",
+                    f"{lock_mean:.1f}/{lock_max}",
+                    conns,
+                    stall,
+                    pool_timeouts,
                 )
                 if lock_mean >= 0.5:
-                    print(f"         lock waits (mean per sample): {activity.lock_breakdown()}")
+                    table.note(f"lock waits (mean per sample): {activity.lock_breakdown()}")
                 if activity.snapshot:
-                    print(
-                        "         stalled: "
-                        + "; ".join(f"{r['n']} {r['state']}: {r['q']}" for r in activity.snapshot)
+                    stalled = "; ".join(
+                        f"{r['n']} {r['state']}: {r['q']}" for r in activity.snapshot
                     )
+                    table.note(f"stalled: {stalled}")
                 if result["first_error"]:
-                    print(f"         statuses {result['statuses']}; first: {result['first_error']}")
+                    table.note(f"statuses {result['statuses']}; first: {result['first_error']}")
                     errors.setdefault((name, conc), result["first_error"])
                 if result["statuses"].get("0") or stall >= 5:
                     # Left-over requests keep the pool wedged for minutes: start a new process.
                     wedged.add((name, conc))
                     api.restart(args.server_core)
-                    print(
-                        f"         (the API stayed wedged: restarted, pid {api.popen.pid}, log "
+                    table.note(
+                        f"(the API stayed wedged: restarted, pid {api.pid}, log "
                         f"{api.log.name}; this configuration is not repeated)"
                     )
-                else:
-                    drained = asyncio.run(_drain(db, 30))
-                    if drained > 2:
-                        print(f"         (the API needed {drained:.0f} s to drain)")
-                if not api.alive():
-                    raise gb.BenchError(f"the API died; log {api.log}:\n{api.tail()}")
-    # the median of the runs without errors, when there is one (a sporadic 500 is reported, not
-    # averaged in); a wedged configuration's only run counts as what it is: ~0 req/s
+                elif (drained := drain(db, 30)) > 2:
+                    table.note(f"(the API needed {drained:.0f} s to drain)")
+                api.running.check()
+    create_medians(args, names, runs, errors, wedged)
+
+
+def create_medians(args: Any, names: list[str], runs: dict, errors: dict, wedged: set) -> None:
+    """The median of the runs without errors, when there is one (a sporadic 500 is reported,
+    not averaged in); a wedged configuration's only run counts as what it is: ~0 req/s."""
     medians = {
         key: statistics.median([rps for rps, n_err in v if not n_err] or [rps for rps, _ in v])
         for key, v in runs.items()
     }
-
-    def fmt(name: str, conc: int) -> str:
-        if (name, conc) in wedged:
-            mark = " (WEDGED: no answer)"
-        elif all(n_err for _, n_err in runs[(name, conc)]):
-            mark = " (ERRORS in every run)"
-        elif (name, conc) in errors:
-            mark = " (a run with errors left out)"
-        else:
-            mark = ""
-        return f"{medians[(name, conc)]:.0f}{mark}"
-
-    print("   median req/s (same server, same run):")
-    for conc in args.concurrency:
-        print(f"   conc {conc:>3}: " + "; ".join(f"{n} {fmt(n, conc)}" for n in names))
 
     def ratio(a: str, b: str, conc: int) -> str:
         den = medians[(b, conc)]
@@ -1249,61 +711,62 @@ def _measure_creates(
         return value + (" (wedged)" if (a, conc) in wedged else "")
 
     for conc in args.concurrency:
-        parts = [
-            f"ON/OFF (1 tenant) = {ratio('ON, 1 tenant', 'OFF, 1 tenant', conc)}",
-            "ON over 8 tenants / OFF (1 tenant) = " + ratio("ON, 8 tenants", "OFF, 1 tenant", conc),
-            f"ON over 8 / OFF over 8 = {ratio('ON, 8 tenants', 'OFF, 8 tenants', conc)}",
-        ]
-        for extra in ("budget only, 1 tenant", "rate limit only, 1 tenant"):
-            if (extra, conc) in medians:
-                parts.append(f"{extra.split(',')[0]}/OFF = {ratio(extra, 'OFF, 1 tenant', conc)}")
-        print(f"   RATIO conc {conc:>3}: " + "; ".join(parts))
-    if errors:
-        print(
-            "   !! errors in: "
-            + "; ".join(f"{n} at {c}: {e[:120]}" for (n, c), e in errors.items())
+        table = report.Table(
+            ("configuration", "<26"),
+            ("median req/s", ">12"),
+            ("ratio to OFF", ">16"),
+            ("", "<"),
+            title=f"median req/s at {conc} connections (same server, same run; ON over 8 tenants "
+            "to OFF over 8, the others to OFF with 1 tenant):",
         )
-    return medians
+        for name in names:
+            key = (name, conc)
+            if key in wedged:
+                mark = "WEDGED: no answer"
+            elif all(n_err for _, n_err in runs[key]):
+                mark = "ERRORS in every run"
+            else:
+                mark = "a run with errors left out" if key in errors else ""
+            off = "OFF, 8 tenants" if name == "ON, 8 tenants" else "OFF, 1 tenant"
+            shown = None if name.startswith("OFF") else ratio(name, off, conc)
+            table.row(name, f"{medians[key]:.0f}", shown, mark)
+        on8 = ratio("ON, 8 tenants", "OFF, 1 tenant", conc)
+        table.note(f"ON over 8 tenants / OFF with 1 tenant = {on8}")
+    for (name, conc), error in errors.items():
+        print(f"   !! errors in {name} at {conc}: {error[:120]}")
 
 
-def _profile_create(
-    args: argparse.Namespace,
-    api: Api,
-    api_port: int,
-    tenants: list[Tenant],
-    conc: int,
-    label: str,
-) -> None:
-    seconds = max(5.0, args.duration)
-    spec = {
-        "host": HOST,
-        "port": api_port,
-        "path": "/v1/jobs",
-        "headers_list": [t.auth for t in tenants],
-        "body": KLING_BODY,
-        "concurrency": conc,
-        "warmup_s": 0.5,
-        "duration_s": seconds + 1,
-        "max_requests": args.max_requests,
-        "request_timeout_s": args.request_timeout,
-    }
-    with gb._profiling(args, api.popen.pid, f"api-create-{label}-c{conc}", seconds):
-        _run_loadgen(spec, args.client_core, timeout=seconds + 2 * args.request_timeout + 60)
+def profile_summary(args: Any, run: Run, api: Api, main: Tenant, month: tuple) -> None:
+    """The summary missed its target: sample the API while it answers summaries for a while."""
+    import httpx
+
+    params = {"from": month[0].isoformat(), "to": month[1].isoformat(), "group_by": "day"}
+    with (
+        httpx.Client(base_url=api.base, timeout=60) as client,
+        profiling(True, run.out_dir, api.pid, "api-summary", 8, args.profile_top),
+    ):
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            client.get("/v1/usage", params=params, headers=main.auth)
 
 
-# =================================================================================================
-# main
-# =================================================================================================
+def profile_creates(args: Any, run: Run, api: Api, configs: dict[str, list[Tenant]]) -> None:
+    conc, seconds = min(args.concurrency), max(5.0, args.duration)
+    for label, name in (("on", "ON, 1 tenant"), ("off", "OFF, 1 tenant")):
+        spec = create_load(args, api, configs[name], conc)
+        spec.warmup_s, spec.duration_s = 0.5, seconds + 1
+        with profiling(
+            True, run.out_dir, api.pid, f"api-create-{label}-c{conc}", seconds, args.profile_top
+        ):
+            run_load(spec, args.client_core)
 
 
-def _args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=" ".join((__doc__ or "").split("\n\n")[0].split()))
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = parser("usage_bench", __doc__, profile=True)
     g = p.add_argument_group("setup")
     g.add_argument("--rows", type=int, default=1_000_000, help="measured tenant's rows [1e6]")
     g.add_argument("--other-tenants", type=int, default=4, help="other tenants [4]")
-    g.add_argument(
-        "--other-rows", type=int, default=100_000, help="rows of each other tenant [1e5]"
-    )
+    g.add_argument("--other-rows", type=int, default=100_000, help="rows of each other [1e5]")
     g.add_argument("--load-jobs", type=int, default=2, help="parallel INSERT connections [2]")
     g = p.add_argument_group("1. reading usage")
     g.add_argument("--summary-requests", type=int, default=50, help="per line [50]")
@@ -1315,10 +778,7 @@ def _args(argv: Sequence[str]) -> argparse.Namespace:
         default=[16, 64],
         help="comma-separated connections in flight [16,64]",
     )
-    g.add_argument("--warmup", type=float, default=1.5, help="seconds per run [1.5]")
-    g.add_argument("--duration", type=float, default=4.0, help="measured seconds per run [4]")
-    g.add_argument("--max-requests", type=int, default=20_000, help="per run [20000]")
-    g.add_argument("--rounds", type=int, default=2, help="rounds of every configuration [2]")
+    add_load_flags(g, warmup=1.5, duration=4.0, per="run")
     g.add_argument(
         "--request-timeout",
         type=float,
@@ -1327,168 +787,52 @@ def _args(argv: Sequence[str]) -> argparse.Namespace:
         "errors is not repeated and the API is restarted after it",
     )
     g.add_argument(
-        "--no-breakdown",
-        action="store_true",
-        help="skip the budget-only and rate-limit-only configurations",
+        "--no-breakdown", action="store_true", help="no budget-only and rate-limit-only runs"
     )
     g = p.add_argument_group("what to run")
     g.add_argument("--skip-reads", action="store_true")
     g.add_argument("--skip-creates", action="store_true")
     g.add_argument(
-        "--profile",
-        action="store_true",
-        help="py-spy (`uv tool run py-spy`, never in the project venv) the API during the second "
-        "export and an ON create run; the summary is profiled anyway if it misses its target",
-    )
-    g.add_argument("--profile-top", type=int, default=20)
-    g.add_argument("--no-pin", action="store_true", help="do not use taskset / affinity")
-    g.add_argument(
         "--api-app",
-        default="app.main:create_app",
-        help="uvicorn factory of the API [app.main:create_app]; for measuring a variant (e.g. a "
-        "suggested fix kept outside app/) under the same load",
+        default=GATEWAY_APP,
+        help=f"uvicorn factory of the API [{GATEWAY_APP}]: a variant (e.g. a suggested fix kept "
+        "outside app/) under the same load",
     )
     g.add_argument("--api-app-dir", type=Path, default=None, help="directory of --api-app's module")
-    g.add_argument(
-        "--out-dir",
-        type=Path,
-        default=REPO / "bench" / "out" / "usage_bench",
-        help="process logs and profiles [bench/out/usage_bench]",
-    )
-    args = p.parse_args(argv)
-    pin = not args.no_pin and shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
-    args.server_core = 0 if pin else None
-    args.client_core = 1 if pin else None
-    return args
+    return parse(p, argv)
 
 
-def _code_note() -> str:
-    """Which code is measured: HEAD, and whether app/ has uncommitted changes."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip()
-        changed = subprocess.run(
-            ["git", "status", "--porcelain", "--", "app"], cwd=REPO, capture_output=True, text=True
-        ).stdout.splitlines()
-    except OSError:
-        return "code      (git not available)"
-    state = f"{len(changed)} file(s) under app/ uncommitted" if changed else "app/ clean"
-    return f"code      HEAD {head or '?'}, {state}"
-
-
-def _profile_summary(
-    args: argparse.Namespace, api: Api, api_base: str, main: Tenant, month: tuple[date, date]
-) -> None:
-    """The summary missed its target: sample the API while it answers summaries for a while."""
-    import httpx
-
-    seconds = 8.0
-    forced = argparse.Namespace(**{**vars(args), "profile": True})
-    params = {"from": month[0].isoformat(), "to": month[1].isoformat(), "group_by": "day"}
-    with (
-        httpx.Client(base_url=api_base, timeout=60) as client,
-        gb._profiling(forced, api.popen.pid, "api-summary", seconds),
-    ):
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            client.get("/v1/usage", params=params, headers=main.auth)
-
-
-def main(argv: Sequence[str]) -> int:
-    args = _args(argv)
-    # SIGTERM too unwinds through the `finally` below, which stops every child
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    print("command   " + f"cd {shlex.quote(os.getcwd())} && " + shlex.join([PY, *sys.argv]))
-    if args.api_app != "app.main:create_app":
-        print(f"API app   {args.api_app} (a VARIANT, not the gateway as shipped)")
-    for note in gb._machine_notes():
-        print(note)
-    print(_code_note())
-    busy = gb._others_busy()
-    if busy:
-        print(f"!! other busy processes (figures will suffer): {busy}")
-    sys.path.insert(0, str(REPO))
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    data_dir = Path(tempfile.mkdtemp(prefix="foley-usage-bench-data-"))
-    procs = gb.Procs()
-    db: gb.Database | None = None
-    t_run = time.perf_counter()
-    try:
-        import httpx
-
-        db = _create_database()
-        print(gb._pg_notes(db))
-        print(f"logs      {args.out_dir}")
-        api_port = gb._free_port()
-        api_base = f"http://{HOST}:{api_port}"
-        # Only this run's settings: no FOLEY_* of the caller's shell leaks in.
-        api_env = {
-            k: v for k, v in os.environ.items() if not k.startswith("FOLEY_") and k != "FAL_KEY"
-        }
-        api_env |= {
-            "FOLEY_DATABASE_URL": db.url,
-            "FOLEY_ADMIN_TOKEN": ADMIN_TOKEN,
-            "FOLEY_ENV": "development",
-            "FOLEY_DATA_DIR": str(data_dir / "gateway"),
-        }
-        if args.api_app_dir:  # the variant's module, importing app.* from the repository
-            api_env["PYTHONPATH"] = os.pathsep.join(
-                [str(REPO), *filter(None, [api_env.get("PYTHONPATH")])]
-            )
-        api = Api(procs, api_env, api_port, args.out_dir, args.api_app, args.api_app_dir)
-        api.start()
-
-        today = datetime.now(UTC).date()
-        this_month = today.replace(day=1)
-        quarter = (_month_add(this_month, -3), this_month)
-        month = (_month_add(this_month, -2), _month_add(this_month, -1))
-
-        with httpx.Client(base_url=api_base, timeout=30) as client:
-            main_tenant = _new_tenant(client, "usage-bench")
-            others = [_new_tenant(client, f"usage-other-{i}") for i in range(args.other_tenants)]
-            configs = _create_tenants(client, not args.no_breakdown)
-
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    with Run("usage_bench", args, versions=VERSIONS) as run:
+        if args.api_app != GATEWAY_APP:
+            print(f"API app   {args.api_app} (a VARIANT, not the gateway as shipped)")
+        db = run.database("foley_usage_bench", PG_ROOT)
+        print(settings_note(db))
+        env = gateway_env(db, run.tmp / "gateway")
+        api = Api(run.procs, env, run.out_dir, app=args.api_app, app_dir=args.api_app_dir).start()
+        this_month = datetime.now(UTC).date().replace(day=1)
+        quarter = (month_add(this_month, -3), this_month)
+        month = (month_add(this_month, -2), month_add(this_month, -1))
+        main_tenant = api.new_tenant("usage-bench")
+        others = [api.new_tenant(f"usage-other-{i}") for i in range(args.other_tenants)]
+        configs = create_tenants(api, not args.no_breakdown)
         if not args.skip_reads:
-            _load_ledger(
-                db, main_tenant, others, args.rows, args.other_rows, *quarter, args.load_jobs
-            )
-            info = asyncio.run(_describe_ledger(db, main_tenant, month))
-            names = {main_tenant.id: "measured", **{o.id: o.name for o in others}}
-            _print_ledger(info, names, month)
-            reads = _measure_reads(args, db, api, api_base, main_tenant, month, quarter, info)
+            load_ledger(args, db, main_tenant, others, quarter)
+            ledger = describe_ledger(db, main_tenant, others, month)
+            reads = measure_reads(args, run, db, api, main_tenant, month, quarter, ledger)
             if reads["summary_worst_p95_ms"] > SUMMARY_TARGET_MS:
-                _profile_summary(args, api, api_base, main_tenant, month)
-
+                profile_summary(args, run, api, main_tenant, month)
         if not args.skip_creates:
             # A fresh process, pinned from its start: nothing left over from measurement 1 (the
-            # export leaves a connection in a transaction until a GC pass, see its report).
+            # export leaves a connection in a transaction until a GC pass, see the README).
             api.restart(args.server_core)
-            print(f"\n(measurement 2 runs on a new API process, pid {api.popen.pid})")
-            _measure_creates(args, db, api, api_port, configs)
+            print(f"\n(measurement 2 runs on a new API process, pid {api.pid})")
+            measure_creates(args, db, api, configs)
             if args.profile:
-                conc = min(args.concurrency)
-                _profile_create(args, api, api_port, configs["ON, 1 tenant"], conc, "on")
-                _profile_create(args, api, api_port, configs["OFF, 1 tenant"], conc, "off")
-        return 0
-    except gb.BenchError as exc:
-        print(f"\nERROR: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        procs.stop_all()
-        if db is not None:
-            with contextlib.suppress(Exception):
-                gb.drop_database(db)
-        shutil.rmtree(data_dir, ignore_errors=True)
-        load = os.getloadavg()
-        print(
-            f"\nwall time {time.perf_counter() - t_run:.0f} s; load average at the end: "
-            f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
-        )
+                profile_creates(args, run, api, configs)
+    return run.exit_code
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "_loadgen":
-        loadgen_main(sys.argv[2])
-    else:
-        sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -290,7 +290,7 @@ async def mirror_runs(url: str, digest: str, work: Path, runs: int, emu_pid: int
     """`runs` plain runs, one under tracemalloc; then 3 x two diagnostics without put_file: a
     no-op sink (network + httpx only) and a sink that writes 1 MiB at a time."""
     from app.config import Settings
-    from app.media.storage import LocalStorage
+    from app.storage import LocalStorage
     from app.upstream.fal import FalClient, FalTimeouts, build_http_client
 
     max_bytes = Settings.model_fields["max_output_bytes"].default
@@ -518,8 +518,8 @@ def bench_upload(args: Any, run: Run, video: Path, small: Path) -> None:
     sent_sha, small_sha = sha256_of(video), sha256_of(small)
     print(
         f"video     {video.name}: {video.stat().st_size} bytes, sha256 {sent_sha[:12]}...\n"
-        "api       python -m app.entrypoints api --host 127.0.0.1 --port N (= `foley api`; uvloop + "
-        f"httptools); logs {run.out_dir}/api-N.log\n"
+        "api       python -m app.entrypoints api --host 127.0.0.1 --port N "
+        f"(= `foley api`; uvloop + httptools); logs {run.out_dir}/api-N.log\n"
         f"spool     multipart parts past 1 MiB go to the API's tempdir: {spool_dir_note()}"
     )
     variants = ("raw", "chunked", "multipart")

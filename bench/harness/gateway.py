@@ -145,7 +145,8 @@ class Api:
 def start_worker(
     procs: Procs, env: dict[str, str], log: Path, cmd: str | None = None, **settings: str
 ) -> Proc:
-    """`python -m app.entrypoints worker` (= `foley worker`, the code beside this harness), or `cmd`."""
+    """`python -m app.entrypoints worker` (= `foley worker`, the code beside this harness), or
+    `cmd`."""
     argv = shlex.split(cmd) if cmd else [PY, "-m", "app.entrypoints", "worker"]
     return procs.spawn("worker", argv, env | settings, log)
 

@@ -67,6 +67,10 @@ def present_job(job: Job | NewJob, base_url: str, usage: dict[str, Any] | None =
             "created_at": job.created_at,
             "started_at": job.started_at,
             "completed_at": job.completed_at,
-            "urls": {"self": self_url, "cancel": f"{self_url}/cancel"},
+            "urls": {
+                "self": self_url,
+                "cancel": f"{self_url}/cancel",
+                "events": f"{self_url}/events",
+            },
         }
     )

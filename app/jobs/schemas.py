@@ -69,6 +69,7 @@ class Metrics(BaseModel):
 class JobUrls(BaseModel):
     self: str
     cancel: str
+    events: str = Field(description="The job's history: every transition, in order.")
 
 
 class MediaOut(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -156,26 +156,28 @@ def _check_url(job: NewJob, settings: Settings) -> None:
 
 async def _estimate_and_reserve(
     session: AsyncSession, tenant: Tenant, job: NewJob, settings: Settings
-) -> None:
-    """The job's estimate, reserved against the tenant's budget (if it has one now) in the
-    session's transaction."""
+) -> NewJob:
+    """The job with its estimate, reserved against the tenant's budget (if it has one now) in
+    the session's transaction."""
     spec = resolve_model(job.model)
     file = await check_input_source(session, tenant, job, settings)
     duration = (file.media or {}).get("duration_s") if file is not None else None
     estimate = await estimate_job(session, spec, settings, video_duration_s=duration)
-    _price(job, estimate)
+    job = _priced(job, estimate)
     reservation = await budgets.reserve(session, tenant.id, estimate.cost_micros, model=job.model)
-    if reservation is not None:
-        job.reserved_micros = reservation.micros
-        job.budget_period_start = reservation.period_start
+    if reservation is None:
+        return job
+    return replace(
+        job, reserved_micros=reservation.micros, budget_period_start=reservation.period_start
+    )
 
 
-def _price(job: NewJob, estimate: Estimate) -> None:
-    """The job's estimated cost; no price is an error for the operator (and, where there is a
-    budget to check, a refusal: budgets.reserve)."""
+def _priced(job: NewJob, estimate: Estimate) -> NewJob:
+    """The job with its estimated cost; no price is an error for the operator (and, where there
+    is a budget to check, a refusal: budgets.reserve)."""
     if estimate.cost_micros is None:
         log.error("no price in force for a model", model=job.model)
-    job.estimated_cost_micros = estimate.cost_micros or 0
+    return replace(job, estimated_cost_micros=estimate.cost_micros or 0)
 
 
 async def estimate_only(
@@ -321,12 +323,12 @@ async def accept_job(
             # Nothing to look up and nothing to record beside the row: unless the tenant has a
             # budget to reserve against (read in the statement itself), the row is all there is.
             _check_url(job, settings)
-            _price(job, estimate)
+            job = _priced(job, estimate)
             out = present_job(job, base_url).model_dump_json().encode()
             inserted = await store.insert_unless_budgeted(pool, job)
         if not inserted:
             async with sessionmaker() as session:
-                await _estimate_and_reserve(session, tenant, job, settings)
+                job = await _estimate_and_reserve(session, tenant, job, settings)
                 out = present_job(job, base_url).model_dump_json().encode()
                 await store.insert(session, job)
                 if guard is not None:

@@ -142,8 +142,8 @@ class StatusWatcher(Watcher):
 
     async def _read(self, status_url: str, out: asyncio.Queue[Any]) -> None:
         try:
-            async with contextlib.aclosing(self._fal.status_stream(status_url, logs=True)) as it:
-                async for status in it:
+            async with self._fal.status_stream(status_url, logs=True) as statuses:
+                async for status in statuses:
                     out.put_nowait(status)
             out.put_nowait(_END)
         except asyncio.CancelledError:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.driver import EngineDriver
@@ -45,9 +44,17 @@ async def test_a_lost_connection_is_not_handed_out_again(
             pid = await conn.fetchval("SELECT pg_backend_pid()")
         async with engine.connect() as other:
             await other.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
-        with pytest.raises(Exception):  # noqa: B017 (asyncpg's, or the socket's, error)
-            async with driver.acquire() as conn:
-                await conn.fetchval("SELECT 1")
+        # The server's goodbye may or may not have reached the client yet: either the dead
+        # connection is noticed at checkout and replaced, or its one statement fails and it is
+        # discarded. Never more than that one failure, and never the dead connection again.
+        failures = 0
+        for _ in range(2):
+            try:
+                async with driver.acquire() as conn:
+                    assert await conn.fetchval("SELECT pg_backend_pid()") != pid
+            except Exception:  # asyncpg's, or the socket's, error
+                failures += 1
+        assert failures <= 1
         async with driver.acquire() as conn:
             assert await conn.fetchval("SELECT pg_backend_pid()") != pid
     finally:

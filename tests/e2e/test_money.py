@@ -13,7 +13,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import pytest
 
 from app.config import AmbiguousSubmitPolicy
-from app.jobs import store
+from app.usage import ledger
 from tests.e2e.conftest import ADMIN
 from tests.support.clips import Clip
 
@@ -153,7 +153,7 @@ async def test_worker_killed_between_completion_and_settlement(
     gateway, clips, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with gateway(public=False) as gw:
-        real = store.ledger.settle_job
+        real = ledger.settle_job
         crashes = {"n": 0}
 
         async def crash_once(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -162,7 +162,7 @@ async def test_worker_killed_between_completion_and_settlement(
                 raise RuntimeError("worker died mid-settlement")
             return await real(*args, **kwargs)
 
-        monkeypatch.setattr(store.ledger, "settle_job", crash_once)
+        monkeypatch.setattr(ledger, "settle_job", crash_once)
         job = await gw.create(kling(gw, clips["bounce"]))
         done = await gw.wait(job["id"], timeout=30)
         assert crashes["n"] == 1  # the first attempt died; its transaction rolled back whole

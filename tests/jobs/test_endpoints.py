@@ -44,6 +44,7 @@ async def test_create_answers_202_with_location_after_commit(
         "queue_position": None,
     }
     assert job["urls"]["cancel"].endswith(f"/v1/jobs/{job['id']}/cancel")
+    assert job["urls"]["events"].endswith(f"/v1/jobs/{job['id']}/events")
     # The row is there and is what a worker will send upstream.
     payload = (
         await connection.execute(select(Job.upstream_payload).where(Job.id == uuid.UUID(job["id"])))
@@ -225,12 +226,39 @@ async def test_cancel_a_job_still_queued_here_is_immediate(
     assert r.status_code == 409 and r.json()["code"] == "job_not_cancelable"
 
 
+async def test_a_jobs_events_are_its_history_in_order(
+    api: httpx.AsyncClient, tenant: TenantCreds
+) -> None:
+    job = (await api.post("/v1/jobs", json=thinksound(), headers=tenant.headers)).json()
+    other = (await api.post("/v1/jobs", json=thinksound(), headers=tenant.headers)).json()
+    await api.post(f"/v1/jobs/{job['id']}/cancel", headers=tenant.headers)
+    r = await api.get(f"/v1/jobs/{job['id']}/events", headers=tenant.headers)
+    assert r.status_code == 200, r.text
+    page = r.json()
+    assert page["object"] == "list" and page["has_more"] is False
+    assert [(e["seq"], e["type"]) for e in page["data"]] == [
+        (1, "job.created"),
+        (2, "job.canceled"),
+    ]
+    assert {e["job_id"] for e in page["data"]} == {job["id"]}  # not the other job's
+    assert page["data"][1]["data"]["error"]["code"] == "canceled"
+    assert page["data"][0]["id"] < page["data"][1]["id"]
+    # after a seq, and a page at a time
+    r = await api.get(f"/v1/jobs/{job['id']}/events?after=1", headers=tenant.headers)
+    assert [e["seq"] for e in r.json()["data"]] == [2]
+    r = await api.get(f"/v1/jobs/{job['id']}/events?limit=1", headers=tenant.headers)
+    assert [e["seq"] for e in r.json()["data"]] == [1] and r.json()["has_more"] is True
+    r = await api.get(f"/v1/jobs/{other['id']}/events", headers=tenant.headers)
+    assert [e["type"] for e in r.json()["data"]] == ["job.created"]
+
+
 async def test_another_tenants_job_is_404_everywhere(
     api: httpx.AsyncClient, tenant: TenantCreds, other_tenant: TenantCreds
 ) -> None:
     job = (await api.post("/v1/jobs", json=thinksound(), headers=tenant.headers)).json()
     for method, path in [
         ("GET", f"/v1/jobs/{job['id']}"),
+        ("GET", f"/v1/jobs/{job['id']}/events"),
         ("POST", f"/v1/jobs/{job['id']}/cancel"),
     ]:
         r = await api.request(method, path, headers=other_tenant.headers)

@@ -1,315 +1,47 @@
-"""A job's life, decided: (the job as it stands, what happened) → the transition to write.
-
-Pure: no I/O, no clock (``now`` is given), no database. The steps (app.jobs.steps) do the
-effects — fetch the input, talk to fal, store the outputs — and say what happened as an *event*
-of this module; the store (app.jobs.store) locks the job's row, asks ``decide`` and writes the
-``Transition`` it answers in one transaction: the row's new values, the event log entry, the
-usage settlement, the wake-up. So "who can move a job from A to B, and what does it cost" has one
-answer, here, and it is tested without Postgres or fal (tests/jobs/test_lifecycle.py).
-
-    queued ──dispatch──▶ (submit: pending → sending → submitted | ambiguous)
-       │                      │
-       │ cancel               ▼
-       ▼                 starting ──▶ processing ──▶ succeeded | failed | canceled
-    canceled                  (fal: IN_QUEUE)   (IN_PROGRESS)   (COMPLETED, then the result)
-
-Rules the tests hold the machine to:
-* a terminal job absorbs every event (nothing changes, nothing is billed again);
-* usage is settled in exactly the transition that makes a job terminal;
-* a request that may exist at fal (``sending``, ``ambiguous``, ``submitted``) is never followed
-  by another submit, except an ambiguous one under the operator's explicit ``retry`` policy,
-  once;
-* a live job always has a next action time: nothing is stranded, and every job ends, at the
-  latest when it times out.
-"""
+"""The decisions: (the job as it stands, what happened) → the transition."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
+from app.jobs.lifecycle.events import (
+    AmbiguousDue,
+    Attached,
+    BudgetRefused,
+    CancelRequested,
+    CancelSent,
+    Ended,
+    Event,
+    FoundMidSend,
+    InputRejected,
+    InputUnavailable,
+    OutputsUnavailable,
+    Progress,
+    Reschedule,
+    RetryLater,
+    SubmitAmbiguous,
+    SubmitFailed,
+    SubmitRefused,
+    SubmitStarting,
+    Submitted,
+    Succeeded,
+    TimedOut,
+    UpstreamCompleted,
+)
+from app.jobs.lifecycle.transitions import (
+    MAX_LOG_LINES,
+    MAX_PREFLIGHT_TRIES,
+    NOTHING,
+    JobLike,
+    NotApplicable,
+    Policy,
+    Settle,
+    Transition,
+)
 from app.models.job import JobStatus, SubmitState
 from app.upstream.schemas import ResultCancelled, ResultFailed, ResultNotFound
 from app.usage.billing import Outcome, failure_kind
-
-MAX_LOG_LINES = 100
-MAX_PREFLIGHT_TRIES = 3
-
-
-class JobLike(Protocol):
-    """What decisions read of a job (the ORM row satisfies it; tests use a plain dataclass)."""
-
-    status: JobStatus
-    submit_state: SubmitState
-    submit_attempts: int
-    poll_count: int
-    upstream_request_id: str | None
-    upstream_completed: bool
-    created_at: datetime
-    submitted_at: datetime | None
-    started_at: datetime | None
-    cancel_requested_at: datetime | None
-    cancel_sent_at: datetime | None
-    inference_s: float | None
-    queue_position: int | None
-    logs: list[dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class Policy:
-    """The settings decisions depend on (app.config.Settings, reduced)."""
-
-    poll_min: timedelta = timedelta(seconds=1)
-    poll_max: timedelta = timedelta(seconds=30)
-    first_look: timedelta = timedelta(seconds=1)  # after a submit, before any news
-    ambiguous_grace: timedelta = timedelta(seconds=120)
-    retry_ambiguous: bool = False  # AmbiguousSubmitPolicy.retry
-
-    def backoff(self, n: int) -> timedelta:
-        lo = self.poll_min.total_seconds()
-        hi = self.poll_max.total_seconds()
-        return timedelta(seconds=min(hi, lo * (1.5 ** max(0, n - 1))))
-
-
-# --- events: what happened -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CancelRequested:
-    """The tenant asked to cancel."""
-
-
-@dataclass(frozen=True)
-class TimedOut:
-    """The job outlived ``FOLEY_JOB_TIMEOUT`` (a cancel was sent to fal if it was there)."""
-
-    limit: timedelta
-
-
-@dataclass(frozen=True)
-class InputRejected:
-    """The preflight measured the input and it breaks the model's limits: fail, pay nothing."""
-
-    code: str
-    message: str
-    details: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class InputUnavailable:
-    """The input could not be fetched this time."""
-
-    message: str
-
-
-@dataclass(frozen=True)
-class SubmitStarting:
-    """The request is about to leave ('sending' must be durable first). Carries what the
-    preflight measured, when it ran in this step."""
-
-    probe: dict[str, Any] | None = None
-    upstream_payload: dict[str, Any] | None = None
-    estimated_cost_micros: int | None = None
-
-
-@dataclass(frozen=True)
-class BudgetRefused:
-    """Re-priced by the measured input, the job no longer fits its tenant's budget."""
-
-    code: str
-    message: str
-    details: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class Submitted:
-    request_id: str
-    status_url: str | None
-    response_url: str | None
-    cancel_url: str | None
-    queue_position: int | None
-
-
-@dataclass(frozen=True)
-class SubmitAmbiguous:
-    """The request may or may not have reached fal (no answer came back)."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class SubmitFailed:
-    """Certainly nothing was created at fal (refused before it reached the queue): retry."""
-
-    reason: str
-    retry_after_s: float | None = None
-
-
-@dataclass(frozen=True)
-class SubmitRefused:
-    """fal refused the request for good."""
-
-    code: str
-    message: str
-    upstream: dict[str, Any] | None
-    created: bool  # fal gave it a request id: it exists there
-
-
-@dataclass(frozen=True)
-class FoundMidSend:
-    """A worker died between 'sending' and learning the answer."""
-
-
-@dataclass(frozen=True)
-class AmbiguousDue:
-    """An ambiguous job came due: wait out the grace, then retry (policy) or give up."""
-
-
-@dataclass(frozen=True)
-class Attached:
-    """A webhook named this job (signed job token) and a request we had no id for."""
-
-    request_id: str
-
-
-@dataclass(frozen=True)
-class Progress:
-    """fal's status, not yet COMPLETED (polled, or seen on the status stream)."""
-
-    in_progress: bool
-    queue_position: int | None
-    logs: list[dict[str, Any]] | None
-    polled: bool  # by a step holding the lease (which then schedules the next poll)
-    watched: bool = False  # the status stream follows the job: the poll is only a safety net
-
-
-@dataclass(frozen=True)
-class UpstreamCompleted:
-    """fal says COMPLETED (seen on the status stream): the result is ready to be read."""
-
-    inference_s: float | None
-    logs: list[dict[str, Any]] | None
-
-
-@dataclass(frozen=True)
-class Succeeded:
-    """The outputs are fetched, measured and stored."""
-
-    result: dict[str, Any]
-    output: dict[str, Any]
-    inference_s: float | None
-    logs: list[dict[str, Any]] | None
-
-
-@dataclass(frozen=True)
-class OutputsUnavailable:
-    """fal ran it (and bills it), but its outputs could not be fetched or read."""
-
-    code: str
-    message: str
-    output: dict[str, Any]
-    inference_s: float | None
-
-
-@dataclass(frozen=True)
-class Ended:
-    """fal's final answer was not a success: a failure, a cancel, or a result that expired."""
-
-    outcome: ResultFailed | ResultCancelled | ResultNotFound
-    inference_s: float | None
-    logs: list[dict[str, Any]] | None
-
-
-@dataclass(frozen=True)
-class CancelSent:
-    """The cancel went to fal; ``not_found``: fal had no such request (dropped while queued)."""
-
-    not_found: bool
-
-
-@dataclass(frozen=True)
-class RetryLater:
-    """A transient failure (a poll, a fetch, a cancel, a crashed step): look again later."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class Reschedule:
-    """Nothing changed; look again at ``at`` (or now)."""
-
-    at: datetime | None = None
-
-
-Event = (
-    CancelRequested
-    | TimedOut
-    | InputRejected
-    | InputUnavailable
-    | SubmitStarting
-    | BudgetRefused
-    | Submitted
-    | SubmitAmbiguous
-    | SubmitFailed
-    | SubmitRefused
-    | FoundMidSend
-    | AmbiguousDue
-    | Attached
-    | Progress
-    | UpstreamCompleted
-    | Succeeded
-    | OutputsUnavailable
-    | Ended
-    | CancelSent
-    | RetryLater
-    | Reschedule
-)
-
-
-# --- transitions: what to write ------------------------------------------------------------------
-
-
-class Keep:
-    """``next_action_at`` stays as it is (a write made without the job's lease)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "KEEP"
-
-
-KEEP = Keep()
-
-
-@dataclass(frozen=True)
-class Settle:
-    """Settle the job's usage and release its budget reservation; ``outcome`` None when no
-    request reached fal."""
-
-    outcome: Outcome | None
-
-
-@dataclass(frozen=True)
-class Transition:
-    changes: dict[str, Any] = field(default_factory=dict)  # column → new value
-    next_action_at: datetime | Keep | None = KEEP
-    events: tuple[tuple[str, dict[str, Any]], ...] = ()  # (type, data) for the job's event log
-    settle: Settle | None = None
-    record_request: str | None = None  # put this fal request on the usage ledger
-    reprice_micros: int | None = None  # re-price the budget reservation (may refuse)
-    wake: str | None = None  # NOTIFY payload: other workers have something to do now
-
-    @property
-    def noop(self) -> bool:
-        return not (self.changes or self.events or self.settle) and self.next_action_at is KEEP
-
-
-NOTHING = Transition()
-
-
-class NotApplicable(Exception):
-    """The event does not apply to the job as it stands (e.g. canceling a finished job)."""
 
 
 def decide(job: JobLike, event: Event, *, now: datetime, policy: Policy) -> Transition:

@@ -1,0 +1,100 @@
+"""A job's life, decided: (the job as it stands, what happened) → the transition to write.
+
+Pure: no I/O, no clock (``now`` is given), no database. The steps (app.jobs.steps) do the
+effects — fetch the input, talk to fal, store the outputs — and say what happened as an *event*
+of this module; the store (app.jobs.store) locks the job's row, asks ``decide`` and writes the
+``Transition`` it answers in one transaction: the row's new values, the event log entry, the
+usage settlement, the wake-up. So "who can move a job from A to B, and what does it cost" has one
+answer, here, and it is tested without Postgres or fal (tests/jobs/test_lifecycle.py).
+
+    queued ──dispatch──▶ (submit: pending → sending → submitted | ambiguous)
+       │                      │
+       │ cancel               ▼
+       ▼                 starting ──▶ processing ──▶ succeeded | failed | canceled
+    canceled                  (fal: IN_QUEUE)   (IN_PROGRESS)   (COMPLETED, then the result)
+
+Rules the tests hold the machine to:
+* a terminal job absorbs every event (nothing changes, nothing is billed again);
+* usage is settled in exactly the transition that makes a job terminal;
+* a request that may exist at fal (``sending``, ``ambiguous``, ``submitted``) is never followed
+  by another submit, except an ambiguous one under the operator's explicit ``retry`` policy,
+  once;
+* a live job always has a next action time: nothing is stranded, and every job ends, at the
+  latest when it times out.
+"""
+
+from app.jobs.lifecycle.decide import decide, failure_code, upstream_error
+from app.jobs.lifecycle.events import (
+    AmbiguousDue,
+    Attached,
+    BudgetRefused,
+    CancelRequested,
+    CancelSent,
+    Ended,
+    Event,
+    FoundMidSend,
+    InputRejected,
+    InputUnavailable,
+    OutputsUnavailable,
+    Progress,
+    Reschedule,
+    RetryLater,
+    SubmitAmbiguous,
+    SubmitFailed,
+    SubmitRefused,
+    SubmitStarting,
+    Submitted,
+    Succeeded,
+    TimedOut,
+    UpstreamCompleted,
+)
+from app.jobs.lifecycle.transitions import (
+    KEEP,
+    MAX_LOG_LINES,
+    NOTHING,
+    JobLike,
+    Keep,
+    NotApplicable,
+    Policy,
+    Settle,
+    Transition,
+)
+from app.usage.billing import Outcome
+
+__all__ = [
+    "KEEP",
+    "MAX_LOG_LINES",
+    "NOTHING",
+    "AmbiguousDue",
+    "Attached",
+    "BudgetRefused",
+    "CancelRequested",
+    "CancelSent",
+    "Ended",
+    "Event",
+    "FoundMidSend",
+    "InputRejected",
+    "InputUnavailable",
+    "JobLike",
+    "Keep",
+    "NotApplicable",
+    "Outcome",
+    "OutputsUnavailable",
+    "Policy",
+    "Progress",
+    "Reschedule",
+    "RetryLater",
+    "Settle",
+    "SubmitAmbiguous",
+    "SubmitFailed",
+    "SubmitRefused",
+    "SubmitStarting",
+    "Submitted",
+    "Succeeded",
+    "TimedOut",
+    "Transition",
+    "UpstreamCompleted",
+    "decide",
+    "failure_code",
+    "upstream_error",
+]

@@ -1,0 +1,201 @@
+"""What can happen to a job: the events the steps, the API and the status stream report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from app.upstream.schemas import ResultCancelled, ResultFailed, ResultNotFound
+
+
+@dataclass(frozen=True)
+class CancelRequested:
+    """The tenant asked to cancel."""
+
+
+@dataclass(frozen=True)
+class TimedOut:
+    """The job outlived ``FOLEY_JOB_TIMEOUT`` (a cancel was sent to fal if it was there)."""
+
+    limit: timedelta
+
+
+@dataclass(frozen=True)
+class InputRejected:
+    """The preflight measured the input and it breaks the model's limits: fail, pay nothing."""
+
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class InputUnavailable:
+    """The input could not be fetched this time."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class SubmitStarting:
+    """The request is about to leave ('sending' must be durable first). Carries what the
+    preflight measured, when it ran in this step."""
+
+    probe: dict[str, Any] | None = None
+    upstream_payload: dict[str, Any] | None = None
+    estimated_cost_micros: int | None = None
+
+
+@dataclass(frozen=True)
+class BudgetRefused:
+    """Re-priced by the measured input, the job no longer fits its tenant's budget."""
+
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    request_id: str
+    status_url: str | None
+    response_url: str | None
+    cancel_url: str | None
+    queue_position: int | None
+
+
+@dataclass(frozen=True)
+class SubmitAmbiguous:
+    """The request may or may not have reached fal (no answer came back)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class SubmitFailed:
+    """Certainly nothing was created at fal (refused before it reached the queue): retry."""
+
+    reason: str
+    retry_after_s: float | None = None
+
+
+@dataclass(frozen=True)
+class SubmitRefused:
+    """fal refused the request for good."""
+
+    code: str
+    message: str
+    upstream: dict[str, Any] | None
+    created: bool  # fal gave it a request id: it exists there
+
+
+@dataclass(frozen=True)
+class FoundMidSend:
+    """A worker died between 'sending' and learning the answer."""
+
+
+@dataclass(frozen=True)
+class AmbiguousDue:
+    """An ambiguous job came due: wait out the grace, then retry (policy) or give up."""
+
+
+@dataclass(frozen=True)
+class Attached:
+    """A webhook named this job (signed job token) and a request we had no id for."""
+
+    request_id: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    """fal's status, not yet COMPLETED (polled, or seen on the status stream)."""
+
+    in_progress: bool
+    queue_position: int | None
+    logs: list[dict[str, Any]] | None
+    polled: bool  # by a step holding the lease (which then schedules the next poll)
+    watched: bool = False  # the status stream follows the job: the poll is only a safety net
+
+
+@dataclass(frozen=True)
+class UpstreamCompleted:
+    """fal says COMPLETED (seen on the status stream): the result is ready to be read."""
+
+    inference_s: float | None
+    logs: list[dict[str, Any]] | None
+
+
+@dataclass(frozen=True)
+class Succeeded:
+    """The outputs are fetched, measured and stored."""
+
+    result: dict[str, Any]
+    output: dict[str, Any]
+    inference_s: float | None
+    logs: list[dict[str, Any]] | None
+
+
+@dataclass(frozen=True)
+class OutputsUnavailable:
+    """fal ran it (and bills it), but its outputs could not be fetched or read."""
+
+    code: str
+    message: str
+    output: dict[str, Any]
+    inference_s: float | None
+
+
+@dataclass(frozen=True)
+class Ended:
+    """fal's final answer was not a success: a failure, a cancel, or a result that expired."""
+
+    outcome: ResultFailed | ResultCancelled | ResultNotFound
+    inference_s: float | None
+    logs: list[dict[str, Any]] | None
+
+
+@dataclass(frozen=True)
+class CancelSent:
+    """The cancel went to fal; ``not_found``: fal had no such request (dropped while queued)."""
+
+    not_found: bool
+
+
+@dataclass(frozen=True)
+class RetryLater:
+    """A transient failure (a poll, a fetch, a cancel, a crashed step): look again later."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reschedule:
+    """Nothing changed; look again at ``at`` (or now)."""
+
+    at: datetime | None = None
+
+
+Event = (
+    CancelRequested
+    | TimedOut
+    | InputRejected
+    | InputUnavailable
+    | SubmitStarting
+    | BudgetRefused
+    | Submitted
+    | SubmitAmbiguous
+    | SubmitFailed
+    | SubmitRefused
+    | FoundMidSend
+    | AmbiguousDue
+    | Attached
+    | Progress
+    | UpstreamCompleted
+    | Succeeded
+    | OutputsUnavailable
+    | Ended
+    | CancelSent
+    | RetryLater
+    | Reschedule
+)

@@ -1,0 +1,67 @@
+"""The jobs store: the only code that reads or writes ``jobs`` rows (and appends ``job_events``).
+
+Everything a job goes through passes here: its insert, tenant-scoped reads, the workers' claims
+and leases, and every transition. A transition is decided by app.jobs.lifecycle (pure) and
+written by ``apply`` in one transaction with what must commit with it: the event log entry, the
+usage ledger and budget settlement, a wake-up for the workers. Guards (the lease owner, the
+status) are checked on the locked row, so a step that lost its lease writes nothing.
+
+A few statements are on every job's way to fal (the insert, the claims, the 'sending' mark).
+They run on the raw asyncpg connection of the engine's pool (app.db.driver) inside the function
+that owns them: a caller sees one function, the tests cover it as one.
+"""
+
+from app.jobs.store.claims import (
+    DISPATCH_LOCK,
+    claim_dispatches,
+    claim_follow_ups,
+    extend_leases,
+    give_back,
+    job_from_row,
+)
+from app.jobs.store.rows import (
+    NewJob,
+    cursor_of,
+    events_for_tenant,
+    get_for_tenant,
+    insert,
+    insert_unless_budgeted,
+    list_for_tenant,
+    lock_for_tenant,
+)
+from app.jobs.store.transitions import (
+    NEW_JOBS_PAYLOAD,
+    NOTIFY_CHANNEL,
+    Also,
+    Applied,
+    JobStore,
+    LeaseLost,
+    notify_workers,
+)
+from app.jobs.store.upkeep import mark_data_removed, settle_blocked
+
+__all__ = [
+    "DISPATCH_LOCK",
+    "NEW_JOBS_PAYLOAD",
+    "NOTIFY_CHANNEL",
+    "Also",
+    "Applied",
+    "JobStore",
+    "LeaseLost",
+    "NewJob",
+    "claim_dispatches",
+    "claim_follow_ups",
+    "cursor_of",
+    "events_for_tenant",
+    "extend_leases",
+    "get_for_tenant",
+    "give_back",
+    "insert",
+    "insert_unless_budgeted",
+    "job_from_row",
+    "list_for_tenant",
+    "lock_for_tenant",
+    "mark_data_removed",
+    "notify_workers",
+    "settle_blocked",
+]

@@ -1,0 +1,313 @@
+"""Transitions: the lifecycle's decisions written, each in one transaction."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db.driver import DriverPool
+from app.db.engine import unit_of_work
+from app.jobs import lifecycle
+from app.kit.clock import utcnow
+from app.models import FalWebhookEvent, Job, JobEvent, SubmitState
+from app.usage import budgets, ledger
+
+log = structlog.get_logger(__name__)
+
+NOTIFY_CHANNEL = "foley_jobs"
+# The payload of a wake-up for newly accepted jobs alone (workers then claim only queued jobs);
+# every other payload names what happened to jobs that may already be at fal.
+NEW_JOBS_PAYLOAD = "job"
+
+
+class LeaseLost(Exception):
+    """Another worker holds the job now: our step's outcome must not be written."""
+
+
+# --- transitions ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A transition as committed: the row after it, and when the job is next due (None:
+    finished, or still leased by us)."""
+
+    job: Job
+    transition: lifecycle.Transition
+    next_action_at: datetime | None
+
+
+# Writes of other tables that must commit with the transition (an output's file rows, a webhook
+# event marked processed), given the session and the locked job.
+Also = Callable[[AsyncSession, Job], Awaitable[None]]
+
+
+class JobStore:
+    """Transitions of jobs, each in one transaction. Built once per process."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        driver: DriverPool,
+        *,
+        policy: lifecycle.Policy,
+        bill_422: bool,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.driver = driver
+        self.policy = policy
+        self.bill_422 = bill_422
+
+    async def apply(
+        self,
+        job_id: uuid.UUID,
+        event: lifecycle.Event,
+        *,
+        owner: str | None,
+        also: Also | None = None,
+    ) -> Applied:
+        """Decide ``event`` on the job as it stands (row-locked) and write the transition.
+        ``owner``: the step's lease, checked and given back (LeaseLost if another worker holds
+        the job); None for writes made without a lease (the status stream, the tenant's
+        cancel), which leave any lease alone."""
+        async with unit_of_work(self.sessionmaker) as session:
+            job = await self._locked(session, job_id, owner)
+            applied = await self.write(session, job, event, owner=owner)
+            if also is not None:
+                await also(session, job)
+        return applied
+
+    async def write(
+        self, session: AsyncSession, job: Job, event: lifecycle.Event, *, owner: str | None
+    ) -> Applied:
+        """``apply`` inside the caller's transaction, on a job it has locked."""
+        now = utcnow()
+        transition = lifecycle.decide(job, event, now=now, policy=self.policy)
+        if transition.reprice_micros is not None:
+            try:
+                await self._reprice(session, job, transition.reprice_micros)
+            except budgets.BudgetExceeded as exc:
+                refused = lifecycle.BudgetRefused(exc.code, exc.detail, exc.extra)
+                transition = lifecycle.decide(job, refused, now=now, policy=self.policy)
+        await self._write(session, job, transition, owner=owner, now=now)
+        due = None if owner is None else job.next_action_at
+        return Applied(job, transition, due)
+
+    async def _locked(self, session: AsyncSession, job_id: uuid.UUID, owner: str | None) -> Job:
+        stmt = select(Job).where(Job.id == job_id).with_for_update()
+        job = (await session.scalars(stmt.execution_options(populate_existing=True))).first()
+        if job is None or (owner is not None and job.lease_owner != owner):
+            raise LeaseLost(str(job_id))
+        return job
+
+    async def _reprice(self, session: AsyncSession, job: Job, estimate_micros: int) -> None:
+        reserved = await budgets.adjust(
+            session,
+            tenant_id=job.tenant_id,
+            period_start=job.budget_period_start,
+            reserved_micros=job.reserved_micros,
+            new_estimate_micros=estimate_micros,
+        )
+        job.estimated_cost_micros = estimate_micros
+        job.reserved_micros = reserved
+
+    async def _write(
+        self,
+        session: AsyncSession,
+        job: Job,
+        transition: lifecycle.Transition,
+        *,
+        owner: str | None,
+        now: datetime,
+    ) -> None:
+        for column, value in transition.changes.items():
+            setattr(job, column, value)
+        if transition.next_action_at is not lifecycle.KEEP:
+            job.next_action_at = transition.next_action_at
+        if owner is not None and transition.next_action_at is not lifecycle.KEEP:
+            job.lease_owner = None
+            job.lease_expires_at = None
+        elif job.status.terminal:
+            job.lease_owner = None
+            job.lease_expires_at = None
+        if job.status.terminal:
+            job.next_action_at = None
+        if transition.record_request is not None:
+            await ledger.record_request(
+                session, job, transition.record_request, unit=ledger.unit_of(job)
+            )
+        if transition.settle is not None:
+            await self._settle(session, job, transition.settle.outcome)
+        for kind, data in transition.events:
+            job.event_seq += 1
+            session.add(
+                JobEvent(
+                    job_id=job.id,
+                    tenant_id=job.tenant_id,
+                    seq=job.event_seq,
+                    type=kind,
+                    data=data,
+                    created_at=now,
+                )
+            )
+        await session.flush()
+        if transition.wake is not None:
+            await notify_workers(session, transition.wake)
+
+    async def _settle(
+        self, session: AsyncSession, job: Job, outcome: ledger.Outcome | None
+    ) -> None:
+        if job.usage_settled:
+            return
+        if await ledger.settle_job(session, job, outcome, bill_422=self.bill_422):
+            job.usage_settled = True
+            job.reserved_micros = 0
+
+    # --- 'sending': durable before the request leaves ---------------------------------------
+
+    async def mark_sending(
+        self, job: Job, owner: str, starting: lifecycle.SubmitStarting
+    ) -> Applied | None:
+        """Write 'sending' (with what the preflight measured) and commit it before the submit
+        leaves: after a crash, 'sending' means "may exist at fal". None when it took and the
+        step may send; otherwise what was applied instead (canceled meanwhile, over budget)."""
+        if job.budget_period_start is None and await self._mark_sending_alone(job, owner, starting):
+            return None
+        applied = await self.apply(job.id, starting, owner=owner)
+        if applied.job.submit_state is SubmitState.sending and not applied.job.status.terminal:
+            return None
+        return applied
+
+    async def _mark_sending_alone(
+        self, job: Job, owner: str, starting: lifecycle.SubmitStarting
+    ) -> bool:
+        """The 'sending' transition of a job with no budget reservation to re-price, as ONE
+        statement committed on its own (one round trip, where the general path takes four and
+        loads the row). The WHERE clause is the lease and state check, re-evaluated by
+        Postgres on the row's newest version, so a cancel committed meanwhile makes it match
+        nothing: False, and the general path decides. What it writes is what
+        ``lifecycle.decide`` answers for SubmitStarting (tests/jobs/test_store.py holds them
+        equal)."""
+        now = utcnow()
+        transition = lifecycle.decide(job, starting, now=now, policy=self.policy)
+        changes = transition.changes
+        if changes.get("submit_state") is not SubmitState.sending:
+            return False
+        ((kind, data),) = transition.events
+        probe = changes.get("input_probe")
+        payload = changes.get("upstream_payload")
+        estimate = transition.reprice_micros
+        async with self.driver.acquire() as conn:
+            status = await conn.execute(
+                _MARK_SENDING_ALONE,
+                job.id,
+                owner,
+                now,
+                None if probe is None else json.dumps(probe),
+                None if payload is None else json.dumps(payload),
+                estimate,
+                kind,
+                json.dumps(data),
+            )
+        if status != "INSERT 0 1":
+            return False
+        if payload is not None:
+            job.upstream_payload = payload
+        job.submit_state = SubmitState.sending
+        return True
+
+    # --- writes without a lease -------------------------------------------------------------
+
+    async def observe(self, job_id: uuid.UUID, event: lifecycle.Event) -> Applied | None:
+        """A status seen on fal's stream, by whoever watches it (no lease needed: the
+        transition only moves a live job forward). None when the job is gone or finished."""
+        try:
+            return await self.apply(job_id, event, owner=None)
+        except LeaseLost:
+            return None
+
+    async def attach_webhook(
+        self, session: AsyncSession, request_id: str, claimed_job: uuid.UUID | None
+    ) -> tuple[Job | None, str]:
+        """Point a verified webhook at its job, in the caller's transaction: the job whose
+        request it is, or (by the signed job token) the job whose submit's answer was lost.
+        Returns the job and how it was matched: ``matched``, ``attached``, ``orphan`` (fal ran
+        a second request for the job) or ``unmatched``."""
+        stmt = select(Job).where(Job.upstream_request_id == request_id).with_for_update()
+        job = (await session.scalars(stmt)).first()
+        if job is not None:
+            await self._due_now(session, job)
+            return job, "matched"
+        if claimed_job is None:
+            return None, "unmatched"
+        # The row lock waits for a worker still recording this very submit's answer.
+        candidate = await self._locked_or_none(session, claimed_job)
+        if candidate is None:
+            return None, "unmatched"
+        if candidate.upstream_request_id == request_id:
+            await self._due_now(session, candidate)
+            return candidate, "matched"
+        if candidate.upstream_request_id is None and candidate.submit_state in (
+            SubmitState.sending,
+            SubmitState.ambiguous,
+        ):
+            # The submit's answer was lost (or is still on its way), but fal ran it: this is
+            # that request.
+            await self.write(session, candidate, lifecycle.Attached(request_id), owner=None)
+            return candidate, "attached"
+        return candidate, "orphan"
+
+    async def _locked_or_none(self, session: AsyncSession, job_id: uuid.UUID) -> Job | None:
+        try:
+            return await self._locked(session, job_id, None)
+        except LeaseLost:
+            return None
+
+    async def _due_now(self, session: AsyncSession, job: Job) -> None:
+        if not job.status.terminal:
+            job.next_action_at = utcnow()
+            await session.flush()
+            await notify_workers(session, "webhook")
+
+    async def webhook_event(self, job: Job) -> FalWebhookEvent | None:
+        if job.upstream_request_id is None:
+            return None
+        async with self.sessionmaker() as session:
+            stmt = select(FalWebhookEvent).where(
+                FalWebhookEvent.request_id == job.upstream_request_id
+            )
+            return (await session.scalars(stmt)).first()
+
+
+# Columns as lifecycle.decide(SubmitStarting) sets them; NULL leaves one as it is (the probe and
+# the payload are JSON objects, never JSON null). The event takes the next seq, in the same
+# statement. Through SQLAlchemy this cost more CPU than its round trip.
+_MARK_SENDING_ALONE = """
+    WITH job AS (
+        UPDATE jobs SET submit_state = 'sending', submit_attempts = submit_attempts + 1,
+            submitted_at = $3, updated_at = now(), event_seq = event_seq + 1,
+            input_probe = coalesce($4::jsonb, input_probe),
+            upstream_payload = coalesce($5::jsonb, upstream_payload),
+            estimated_cost_micros = coalesce($6::bigint, estimated_cost_micros)
+        WHERE id = $1 AND lease_owner = $2 AND submit_state = 'pending'
+          AND budget_period_start IS NULL
+          AND status IN ('queued', 'starting', 'processing')
+        RETURNING id, tenant_id, event_seq
+    )
+    INSERT INTO job_events (job_id, tenant_id, seq, type, data, created_at)
+    SELECT id, tenant_id, event_seq, $7, $8::jsonb, $3 FROM job
+"""
+
+
+async def notify_workers(session: AsyncSession, reason: str) -> None:
+    """Wake the workers. Delivered at commit, so a worker never sees an uncommitted job."""
+    await session.execute(
+        text("SELECT pg_notify(:channel, :payload)"), {"channel": NOTIFY_CHANNEL, "payload": reason}
+    )

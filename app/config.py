@@ -81,7 +81,9 @@ class Settings(BaseSettings):
         description="postgresql://… of an external Postgres ≥ 15; absent → embedded server.",
     )
     data_dir: Path = Path(".foley")
-    db_pool_size: int = 10
+    db_pool_size: int = Field(
+        default=20, ge=1, description="The API's database connections at most (one pool)."
+    )
 
     # --- fal -------------------------------------------------------------------------------
     fal_key: SecretStr | None = Field(

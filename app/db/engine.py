@@ -35,10 +35,14 @@ def resolve_database_url(settings: Settings) -> str:
 
 
 def create_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> AsyncEngine:
+    """The process's one connection pool: at most ``pool_size`` connections, each kept once
+    opened. No overflow: an overflow connection is closed when it is given back, so a burst
+    would open and close a connection per request (a Postgres backend's start-up cost more than
+    the insert it was opened for); a request waits for a pooled connection instead."""
+    kwargs.setdefault("max_overflow", 0)
     return create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
         # No pre-ping: it costs three round trips per checkout (most of a short request). A
         # connection the server dropped fails its statement once and is discarded; recycling
         # bounds how stale a pooled connection can get.
@@ -47,7 +51,9 @@ def create_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> AsyncEngin
         # Statements stay short; a stuck query should not hold a worker forever. Enforced by the
         # server: asyncpg's command_timeout arms and cancels a timer around every query, a
         # measurable share of the hot single statements (app.db.driver).
-        connect_args={"server_settings": {"application_name": "foley", "statement_timeout": "60s"}},
+        connect_args={
+            "server_settings": {"application_name": "foley", "statement_timeout": "60s"}
+        },
         **kwargs,
     )
 

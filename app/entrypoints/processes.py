@@ -85,7 +85,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
             "FAL_KEY is not set (or use `foley up`, which starts the emulator)"
         )
     url = await asyncio.to_thread(resolve_database_url, settings)
-    engine = create_engine(url, pool_size=settings.worker_concurrency + 4)
+    # A step holds a session or a raw connection at a time; the LISTEN connection, the claims,
+    # the heartbeat, the status streams' writes and housekeeping share the rest.
+    engine = create_engine(url, pool_size=2 * settings.worker_concurrency + 8)
     timeouts = FalTimeouts(
         connect=settings.upstream_connect_timeout.total_seconds(),
         read=settings.upstream_read_timeout.total_seconds(),

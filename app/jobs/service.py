@@ -90,7 +90,7 @@ def resolve_model(name: str) -> ModelSpec:
     return spec
 
 
-def build_job(tenant_id: uuid.UUID, body: JobCreate) -> NewJob:
+def build_job(tenant_id: uuid.UUID, body: JobCreate, *, estimated_cost_micros: int = 0) -> NewJob:
     """Validate against the model's schema and build the row (nothing is written)."""
     spec = resolve_model(body.model)
     try:
@@ -117,6 +117,7 @@ def build_job(tenant_id: uuid.UUID, body: JobCreate) -> NewJob:
         job_metadata=dict(body.metadata),
         input_file_id=normalized.video_file_id,
         created_at=utcnow(),
+        estimated_cost_micros=estimated_cost_micros,
     )
 
 
@@ -293,7 +294,14 @@ async def accept_job(
     rate = tenant.rate_limit_per_minute or settings.rate_limit_per_minute
     if rate is not None:
         rate_headers = (await limits.hit(sessionmaker, tenant.id, rate)).headers()
-    job = build_job(tenant.id, body)  # validation first: a bad body never claims a key
+    # The estimate from the process's cache, when it has one (then, with no idempotency key and
+    # no upload, one statement may store the job).
+    cached = None if idempotency_key else estimate_from_cache(resolve_model(body.model), settings)
+    if cached is not None and cached.cost_micros is None:
+        log.error("no price in force for a model", model=body.model)
+    job = build_job(  # validation first: a bad body never claims a key
+        tenant.id, body, estimated_cost_micros=cached.cost_micros or 0 if cached else 0
+    )
     guard = None
     if idempotency_key is not None:
         guard = IdempotencyGuard(
@@ -316,14 +324,10 @@ async def accept_job(
     headers = {"Location": job_url(base_url, job.id)}
     try:
         inserted = False
-        estimate = None
-        if guard is None and job.input_file_id is None:
-            estimate = estimate_from_cache(resolve_model(job.model), settings)
-        if estimate is not None:
+        if cached is not None and job.input_file_id is None:
             # Nothing to look up and nothing to record beside the row: unless the tenant has a
             # budget to reserve against (read in the statement itself), the row is all there is.
             _check_url(job, settings)
-            job = _priced(job, estimate)
             out = present_job(job, base_url).model_dump_json().encode()
             inserted = await store.insert_unless_budgeted(pool, job)
         if not inserted:

@@ -49,7 +49,7 @@ async def e2e_database_url(pg_server: str) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="session")
 async def e2e_engine(e2e_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(e2e_database_url, pool_size=10)
+    engine = create_engine(e2e_database_url, pool_size=30)
     yield engine
     await engine.dispose()
 

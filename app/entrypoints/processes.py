@@ -92,7 +92,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         connect=settings.upstream_connect_timeout.total_seconds(),
         read=settings.upstream_read_timeout.total_seconds(),
     )
-    http = build_http_client(timeouts)
+    # Each followed status stream holds a connection of its own, beside the steps' requests.
+    streams = settings.status_streams_max if settings.status_streams else 0
+    http = build_http_client(timeouts, max_connections=100 + streams)
     fal = FalClient(
         settings.fal_key.get_secret_value(),
         queue_url=settings.fal_queue_url,

@@ -129,7 +129,12 @@ class StatusWatcher(Watcher):
                 )
                 if not seen.news(progress):
                     continue
-                if seen.status_changed(progress) or time.monotonic() - last_write >= self._interval:
+                if not statuses.empty():
+                    # Newer news is already here (a run that ends as it starts): write once.
+                    pending = progress
+                elif (
+                    seen.status_changed(progress) or time.monotonic() - last_write >= self._interval
+                ):
                     if not await self._write(job_id, progress):
                         return
                     pending, last_write = None, time.monotonic()

@@ -135,3 +135,61 @@ async def test_a_released_job_is_due_again_and_unleased(
     assert applied.transition.events == ()  # a retry is not a transition of the job's life
     row, events = await _state(sessionmaker, job.id)
     assert row["lease_owner"] is None and len(events) == 1
+
+
+async def test_a_transition_is_written_the_same_with_or_without_a_session(
+    api: httpx.AsyncClient,
+    tenant: TenantCreds,
+    sessionmaker: async_sessionmaker,
+    driver_pool: TransactionPool,
+    job_store: JobStore,
+) -> None:
+    alone, in_session = await _claimed(api, tenant, driver_pool, 2)
+    for job in (alone, in_session):
+        await job_store.apply(job.id, lifecycle.SubmitStarting(), owner="w1")
+        submitted = lifecycle.Submitted(f"req-{job.id}", "https://q/s", None, None, 3)
+        await job_store.apply(job.id, submitted, owner="w1")
+    log = {"message": "step 1", "level": "INFO", "source": "USER", "timestamp": "t"}
+    progress = lifecycle.Progress(True, None, [log], polled=False)
+    applied = await job_store.apply(alone.id, progress, owner=None)  # statements on the driver
+    assert applied.job.status.value == "processing"
+    async with sessionmaker() as session, session.begin():  # the same, through a session
+        locked = await store.lock_for_tenant(session, uuid.UUID(tenant.id), in_session.id)
+        assert locked is not None
+        await job_store.write(session, locked, progress, owner=None)
+
+    async def read(job_id: uuid.UUID) -> tuple[tuple, list]:  # type: ignore[type-arg]
+        async with sessionmaker() as s:
+            job = await s.get(Job, job_id, populate_existing=True)
+            assert job is not None
+            events = (
+                await s.scalars(
+                    select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.seq)
+                )
+            ).all()
+            row = (
+                job.status.value,
+                job.started_at is not None,
+                job.queue_position,
+                job.logs,
+                job.event_seq,
+                job.lease_owner,
+                job.next_action_at is not None,
+            )
+            return row, [(e.seq, e.type) for e in events] + [events[-1].data]
+
+    assert (
+        await read(alone.id)
+        == await read(in_session.id)
+        == (
+            ("processing", True, None, [log], 5, None, True),
+            [
+                (1, "job.created"),
+                (2, "job.submitting"),
+                (3, "job.started"),
+                (4, "job.processing"),
+                (5, "job.logs"),
+                {"lines": [log]},
+            ],
+        )
+    )

@@ -30,7 +30,8 @@ async def follow_up(ctx: StepContext, job: Job) -> None:
     if job.cancel_requested_at is not None and job.cancel_sent_at is None:
         await send_cancel(ctx, job)
         return
-    event = await ctx.store.webhook_event(job)
+    # Without a public URL no webhook was asked for: nothing to look up.
+    event = await ctx.store.webhook_event(job) if ctx.settings.public_url else None
     if event is not None:
         outcome = from_webhook(event.body)
         if isinstance(outcome, FetchResult):

@@ -35,7 +35,7 @@ _FIELDS = [
     (column.name, Job.__mapper__.get_property_by_column(column).key, _decoder(column))
     for column in Job.__table__.columns
 ]
-_RETURNING = ", ".join(f'jobs."{name}"' for name, _, _ in _FIELDS)
+COLUMNS = ", ".join(f'jobs."{name}"' for name, _, _ in _FIELDS)
 
 
 def job_from_row(row: asyncpg.Record) -> Job:
@@ -59,7 +59,7 @@ _CLAIM_FOLLOW_UP = f"""
         LIMIT $3
         FOR UPDATE SKIP LOCKED
     )
-    RETURNING {_RETURNING}
+    RETURNING {COLUMNS}
 """  # noqa: S608 (no value is spliced in: the RETURNING list is the table's own columns)
 
 # Fair share: each tenant's queued jobs are numbered oldest first (rn); a job's turn is its
@@ -101,7 +101,7 @@ _CLAIM_DISPATCH = f"""
     )
     UPDATE jobs SET lease_owner = $1, lease_expires_at = statement_timestamp() + $2::interval
     WHERE id IN (SELECT id FROM jobs WHERE id IN (SELECT id FROM picked) FOR UPDATE SKIP LOCKED)
-    RETURNING {_RETURNING}
+    RETURNING {COLUMNS}
 """  # noqa: S608 (as above)
 
 

@@ -51,9 +51,7 @@ def create_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> AsyncEngin
         # Statements stay short; a stuck query should not hold a worker forever. Enforced by the
         # server: asyncpg's command_timeout arms and cancels a timer around every query, a
         # measurable share of the hot single statements (app.db.driver).
-        connect_args={
-            "server_settings": {"application_name": "foley", "statement_timeout": "60s"}
-        },
+        connect_args={"server_settings": {"application_name": "foley", "statement_timeout": "60s"}},
         **kwargs,
     )
 

@@ -5,30 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from app.jobs.lifecycle.events import (
-    AmbiguousDue,
-    Attached,
-    BudgetRefused,
-    CancelRequested,
-    CancelSent,
-    Ended,
-    Event,
-    FoundMidSend,
-    InputRejected,
-    InputUnavailable,
-    OutputsUnavailable,
-    Progress,
-    Reschedule,
-    RetryLater,
-    SubmitAmbiguous,
-    SubmitFailed,
-    SubmitRefused,
-    SubmitStarting,
-    Submitted,
-    Succeeded,
-    TimedOut,
-    UpstreamCompleted,
-)
+from app.jobs.lifecycle import events as ev
 from app.jobs.lifecycle.transitions import (
     MAX_LOG_LINES,
     MAX_PREFLIGHT_TRIES,
@@ -44,17 +21,17 @@ from app.upstream.schemas import ResultCancelled, ResultFailed, ResultNotFound
 from app.usage.billing import Outcome, failure_kind
 
 
-def decide(job: JobLike, event: Event, *, now: datetime, policy: Policy) -> Transition:
+def decide(job: JobLike, event: ev.Event, *, now: datetime, policy: Policy) -> Transition:
     """The transition ``event`` makes of ``job``. A terminal job absorbs everything (a late
     webhook, a duplicate step), except a cancel request, which is refused."""
     if job.status.terminal:
-        if isinstance(event, CancelRequested):
+        if isinstance(event, ev.CancelRequested):
             raise NotApplicable(f"already {job.status.value}")
         return NOTHING
     match event:
-        case CancelRequested():
+        case ev.CancelRequested():
             return _cancel_requested(job, now)
-        case TimedOut(limit=limit):
+        case ev.TimedOut(limit=limit):
             return _finish(
                 job,
                 now,
@@ -62,11 +39,11 @@ def decide(job: JobLike, event: Event, *, now: datetime, policy: Policy) -> Tran
                 error=_error("timeout", f"The job did not finish within {limit}."),
                 billed=Outcome("unknown", job.inference_s) if job.upstream_request_id else None,
             )
-        case InputRejected(code=code, message=message, details=details):
+        case ev.InputRejected(code=code, message=message, details=details):
             return _finish(
                 job, now, JobStatus.failed, error=_error(code, message, details=details or None)
             )
-        case InputUnavailable(message=message):
+        case ev.InputUnavailable(message=message):
             tries = job.poll_count + 1
             if tries >= MAX_PREFLIGHT_TRIES:
                 return _finish(
@@ -79,13 +56,13 @@ def decide(job: JobLike, event: Event, *, now: datetime, policy: Policy) -> Tran
             return Transition(
                 changes={"poll_count": tries}, next_action_at=now + policy.backoff(tries + 2)
             )
-        case SubmitStarting():
+        case ev.SubmitStarting():
             return _submit_starting(job, event, now)
-        case BudgetRefused(code=code, message=message, details=details):
+        case ev.BudgetRefused(code=code, message=message, details=details):
             return _finish(job, now, JobStatus.failed, error=_error(code, message, details=details))
-        case Submitted():
+        case ev.Submitted():
             return _submitted(job, event, now, policy)
-        case SubmitAmbiguous(reason=reason):
+        case ev.SubmitAmbiguous(reason=reason):
             if job.submit_state is SubmitState.submitted:  # a webhook attached it meanwhile
                 return Transition(next_action_at=now)
             return Transition(
@@ -93,7 +70,7 @@ def decide(job: JobLike, event: Event, *, now: datetime, policy: Policy) -> Tran
                 next_action_at=now + policy.ambiguous_grace,
                 events=(("job.submit_ambiguous", {"reason": reason}),),
             )
-        case SubmitFailed(reason=reason, retry_after_s=retry_after_s):
+        case ev.SubmitFailed(reason=reason, retry_after_s=retry_after_s):
             if job.submit_state is not SubmitState.sending:
                 return Transition(next_action_at=now)
             delay = policy.backoff(job.submit_attempts)
@@ -104,7 +81,7 @@ def decide(job: JobLike, event: Event, *, now: datetime, policy: Policy) -> Tran
                 next_action_at=now + delay,
                 events=(("job.submit_retrying", {"reason": reason}),),
             )
-        case SubmitRefused(code=code, message=message, upstream=upstream, created=created):
+        case ev.SubmitRefused(code=code, message=message, upstream=upstream, created=created):
             state = SubmitState.submitted if created else job.submit_state
             if not created and state is SubmitState.sending:
                 state = SubmitState.pending
@@ -115,7 +92,7 @@ def decide(job: JobLike, event: Event, *, now: datetime, policy: Policy) -> Tran
                 error=_error(code, message, upstream),
                 changes={"submit_state": state},
             )
-        case FoundMidSend():
+        case ev.FoundMidSend():
             if job.submit_state is not SubmitState.sending:
                 return Transition(next_action_at=now)
             return Transition(
@@ -123,9 +100,9 @@ def decide(job: JobLike, event: Event, *, now: datetime, policy: Policy) -> Tran
                 next_action_at=(job.submitted_at or now) + policy.ambiguous_grace,
                 events=(("job.submit_ambiguous", {"reason": "a worker stopped mid-submit"}),),
             )
-        case AmbiguousDue():
+        case ev.AmbiguousDue():
             return _ambiguous_due(job, now, policy)
-        case Attached(request_id=request_id):
+        case ev.Attached(request_id=request_id):
             if job.upstream_request_id is not None or job.submit_state not in (
                 SubmitState.sending,
                 SubmitState.ambiguous,
@@ -138,9 +115,9 @@ def decide(job: JobLike, event: Event, *, now: datetime, policy: Policy) -> Tran
                 events=(("job.attached", {"request_id": request_id}),),
                 wake="webhook",
             )
-        case Progress():
+        case ev.Progress():
             return _progress(job, event, now, policy)
-        case UpstreamCompleted(inference_s=inference_s, logs=logs):
+        case ev.UpstreamCompleted(inference_s=inference_s, logs=logs):
             if job.upstream_completed:
                 return NOTHING
             changes: dict[str, Any] = {"upstream_completed": True, "queue_position": None}
@@ -149,7 +126,7 @@ def decide(job: JobLike, event: Event, *, now: datetime, policy: Policy) -> Tran
             if inference_s is not None:
                 changes["inference_s"] = inference_s
             return Transition(changes=changes, next_action_at=now, events=events, wake="completed")
-        case Succeeded(result=result, output=output, inference_s=inference_s, logs=logs):
+        case ev.Succeeded(result=result, output=output, inference_s=inference_s, logs=logs):
             changes = {"result": result, "upstream_output": output, "upstream_completed": True}
             inference = inference_s if inference_s is not None else job.inference_s
             changes["inference_s"] = inference
@@ -163,7 +140,7 @@ def decide(job: JobLike, event: Event, *, now: datetime, policy: Policy) -> Tran
                 inference_s=inference,
                 before=log_events,
             )
-        case OutputsUnavailable(code=code, message=message, output=output, inference_s=seconds):
+        case ev.OutputsUnavailable(code=code, message=message, output=output, inference_s=seconds):
             inference = seconds if seconds is not None else job.inference_s
             return _finish(
                 job,
@@ -178,9 +155,9 @@ def decide(job: JobLike, event: Event, *, now: datetime, policy: Policy) -> Tran
                     "inference_s": inference,
                 },
             )
-        case Ended():
+        case ev.Ended():
             return _ended(job, event, now)
-        case CancelSent(not_found=not_found):
+        case ev.CancelSent(not_found=not_found):
             if not_found:
                 return _finish(
                     job,
@@ -192,12 +169,12 @@ def decide(job: JobLike, event: Event, *, now: datetime, policy: Policy) -> Tran
                 )
             # Requested, or already completed: the next look tells how it ended.
             return Transition(changes={"cancel_sent_at": now}, next_action_at=now)
-        case RetryLater():
+        case ev.RetryLater():
             tries = job.poll_count + 1
             return Transition(
                 changes={"poll_count": tries}, next_action_at=now + policy.backoff(tries)
             )
-        case Reschedule(at=at):
+        case ev.Reschedule(at=at):
             return Transition(next_action_at=at or now)
     raise TypeError(f"not a lifecycle event: {event!r}")  # pragma: no cover
 
@@ -270,7 +247,7 @@ def _cancel_requested(job: JobLike, now: datetime) -> Transition:
     )
 
 
-def _submit_starting(job: JobLike, event: SubmitStarting, now: datetime) -> Transition:
+def _submit_starting(job: JobLike, event: ev.SubmitStarting, now: datetime) -> Transition:
     if job.submit_state is not SubmitState.pending:
         # Another worker's submit, or one we must not repeat: leave it to its own next step.
         return Transition(next_action_at=now)
@@ -291,7 +268,7 @@ def _submit_starting(job: JobLike, event: SubmitStarting, now: datetime) -> Tran
     )
 
 
-def _submitted(job: JobLike, event: Submitted, now: datetime, policy: Policy) -> Transition:
+def _submitted(job: JobLike, event: ev.Submitted, now: datetime, policy: Policy) -> Transition:
     changes: dict[str, Any] = {
         "submit_state": SubmitState.submitted,
         "upstream_request_id": event.request_id,
@@ -309,7 +286,7 @@ def _submitted(job: JobLike, event: Submitted, now: datetime, policy: Policy) ->
                 {"request_id": event.request_id, "queue_position": event.queue_position},
             ),
         )
-    # Its webhook may have named the job first (Attached): then there is news already.
+    # Its webhook may have named the job first (ev.Attached): then there is news already.
     attached = job.upstream_request_id == event.request_id
     return Transition(
         changes=changes,
@@ -364,7 +341,7 @@ def _ran(
     return (("job.processing", {"started_at": (job.started_at or started).isoformat()}),)
 
 
-def _progress(job: JobLike, event: Progress, now: datetime, policy: Policy) -> Transition:
+def _progress(job: JobLike, event: ev.Progress, now: datetime, policy: Policy) -> Transition:
     if job.upstream_completed:
         # A look that began before fal's completion was recorded: the result is what is due.
         return Transition(next_action_at=now) if event.polled else NOTHING
@@ -407,7 +384,7 @@ def _new_logs(
     return (("job.logs", {"lines": fresh[-MAX_LOG_LINES:]}),)
 
 
-def _ended(job: JobLike, event: Ended, now: datetime) -> Transition:
+def _ended(job: JobLike, event: ev.Ended, now: datetime) -> Transition:
     outcome = event.outcome
     inference = event.inference_s if event.inference_s is not None else job.inference_s
     changes: dict[str, Any] = {"upstream_completed": True, "inference_s": inference}

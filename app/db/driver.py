@@ -19,7 +19,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
 
 # A connection that fails with these is gone: the engine must not hand it out again (a
 # Postgres restart would otherwise fail one step per pooled connection).
@@ -45,32 +47,31 @@ class EngineDriver:
 
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
-        async with self._checkout() as (conn, driver):
-            try:
-                yield driver
-            except BaseException as exc:
-                if driver.is_closed() or isinstance(exc, _CONNECTION_LOST):
-                    await conn.invalidate()
-                raise
-            finally:
-                # SQLAlchemy's reset on return rolls back only the transactions it began.
-                if not driver.is_closed() and driver.is_in_transaction():
-                    try:
-                        await driver.execute("ROLLBACK")
-                    except Exception:
-                        await conn.invalidate()
+        # The pool's own connection record, without SQLAlchemy's Connection around it (that
+        # cost ~40 µs a use, a tenth of accepting a job).
+        fairy = await self._checkout()
+        driver = fairy.driver_connection
+        try:
+            yield driver
+        except BaseException as exc:
+            if driver.is_closed() or isinstance(exc, _CONNECTION_LOST):
+                await greenlet_spawn(fairy.invalidate)
+            raise
+        finally:
+            # The pool's reset on return rolls back only the transactions SQLAlchemy began.
+            if not driver.is_closed() and driver.is_in_transaction():
+                try:
+                    await driver.execute("ROLLBACK")
+                except Exception:
+                    await greenlet_spawn(fairy.invalidate)
+            await greenlet_spawn(fairy.close)
 
-    @asynccontextmanager
-    async def _checkout(self) -> AsyncIterator[tuple[AsyncConnection, asyncpg.Connection]]:
+    async def _checkout(self) -> PoolProxiedConnection:
         """A live connection: one the server closed while it sat in the pool (a restart) is
         discarded here instead of failing the statement it was taken for."""
-        for attempt in range(2):
-            async with self.engine.connect() as conn:
-                raw = await conn.get_raw_connection()
-                driver = raw.driver_connection
-                assert driver is not None
-                if driver.is_closed() and attempt == 0:
-                    await conn.invalidate()
-                    continue
-                yield conn, driver
-                return
+        fairy = await self.engine.raw_connection()
+        if fairy.driver_connection.is_closed():
+            await greenlet_spawn(fairy.invalidate)
+            await greenlet_spawn(fairy.close)
+            fairy = await self.engine.raw_connection()
+        return fairy

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 from urllib.parse import urlsplit
 
@@ -217,6 +218,23 @@ class QueueOperations:
                 404: CancelOutcome.NOT_FOUND,
             }[status]
         raise_read_failure("cancel", response)
+
+
+@dataclass(frozen=True)
+class RequestUrls:
+    status_url: str
+    response_url: str
+    cancel_url: str
+
+
+def request_urls(queue_url: str, endpoint_id: str, request_id: str) -> RequestUrls:
+    """A request's URLs by fal's rule, for a request whose submit answer never came (found by
+    its webhook): status, result and cancel live under ``owner/app`` only, not the full model id
+    (``fal-ai/kling-video/requests/{id}``; the full id answers 405). fal advises using the URLs
+    its submit answers instead; this is for when there is no answer."""
+    owner_app = "/".join(endpoint_id.split("/")[:2])
+    base = f"{queue_url.rstrip('/')}/{owner_app}/requests/{request_id}"
+    return RequestUrls(f"{base}/status", base, f"{base}/cancel")
 
 
 def read_status(body: dict[str, Any], header_id: str | None) -> QueueStatus:

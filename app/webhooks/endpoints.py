@@ -50,6 +50,7 @@ async def fal_webhook(
         verified,
         store=request.app.state.job_store,
         tokens=request.app.state.job_tokens,
+        queue_url=request.app.state.settings.fal_queue_url,
         job_param=job,
         token_param=token,
     )

@@ -30,6 +30,7 @@ async def record_fal_webhook(
     *,
     store: JobStore,
     tokens: JobTokens,
+    queue_url: str,
     job_param: str | None,
     token_param: str | None,
 ) -> str:
@@ -59,7 +60,9 @@ async def record_fal_webhook(
         return "duplicate"
     event = await session.get(FalWebhookEvent, event_id)
     assert event is not None
-    job, outcome = await store.attach_webhook(session, webhook.request_id, claimed_job)
+    job, outcome = await store.attach_webhook(
+        session, webhook.request_id, claimed_job, queue_url=queue_url
+    )
     if job is None:
         event.state = WebhookEventState.unmatched
         log.warning(

@@ -184,6 +184,14 @@ async def test_ambiguous_submit_is_attributed_by_its_webhook(gateway, clips) -> 
         assert done["status"] == "succeeded", done
         assert done["upstream"]["request_id"] is not None
         assert len(gw.emu.submits()) == 1  # never sent twice
+        # Attached, it has fal's URLs by fal's rule: fal's own inference time is known and billed
+        # (not the estimate).
+        rid = done["upstream"]["request_id"]
+        billed = [u for u in gw.emu.usage_records() if u["request_id"] == rid]
+        assert done["metrics"]["inference_s"] is not None
+        assert done["usage"]["status"] == "settled" and done["usage"]["units"] is not None
+        assert len(billed) == 1
+        assert float(done["usage"]["units"]) == pytest.approx(billed[0]["unit_quantity"])
 
 
 @pytest.mark.parametrize("policy", [AmbiguousSubmitPolicy.fail, AmbiguousSubmitPolicy.retry])

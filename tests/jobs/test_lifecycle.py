@@ -293,6 +293,7 @@ EVENTS = st.one_of(
         watched=st.booleans(),
     ),
     st.builds(lc.UpstreamCompleted, INFERENCE, LOGS),
+    st.just(lc.CompletionReported()),
     st.builds(lc.Succeeded, st.just({}), st.just({}), INFERENCE, LOGS),
     st.builds(
         lc.OutputsUnavailable,

@@ -10,7 +10,8 @@ import httpx
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from app.jobs import store
+from app.jobs import lifecycle, store
+from app.jobs.store import JobStore
 from app.models import Job, JobStatus, SubmitState
 from tests.conftest import ADMIN, TenantCreds, make_tenant
 from tests.support.driver import TransactionPool
@@ -105,6 +106,23 @@ async def test_the_account_cap_bounds_every_claim(
     assert len(await _claim(driver_pool, limit=8, cap=3)) == 3
     # The three are now leased (in flight for the cap): nothing more fits.
     assert await _claim(driver_pool, limit=8, cap=3) == []
+
+
+async def test_a_request_fal_completed_frees_its_slot_at_once(
+    api: httpx.AsyncClient,
+    tenant: TenantCreds,
+    sessionmaker: async_sessionmaker,
+    driver_pool: TransactionPool,
+) -> None:
+    await _queue(api, tenant, 3)
+    (first,) = await _claim(driver_pool, limit=8, cap=1)
+    job_store = JobStore(sessionmaker, driver_pool, policy=lifecycle.Policy(), bill_422=False)
+    await job_store.apply(first, lifecycle.SubmitStarting(), owner="w1")
+    await job_store.apply(first, lifecycle.Submitted("req-1", "s", "r", "c", 0), owner="w1")
+    assert await _claim(driver_pool, limit=8, cap=1) == []  # fal runs it: the one slot is taken
+    # fal says it is complete (its status stream), before any worker has fetched the result
+    await job_store.apply(first, lifecycle.UpstreamCompleted(1.5, None), owner=None)
+    assert len(await _claim(driver_pool, limit=8, cap=1)) == 1
 
 
 async def test_a_tenants_in_flight_cap(

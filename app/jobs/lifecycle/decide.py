@@ -109,7 +109,15 @@ def decide(job: JobLike, event: ev.Event, *, now: datetime, policy: Policy) -> T
             ):
                 return NOTHING
             return Transition(
-                changes={"submit_state": SubmitState.submitted, "upstream_request_id": request_id},
+                changes={
+                    "submit_state": SubmitState.submitted,
+                    "upstream_request_id": request_id,
+                    "status_url": event.status_url,
+                    "response_url": event.response_url,
+                    "cancel_url": event.cancel_url,
+                    # its webhook is its completion: no slot held at fal any more
+                    "upstream_completed": True,
+                },
                 next_action_at=now,
                 record_request=request_id,
                 events=(("job.attached", {"request_id": request_id}),),
@@ -126,6 +134,10 @@ def decide(job: JobLike, event: ev.Event, *, now: datetime, policy: Policy) -> T
             if inference_s is not None:
                 changes["inference_s"] = inference_s
             return Transition(changes=changes, next_action_at=now, events=events, wake="completed")
+        case ev.CompletionReported():
+            # It holds no slot at fal any more; the result is what is due.
+            changes = {} if job.upstream_completed else {"upstream_completed": True}
+            return Transition(changes=changes, next_action_at=now, wake="webhook")
         case ev.Succeeded(result=result, output=output, inference_s=inference_s, logs=logs):
             changes = {"result": result, "upstream_output": output, "upstream_completed": True}
             inference = inference_s if inference_s is not None else job.inference_s

@@ -102,9 +102,13 @@ class AmbiguousDue:
 
 @dataclass(frozen=True)
 class Attached:
-    """A webhook named this job (signed job token) and a request we had no id for."""
+    """A webhook named this job (signed job token) and a request we had no id for: fal ran it
+    and it has ended. Its URLs are fal's rule's (its submit answer never came)."""
 
     request_id: str
+    status_url: str | None = None
+    response_url: str | None = None
+    cancel_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,11 @@ class UpstreamCompleted:
 
     inference_s: float | None
     logs: list[dict[str, Any]] | None
+
+
+@dataclass(frozen=True)
+class CompletionReported:
+    """fal's webhook says the request ended (how, the step reads from the stored webhook)."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +201,7 @@ Event = (
     | Attached
     | Progress
     | UpstreamCompleted
+    | CompletionReported
     | Succeeded
     | OutputsUnavailable
     | Ended

@@ -74,6 +74,9 @@ _CLAIM_DISPATCH = f"""
         WHERE status IN ('queued', 'starting', 'processing')
           AND (submit_state <> 'pending'
                OR (lease_expires_at IS NOT NULL AND lease_expires_at > statement_timestamp()))
+          -- fal reported it complete (stream, poll or webhook): it holds no slot at fal any
+          -- more, whoever still has to fetch its result
+          AND NOT upstream_completed
         GROUP BY tenant_id
     ),
     room AS (

@@ -23,6 +23,7 @@ from app.jobs.store.claims import COLUMNS as _COLUMNS
 from app.jobs.store.claims import job_from_row
 from app.kit.clock import utcnow
 from app.models import FalWebhookEvent, Job, JobEvent, SubmitState
+from app.upstream.queue import request_urls
 from app.usage import budgets, ledger
 
 log = structlog.get_logger(__name__)
@@ -302,7 +303,12 @@ class JobStore:
             return None
 
     async def attach_webhook(
-        self, session: AsyncSession, request_id: str, claimed_job: uuid.UUID | None
+        self,
+        session: AsyncSession,
+        request_id: str,
+        claimed_job: uuid.UUID | None,
+        *,
+        queue_url: str,
     ) -> tuple[Job | None, str]:
         """Point a verified webhook at its job, in the caller's transaction: the job whose
         request it is, or (by the signed job token) the job whose submit's answer was lost.
@@ -328,7 +334,11 @@ class JobStore:
         ):
             # The submit's answer was lost (or is still on its way), but fal ran it: this is
             # that request.
-            await self.write(session, candidate, lifecycle.Attached(request_id), owner=None)
+            urls = request_urls(queue_url, candidate.endpoint, request_id)
+            attached = lifecycle.Attached(
+                request_id, urls.status_url, urls.response_url, urls.cancel_url
+            )
+            await self.write(session, candidate, attached, owner=None)
             return candidate, "attached"
         return candidate, "orphan"
 
@@ -339,10 +349,7 @@ class JobStore:
             return None
 
     async def _due_now(self, session: AsyncSession, job: Job) -> None:
-        if not job.status.terminal:
-            job.next_action_at = utcnow()
-            await session.flush()
-            await notify_workers(session, "webhook")
+        await self.write(session, job, lifecycle.CompletionReported(), owner=None)
 
     async def webhook_event(self, job: Job) -> FalWebhookEvent | None:
         if job.upstream_request_id is None:

@@ -125,7 +125,7 @@ class Gateway:
                 return job
             if time.monotonic() > deadline:
                 raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s: {job}")
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # between polls, up to the deadline
 
     async def sql(self, statement: str, **params: Any) -> list[Any]:
         async with self.engine.begin() as conn:

@@ -92,7 +92,7 @@ async def test_ledger_equals_the_emulators_bill_for_a_mixed_run(gateway, clips) 
                     f"ledger {[(r[0][:8], r[1], r[2], r[3]) for r in ours]} != bill "
                     f"{[(r['request_id'][:8], r['cost'], r['reason']) for r in bill]}"
                 )
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # between looks, up to the deadline
         fal = {r["request_id"]: _micros(r["cost"]) for r in bill}
         mine = {r[0]: r[2] for r in ours}
         assert mine == fal

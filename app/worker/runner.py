@@ -249,6 +249,8 @@ class Worker:
                 self._claim_later(due)
 
     def _claim_later(self, due: datetime) -> None:
+        """A job this worker let go of is due at ``due``: claim then, sooner than planned
+        perhaps."""
         heapq.heappush(self._due_times, due)
         self._set_alarm()
 

@@ -189,6 +189,15 @@ class FileStore:
         self._remember((bucket, key), small)
         return small
 
+    @property
+    def in_memory(self) -> list[tuple[str, str]]:
+        """The (bucket, key) of the files held in memory, the least recently served first."""
+        return list(self._small)
+
+    @property
+    def in_memory_bytes(self) -> int:
+        return self._small_bytes
+
     def _content_type(self, bucket: str, key: str) -> str:
         meta = self.meta_root / bucket / f"{key}.json"
         try:

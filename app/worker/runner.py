@@ -16,6 +16,8 @@ import heapq
 import os
 import socket
 import uuid
+from collections.abc import KeysView
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -46,6 +48,15 @@ DUE_SLACK = timedelta(milliseconds=2)
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class Wakeup:
+    """A call to claim at once (a NOTIFY, a step that left work due). ``new_jobs_only``: nothing
+    but queued jobs can have become due (the API's NOTIFY after accepting jobs), so the claim
+    can leave the follow-ups alone."""
+
+    new_jobs_only: bool
 
 
 class Worker:
@@ -92,17 +103,18 @@ class Worker:
             tmp_dir=tmp,
             watcher=self.watcher,
         )
-        # _claim_now: claim at once (a NOTIFY, a step that left work due); _follow_ups_now: and
-        # claim follow-ups too, not only new jobs. _stirred: look again at when to claim (that,
-        # or a new due time).
-        self._claim_now = False
-        self._follow_ups_now = False
+        self._wakeup: Wakeup | None = None  # the wake-up not taken yet (next_wakeup)
+        self._woken = asyncio.Event()
+        # While idle: when the wait for a wake-up gives up (the poll, or the soonest due time);
+        # moved when a job this worker released is due sooner.
+        self._alarm: asyncio.Timeout | None = None
         self._polled_at = utcnow()  # the last claim of follow-ups
-        self._stirred = asyncio.Event()
         self._stopping = asyncio.Event()
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._due_times: list[datetime] = []  # a heap: when jobs this worker released are due
+        # Counted for the log at stop; also what shows from outside that the worker got going.
         self.steps_run = 0
+        self.follow_up_claims = 0
 
     async def __aenter__(self) -> Worker:
         return self
@@ -110,13 +122,17 @@ class Worker:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.watcher.aclose()
 
+    @property
+    def running(self) -> KeysView[uuid.UUID]:
+        """The jobs whose steps are running now (a live view)."""
+        return self._running.keys()
+
     def due_at(self, when: datetime) -> None:
         """A job is due at ``when`` (told by its status stream): claim then."""
         if when <= utcnow():
             self.wake()
         else:
-            heapq.heappush(self._due_times, when)
-            self._stirred.set()
+            self._claim_later(when)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -124,10 +140,20 @@ class Worker:
 
     def wake(self, *, new_jobs_only: bool = False) -> None:
         """Claim at once; ``new_jobs_only``: nothing but queued jobs can have become due."""
-        self._claim_now = True
-        if not new_jobs_only:
-            self._follow_ups_now = True
-        self._stirred.set()
+        pending = self._wakeup
+        if pending is not None and not pending.new_jobs_only:
+            new_jobs_only = False  # one wake-up for both: it must ask for all they asked for
+        self._wakeup = Wakeup(new_jobs_only=new_jobs_only)
+        self._woken.set()
+
+    async def next_wakeup(self) -> Wakeup:
+        """Wait for a wake-up (none if one came since the last was taken) and take it: the
+        worker's loop waits on this between claims."""
+        while self._wakeup is None:
+            self._woken.clear()
+            await self._woken.wait()
+        wakeup, self._wakeup = self._wakeup, None
+        return wakeup
 
     async def run(self, *, shutdown_grace_s: float = 30.0) -> None:
         log.info(
@@ -137,7 +163,7 @@ class Worker:
             fal_concurrency=self.settings.fal_concurrency,
         )
         helpers = [
-            asyncio.create_task(self._listen(), name="listen"),
+            asyncio.create_task(self.listen(), name="listen"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
             asyncio.create_task(
                 run_housekeeping(self.ctx.sessionmaker, self.settings, self.ctx.storage),
@@ -147,13 +173,13 @@ class Worker:
         try:
             follow_ups = True
             while not self._stopping.is_set():
-                # Cleared before claiming: a NOTIFY that lands during the claim must end the
-                # next wait, not be wiped out after it.
-                self._claim_now = self._follow_ups_now = False
+                # Dropped before claiming (this claim answers it): a NOTIFY that lands during the
+                # claim must end the next wait, not be wiped out after it.
+                self._wakeup = None
                 if follow_ups:
                     self._polled_at = utcnow()
                     self._forget_passed_due_times()
-                if await self._claim_and_start(follow_ups=follow_ups):
+                if await self.claim(follow_ups=follow_ups):
                     follow_ups = True  # every free slot was filled: more may be due right now
                     continue
                 follow_ups = await self._idle()
@@ -163,9 +189,14 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             await self.watcher.aclose()
-            log.info("worker stopped", owner=self.owner, steps=self.steps_run)
+            log.info(
+                "worker stopped",
+                owner=self.owner,
+                steps=self.steps_run,
+                follow_up_claims=self.follow_up_claims,
+            )
 
-    async def _claim_and_start(self, *, follow_ups: bool = True) -> bool:
+    async def claim(self, *, follow_ups: bool) -> bool:
         """Claim what is due into the free slots and start its steps; True when every free slot
         was filled (a claim that came back short took everything due). Without ``follow_ups``
         only queued jobs are claimed: the new jobs' steps then have the worker to themselves
@@ -190,6 +221,7 @@ class Worker:
             started += self._start(jobs)
             if follow_ups and started < free:
                 jobs = await store.claim_follow_ups(self.driver, self.owner, lease, free - started)
+                self.follow_up_claims += 1
                 started += self._start(jobs)
         except Exception:
             log.exception("claim failed; retrying")
@@ -214,8 +246,13 @@ class Worker:
                 # state unknown: claim now.
                 self.wake()
             else:
-                heapq.heappush(self._due_times, due)
-                self._stirred.set()
+                self._claim_later(due)
+
+    def _claim_later(self, due: datetime) -> None:
+        """A job this worker let go of is due at ``due``: claim then, sooner than planned
+        perhaps."""
+        heapq.heappush(self._due_times, due)
+        self._set_alarm()
 
     def _forget_passed_due_times(self) -> None:
         """The claim about to run takes every job due by now."""
@@ -230,22 +267,32 @@ class Worker:
         a wake-up for new jobs alone, or one that came when a poll or a due time was reached
         anyway (a steady stream of new jobs must not put off the polling)."""
         poll_at = self._polled_at + self.settings.worker_poll_interval
-        while not self._claim_now:
-            until = poll_at
-            if self._due_times:
-                until = min(until, self._due_times[0] + DUE_SLACK)
-            wait_s = (until - utcnow()).total_seconds()
-            if wait_s <= 0:
-                return True
-            self._stirred.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stirred.wait(), wait_s)
+        try:
+            async with asyncio.timeout(None) as self._alarm:
+                self._set_alarm()
+                wakeup = await self.next_wakeup()
+        except TimeoutError:
+            return True
+        finally:
+            self._alarm = None
         now = utcnow()
         return (
-            self._follow_ups_now
+            not wakeup.new_jobs_only
             or now >= poll_at
             or bool(self._due_times and self._due_times[0] <= now)
         )
+
+    def _set_alarm(self) -> None:
+        """While idle, end the wait at the poll or the soonest due time, whichever is first (a
+        due time added while idle may be the sooner)."""
+        # An alarm that went off already cannot be moved, and need not be: the loop claims now.
+        if self._alarm is None or self._alarm.expired():
+            return
+        until = self._polled_at + self.settings.worker_poll_interval
+        if self._due_times:
+            until = min(until, self._due_times[0] + DUE_SLACK)
+        loop = asyncio.get_running_loop()
+        self._alarm.reschedule(loop.time() + (until - utcnow()).total_seconds())
 
     async def _drain(self, grace_s: float) -> None:
         if not self._running:
@@ -271,8 +318,9 @@ class Worker:
             except Exception:
                 log.exception("lease heartbeat failed")
 
-    async def _listen(self) -> None:
-        """LISTEN on a dedicated connection; reconnect on loss. A signal, not a carrier."""
+    async def listen(self) -> None:
+        """LISTEN on a dedicated connection and wake on every NOTIFY; reconnect on loss. A
+        signal, not a carrier. Runs until cancelled (``run`` starts it)."""
         while True:
             try:
                 async with self.engine.connect() as conn:

@@ -8,11 +8,11 @@ from sqlalchemy.engine import make_url
 
 from app.db import migrate
 from tests.conftest import RUN_ID
-from tests.support.database import _asyncpg_dsn, create_database
+from tests.support.database import asyncpg_dsn, create_database
 
 
 async def _tables(url: str) -> set[str]:
-    conn = await asyncpg.connect(**_asyncpg_dsn(url))
+    conn = await asyncpg.connect(**asyncpg_dsn(url))
     try:
         rows = await conn.fetch(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "

@@ -35,6 +35,7 @@ from tests.conftest import RUN_ID
 from tests.support.clips import Clip, make_bouncing_square
 from tests.support.database import create_database, drop_database
 from tests.support.emulator import EmulatorProcess, free_port, start_emulator
+from tests.support.waiting import eventually
 
 ADMIN = "e2e-admin-token"
 TERMINAL = {"succeeded", "failed", "canceled"}
@@ -124,7 +125,7 @@ class Gateway:
                 return job
             if time.monotonic() > deadline:
                 raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s: {job}")
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # between polls, up to the deadline
 
     async def sql(self, statement: str, **params: Any) -> list[Any]:
         async with self.engine.begin() as conn:
@@ -205,8 +206,12 @@ def gateway(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
         )
         serve = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.01)
+        await eventually(
+            lambda: server.started or serve.done(), timeout=30, interval=0.01, what="the API"
+        )
+        if not server.started:
+            await serve  # it stopped before serving: raise what stopped it
+            raise AssertionError("the API server exited before serving")
         client = httpx.AsyncClient(base_url=base, timeout=30)
         gw = Gateway(base_url=base, settings=settings, engine=e2e_engine, emu=emu, client=client)
         gw.tenant_id, gw.tenant_key = await gw.new_tenant("e2e")

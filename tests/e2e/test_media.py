@@ -4,14 +4,16 @@ Every rejection is checked against the emulator's request log: no upstream reque
 
 from __future__ import annotations
 
-import asyncio
 import os
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import av
 import pytest
 
 from tests.support.clips import Clip, make_bouncing_square
+from tests.support.waiting import eventually
 
 KLING = "kling-video-to-audio"
 
@@ -235,7 +237,16 @@ async def test_retention_removes_files_and_marks_the_job(gateway, clips: dict[st
         done = await gw.wait(job["id"])
         audio_url = done["result"]["audio"]["url"]
         assert (await gw.client.get(audio_url, headers=gw.headers)).status_code == 200
-        await asyncio.sleep(1.0)
+        retention = timedelta(days=gw.settings.retention_days)
+
+        async def past_retention() -> bool:
+            # The same comparison as app.files.retention, on the job's newest file.
+            rows = await gw.sql(
+                "SELECT max(created_at) FROM files WHERE job_id = :j", j=uuid.UUID(job["id"])
+            )
+            return datetime.now(UTC) - retention > rows[0][0]
+
+        await eventually(past_retention, what="the job's files to outlive the retention")
         await gw.workers[0].housekeep()
         after = await gw.get(job["id"])
         assert after["data_removed"] is True and after["result"]["audio"]["size_bytes"] > 0

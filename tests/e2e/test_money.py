@@ -7,6 +7,7 @@ import asyncio
 import csv
 import io
 import uuid
+from collections import Counter
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -16,6 +17,7 @@ from app.config import AmbiguousSubmitPolicy
 from app.usage import ledger
 from tests.e2e.conftest import ADMIN
 from tests.support.clips import Clip
+from tests.support.waiting import eventually
 
 ADMIN_H = {"Authorization": f"Bearer {ADMIN}"}
 
@@ -90,7 +92,7 @@ async def test_ledger_equals_the_emulators_bill_for_a_mixed_run(gateway, clips) 
                     f"ledger {[(r[0][:8], r[1], r[2], r[3]) for r in ours]} != bill "
                     f"{[(r['request_id'][:8], r['cost'], r['reason']) for r in bill]}"
                 )
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # between looks, up to the deadline
         fal = {r["request_id"]: _micros(r["cost"]) for r in bill}
         mine = {r[0]: r[2] for r in ours}
         assert mine == fal
@@ -140,9 +142,19 @@ async def test_settled_exactly_once_under_duplicate_webhooks_and_polling(gateway
             await gw.create({"model": "kling-video-to-audio", "input": {"video_url": url}})
             for _ in range(4)
         ]
-        for j in jobs:
-            assert (await gw.wait(j["id"]))["status"] == "succeeded"
-        await asyncio.sleep(1.0)  # let duplicates land
+        done = [await gw.wait(j["id"]) for j in jobs]
+        assert {d["status"] for d in done} == {"succeeded"}
+        request_ids = {d["upstream"]["request_id"] for d in done}
+
+        def duplicates_answered() -> bool:
+            # fal has its answer only once the delivery is committed (app.db.session): every
+            # duplicate has then had whatever effect it would have.
+            delivered = Counter(
+                a["request_id"] for a in gw.emu.webhooks() if a["outcome"] == "delivered"
+            )
+            return all(delivered[r] == 2 for r in request_ids)
+
+        await eventually(duplicates_answered, what="both deliveries of every webhook answered")
         ours = await _ledger(gw)
         assert len(ours) == 4 and {r[2] for r in ours} == {35_000}
         daily = await gw.sql("SELECT sum(requests), sum(cost_micros) FROM usage_daily")

@@ -3,7 +3,6 @@ the emulator's platform API, as an operator runs them."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from tests.support.clips import Clip
+from tests.support.waiting import eventually
 
 
 def _foley(gw, *args: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
@@ -52,10 +52,12 @@ async def test_reconcile_reports_every_difference(gateway, clips: dict[str, Clip
             json={"video_url": url},
         )
         stranger = r.json()["request_id"]
-        deadline = datetime.now(UTC) + timedelta(seconds=20)
-        while not any(e["request_id"] == stranger for e in gw.emu.usage_records()):
-            assert datetime.now(UTC) < deadline
-            await asyncio.sleep(0.1)
+        await eventually(
+            lambda: any(e["request_id"] == stranger for e in gw.emu.usage_records()),
+            timeout=20,
+            interval=0.1,
+            what="fal's bill to list the stranger",
+        )
         tampered = (await gw.sql("SELECT upstream_request_id FROM usage_records LIMIT 1"))[0][0]
         await gw.sql(
             "UPDATE usage_records SET cost_micros = 1 WHERE upstream_request_id = :r", r=tampered

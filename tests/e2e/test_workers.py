@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from tests.support.clips import Clip
+from tests.support.waiting import eventually
 
 
 async def test_two_workers_never_claim_one_job(gateway, clips: dict[str, Clip]) -> None:
@@ -34,7 +34,8 @@ async def test_a_job_is_polled_when_due_not_at_the_idle_interval(
     gateway, clips: dict[str, Clip]
 ) -> None:
     # No webhooks and no NOTIFY after the submit: only the worker's own note of when the job is
-    # due brings it back before the (here very long) idle interval.
+    # due brings it back before the (here very long) idle interval. The wait's deadline is well
+    # inside that interval, so a job that only the idle poll finished fails it.
     async with gateway(
         public=False,
         worker_poll_interval=timedelta(seconds=60),
@@ -44,10 +45,8 @@ async def test_a_job_is_polled_when_due_not_at_the_idle_interval(
         gw.emu.control(run_time=1)
         url = gw.video_url(clips["bounce"])
         job = await gw.create({"model": "thinksound-audio", "input": {"video_url": url}})
-        started = time.monotonic()
         done = await gw.wait(job["id"], timeout=30)
         assert done["status"] == "succeeded"
-        assert time.monotonic() - started < 15
         polls = gw.emu.requests(method="GET", request_id=done["upstream"]["request_id"])
         assert len([r for r in polls if r["path"].endswith("/status")]) >= 2
 
@@ -61,15 +60,14 @@ async def test_fal_concurrency_cap_holds_across_workers(gateway, clips: dict[str
             for _ in range(6)
         ]
         peak = 0
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+
+        async def all_succeeded() -> bool:
+            nonlocal peak  # what fal holds at once, sampled while the jobs run
             counters = gw.emu.state()["requests"]
             peak = max(peak, counters["running"] + counters["queued"])
-            statuses = {(await gw.get(j["id"]))["status"] for j in jobs}
-            if statuses == {"succeeded"}:
-                break
-            await asyncio.sleep(0.05)
-        assert statuses == {"succeeded"}
+            return {(await gw.get(j["id"]))["status"] for j in jobs} == {"succeeded"}
+
+        await eventually(all_succeeded, timeout=60, what="every job to succeed")
         assert peak == 2, f"fal saw {peak} requests at once with a cap of 2"
 
 
@@ -106,9 +104,7 @@ async def test_worker_killed_mid_dispatch_loses_nothing_and_sends_once(
             job = await gw.create(
                 {"model": "thinksound", "input": {"video_url": gw.video_url(clips["bounce"])}}
             )
-            deadline = time.monotonic() + 30
-            while not gw.emu.submits() and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            await eventually(gw.emu.submits, timeout=30, what="the worker's submit to reach fal")
             assert len(gw.emu.submits()) == 1, (tmp_path / "worker.log").read_text()
         finally:
             worker.send_signal(signal.SIGKILL)  # mid-dispatch: the submit is still in the air
@@ -129,6 +125,16 @@ async def test_worker_killed_mid_dispatch_loses_nothing_and_sends_once(
         assert done["upstream"]["request_id"] == gw.emu.submits()[0]["request_id"]
 
 
+async def _listening_since(gw, since: datetime) -> bool:  # type: ignore[no-untyped-def]
+    """A LISTEN issued since ``since`` is in place: a NOTIFY sent from now on is heard."""
+    rows = await gw.sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND state = 'idle' AND query LIKE 'LISTEN %' AND query_start >= :since",
+        since=since,
+    )
+    return bool(rows[0][0])
+
+
 async def test_a_wake_up_for_new_jobs_claims_only_queued_jobs(
     gateway, clips: dict[str, Clip]
 ) -> None:
@@ -144,49 +150,57 @@ async def test_a_wake_up_for_new_jobs_claims_only_queued_jobs(
         )
         queued = await gw.create({"model": "thinksound-audio", "input": {"video_url": url}})
         worker = gw.make_worker(owner="w")
-        listening = asyncio.create_task(worker._listen())
+        (since,) = (await gw.sql("SELECT clock_timestamp()"))[0]
+        listening = asyncio.create_task(worker.listen())
         try:
-            await asyncio.sleep(0.3)  # LISTEN is in place
-            await gw.sql("SELECT pg_notify('foley_jobs', 'job')")
-            await asyncio.wait_for(worker._stirred.wait(), 5)
-            assert (worker._claim_now, worker._follow_ups_now) == (True, False)
-            assert not await worker._claim_and_start(follow_ups=False)
-            assert [str(i) for i in worker._running] == [queued["id"]]
-            # The step's end wakes a full claim too: let it end, then start from quiet.
-            await asyncio.gather(*worker._running.values())
-            worker._claim_now = worker._follow_ups_now = False
-            worker._stirred.clear()
+            await eventually(lambda: _listening_since(gw, since), what="the worker's LISTEN")
+            # Any other NOTIFY (a webhook here) may concern a follow-up. First, and on its own:
+            # nothing else can have asked for a full claim yet, so none can hide a wrong answer.
             await gw.sql("SELECT pg_notify('foley_jobs', 'webhook')")
-            await asyncio.wait_for(worker._stirred.wait(), 5)
-            assert worker._follow_ups_now
-            await worker._claim_and_start(follow_ups=True)
-            assert submitted["id"] in {str(i) for i in worker._running}
+            assert not (await asyncio.wait_for(worker.next_wakeup(), 5)).new_jobs_only
+            await gw.sql("SELECT pg_notify('foley_jobs', 'job')")
+            assert (await asyncio.wait_for(worker.next_wakeup(), 5)).new_jobs_only
+            assert not await worker.claim(follow_ups=False)
+            assert [str(i) for i in worker.running] == [queued["id"]]
+            # What a full wake-up claims: the due follow-up too.
+            await worker.claim(follow_ups=True)
+            assert submitted["id"] in {str(i) for i in worker.running}
         finally:
             listening.cancel()
             await asyncio.gather(listening, return_exceptions=True)
-            await asyncio.gather(*worker._running.values(), return_exceptions=True)
+            await eventually(lambda: not worker.running, timeout=30, what="the steps to end")
 
 
 async def test_a_cancel_reaches_a_running_job_without_waiting_for_a_poll(
     gateway, clips: dict[str, Clip]
 ) -> None:
-    # Nothing brings the job back for a minute (no poll, no webhook yet) but the cancel's NOTIFY.
+    # Nothing brings the job back for a minute (no poll, no webhook yet, the status stream's
+    # safety-net look a minute away too) but the cancel's NOTIFY.
     async with gateway(
         public=True,
         worker_poll_interval=timedelta(seconds=60),
         webhook_grace=timedelta(seconds=60),
+        poll_interval_max=timedelta(seconds=60),
     ) as gw:
         gw.emu.control(run_time=30)
         url = gw.video_url(clips["bounce"])
         job = await gw.create({"model": "thinksound-audio", "input": {"video_url": url}})
         await gw.wait(job["id"], until=lambda j: j["status"] in ("starting", "processing"))
-        await asyncio.sleep(0.5)  # the submit's follow-up is scheduled a minute away
-        started = time.monotonic()
+
+        async def put_off() -> bool:
+            rows = await gw.sql(
+                "SELECT lease_owner IS NULL AND next_action_at > now() + interval '30 seconds' "
+                "FROM jobs WHERE id = :id",
+                id=job["id"],
+            )
+            return bool(rows[0][0])
+
+        await eventually(put_off, timeout=10, what="the submit's follow-up a minute away")
         r = await gw.client.post(f"/v1/jobs/{job['id']}/cancel", headers=gw.headers)
         assert r.status_code == 200, r.text
+        # Well before the poll, the follow-up or fal's end of the run (30 s) could do it.
         done = await gw.wait(job["id"], timeout=20)
         assert done["status"] == "canceled"
-        assert time.monotonic() - started < 15
         cancels = [r for r in gw.emu.requests(method="PUT") if r["path"].endswith("/cancel")]
         assert len(cancels) == 1
 
@@ -207,12 +221,17 @@ async def test_a_stream_of_new_job_wake_ups_does_not_put_off_polling(
         worker = gw.make_worker(owner="w")
         running = asyncio.create_task(worker.run(shutdown_grace_s=1))
         try:
-            await asyncio.sleep(0.3)  # started, claimed nothing, idle
+            # Made due only once the worker has looked (and found nothing): its first claim
+            # must not be what finds it.
+            await eventually(lambda: worker.follow_up_claims, what="the worker's first claim")
             await gw.sql("UPDATE jobs SET next_action_at = now() WHERE id = :id", id=job["id"])
-            deadline = time.monotonic() + 3
-            while worker.steps_run == 0 and time.monotonic() < deadline:
+
+            async def claimed_amid_new_job_wake_ups() -> bool:
                 await gw.sql("SELECT pg_notify('foley_jobs', 'job')")
-                await asyncio.sleep(0.1)
+                return worker.steps_run > 0
+
+            # Wake-ups every 0.1 s, five to a poll interval; a few intervals to find it.
+            await eventually(claimed_amid_new_job_wake_ups, timeout=3, interval=0.1)
             assert worker.steps_run == 1
         finally:
             worker.stop()

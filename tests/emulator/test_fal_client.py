@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import fal_client
@@ -11,6 +10,7 @@ import pytest
 
 from tests.support.clips import Clip
 from tests.support.emulator import EmulatorProcess
+from tests.support.waiting import eventually_sync
 from tests.support.webhook_sink import WebhookSink
 
 KLING = "fal-ai/kling-video/video-to-audio"
@@ -67,7 +67,8 @@ def test_sync_client_queued_status_and_cancel(official: EmulatorProcess) -> None
     status = queued.status()
     assert isinstance(status, fal_client.Queued) and status.position == 0
     queued.cancel()
-    time.sleep(0.1)
+    # Once the cancel has ended the queued request, the running one is still running.
+    eventually_sync(lambda: isinstance(queued.status(), fal_client.Completed), what="the cancel")
     assert isinstance(running.status(), fal_client.InProgress)
     running.cancel()
     with pytest.raises(fal_client.client.FalClientHTTPError) as raised:

@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.emulator import EmulatorProcess
 from tests.support.fal_queue import run, submit, wait_status
+from tests.support.waiting import eventually_sync
 
 KLING = "fal-ai/kling-video/video-to-audio"
 THINKSOUND = "fal-ai/thinksound"
@@ -60,8 +61,13 @@ def test_in_progress_is_202_with_timestamped_logs(
 ) -> None:
     fast_emu.control(run_time=1.5, log_interval_s=0.1)
     handle = submit(fast_client, fast_emu.base_url, THINKSOUND, VIDEO)
-    time.sleep(0.3)
-    response = fast_client.get(handle["status_url"], params={"logs": 1})
+
+    def reporting_progress() -> httpx.Response | None:
+        response = fast_client.get(handle["status_url"], params={"logs": 1})
+        messages = [item["message"] for item in response.json()["logs"] or []]
+        return response if any("Inference progress" in m for m in messages) else None
+
+    response = eventually_sync(reporting_progress, what="the run's progress logs")
     assert response.status_code == 202
     body = response.json()
     assert body["status"] == "IN_PROGRESS"
@@ -90,8 +96,8 @@ def test_queue_positions_are_zero_based_with_concurrency_one(
     assert (third.json()["status"], third.json()["queue_position"]) == ("IN_QUEUE", 1)
     assert fast_client.get(handles[2]["response_url"]).status_code == 400
     wait_status(fast_client, handles[0]["status_url"])
-    time.sleep(0.05)
-    assert fast_client.get(handles[1]["status_url"]).json()["status"] == "IN_PROGRESS"
+    # The next in line starts (the third moves up), while it runs for a second.
+    wait_status(fast_client, handles[1]["status_url"], "IN_PROGRESS")
     assert fast_client.get(handles[2]["status_url"]).json()["queue_position"] == 0
 
 
@@ -269,8 +275,10 @@ def test_results_expire_and_then_answer_404(
     fast_emu.control(result_ttl_s=1.0)
     handle, result = run(fast_client, fast_emu.base_url, THINKSOUND, VIDEO)
     assert result.status_code == 200
-    time.sleep(1.2)
-    assert fast_client.get(handle["status_url"]).status_code == 404
+    eventually_sync(
+        lambda: fast_client.get(handle["status_url"]).status_code == 404,
+        what="the result's expiry",
+    )
     assert fast_client.get(handle["response_url"]).status_code == 404
     assert fast_client.put(handle["cancel_url"]).json() == {"status": "NOT_FOUND"}
 

@@ -156,8 +156,8 @@ def test_files_kept_in_memory_are_bounded(tmp_path: Path, monkeypatch: pytest.Mo
         names.append(tuple(stored.url.rsplit("/", 2)[-2:]))
         small = store.small_file(*names[-1])
         assert small is not None and small.data == DATA and small.content_type == "video/mp4"
-    assert list(store._small) == names[-3:]  # the least recently served went first
-    assert store._small_bytes == 3 * len(DATA)
+    assert store.in_memory == names[-3:]  # the least recently served went first
+    assert store.in_memory_bytes == 3 * len(DATA)
     big = store.save_bytes(b"x" * (storage.SMALL_FILE_MAX + 1), "big.bin", None)
     assert store.small_file(*big.url.rsplit("/", 2)[-2:]) is None  # the route serves it
     assert store.small_file("koala", "missing.mp4") is None

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import itertools
 import time
+from functools import partial
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tests.support.emulator import EmulatorProcess
 from tests.support.fal_queue import submit, wait_status
+from tests.support.waiting import eventually_sync
 from tests.support.webhook_sink import ReceivedWebhook, WebhookSink
 
 THINKSOUND = "fal-ai/thinksound"
@@ -51,6 +53,13 @@ def verify(hook: ReceivedWebhook, keys: list[Ed25519PublicKey], *, max_age: floa
             continue
         return True
     return False
+
+
+def final_outcomes(emu: EmulatorProcess, request_id: str) -> list[str]:
+    """The outcomes of a request's delivery attempts once the last is final (delivered, failed,
+    refused or dropped: no retry follows it); empty while one may."""
+    outcomes = [a["outcome"] for a in emu.webhooks(request_id)]
+    return outcomes if outcomes and outcomes[-1] != "retrying" else []
 
 
 def _submit(emu: EmulatorProcess, client: httpx.Client, sink: WebhookSink, **kw: Any) -> str:
@@ -152,10 +161,12 @@ def test_retries_stop_when_the_schedule_is_exhausted(
     fast_emu.control(webhook_retry_schedule=[0.05])
     sink.responses = [500, 500, 500]
     request_id = _submit(fast_emu, fast_client, sink)
-    sink.wait_for(2)
-    time.sleep(0.3)
+    # "failed" is recorded once the schedule is spent: no attempt follows it.
+    outcomes = eventually_sync(
+        lambda: final_outcomes(fast_emu, request_id), what="the delivery to end"
+    )
+    assert outcomes == ["retrying", "failed"]
     assert len(sink.snapshot()) == 2
-    assert [a["outcome"] for a in fast_emu.webhooks(request_id)] == ["retrying", "failed"]
 
 
 def test_redirect_is_a_permanent_failure(
@@ -164,11 +175,10 @@ def test_redirect_is_a_permanent_failure(
     fast_emu.control(webhook_retry_schedule=[0.05, 0.05])
     sink.responses = [302]
     request_id = _submit(fast_emu, fast_client, sink)
-    sink.wait_for(1)
-    time.sleep(0.3)
-    assert len(sink.snapshot()) == 1
+    eventually_sync(lambda: final_outcomes(fast_emu, request_id), what="the delivery to end")
     attempts = fast_emu.webhooks(request_id)
     assert [(a["status_code"], a["outcome"]) for a in attempts] == [(302, "permanent_failure")]
+    assert len(sink.snapshot()) == 1
 
 
 def test_unreachable_target_is_retried_and_recorded(
@@ -178,10 +188,11 @@ def test_unreachable_target_is_retried_and_recorded(
     handle = submit(
         fast_client, fast_emu.base_url, THINKSOUND, VIDEO, webhook="http://127.0.0.1:9/hook"
     )
-    deadline = time.monotonic() + 5
-    while len(attempts := fast_emu.webhooks(handle["request_id"])) < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    request_id = handle["request_id"]
+    eventually_sync(
+        lambda: final_outcomes(fast_emu, request_id), timeout=5, what="the delivery to end"
+    )
+    attempts = fast_emu.webhooks(request_id)
     assert [a["outcome"] for a in attempts] == ["retrying", "failed"]
     assert attempts[0]["error"] and attempts[0]["status_code"] is None
 
@@ -193,9 +204,12 @@ def test_drop_knob_never_delivers(
     fast_emu.control(webhook_drop_rate=1.0)
     request_id = _submit(fast_emu, fast_client, sink)
     wait_status(fast_client, f"{fast_emu.base_url}/fal-ai/thinksound/requests/{request_id}/status")
-    time.sleep(0.3)
+    # "dropped" is recorded instead of a delivery: none follows it.
+    outcomes = eventually_sync(
+        lambda: final_outcomes(fast_emu, request_id), what="the webhook's fate"
+    )
+    assert outcomes == ["dropped"]
     assert sink.snapshot() == []
-    assert [a["outcome"] for a in fast_emu.webhooks(request_id)] == ["dropped"]
 
 
 def test_delay_knob_delays_delivery(
@@ -258,8 +272,8 @@ def test_webhook_faults_are_reproducible_with_the_seed(
         fast_emu.reset(seed=1234)
         fast_emu.control(webhook_drop_rate=0.5)
         ids = [_submit(fast_emu, fast_client, sink) for _ in range(8)]
-        time.sleep(0.3)
-        return [fast_emu.webhooks(request_id)[0]["outcome"] for request_id in ids]
+        firsts = [eventually_sync(partial(fast_emu.webhooks, r), what="an attempt")[0] for r in ids]
+        return [attempt["outcome"] for attempt in firsts]
 
     first = outcomes()
     assert set(first) == {"dropped", "delivered"}

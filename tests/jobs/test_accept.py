@@ -43,8 +43,8 @@ def alone_inserts(monkeypatch: pytest.MonkeyPatch) -> list[uuid.UUID]:
 
 async def _row(connection: AsyncConnection, job_id: str) -> dict[str, object]:
     jobs = Job.__table__
-    row = (await connection.execute(select(jobs).where(jobs.c.id == uuid.UUID(job_id)))).one()
-    return dict(row._mapping)
+    result = await connection.execute(select(jobs).where(jobs.c.id == uuid.UUID(job_id)))
+    return dict(result.mappings().one())
 
 
 async def test_both_ways_of_storing_a_job_write_the_same_row(

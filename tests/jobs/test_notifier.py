@@ -40,7 +40,7 @@ async def test_a_burst_of_pokes_is_a_few_notifies(notify_pool: EngineDriver) -> 
     notifier = WorkerNotifier(notify_pool, min_interval_s=1.0)
     for _ in range(100):
         notifier.poke()
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the notifier's turn between pokes: a burst, not a wait
     await notifier.aclose()
     # the first at once, then one more for all the pokes made while it was on its way
     assert notifier.sent == 2

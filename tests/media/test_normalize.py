@@ -26,7 +26,6 @@ from app.media import (
     fit_audio_to_video,
     probe,
 )
-from app.media import normalize as normalize_module
 from app.media.normalize import DEFAULT_TOLERANCE_S, FADE_S
 from tests.media.conftest import write_sine
 from tests.support.clips import Clip, make_bouncing_square
@@ -455,21 +454,21 @@ def test_a_failure_while_writing_leaves_nothing_behind(
     damaged.write_bytes(bytes(data))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    seen_while_writing: list[list[str]] = []
-    push = normalize_module._AudioFitter.push
+    # The cleanup's witness: what was still beside the target when it was removed.
+    removed: list[str] = []
+    unlink = Path.unlink
 
-    def spy(self: Any, frame: av.AudioFrame) -> list[av.Packet]:
-        seen_while_writing.append(files_in(out_dir))
-        return push(self, frame)
+    def witness(self: Path, missing_ok: bool = False) -> None:
+        if self.parent == out_dir and self.exists():
+            removed.append(self.name)
+        unlink(self, missing_ok=missing_ok)
 
-    monkeypatch.setattr(normalize_module._AudioFitter, "push", spy)
-
-    with pytest.raises(MediaUnreadableError, match="cannot fit the audio"):
+    with monkeypatch.context() as patched, pytest.raises(MediaUnreadableError, match="cannot fit"):
+        patched.setattr(Path, "unlink", witness)
         fit_audio_to_video(damaged, out_dir / "fitted.mp4")
 
-    # There was a temporary file beside the target while writing; it is gone.
-    tmp_names = seen_while_writing[-1]
-    assert len(tmp_names) == 1 and tmp_names[0].startswith(".fitted.mp4.")
+    # There was a temporary file beside the target, written when the failure came; it is gone.
+    assert len(removed) == 1 and removed[0].startswith(".fitted.mp4.")
     assert files_in(out_dir) == []
 
 

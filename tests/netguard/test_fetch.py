@@ -43,6 +43,7 @@ from tests.netguard.conftest import (
     serve_bytes,
     spy_client,
 )
+from tests.support.waiting import eventually
 
 DATA = os.urandom(600_000)  # a few read chunks' worth
 DATA_SHA256 = hashlib.sha256(DATA).hexdigest()
@@ -82,7 +83,7 @@ def headers_then_stall(content_length: int) -> Handler:
             "Content-Type: video/mp4\r\n\r\n".encode()
         )
         await writer.drain()
-        await asyncio.sleep(30)
+        await asyncio.sleep(30)  # the stall itself: the fetcher must give up long before
 
     return handler
 
@@ -116,7 +117,7 @@ def trickle(total: int = 100_000, piece: int = 100, every_s: float = 0.05) -> Ha
         for _ in range(total // piece):
             writer.write(b"t" * piece)
             await writer.drain()
-            await asyncio.sleep(every_s)
+            await asyncio.sleep(every_s)  # the server's pace, what the total deadline must cut
 
     return handler
 
@@ -487,7 +488,7 @@ async def test_server_slow_to_answer_hits_the_read_timeout(
     server: LocalServer, resolver: ScriptedResolver, tmp_path: Path
 ) -> None:
     async def silent(seen: Seen, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(30)
+        await asyncio.sleep(30)  # a server that never answers: the read timeout must fire
 
     server.route("/v.mp4", silent)
     policy = OutboundPolicy(max_bytes=1_000, allow_loopback=True, read_timeout_s=0.2)
@@ -519,8 +520,9 @@ async def test_cancelled_download_leaves_nothing(
     server.route("/v.mp4", trickle())
     async with fetching(LOOPBACK, resolver) as (fetcher, _):
         task = asyncio.create_task(fetcher.download(f"{server.origin}/v.mp4", tmp_path / "in"))
-        await asyncio.sleep(0.3)
-        assert len(leftovers(tmp_path)) == 1  # the temporary file, while streaming
+        # the temporary file, while streaming
+        await eventually(lambda: len(leftovers(tmp_path)) == 1, what="the download to start")
+        assert not task.done()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -293,7 +293,7 @@ async def test_empty_or_garbage_answer_is_unresolvable() -> None:
 
 async def test_hanging_lookup_times_out_as_unresolvable() -> None:
     async def hangs(host: str, port: int) -> list[str]:
-        await asyncio.sleep(10)
+        await asyncio.sleep(10)  # a resolver that hangs: the lookup's timeout must fire
         return []
 
     policy = OutboundPolicy(max_bytes=1, connect_timeout_s=0.05)

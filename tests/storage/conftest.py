@@ -96,7 +96,7 @@ def _wait_until_serving(proc: subprocess.Popen[bytes], url: str, timeout_s: floa
             httpx.get(f"{url}/moto-api/", timeout=1)
             return True
         except httpx.TransportError:
-            time.sleep(0.1)
+            time.sleep(0.1)  # between attempts to reach it, up to the deadline above
     return False
 
 

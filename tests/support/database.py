@@ -23,7 +23,7 @@ def server_url(tmp_root: Path) -> str:
     return start_embedded_postgres(tmp_root, database="postgres")
 
 
-def _asyncpg_dsn(url: str) -> dict:
+def asyncpg_dsn(url: str) -> dict:
     u = make_url(url)
     return {
         "user": u.username,
@@ -37,7 +37,7 @@ def _asyncpg_dsn(url: str) -> dict:
 async def create_database(server: str, name: str | None = None, *, migrate: bool = True) -> str:
     """Drop and create a database on the server; return its SQLAlchemy URL (migrated)."""
     name = name or f"foley_test_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(**_asyncpg_dsn(server))
+    conn = await asyncpg.connect(**asyncpg_dsn(server))
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await conn.execute(f'CREATE DATABASE "{name}"')
@@ -50,7 +50,7 @@ async def create_database(server: str, name: str | None = None, *, migrate: bool
 
 
 async def drop_database(server: str, name: str) -> None:
-    conn = await asyncpg.connect(**_asyncpg_dsn(server))
+    conn = await asyncpg.connect(**asyncpg_dsn(server))
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:

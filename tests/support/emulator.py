@@ -178,7 +178,7 @@ class EmulatorProcess:
                     return
             except httpx.TransportError:
                 pass
-            time.sleep(0.05)
+            time.sleep(0.05)  # between health checks, up to the deadline
         self.stop()
         raise TimeoutError(f"emulator not ready after {timeout} s:\n{self.log_path.read_text()}")
 

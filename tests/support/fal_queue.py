@@ -37,7 +37,7 @@ def wait_status(
             return body
         if body["status"] == "COMPLETED" or time.monotonic() > deadline:
             raise AssertionError(f"wanted {wanted}, got {body}")
-        time.sleep(0.02)
+        time.sleep(0.02)  # between polls, up to the deadline
 
 
 def run(

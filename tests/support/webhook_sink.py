@@ -12,13 +12,14 @@ arrival time.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.support.waiting import eventually, eventually_sync
 
 
 @dataclass
@@ -106,17 +107,15 @@ class WebhookSink:
             return list(self.received)
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedWebhook]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(got := self.snapshot()) >= count:
-                return got
-            time.sleep(0.02)
-        raise TimeoutError(f"expected {count} webhooks, got {len(self.snapshot())}")
+        return eventually_sync(
+            lambda: self._at_least(count), timeout=timeout, interval=0.02, what=f"{count} webhooks"
+        )
 
     async def wait_for_async(self, count: int, timeout: float = 10.0) -> list[ReceivedWebhook]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(got := self.snapshot()) >= count:
-                return got
-            await asyncio.sleep(0.02)
-        raise TimeoutError(f"expected {count} webhooks, got {len(self.snapshot())}")
+        return await eventually(
+            lambda: self._at_least(count), timeout=timeout, interval=0.02, what=f"{count} webhooks"
+        )
+
+    def _at_least(self, count: int) -> list[ReceivedWebhook]:
+        got = self.snapshot()
+        return got if len(got) >= count else []

@@ -151,6 +151,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def no_sleep(seconds: float) -> None:
+    # The retry policy's pause, replaced: no time passes, the loop only gets its turn.
     await asyncio.sleep(0)
 
 

@@ -7,10 +7,8 @@ emulator's ``/.well-known/jwks.json``. The emulator's request log proves what re
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,6 +39,7 @@ from app.upstream import (
     default_jwks_url,
 )
 from tests.support.emulator import EmulatorProcess
+from tests.support.waiting import eventually
 from tests.upstream.conftest import KLING, KLING_INPUT, fal_for
 
 # --- a webhook receiver --------------------------------------------------------------------------
@@ -59,11 +58,9 @@ class Receiver:
     deliveries: list[Delivery] = field(default_factory=list)
 
     async def wait_for(self, count: int = 1, timeout: float = 15.0) -> list[Delivery]:
-        deadline = time.monotonic() + timeout
-        while len(self.deliveries) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"expected {count} webhook(s), got {len(self.deliveries)}")
-            await asyncio.sleep(0.05)
+        await eventually(
+            lambda: len(self.deliveries) >= count, timeout=timeout, what=f"{count} webhook(s)"
+        )
         return list(self.deliveries)
 
 
@@ -103,14 +100,11 @@ def fresh_emulator(emu: EmulatorProcess, receiver: Receiver) -> None:
 
 
 async def until_completed(fal: FalClient, status_url: str, timeout: float = 15.0) -> QueueStatus:
-    deadline = time.monotonic() + timeout
-    while True:
+    async def completed() -> QueueStatus | None:
         status = await fal.status(status_url)
-        if status.completed:
-            return status
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still {status.status} after {timeout} s")
-        await asyncio.sleep(0.05)
+        return status if status.completed else None
+
+    return await eventually(completed, timeout=timeout, what="the request to complete")
 
 
 # --- queue ---------------------------------------------------------------------------------------
@@ -199,10 +193,11 @@ async def test_cancel_while_queued_then_result_is_cancelled(
 async def test_cancel_while_running(fal: FalClient, emu: EmulatorProcess) -> None:
     emu.control(run_time=30)
     submitted = await fal.submit(KLING, KLING_INPUT)
-    deadline = time.monotonic() + 10
-    while (await fal.status(submitted.status_url)).status is not QueueState.IN_PROGRESS:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+
+    async def running() -> bool:
+        return (await fal.status(submitted.status_url)).status is QueueState.IN_PROGRESS
+
+    await eventually(running, what="the request to start")
     assert await fal.cancel(submitted.cancel_url) is CancelOutcome.CANCELLATION_REQUESTED
     await until_completed(fal, submitted.status_url)
     assert isinstance(await fal.result(submitted.response_url), ResultCancelled)

@@ -11,9 +11,11 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from app.jobs import store
 from app.models import Job, Price, UsageDaily, UsageRecord, UsageStatus
 from app.usage import ledger
-from app.usage.ledger import UNPRICED
 from tests.conftest import ADMIN, TenantCreds
+from tests.support.metrics import sample
 from tests.usage.conftest import KLING, THINKSOUND, d, finish, record_of, submit
+
+UNPRICED = "foley_usage_unpriced_total"
 
 
 async def test_success_is_settled_once_at_the_price_in_force(
@@ -63,13 +65,13 @@ async def test_unknown_price_blocks_settlement_and_alerts(
 ) -> None:
     async with sessionmaker() as s, s.begin():
         await s.execute(delete(Price).where(Price.model == "fal-ai/kling-video/video-to-audio"))
-    before = UNPRICED.labels(model="fal-ai/kling-video/video-to-audio")._value.get()
+    before = await sample(api, UNPRICED, model="fal-ai/kling-video/video-to-audio")
     job = (await api.post("/v1/jobs", json=KLING, headers=tenant.headers)).json()
     rid = await submit(sessionmaker, job["id"])
     await finish(sessionmaker, job["id"], "succeeded")
     rec = await record_of(sessionmaker, rid)
     assert rec.status is UsageStatus.unpriced and rec.cost_micros is None  # not a silent $0
-    assert UNPRICED.labels(model="fal-ai/kling-video/video-to-audio")._value.get() == before + 1
+    assert await sample(api, UNPRICED, model="fal-ai/kling-video/video-to-audio") == before + 1
     async with sessionmaker() as s:
         assert (await s.get(Job, uuid.UUID(job["id"]))).usage_settled is False
     # The operator adds the price (effective from before the request): settlement resumes.

@@ -16,6 +16,7 @@ from app.catalog.endpoints import router as models_router
 from app.config import Settings, get_settings
 from app.db.driver import EngineDriver
 from app.db.engine import create_engine, create_sessionmaker, resolve_database_url
+from app.db.outage import install_outage_handler
 from app.files.endpoints import router as files_router
 from app.health.endpoints import router as health_router
 from app.jobs.endpoints import router as jobs_router
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.state.job_tokens = JobTokens(resolve_webhook_secret(settings))
     app.add_middleware(RequestIdMiddleware)
     install_problem_handlers(app)
+    install_outage_handler(app)
     # The jobs routes sit on the app's own router, first, not included: routes are matched in
     # order, and FastAPI matches an included router's routes through a layer of its own on every
     # request, about a tenth of the cost of creating a job, the busiest endpoint (bench/README.md).

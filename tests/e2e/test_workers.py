@@ -171,6 +171,33 @@ async def test_a_wake_up_for_new_jobs_claims_only_queued_jobs(
             await eventually(lambda: not worker.running, timeout=30, what="the steps to end")
 
 
+async def test_a_lost_listen_connection_is_back_at_once_and_the_worker_claims(
+    gateway, clips: dict[str, Clip]
+) -> None:
+    # A Postgres restart (here: its backend ended by the server) closes the LISTEN connection:
+    # the worker notices at once (not at its next ping, 15 s away), connects again, and claims,
+    # since NOTIFYs sent meanwhile were lost.
+    async with gateway(public=False, workers=0, worker_poll_interval=timedelta(seconds=60)) as gw:
+        worker = gw.make_worker(owner="w")
+        (since,) = (await gw.sql("SELECT clock_timestamp()"))[0]
+        listening = asyncio.create_task(worker.listen())
+        try:
+            await eventually(lambda: _listening_since(gw, since), what="the worker's LISTEN")
+            (since,) = (await gw.sql("SELECT clock_timestamp()"))[0]
+            await gw.sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+            )
+            wakeup = await asyncio.wait_for(worker.next_wakeup(), 10)
+            assert not wakeup.new_jobs_only  # a full claim: anything may have become due
+            await eventually(lambda: _listening_since(gw, since), what="LISTEN again")
+            await gw.sql("SELECT pg_notify('foley_jobs', 'job')")
+            assert (await asyncio.wait_for(worker.next_wakeup(), 5)).new_jobs_only
+        finally:
+            listening.cancel()
+            await asyncio.gather(listening, return_exceptions=True)
+
+
 async def test_a_cancel_reaches_a_running_job_without_waiting_for_a_poll(
     gateway, clips: dict[str, Clip]
 ) -> None:

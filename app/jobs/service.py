@@ -342,6 +342,9 @@ async def accept_job(
         if guard is not None:
             await guard.release()
         raise
+    finally:
+        if guard is not None:
+            await guard.done()
     return Accepted(202, out, {**headers, **rate_headers}, replayed=False)
 
 

@@ -8,12 +8,16 @@
   executing → 409 ``idempotency_request_in_progress``; afterwards the stored response is
   replayed verbatim with ``Idempotent-Replayed: true``, for ``retention`` (≥ 24 h).
 * If the first request fails before producing a response (an error), the claim is released, so
-  the client's retry executes afresh. A claim whose owner died is taken over after
-  ``ABANDONED_AFTER``.
+  the client's retry executes afresh. A claim is a short lease (``CLAIM_LEASE``) its process
+  renews while the request runs: one whose process died (its lease ran out) is taken over, so
+  a client retrying after a crash gets its request executed within seconds, not a minute of
+  409s.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import uuid
@@ -30,7 +34,7 @@ from app.kit.problems import Conflict, Unprocessable
 from app.models import IdempotencyKey
 
 MAX_KEY_LENGTH = 255
-ABANDONED_AFTER = timedelta(seconds=60)
+CLAIM_LEASE = timedelta(seconds=5)
 
 
 class IdempotencyKeyReused(Unprocessable):
@@ -68,6 +72,7 @@ class IdempotencyGuard:
         path: str,
         fingerprint: str,
         retention: timedelta,
+        lease: timedelta = CLAIM_LEASE,
     ) -> None:
         if not key or len(key) > MAX_KEY_LENGTH:
             raise IdempotencyKeyInvalid(
@@ -80,6 +85,8 @@ class IdempotencyGuard:
         self.path = path
         self.fingerprint = fingerprint
         self.retention = retention
+        self.lease = lease
+        self._renewing: asyncio.Task[None] | None = None
 
     async def claim(self) -> StoredResponse | None:
         """Claim the key, or return the response to replay. Raises on reuse / in-flight."""
@@ -94,11 +101,13 @@ class IdempotencyGuard:
                     request_path=self.path,
                     request_hash=self.fingerprint,
                     expires_at=now + self.retention,
+                    claim_expires_at=now + self.lease,
                 )
                 .on_conflict_do_nothing()
                 .returning(IdempotencyKey.key)
             )
             if inserted.first() is not None:
+                self._renew()
                 return None
             row = (
                 await s.scalars(
@@ -109,13 +118,16 @@ class IdempotencyGuard:
                     .with_for_update()
                 )
             ).one()
-            abandoned = row.response_status is None and row.created_at < now - ABANDONED_AFTER
+            lease_end = row.claim_expires_at or row.created_at + self.lease
+            abandoned = row.response_status is None and lease_end < now
             if row.expires_at <= now or abandoned:
                 # An expired key is a new key; an abandoned claim's request never committed.
                 row.request_method, row.request_path = self.method, self.path
                 row.request_hash, row.created_at = self.fingerprint, now
                 row.expires_at = now + self.retention
+                row.claim_expires_at = now + self.lease
                 row.response_status = row.response_body = row.response_headers = None
+                self._renew()
                 return None
             if row.request_hash != self.fingerprint:
                 raise IdempotencyKeyReused(
@@ -132,6 +144,35 @@ class IdempotencyGuard:
                 row.response_status, row.response_body or {}, row.response_headers or {}
             )
 
+    def _renew(self) -> None:
+        """Keep the claim's lease while this request runs (until ``record``'s transaction or
+        ``release``): renewed at a third of its length."""
+
+        async def renew() -> None:
+            period = self.lease.total_seconds() / 3
+            while True:
+                await asyncio.sleep(period)
+                with contextlib.suppress(Exception):  # a missed renewal: the next one, or expiry
+                    async with self._sessionmaker() as s, s.begin():
+                        await s.execute(
+                            update(IdempotencyKey)
+                            .where(
+                                IdempotencyKey.tenant_id == self.tenant_id,
+                                IdempotencyKey.key == self.key,
+                                IdempotencyKey.response_status.is_(None),
+                            )
+                            .values(claim_expires_at=utcnow() + self.lease)
+                        )
+
+        self._renewing = asyncio.get_running_loop().create_task(renew())
+
+    async def done(self) -> None:
+        """The request is over (its response recorded and committed, or released)."""
+        if self._renewing is not None:
+            self._renewing.cancel()
+            await asyncio.gather(self._renewing, return_exceptions=True)
+            self._renewing = None
+
     async def record(self, session: AsyncSession, response: StoredResponse) -> None:
         """Store the response in the caller's transaction (the one that did the work)."""
         await session.execute(
@@ -145,6 +186,7 @@ class IdempotencyGuard:
         )
 
     async def release(self) -> None:
+        await self.done()
         async with self._sessionmaker() as s, s.begin():
             await s.execute(
                 delete(IdempotencyKey).where(

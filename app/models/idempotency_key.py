@@ -33,3 +33,6 @@ class IdempotencyKey(Base):
     expires_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, index=True
     )
+    # While the first request runs, its process renews this short lease: a claim whose lease
+    # ran out belongs to a process that died, and the key is free again within seconds.
+    claim_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

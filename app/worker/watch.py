@@ -69,16 +69,23 @@ class StatusWatcher(Watcher):
     def watching(self, job_id: uuid.UUID) -> bool:
         return job_id in self._tasks
 
-    def watch(self, job: Job) -> bool:
-        if job.id in self._tasks:
+    def has_room(self, job_id: uuid.UUID) -> bool:
+        if job_id in self._tasks:
             return True
-        if job.status_url is None or job.upstream_completed or len(self._tasks) >= self._limit:
+        if len(self._tasks) >= self._limit:
             return False
-        failed_at = self._failed_at.get(job.id)
+        failed_at = self._failed_at.get(job_id)
         if failed_at is not None:
             if time.monotonic() - failed_at < self._failure_pause_s:
                 return False
-            del self._failed_at[job.id]
+            del self._failed_at[job_id]
+        return True
+
+    def watch(self, job: Job) -> bool:
+        if job.id in self._tasks:
+            return True
+        if job.status_url is None or job.upstream_completed or not self.has_room(job.id):
+            return False
         seen = _Seen(job.status, job.queue_position)
         task = asyncio.get_running_loop().create_task(
             self._follow(job.id, job.status_url, seen), name=f"watch-{job.id}"

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 
 import httpx
 import pytest
@@ -11,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from app.kit.idempotency import IdempotencyGuard, request_fingerprint
 from app.models import Job
 from tests.conftest import TenantCreds
-from tests.support.waiting import eventually
 
 VIDEO = "https://media.example/clip.mp4"
 
@@ -159,68 +157,6 @@ async def test_idempotency_key_in_flight_is_409(
         assert r.json()["code"] == "idempotency_request_in_progress"
     finally:
         await guard.done()
-
-
-def _guard(sessionmaker: async_sessionmaker, tenant: TenantCreds, key: str, lease_s: float):  # type: ignore[no-untyped-def]
-    from app.jobs.schemas import JobCreate
-
-    return IdempotencyGuard(
-        sessionmaker,
-        tenant_id=uuid.UUID(tenant.id),
-        key=key,
-        method="POST",
-        path="/v1/jobs",
-        fingerprint=request_fingerprint(
-            "POST", "/v1/jobs", JobCreate.model_validate(thinksound()).model_dump(mode="json")
-        ),
-        retention=timedelta(hours=24),
-        lease=timedelta(seconds=lease_s),
-    )
-
-
-async def _lease_passed(sessionmaker: async_sessionmaker, key: str, seconds: float) -> bool:
-    async with sessionmaker() as s:
-        passed = await s.scalar(
-            text(
-                "SELECT clock_timestamp() > created_at + make_interval(secs => :s) "
-                "FROM idempotency_keys WHERE key = :k"
-            ),
-            {"k": key, "s": seconds},
-        )
-    return bool(passed)
-
-
-async def test_a_key_claimed_by_a_process_that_died_is_free_again_within_seconds(
-    api: httpx.AsyncClient, tenant: TenantCreds, sessionmaker: async_sessionmaker
-) -> None:
-    dead = _guard(sessionmaker, tenant, "order-dead", lease_s=0.5)
-    assert await dead.claim() is None
-    await dead.done()  # its process is gone: nothing renews the claim any more
-    await eventually(lambda: _lease_passed(sessionmaker, "order-dead", 0.5), what="the lease")
-    r = await api.post(
-        "/v1/jobs", json=thinksound(), headers={**tenant.headers, "Idempotency-Key": "order-dead"}
-    )
-    assert r.status_code == 202, r.text  # the client's retry runs, once
-
-
-async def test_a_running_request_keeps_its_key_past_the_lease_length(
-    api: httpx.AsyncClient, tenant: TenantCreds, sessionmaker: async_sessionmaker
-) -> None:
-    alive = _guard(sessionmaker, tenant, "order-alive", lease_s=0.5)
-    assert await alive.claim() is None
-    try:
-        # Three lease lengths later, renewed all along, it is still the running request's.
-        await eventually(
-            lambda: _lease_passed(sessionmaker, "order-alive", 1.5), what="three lease lengths"
-        )
-        r = await api.post(
-            "/v1/jobs",
-            json=thinksound(),
-            headers={**tenant.headers, "Idempotency-Key": "order-alive"},
-        )
-        assert r.status_code == 409, r.text
-    finally:
-        await alive.done()
 
 
 async def test_idempotency_keys_are_per_tenant(

@@ -19,7 +19,7 @@ T0 = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 POLICY = lc.Policy(
     poll_min=timedelta(seconds=1),
     poll_max=timedelta(seconds=30),
-    first_look=timedelta(seconds=30),
+    first_look=timedelta(seconds=10),
     ambiguous_grace=timedelta(seconds=120),
 )
 
@@ -68,8 +68,8 @@ def log(msg: str) -> dict[str, Any]:
     return {"message": msg, "level": "INFO", "source": "USER", "timestamp": "2026-12-07T12:00:00Z"}
 
 
-def submitted(rid: str = "req-1") -> lc.Submitted:
-    return lc.Submitted(rid, "https://q/s", "https://q/r", "https://q/c", 0)
+def submitted(rid: str = "req-1", *, watched: bool = False) -> lc.Submitted:
+    return lc.Submitted(rid, "https://q/s", "https://q/r", "https://q/c", 0, watched)
 
 
 # --- examples -------------------------------------------------------------------------------------
@@ -85,7 +85,7 @@ def test_a_job_goes_from_queued_to_succeeded_with_one_event_per_step() -> None:
     )
     apply(job, submitted(), T0)
     assert job.status is JobStatus.starting and job.upstream_request_id == "req-1"
-    assert job.next_action_at == T0 + POLICY.first_look
+    assert job.next_action_at == T0 + POLICY.first_look  # nobody follows its status stream
     later = T0 + timedelta(seconds=2)
     apply(job, lc.Progress(True, None, [log("a")], polled=False), later)
     assert job.status is JobStatus.processing and job.started_at == later
@@ -105,6 +105,17 @@ def test_a_job_goes_from_queued_to_succeeded_with_one_event_per_step() -> None:
         "job.succeeded",
     ]
     assert [entry["message"] for entry in job.logs] == ["a", "b", "c"]
+
+
+def test_a_followed_submit_is_polled_only_as_a_safety_net() -> None:
+    followed, alone = (
+        FakeJob(submit_state=SubmitState.sending),
+        FakeJob(submit_state=SubmitState.sending),
+    )
+    apply(followed, submitted(watched=True), T0)
+    apply(alone, submitted(), T0)
+    assert followed.next_action_at == T0 + POLICY.poll_max
+    assert alone.next_action_at == T0 + POLICY.first_look
 
 
 def test_only_new_log_lines_make_an_event() -> None:

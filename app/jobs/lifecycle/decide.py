@@ -298,11 +298,12 @@ def _submitted(job: JobLike, event: ev.Submitted, now: datetime, policy: Policy)
                 {"request_id": event.request_id, "queue_position": event.queue_position},
             ),
         )
-    # Its webhook may have named the job first (ev.Attached): then there is news already.
+    # Its webhook may have named the job first (Attached): then there is news already.
     attached = job.upstream_request_id == event.request_id
+    first_look = policy.poll_max if event.watched else policy.first_look
     return Transition(
         changes=changes,
-        next_action_at=now if attached else now + policy.first_look,
+        next_action_at=now if attached else now + first_look,
         events=events,
         record_request=event.request_id,
     )

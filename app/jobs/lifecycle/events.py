@@ -63,6 +63,7 @@ class Submitted:
     response_url: str | None
     cancel_url: str | None
     queue_position: int | None
+    watched: bool = False  # its status stream will be followed: a poll is only a safety net
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ class Policy:
 
     poll_min: timedelta = timedelta(seconds=1)
     poll_max: timedelta = timedelta(seconds=30)
-    first_look: timedelta = timedelta(seconds=1)  # after a submit, before any news
+    # after a submit nobody follows on its status stream, before any news
+    first_look: timedelta = timedelta(seconds=1)
     ambiguous_grace: timedelta = timedelta(seconds=120)
     retry_ambiguous: bool = False  # AmbiguousSubmitPolicy.retry
 

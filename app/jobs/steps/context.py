@@ -32,6 +32,10 @@ class Watcher:
         """Follow ``job``'s status; False when it cannot (no room, no status URL)."""
         return False
 
+    def has_room(self, job_id: uuid.UUID) -> bool:
+        """Whether ``watch`` would follow this job now (streams on, room left)."""
+        return False
+
     def watching(self, job_id: uuid.UUID) -> bool:
         return False
 
@@ -70,19 +74,13 @@ def webhook_processed(event_id: uuid.UUID | None) -> Also | None:
 
 
 def policy_of(settings: Settings) -> lifecycle.Policy:
-    """The lifecycle's view of the settings. After a submit the first look is a safety net when
-    the status stream reports (it is the poll's upper bound), the webhook's grace when only a
-    webhook will, and the shortest poll otherwise."""
-    if settings.status_streams:
-        first_look = settings.poll_interval_max
-    elif settings.public_url:
-        first_look = settings.webhook_grace
-    else:
-        first_look = settings.poll_interval_min
+    """The lifecycle's view of the settings. After a submit nobody follows on its status stream,
+    the first look is the webhook's grace when a webhook will tell, the shortest poll
+    otherwise (a followed one is looked at every ``poll_interval_max``, as a safety net)."""
     return lifecycle.Policy(
         poll_min=settings.poll_interval_min,
         poll_max=settings.poll_interval_max,
-        first_look=first_look,
+        first_look=settings.webhook_grace if settings.public_url else settings.poll_interval_min,
         ambiguous_grace=settings.ambiguous_submit_grace,
         retry_ambiguous=settings.ambiguous_submit_policy.value == "retry",
     )

@@ -145,6 +145,7 @@ async def _submit(ctx: StepContext, job: Job) -> None:
             response_url=submitted.response_url,
             cancel_url=submitted.cancel_url,
             queue_position=submitted.queue_position,
+            watched=submitted.status_url is not None and ctx.watcher.has_room(job.id),
         ),
     )
     log.info("submitted to fal", job_id=str(job.id), request_id=submitted.request_id)

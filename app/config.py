@@ -131,6 +131,11 @@ class Settings(BaseSettings):
         description="Status streams one worker keeps open at most; jobs past it are polled.",
     )
     ambiguous_submit_grace: Duration = timedelta(seconds=120)
+    ambiguous_lookup_delay: Duration = Field(
+        default=timedelta(seconds=10),
+        description="After an ambiguous submit, when to ask fal's platform API whether the "
+        "request arrived (needs FOLEY_FAL_ADMIN_KEY or an admin-scope FAL_KEY).",
+    )
     ambiguous_submit_policy: AmbiguousSubmitPolicy = AmbiguousSubmitPolicy.fail
     job_timeout: Duration = Field(
         default=timedelta(hours=1), description="A job still unfinished after this fails."

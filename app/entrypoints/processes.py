@@ -75,9 +75,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     """Run one worker until SIGTERM/SIGINT, or until ``stop`` is set (then the caller, e.g.
     `foley up`'s uvicorn, owns the signals)."""
     from app.db.engine import create_engine, resolve_database_url
+    from app.jobs.steps.context import platform_key
     from app.kit.process import freeze_startup_heap
     from app.storage import storage_from_settings
     from app.upstream.fal import FalClient, FalTimeouts, build_http_client
+    from app.upstream.platform import PlatformClient
     from app.worker.runner import Worker
 
     if settings.fal_key is None:
@@ -103,7 +105,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         timeouts=timeouts,
         http=http,
     )
-    w = Worker(settings, engine, fal, storage_from_settings(settings))
+    key = platform_key(settings)
+    platform = PlatformClient(http, settings.fal_platform_url, key) if key else None
+    w = Worker(settings, engine, fal, storage_from_settings(settings), platform=platform)
     loop = asyncio.get_running_loop()
     if stop is None:
         for sig in (signal.SIGTERM, signal.SIGINT):

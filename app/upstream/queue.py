@@ -81,6 +81,7 @@ class QueueOperations:
         store_io: bool | None = None,
         priority: Priority | None = None,
         output_expiration_s: int | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> Submitted:
         """Put one request in fal's queue. Retried only where no request can exist (see retry.py).
 
@@ -114,6 +115,8 @@ class QueueOperations:
             headers["X-Fal-Object-Lifecycle-Preference"] = (
                 f'{{"expiration_duration_seconds": {int(output_expiration_s)}}}'
             )
+        if tags:
+            headers["X-Fal-Tags"] = tags_header(tags)
 
         response = await self._transport.send(
             "submit", "POST", url, headers=headers, json=dict(payload), endpoint=endpoint_id
@@ -218,6 +221,28 @@ class QueueOperations:
                 404: CancelOutcome.NOT_FOUND,
             }[status]
         raise_read_failure("cancel", response)
+
+
+_TAG_KEY = re.compile(r"^[a-z0-9._-]{1,64}$")
+
+
+def tags_header(tags: Mapping[str, str]) -> str:
+    """``X-Fal-Tags``: ``k=v,k=v``. fal drops bad tags silently, so a bad one is refused here,
+    where it is our bug: ≤ 10 pairs, keys ``^[a-z0-9._-]+$`` (≤ 64, not ``fal.``), values
+    printable ASCII without commas (≤ 256), ≤ 1,024 bytes in all."""
+    if len(tags) > 10:
+        raise ValueError("at most 10 tags")
+    pairs = []
+    for key, value in tags.items():
+        if not _TAG_KEY.match(key) or key.startswith("fal."):
+            raise ValueError(f"bad tag key {key!r}")
+        if len(value) > 256 or "," in value or not all(" " <= c <= "~" for c in value):
+            raise ValueError(f"bad tag value for {key!r}")
+        pairs.append(f"{key}={value}")
+    header = ",".join(pairs)
+    if len(header.encode()) > 1024:
+        raise ValueError("tags over 1,024 bytes")
+    return header
 
 
 @dataclass(frozen=True)

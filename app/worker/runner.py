@@ -35,6 +35,7 @@ from app.kit.clock import utcnow
 from app.models import Job
 from app.storage import Storage
 from app.upstream.fal import FalClient
+from app.upstream.platform import PlatformClient
 from app.webhooks.tokens import JobTokens, resolve_webhook_secret
 from app.worker.housekeeping import housekeep, run_housekeeping
 from app.worker.watch import StatusWatcher
@@ -70,6 +71,7 @@ class Worker:
         *,
         owner: str | None = None,
         driver: DriverPool | None = None,
+        platform: PlatformClient | None = None,
     ) -> None:
         """``driver``: where claims and other single statements run; by default raw
         connections of ``engine``'s own pool (the process has one pool)."""
@@ -103,6 +105,7 @@ class Worker:
             owner=self.owner,
             tmp_dir=tmp,
             watcher=self.watcher,
+            platform=platform,
         )
         self._wakeup: Wakeup | None = None  # the wake-up not taken yet (next_wakeup)
         self._woken = asyncio.Event()

@@ -27,9 +27,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.db.engine import create_engine
+from app.jobs.steps.context import platform_key
 from app.main import create_app
 from app.storage import storage_from_settings
 from app.upstream.fal import FalClient, FalTimeouts, build_http_client
+from app.upstream.platform import PlatformClient
 from app.worker.runner import Worker
 from tests.conftest import RUN_ID
 from tests.support.clips import Clip, make_bouncing_square
@@ -146,7 +148,16 @@ class Gateway:
             cdn_url=settings.fal_cdn_url,
             http=http,
         )
-        return Worker(settings, self.engine, fal, storage_from_settings(settings), owner=owner)
+        key = platform_key(settings)
+        platform = PlatformClient(http, settings.fal_platform_url, key) if key else None
+        return Worker(
+            settings,
+            self.engine,
+            fal,
+            storage_from_settings(settings),
+            owner=owner,
+            platform=platform,
+        )
 
 
 async def _truncate(engine: AsyncEngine) -> None:
@@ -192,6 +203,8 @@ def gateway(
             "fal_queue_url": emu.base_url,
             "fal_rest_url": emu.base_url,
             "fal_cdn_url": emu.base_url,
+            "fal_platform_url": f"{emu.base_url}/v1",
+            "fal_admin_key": SecretStr(emu.admin_key),
             "public_url": base if public else None,
             "poll_interval_min": timedelta(seconds=0.2),
             "poll_interval_max": timedelta(seconds=1),

@@ -67,7 +67,7 @@ def decide(job: JobLike, event: ev.Event, *, now: datetime, policy: Policy) -> T
                 return Transition(next_action_at=now)
             return Transition(
                 changes={"submit_state": SubmitState.ambiguous},
-                next_action_at=now + policy.ambiguous_grace,
+                next_action_at=now + _first_ambiguous_look(policy),
                 events=(("job.submit_ambiguous", {"reason": reason}),),
             )
         case ev.SubmitFailed(reason=reason, retry_after_s=retry_after_s):
@@ -95,9 +95,10 @@ def decide(job: JobLike, event: ev.Event, *, now: datetime, policy: Policy) -> T
         case ev.FoundMidSend():
             if job.submit_state is not SubmitState.sending:
                 return Transition(next_action_at=now)
+            wait = _first_ambiguous_look(policy)
             return Transition(
                 changes={"submit_state": SubmitState.ambiguous},
-                next_action_at=(job.submitted_at or now) + policy.ambiguous_grace,
+                next_action_at=max(now, (job.submitted_at or now) + wait),
                 events=(("job.submit_ambiguous", {"reason": "a worker stopped mid-submit"}),),
             )
         case ev.AmbiguousDue():
@@ -108,20 +109,33 @@ def decide(job: JobLike, event: ev.Event, *, now: datetime, policy: Policy) -> T
                 SubmitState.ambiguous,
             ):
                 return NOTHING
+            changes = {
+                "submit_state": SubmitState.submitted,
+                "upstream_request_id": request_id,
+                "status_url": event.status_url,
+                "response_url": event.response_url,
+                "cancel_url": event.cancel_url,
+                # a webhook is its completion: no slot held at fal any more
+                "upstream_completed": event.completed,
+            }
+            found = (("job.attached", {"request_id": request_id, "found_by": event.found_by}),)
+            if job.status is JobStatus.queued:
+                changes["status"] = JobStatus.starting
+                found += (("job.started", {"request_id": request_id, "queue_position": None}),)
             return Transition(
-                changes={
-                    "submit_state": SubmitState.submitted,
-                    "upstream_request_id": request_id,
-                    "status_url": event.status_url,
-                    "response_url": event.response_url,
-                    "cancel_url": event.cancel_url,
-                    # its webhook is its completion: no slot held at fal any more
-                    "upstream_completed": True,
-                },
+                changes=changes,
                 next_action_at=now,
                 record_request=request_id,
-                events=(("job.attached", {"request_id": request_id}),),
+                events=found,
                 wake="webhook",
+            )
+        case ev.NeverReceived():
+            if job.submit_state not in (SubmitState.sending, SubmitState.ambiguous):
+                return Transition(next_action_at=now)
+            return Transition(
+                changes={"submit_state": SubmitState.pending},
+                next_action_at=now,
+                events=(("job.submit_retrying", {"reason": "fal never received it"}),),
             )
         case ev.Progress():
             return _progress(job, event, now, policy)
@@ -307,6 +321,14 @@ def _submitted(job: JobLike, event: ev.Submitted, now: datetime, policy: Policy)
         events=events,
         record_request=event.request_id,
     )
+
+
+def _first_ambiguous_look(policy: Policy) -> timedelta:
+    """When to look at an ambiguous submit first: ask fal's platform API (never later than the
+    grace), or, with no API to ask, at the end of the grace."""
+    if policy.ambiguous_lookup is None:
+        return policy.ambiguous_grace
+    return min(policy.ambiguous_lookup, policy.ambiguous_grace)
 
 
 def _ambiguous_due(job: JobLike, now: datetime, policy: Policy) -> Transition:

@@ -103,13 +103,22 @@ class AmbiguousDue:
 
 @dataclass(frozen=True)
 class Attached:
-    """A webhook named this job (signed job token) and a request we had no id for: fal ran it
-    and it has ended. Its URLs are fal's rule's (its submit answer never came)."""
+    """A request we had no id for turned out to be this job's (its submit answer was lost): its
+    webhook named the job (signed job token; ``completed``: fal ran it and it has ended), or
+    fal's platform API listed it. Its URLs are fal's rule's."""
 
     request_id: str
     status_url: str | None = None
     response_url: str | None = None
     cancel_url: str | None = None
+    completed: bool = True
+    found_by: str = "webhook"  # or "platform"
+
+
+@dataclass(frozen=True)
+class NeverReceived:
+    """fal's platform API shows no request for this job's ambiguous submit: fal never received
+    it, and sending it is not a second paid request."""
 
 
 @dataclass(frozen=True)
@@ -200,6 +209,7 @@ Event = (
     | FoundMidSend
     | AmbiguousDue
     | Attached
+    | NeverReceived
     | Progress
     | UpstreamCompleted
     | CompletionReported

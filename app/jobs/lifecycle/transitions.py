@@ -41,6 +41,9 @@ class Policy:
     # after a submit nobody follows on its status stream, before any news
     first_look: timedelta = timedelta(seconds=1)
     ambiguous_grace: timedelta = timedelta(seconds=120)
+    # When to ask fal's platform API about an ambiguous submit (None: no API to ask; only a
+    # webhook can tell, until the grace runs out).
+    ambiguous_lookup: timedelta | None = None
     retry_ambiguous: bool = False  # AmbiguousSubmitPolicy.retry
 
     def backoff(self, n: int) -> timedelta:

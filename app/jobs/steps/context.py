@@ -16,6 +16,7 @@ from app.jobs.store import Also, Applied, JobStore
 from app.models import Job
 from app.storage import Storage
 from app.upstream.fal import FalClient
+from app.upstream.platform import PlatformClient
 from app.webhooks import service as webhooks
 from app.webhooks.tokens import JobTokens
 
@@ -51,6 +52,8 @@ class StepContext:
     owner: str
     tmp_dir: Path
     watcher: Watcher
+    # fal's platform API, to learn whether an ambiguous submit arrived (None: not configured).
+    platform: PlatformClient | None = None
 
     async def apply(
         self, job_id: uuid.UUID, event: lifecycle.Event, *, also: Also | None = None
@@ -73,6 +76,12 @@ def webhook_processed(event_id: uuid.UUID | None) -> Also | None:
     return mark
 
 
+def platform_key(settings: Settings) -> str | None:
+    """The key for fal's platform API: the admin key, else FAL_KEY (admin-scope keys only)."""
+    key = settings.fal_admin_key or settings.fal_key
+    return key.get_secret_value() if key is not None else None
+
+
 def policy_of(settings: Settings) -> lifecycle.Policy:
     """The lifecycle's view of the settings. After a submit nobody follows on its status stream,
     the first look is the webhook's grace when a webhook will tell, the shortest poll
@@ -82,5 +91,6 @@ def policy_of(settings: Settings) -> lifecycle.Policy:
         poll_max=settings.poll_interval_max,
         first_look=settings.webhook_grace if settings.public_url else settings.poll_interval_min,
         ambiguous_grace=settings.ambiguous_submit_grace,
+        ambiguous_lookup=settings.ambiguous_lookup_delay if platform_key(settings) else None,
         retry_ambiguous=settings.ambiguous_submit_policy.value == "retry",
     )

@@ -7,6 +7,8 @@ request may exist, and treats it as ambiguous instead of sending another.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import structlog
 
 from app.catalog.registry import CATALOG, ModelSpec
@@ -14,6 +16,7 @@ from app.files.service import FileRemoved
 from app.jobs import lifecycle
 from app.jobs.preflight import Checked, InputRejected, InputUnavailable, preflight
 from app.jobs.steps.context import StepContext, released_until
+from app.kit.clock import utcnow
 from app.models import Job, StoredFile, SubmitState
 from app.upstream.errors import (
     AmbiguousSubmitError,
@@ -21,6 +24,7 @@ from app.upstream.errors import (
     TransientUpstreamError,
     UpstreamError,
 )
+from app.upstream.queue import request_urls
 from app.usage.estimates import estimate_job
 
 log = structlog.get_logger(__name__)
@@ -106,6 +110,8 @@ async def _submit(ctx: StepContext, job: Job) -> None:
             job.upstream_payload,
             webhook_url=webhook_url,
             start_timeout_s=settings.upstream_start_timeout.total_seconds(),
+            # Where fal reports tags, its billing events name the tenant and the job.
+            tags={"foley.tenant": str(job.tenant_id), "foley.job": str(job.id)},
         )
     except AmbiguousSubmitError as exc:
         log.warning(
@@ -162,6 +168,74 @@ async def found_mid_send(ctx: StepContext, job: Job) -> None:
 
 
 async def resolve_ambiguous(ctx: StepContext, job: Job) -> None:
+    """A submit whose answer was lost: ask fal whether the request arrived (its platform API),
+    rather than only wait for a webhook naming the job. Found: it is the job's request, billed
+    as such. fal shows none: it never arrived, and sending it is no second paid request. fal
+    cannot say: wait for a webhook until the grace runs out, then the operator's policy."""
+    found = await _look_up(ctx, job) if ctx.platform is not None else None
+    if isinstance(found, lifecycle.Attached | lifecycle.NeverReceived):
+        log.warning(
+            "ambiguous submit resolved by fal's platform API",
+            job_id=str(job.id),
+            request_id=getattr(found, "request_id", None),
+            received=isinstance(found, lifecycle.Attached),
+        )
+        applied = await ctx.apply(job.id, found)
+        if isinstance(found, lifecycle.Attached) and not applied.job.status.terminal:
+            ctx.watcher.watch(applied.job)
+        return
     applied = await ctx.apply(job.id, lifecycle.AmbiguousDue())
     if applied.job.submit_state is SubmitState.pending:
         log.warning("no webhook named the ambiguous submit; resubmitting once", job_id=str(job.id))
+
+
+# fal lists a request once its queue has it; a request sent this long ago and not listed never
+# arrived. Generous against clock skew between us and fal.
+LISTED_WITHIN = timedelta(seconds=5)
+
+
+async def _look_up(
+    ctx: StepContext, job: Job
+) -> lifecycle.Attached | lifecycle.NeverReceived | None:
+    """What fal's platform API says of the job's ambiguous submit; None when it cannot say."""
+    assert ctx.platform is not None
+    sent = job.submitted_at or job.created_at
+    now = utcnow()
+    job_tag = str(job.id)
+    try:
+        tagged = await ctx.platform.tagged_billing_events(("foley.job", job_tag))
+    except UpstreamError:
+        tagged = []  # fal does not report tags for this account: the listing alone can tell
+    # Only events that do carry the job's tag: never trust the filter alone.
+    ids = {
+        e["request_id"]
+        for e in tagged
+        if isinstance(e.get("request_id"), str)
+        and isinstance(e.get("tags"), dict)
+        and e["tags"].get("foley.job") == job_tag
+    }
+    try:
+        if not ids:
+            listed = await ctx.platform.requests_by_endpoint(
+                job.endpoint, start=sent - LISTED_WITHIN, end=now + LISTED_WITHIN
+            )
+            mine = [r for r in listed if r.json_input == job.upstream_payload]
+            ids = {r.request_id for r in mine}
+            ids -= await ctx.store.known_request_ids(ids)  # other jobs' identical requests
+    except UpstreamError as exc:
+        log.warning("fal's platform API cannot say; waiting", job_id=str(job.id), error=str(exc))
+        return None
+    if len(ids) == 1:
+        (request_id,) = ids
+        urls = request_urls(ctx.settings.fal_queue_url, job.endpoint, request_id)
+        return lifecycle.Attached(
+            request_id,
+            urls.status_url,
+            urls.response_url,
+            urls.cancel_url,
+            completed=False,
+            found_by="platform",
+        )
+    if not ids and now - sent >= LISTED_WITHIN:
+        return lifecycle.NeverReceived()
+    return None  # too early to be sure, or several identical requests: fal cannot tell us

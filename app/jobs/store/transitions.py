@@ -351,6 +351,16 @@ class JobStore:
     async def _due_now(self, session: AsyncSession, job: Job) -> None:
         await self.write(session, job, lifecycle.CompletionReported(), owner=None)
 
+    async def known_request_ids(self, request_ids: set[str]) -> set[str]:
+        """Which of these fal requests are already jobs' own."""
+        if not request_ids:
+            return set()
+        async with self.sessionmaker() as session:
+            rows = await session.scalars(
+                select(Job.upstream_request_id).where(Job.upstream_request_id.in_(request_ids))
+            )
+            return {r for r in rows if r is not None}
+
     async def webhook_event(self, job: Job) -> FalWebhookEvent | None:
         if job.upstream_request_id is None:
             return None

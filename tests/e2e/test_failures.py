@@ -3,6 +3,7 @@ submits. Every test checks what reached the emulator ("fal"), not only the job's
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -230,3 +231,66 @@ async def test_ingress_errors_are_retried_without_duplicates(gateway, clips) -> 
         assert done["status"] == "succeeded"
         created = [r for r in gw.emu.submits() if r.get("request_id")]
         assert len(created) == 1
+
+
+async def test_an_ambiguous_submit_fal_received_is_found_without_a_webhook(gateway, clips) -> None:
+    # No public URL (no webhook will come) and every submit answer lost: fal's platform API
+    # says the request arrived; the job is that request's, runs to the end and is billed fal's
+    # own numbers. Never a second request.
+    async with gateway(
+        public=False,
+        ambiguous_lookup_delay=timedelta(seconds=1),
+        ambiguous_submit_grace=timedelta(seconds=60),
+        ambiguous_submit_policy=AmbiguousSubmitPolicy.fail,
+    ) as gw:
+        gw.emu.control(ambiguous_submit_rate=1.0, ambiguous_submit_hold_s=0.2)
+        job = await gw.create(thinksound(gw, clips["bounce"]))
+        done = await gw.wait(job["id"], timeout=40)
+        assert done["status"] == "succeeded", done
+        assert len(gw.emu.submits()) == 1
+        rid = done["upstream"]["request_id"]
+        (billed,) = [u for u in gw.emu.usage_records() if u["request_id"] == rid]
+        assert float(done["usage"]["units"]) == pytest.approx(billed["unit_quantity"])
+        r = await gw.client.get(f"/v1/jobs/{job['id']}/events", headers=gw.headers)
+        attached = [e for e in r.json()["data"] if e["type"] == "job.attached"]
+        assert attached and attached[0]["data"] == {"request_id": rid, "found_by": "platform"}
+
+
+async def test_a_submit_fal_never_received_is_sent_once(gateway, clips) -> None:
+    # A worker wrote 'sending' and died before the request left: the job is ambiguous, fal's
+    # platform API lists nothing for it, so it never arrived and is sent — once.
+    from app.jobs import lifecycle, store
+
+    async with gateway(
+        public=False,
+        workers=0,
+        ambiguous_lookup_delay=timedelta(seconds=1),
+        ambiguous_submit_grace=timedelta(seconds=60),
+    ) as gw:
+        job = await gw.create(thinksound(gw, clips["bounce"]))
+        async with gw.make_worker(owner="dies") as dying:
+            (claimed,) = await store.claim_dispatches(
+                dying.driver, "dies", gw.settings.lease_duration, 1, 10
+            )
+            assert (
+                await dying.store.mark_sending(claimed, "dies", lifecycle.SubmitStarting()) is None
+            )
+            await store.give_back(dying.driver, "dies", [claimed.id])  # gone before the request
+        worker = gw.make_worker(owner="next")
+        running = asyncio.create_task(worker.run(shutdown_grace_s=5))
+        try:
+            done = await gw.wait(job["id"], timeout=40)
+        finally:
+            worker.stop()
+            await running
+        assert done["status"] == "succeeded", done
+        assert len(gw.emu.submits()) == 1
+        r = await gw.client.get(f"/v1/jobs/{job['id']}/events", headers=gw.headers)
+        types = [e["type"] for e in r.json()["data"]]
+        assert types[:5] == [
+            "job.created",
+            "job.submitting",
+            "job.submit_ambiguous",
+            "job.submit_retrying",
+            "job.submitting",
+        ]

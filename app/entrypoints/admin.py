@@ -10,7 +10,7 @@ from typing import Annotated
 import httpx
 import typer
 
-from app.entrypoints.settings import database_url, load_settings
+from app.entrypoints.settings import existing_database_url, load_settings
 
 tenants_cli = typer.Typer(
     no_args_is_help=True, help="Tenants: create, list, budgets, limits, suspension."
@@ -25,7 +25,8 @@ def _with_session(fn):  # type: ignore[no-untyped-def]
         from app.db.engine import create_engine, create_sessionmaker, unit_of_work
 
         settings = load_settings()
-        engine = create_engine(await asyncio.to_thread(database_url, settings), pool_size=1)
+        url = await asyncio.to_thread(existing_database_url, settings)
+        engine = create_engine(url, pool_size=1)
         try:
             async with unit_of_work(create_sessionmaker(engine)) as session:
                 return await fn(session, *args)
@@ -281,7 +282,7 @@ async def _reconcile(start: str, end: str):  # type: ignore[no-untyped-def]
         events = await fetch_billing_events(
             http, settings.fal_platform_url, key.get_secret_value(), lo - slack, hi + slack
         )
-    engine = create_engine(await asyncio.to_thread(database_url, settings), pool_size=1)
+    engine = create_engine(await asyncio.to_thread(existing_database_url, settings), pool_size=1)
     try:
         async with create_sessionmaker(engine)() as session:
             return await reconcile(session, events, lo, hi)

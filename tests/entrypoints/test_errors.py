@@ -99,3 +99,16 @@ def test_from_a_subdirectory_of_a_checkout_its_data_dir_is_named(tmp_path: Path)
 
     assert f"no Foley data found at {tmp_path.resolve() / '.foley'};" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs", "pyproject.toml"]
+
+
+def test_reconcile_without_a_fal_key_or_an_emulator_says_what_it_needs(
+    database_url: str, tmp_path: Path
+) -> None:
+    env = {"FOLEY_DATABASE_URL": database_url, "FOLEY_DATA_DIR": str(tmp_path)}
+
+    line = _one_line(run_foley("usage", "reconcile", cwd=tmp_path, env=env))
+
+    assert line == (
+        "foley: set FOLEY_FAL_ADMIN_KEY (or FAL_KEY) to read fal's usage; with the emulator, "
+        f"run `foley up` first (it records the emulator in {tmp_path})"
+    )

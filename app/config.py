@@ -10,6 +10,7 @@ config cannot reach production.
 from __future__ import annotations
 
 import re
+import tomllib
 from datetime import timedelta
 from enum import StrEnum
 from functools import lru_cache
@@ -30,6 +31,33 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "secret", "admin", "password", "foley", "test", "xxx", "todo"}
 )
+
+
+PROJECT_NAME = "foley"
+
+
+def find_checkout(start: Path | None = None) -> Path | None:
+    """The nearest directory at or above ``start`` (default: the working directory) holding
+    Foley's ``pyproject.toml``: the checkout (or the image's /app) a command runs in."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / "pyproject.toml"
+        if not candidate.is_file():
+            continue
+        try:
+            project = tomllib.loads(candidate.read_text()).get("project", {})
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            continue
+        if project.get("name") == PROJECT_NAME:
+            return directory
+    return None
+
+
+def home_dir() -> Path:
+    """Where the ``.env`` and the ``.foley`` data directory are looked for: the checkout found
+    from the working directory, else the working directory itself. So `foley tenants list` run
+    from ``docs/`` or ``/tmp/x`` inside a checkout sees what `make up` in its root made."""
+    return find_checkout() or Path.cwd()
 
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -80,7 +108,10 @@ class Settings(BaseSettings):
         default=None,
         description="postgresql://… of an external Postgres ≥ 15; absent → embedded server.",
     )
-    data_dir: Path = Path(".foley")
+    data_dir: Path = Field(
+        default_factory=lambda: home_dir() / ".foley",
+        description="Embedded database, files, development secrets; default <checkout>/.foley.",
+    )
     db_pool_size: int = Field(
         default=20, ge=1, description="The API's database connections at most (one pool)."
     )
@@ -279,4 +310,5 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    """The process's settings: the environment, then the ``.env`` of `home_dir()`."""
+    return Settings(_env_file=home_dir() / ".env")  # type: ignore[call-arg]

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from app.config import Settings
+from app.config import Settings, find_checkout, get_settings
 
 REAL = SecretStr("a-real-secret-value-1234")
 
@@ -56,3 +57,43 @@ def test_urls_are_validated_and_fal_key_read_from_its_own_name(monkeypatch) -> N
     assert s.jwks_url == "https://rest.fal.ai/.well-known/jwks.json"
     with pytest.raises(ValidationError):
         Settings(fal_queue_url="ftp://x")
+
+
+def _checkout(root: Path, name: str = "foley") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pyproject.toml").write_text(f'[project]\nname = "{name}"\nversion = "0"\n')
+    return root
+
+
+def test_the_data_dir_and_env_file_are_the_checkouts_from_any_subdirectory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkout = _checkout(tmp_path / "foley")
+    (checkout / ".env").write_text("FOLEY_LOG_LEVEL=DEBUG\n")
+    _checkout(checkout / "vendor" / "other", name="other")  # a pyproject that is not ours
+    deep = checkout / "vendor" / "other" / "docs"
+    deep.mkdir()
+    monkeypatch.chdir(deep)
+    monkeypatch.delenv("FOLEY_DATA_DIR", raising=False)
+    monkeypatch.delenv("FOLEY_LOG_LEVEL", raising=False)
+    get_settings.cache_clear()
+    try:
+        settings = get_settings()
+    finally:
+        get_settings.cache_clear()
+
+    assert find_checkout() == checkout.resolve()
+    assert settings.data_dir == checkout.resolve() / ".foley"
+    assert settings.log_level == "DEBUG"
+
+
+def test_outside_a_checkout_the_data_dir_is_the_working_directorys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FOLEY_DATA_DIR", raising=False)
+
+    assert find_checkout() is None
+    assert Settings(_env_file=None).data_dir == tmp_path.resolve() / ".foley"
+    monkeypatch.setenv("FOLEY_DATA_DIR", "/srv/foley")
+    assert Settings(_env_file=None).data_dir == Path("/srv/foley")

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 from typing import Annotated
 
 import httpx
 import typer
 
-from app.entrypoints.settings import database_url, load_settings
+from app.entrypoints.errors import CliError
+from app.entrypoints.settings import existing_database_url, load_settings
+from app.entrypoints.up import recorded_emulator
 
 tenants_cli = typer.Typer(
     no_args_is_help=True, help="Tenants: create, list, budgets, limits, suspension."
@@ -25,7 +28,8 @@ def _with_session(fn):  # type: ignore[no-untyped-def]
         from app.db.engine import create_engine, create_sessionmaker, unit_of_work
 
         settings = load_settings()
-        engine = create_engine(await asyncio.to_thread(database_url, settings), pool_size=1)
+        url = await asyncio.to_thread(existing_database_url, settings)
+        engine = create_engine(url, pool_size=1)
         try:
             async with unit_of_work(create_sessionmaker(engine)) as session:
                 return await fn(session, *args)
@@ -235,8 +239,13 @@ def prices_set(
 
 @usage_cli.command("reconcile")
 def usage_reconcile(
-    start: Annotated[str, typer.Option("--from", help="ISO date or time (UTC).")],
-    end: Annotated[str, typer.Option("--to", help="ISO date or time (UTC), exclusive.")],
+    start: Annotated[
+        str | None,
+        typer.Option("--from", help="ISO date or time (UTC); default: this month's first day."),
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help="ISO date or time (UTC), exclusive; default: now.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Compare the ledger with fal's billing events; exit 1 when they differ."""
@@ -261,27 +270,42 @@ def usage_reconcile(
     raise typer.Exit(0 if report.ok else 1)
 
 
-async def _reconcile(start: str, end: str):  # type: ignore[no-untyped-def]
+async def _reconcile(start: str | None, end: str | None):  # type: ignore[no-untyped-def]
     from datetime import UTC, datetime, timedelta
 
     from app.db.engine import create_engine, create_sessionmaker
     from app.usage.reconcile import fetch_billing_events, reconcile
 
     def instant(s: str) -> datetime:
-        value = datetime.fromisoformat(s)
+        try:
+            value = datetime.fromisoformat(s)
+        except ValueError as exc:
+            raise CliError(f"not an ISO date or time: {s!r}") from exc
         return value if value.tzinfo else value.replace(tzinfo=UTC)
 
+    # The API's usage summary covers this month by default too.
+    now = datetime.now(UTC)
+    month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
     settings = load_settings()
-    key = settings.fal_admin_key or settings.fal_key
+    platform_url, key = settings.fal_platform_url, settings.fal_admin_key or settings.fal_key
     if key is None:
-        raise typer.BadParameter("set FOLEY_FAL_ADMIN_KEY (or FAL_KEY) to read fal's usage")
-    lo, hi = instant(start), instant(end)
+        # No fal key: `foley up` ran its emulator in fal's place; its usage is the emulator's.
+        recorded = recorded_emulator(Path(settings.data_dir))
+        if recorded is None:
+            raise CliError(
+                "set FOLEY_FAL_ADMIN_KEY (or FAL_KEY) to read fal's usage; with the emulator, "
+                f"run `foley up` first (it records the emulator in {settings.data_dir})"
+            )
+        platform_url, key = recorded
+    lo = instant(start) if start else month
+    hi = instant(end) if end else now
     slack = timedelta(hours=2)  # fal stamps completion, we stamp submission
     async with httpx.AsyncClient(timeout=30) as http:
         events = await fetch_billing_events(
-            http, settings.fal_platform_url, key.get_secret_value(), lo - slack, hi + slack
+            http, platform_url, key.get_secret_value(), lo - slack, hi + slack
         )
-    engine = create_engine(await asyncio.to_thread(database_url, settings), pool_size=1)
+    engine = create_engine(await asyncio.to_thread(existing_database_url, settings), pool_size=1)
     try:
         async with create_sessionmaker(engine)() as session:
             return await reconcile(session, events, lo, hi)

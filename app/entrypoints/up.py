@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import signal
 import socket
@@ -19,25 +20,32 @@ import typer
 from pydantic import SecretStr
 
 from app.config import Environment, Settings
-from app.entrypoints.processes import exit_cleanly_on_sigterm, run_worker
+from app.entrypoints.errors import CliError
+from app.entrypoints.processes import run_worker
 from app.entrypoints.settings import database_url, load_settings
 
 EMULATOR_KEY = "emulator-key"
+# Where `foley up` records the emulator it started, for the operator's commands
+# (`foley usage reconcile` reads fal's usage from it).
+EMULATOR_RECORD = "emulator.json"
 
 
 def up(
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port of the API.")] = 8000,
+    port: Annotated[int, typer.Option(help="Port of the API.", envvar="FOLEY_PORT")] = 8000,
     emulator_port: Annotated[int, typer.Option(help="Port of the fal emulator.")] = 8765,
 ) -> None:
     """Everything in one process for development: embedded Postgres, migrations, the API, a
     worker, and (when FAL_KEY is unset) the fal emulator. Prints an admin token, a tenant key and
-    a curl command that runs a sample video through."""
+    a curl command that runs a sample video through. SIGTERM or SIGINT (Ctrl-C) stops it
+    gracefully, with exit status 0."""
     import uvicorn
 
     from app.db import migrate as migrations
     from app.media.samples import ensure_sample_video
 
+    # The API's port first: taken, nothing else is started and no banner promises an API.
+    api_socket = _bind(host, port)
     base_settings = load_settings()
     data_dir = Path(base_settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -47,6 +55,7 @@ def up(
         emulator_port = _free_port(host, emulator_port)
         emulator_proc = _start_emulator(base_settings, host, emulator_port)
         emu = f"http://{host}:{emulator_port}"
+        record_emulator(data_dir, f"{emu}/v1")
         overrides.update(
             fal_key=SecretStr(EMULATOR_KEY),
             fal_queue_url=emu,
@@ -89,12 +98,12 @@ def up(
         stop = asyncio.Event()
         worker_task = asyncio.create_task(run_worker(settings, stop))
         try:
-            await server.serve()
+            await server.serve(sockets=[api_socket])
         finally:
             stop.set()
             await worker_task
 
-    exit_cleanly_on_sigterm()
+    exit_zero_on_stop_signals()
     try:
         asyncio.run(serve())
     finally:
@@ -102,6 +111,58 @@ def up(
             emulator_proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 emulator_proc.wait(5)
+
+
+def exit_zero_on_stop_signals() -> None:
+    """SIGTERM and SIGINT are how `foley up` is asked to stop (Ctrl-C, a stopped `make up`, a
+    supervisor): a requested stop is a success, exit status 0, so `make` reports no `Error 143`.
+
+    uvicorn handles both while it serves and, once it has shut down, raises the signal again;
+    this handler then unwinds through the worker's graceful stop and the `finally` blocks that
+    stop the emulator and the embedded Postgres (the default SIGTERM action would kill the
+    process before them)."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The API's listening socket, bound before anything starts (uvicorn serves on it)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    # As uvicorn binds: a port left in TIME_WAIT by a previous run is free.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise CliError(
+            f"port {port} on {host} is not available ({exc.strerror}); stop what uses it or "
+            "choose another port: `make up FOLEY_PORT=8001` or `foley up --port 8001`"
+        ) from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def record_emulator(data_dir: Path, platform_url: str) -> None:
+    """Note where the emulator `foley up` started serves fal's platform API, beside the file the
+    emulator keeps its admin key in (its data directory), for `foley usage reconcile`."""
+    record = {"fal_platform_url": platform_url, "admin_key_file": "emulator/admin_key"}
+    (data_dir / EMULATOR_RECORD).write_text(json.dumps(record))
+
+
+def recorded_emulator(data_dir: Path) -> tuple[str, SecretStr] | None:
+    """The platform URL and admin key of the emulator `foley up` last started with this data
+    directory, or None."""
+    try:
+        record = json.loads((data_dir / EMULATOR_RECORD).read_text())
+        key = (data_dir / record["admin_key_file"]).read_text().strip()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return str(record["fal_platform_url"]), SecretStr(key)
 
 
 def _free_port(host: str, preferred: int) -> int:
@@ -156,13 +217,13 @@ def _start_emulator(settings: Settings, host: str, port: int) -> subprocess.Pope
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise typer.Exit(f"the emulator exited at start; see {log_path}")  # type: ignore[arg-type]
+            raise CliError(f"the emulator exited at start; see {log_path}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{base}/.well-known/jwks.json", timeout=1).status_code == 200:
                 return proc
         time.sleep(0.2)
     proc.kill()
-    raise typer.Exit(f"the emulator did not start; see {log_path}")  # type: ignore[arg-type]
+    raise CliError(f"the emulator did not start; see {log_path}")
 
 
 async def _demo_key(settings: Settings) -> str:

@@ -184,7 +184,12 @@ def _priced(job: NewJob, estimate: Estimate) -> NewJob:
 async def estimate_only(
     session: AsyncSession, tenant: Tenant, body: JobCreate, settings: Settings
 ) -> dict[str, Any]:
-    """`POST /v1/jobs?dry_run=true`: validate, estimate and check the budget; create nothing."""
+    """`POST /v1/jobs?dry_run=true`: validate, estimate and check the budget; create nothing.
+
+    A dry run fetches nothing: a ThinkSound job (billed by compute time, so by the video's
+    length) is estimated from the upload's measured length (its stored probe, what
+    `POST /v1/validate` uses), and for a URL from `FOLEY_ESTIMATE_DEFAULT_VIDEO_S`;
+    `POST /v1/validate` fetches and measures a URL first."""
     job = build_job(tenant.id, body)
     spec = resolve_model(job.model)
     file = await check_input_source(session, tenant, job, settings)

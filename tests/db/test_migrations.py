@@ -8,7 +8,7 @@ from sqlalchemy.engine import make_url
 
 from app.db import migrate
 from tests.conftest import RUN_ID
-from tests.support.database import asyncpg_dsn, create_database
+from tests.support.database import asyncpg_dsn, create_database, drop_database
 
 
 async def _tables(url: str) -> set[str]:
@@ -32,6 +32,27 @@ async def test_upgrade_check_downgrade(pg_server: str) -> None:
     migrate.downgrade(url, "base")
     assert await _tables(url) == {"alembic_version"}
     migrate.upgrade(url)  # and it goes up again from base
+
+
+async def test_the_audit_log_refuses_truncate_until_downgraded(pg_server: str) -> None:
+    url = await create_database(pg_server, f"foley_migrations_audit_{RUN_ID}")
+    conn = await asyncpg.connect(**asyncpg_dsn(url))
+    try:
+        await conn.execute(
+            "INSERT INTO audit_events (id, actor, action, target_type, target_id) "
+            "VALUES (gen_random_uuid(), 'cli:test', 'tenant.create', 'tenant', 'x')"
+        )
+        with pytest.raises(asyncpg.RaiseError, match="append-only"):
+            await conn.execute("TRUNCATE audit_events")
+        assert await conn.fetchval("SELECT count(*) FROM audit_events") == 1
+        migrate.downgrade(url, "0005")
+        await conn.execute("TRUNCATE audit_events")  # before 0006 the log could be emptied
+        migrate.upgrade(url)
+        with pytest.raises(asyncpg.RaiseError, match="append-only"):
+            await conn.execute("TRUNCATE audit_events")
+    finally:
+        await conn.close()
+        await drop_database(pg_server, str(make_url(url).database))
 
 
 def test_head_is_a_single_revision() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import av
 import pytest
 
+from app.media.samples import ensure_sample_video
 from tests.support.clips import Clip, make_bouncing_square
 from tests.support.waiting import eventually
 
@@ -31,7 +32,15 @@ def more_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     lying.write_bytes(Path(webm.path).read_bytes())
     garbage = root / "garbage.mp4"
     garbage.write_bytes(os.urandom(4096))
-    return {"long": Path(long_clip.path), "lying": lying, "garbage": garbage}
+    # Its index first (it still opens as a 4 s video), then a few frames and half of one.
+    truncated = root / "truncated.mp4"
+    truncated.write_bytes(ensure_sample_video(root / "sample").read_bytes()[:3000])
+    return {
+        "long": Path(long_clip.path),
+        "lying": lying,
+        "garbage": garbage,
+        "truncated": truncated,
+    }
 
 
 async def _rejected(gw, body: dict) -> dict:  # type: ignore[no-untyped-def]
@@ -50,6 +59,7 @@ async def _rejected(gw, body: dict) -> dict:  # type: ignore[no-untyped-def]
         ("long", "video_too_long", "max_duration_s"),
         ("lying", "unsupported_container", "container"),
         ("garbage", "video_unreadable", None),
+        ("truncated", "video_unreadable", None),
         ("missing", "video_unreachable", "status"),
     ],
 )

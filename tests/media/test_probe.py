@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 
 from app.media import MediaInfo, MediaUnreadableError, probe
 from app.media.probe import SAFE_DEMUXERS
+from app.media.samples import ensure_sample_video
 from tests.media.conftest import write_sine
 from tests.support.clips import Clip, Container, make_bouncing_square
 
@@ -127,6 +129,50 @@ def test_garbage_bytes_are_unreadable(tmp_path: Path) -> None:
 
     with pytest.raises(MediaUnreadableError):
         probe(path)
+
+
+@pytest.fixture
+def header_first_mp4(tmp_path: Path) -> bytes:
+    """`foley up`'s sample (4 s, its index before its media data, ~10 kB): cut anywhere after
+    the index, it still opens and its header still says 4 s."""
+    data = ensure_sample_video(tmp_path / "sample").read_bytes()
+    assert probe(data).duration_s == pytest.approx(4.0)
+    return data
+
+
+def _packet_offsets(data: bytes) -> list[int]:
+    with av.open(io.BytesIO(data)) as container:
+        return [packet.pos for packet in container.demux() if packet.size]
+
+
+def test_a_video_cut_short_is_unreadable(tmp_path: Path, header_first_mp4: bytes) -> None:
+    cut = header_first_mp4[:3000]  # the index and a few frames, then a frame cut in half
+    (tmp_path / "cut.mp4").write_bytes(cut)
+
+    for source in (cut, tmp_path / "cut.mp4"):
+        with pytest.raises(MediaUnreadableError, match="cut short"):
+            probe(source)
+
+
+def test_a_video_cut_between_two_frames_is_unreadable(header_first_mp4: bytes) -> None:
+    # No packet is damaged: half of them are simply not there.
+    offsets = _packet_offsets(header_first_mp4)
+    cut = header_first_mp4[: offsets[len(offsets) // 2]]
+
+    with pytest.raises(MediaUnreadableError, match=r"ends at 2\.\d+ s of the 4\.00 s"):
+        probe(cut)
+
+
+def test_unreadable_messages_do_not_name_the_file(tmp_path: Path, header_first_mp4: bytes) -> None:
+    # Upload paths hold the tenant's id; the message reaches the tenant.
+    directory = tmp_path / "uploads" / "0b9d6f0e-tenant"
+    directory.mkdir(parents=True)
+    for name, data in (("garbage", bytes(range(256)) * 40), ("cut", header_first_mp4[:3000])):
+        (directory / name).write_bytes(data)
+        with pytest.raises(MediaUnreadableError) as caught:
+            probe(directory / name)
+        assert str(tmp_path) not in str(caught.value)
+        assert "tenant" not in str(caught.value)
 
 
 def test_empty_file_is_unreadable(tmp_path: Path) -> None:

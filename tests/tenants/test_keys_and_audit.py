@@ -117,3 +117,7 @@ async def test_every_admin_mutation_is_audited_and_the_log_is_append_only(
         with pytest.raises(DBAPIError, match="append-only"):
             async with s.begin():
                 await s.execute(text("DELETE FROM audit_events"))
+    async with sessionmaker() as s:
+        with pytest.raises(DBAPIError, match="append-only"):
+            async with s.begin():
+                await s.execute(text("TRUNCATE audit_events"))

@@ -74,6 +74,7 @@ class Job:
     low_priority: bool
     fal_headers: dict[str, str]
     response_url: str
+    tags: dict[str, str] = field(default_factory=dict)  # accepted X-Fal-Tags (never the input)
     submitted_at: float = field(default_factory=time.time)
     ready_at: float = 0.0
     status: Status = Status.IN_QUEUE
@@ -497,6 +498,7 @@ class QueueEngine:
             "effective_input": effective,
             "webhook_url": job.webhook_url,
             "fal_headers": job.fal_headers,
+            "tags": job.tags,
             "submitted_at": _iso(job.submitted_at),
             "started_at": _iso(job.started_at),
             "completed_at": _iso(job.completed_at),

@@ -27,6 +27,8 @@ from emulator.queue import Job, Status
 from emulator.requestlog import DROP_KEY
 from emulator.routes.common import emu_of, json_response, note
 from emulator.state import Emulator
+from emulator.tags import HEADER as TAGS_HEADER
+from emulator.tags import parse_tags
 
 router = APIRouter()
 
@@ -191,6 +193,7 @@ def submit(
             if k.startswith(b"x-fal-")
         },
         response_url=response_url,
+        tags=parse_tags(headers.get(TAGS_HEADER)),
     )
     position = emu.engine.submit(job, start_timeout)
     if entry is not None:

@@ -466,6 +466,7 @@ class QueueEngine:
             status_code=code,
             submitted_at=datetime.fromtimestamp(job.submitted_at, UTC),
             timestamp=datetime.fromtimestamp(job.completed_at or time.time(), UTC),
+            tags=dict(job.tags) if knobs.tag_reporting else None,
         )
 
     # --- expiry --------------------------------------------------------------------------------

@@ -64,6 +64,9 @@ async def billing_events(request: Request) -> Response:
             end=query.get("end"),
             limit=min(limit, 10_000),
             cursor=query.get("cursor"),
+            source=query.get("source"),
+            tags=query.getlist("tag"),
+            tag_reporting=emu_of(request).knobs.tag_reporting,
         )
     except (PlatformQueryError, ValueError) as exc:
         return json_response(400, {"detail": str(exc)}, fal=False)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
 from tests.support.emulator import EmulatorProcess
-from tests.support.fal_queue import submit
+from tests.support.fal_queue import run, submit
 
 KLING = "fal-ai/kling-video/video-to-audio"
 VIDEO = {"video_url": "https://example.invalid/clip.mp4"}
@@ -81,3 +83,96 @@ def test_a_header_over_1024_bytes_drops_every_tag(
     assert len(at_limit) == 1024
     assert len(_tags_of(fast_emu, fast_client, at_limit)) == 4
     assert _tags_of(fast_emu, fast_client, at_limit + "v") == {}  # 1,025 bytes: all dropped
+
+
+# --- tag reporting in billing events -------------------------------------------------------------
+def _events(emu: EmulatorProcess, *tags: str, **params: Any) -> httpx.Response:
+    return httpx.get(
+        f"{emu.base_url}/v1/models/billing-events",
+        params=[*params.items(), *(("tag", tag) for tag in tags)],
+        headers={"Authorization": f"Key {emu.admin_key}"},
+    )
+
+
+def _ids(response: httpx.Response) -> set[str]:
+    assert response.status_code == 200, response.text
+    return {event["request_id"] for event in response.json()["billing_events"]}
+
+
+def _run_tagged(emu: EmulatorProcess, client: httpx.Client, header: str | None) -> str:
+    headers = {"X-Fal-Tags": header} if header is not None else None
+    handle, result = run(client, emu.base_url, KLING, VIDEO, headers=headers)
+    assert result.status_code == 200
+    request_id: str = handle["request_id"]
+    return request_id
+
+
+def test_billing_events_carry_no_tags_while_tag_reporting_is_off(
+    fast_emu: EmulatorProcess, fast_client: httpx.Client
+) -> None:
+    assert fast_emu.knobs()["tag_reporting"] is False  # as on a fal account by default
+    request_id = _run_tagged(fast_emu, fast_client, "tenant=acme")
+    (event,) = _events(fast_emu).json()["billing_events"]
+    assert event["request_id"] == request_id and "tags" not in event
+    tagged = _events(fast_emu, "tenant=acme", source="tagged-billed")
+    assert tagged.status_code == 200  # an empty list, not an error
+    assert tagged.json()["billing_events"] == [] and tagged.json()["has_more"] is False
+    assert _ids(_events(fast_emu, source="tagged-billed")) == set()
+
+
+def test_tag_reporting_puts_tags_in_billing_events_and_filters_tagged_billed(
+    fast_emu: EmulatorProcess, fast_client: httpx.Client
+) -> None:
+    before = _run_tagged(fast_emu, fast_client, "tenant=acme")  # recorded while off
+    fast_emu.control(tag_reporting=True)
+    prod = _run_tagged(fast_emu, fast_client, "tenant=acme,env=prod")
+    dev = _run_tagged(fast_emu, fast_client, "tenant=acme,env=dev")
+    other = _run_tagged(fast_emu, fast_client, "tenant=globex,env=prod")
+    untagged = _run_tagged(fast_emu, fast_client, None)
+
+    tags = {e["request_id"]: e["tags"] for e in _events(fast_emu).json()["billing_events"]}
+    assert tags == {
+        before: {},  # tags are recorded with the event only while reporting is on
+        prod: {"tenant": "acme", "env": "prod"},
+        dev: {"tenant": "acme", "env": "dev"},
+        other: {"tenant": "globex", "env": "prod"},
+        untagged: {},
+    }
+    assert _ids(_events(fast_emu, source="tagged-billed")) == {prod, dev, other}
+    assert _ids(_events(fast_emu, "tenant=acme", source="tagged-billed")) == {prod, dev}
+    both = _events(fast_emu, "tenant=acme", "env=prod", source="tagged-billed")
+    assert _ids(both) == {prod}  # every tag filter must match
+    assert _ids(_events(fast_emu, "tenant=initech", source="tagged-billed")) == set()
+    assert _ids(_events(fast_emu, "env=prod", source="tagged-billed", limit=1)) <= {prod, other}
+
+    fast_emu.control(tag_reporting=False)
+    assert all("tags" not in e for e in _events(fast_emu).json()["billing_events"])
+    assert _ids(_events(fast_emu, "tenant=acme", source="tagged-billed")) == set()
+
+
+def test_unbilled_requests_are_not_tagged_billed_events(
+    fast_emu: EmulatorProcess, fast_client: httpx.Client
+) -> None:
+    fast_emu.control(tag_reporting=True, failure_rates={"runner_disconnected": 1.0})
+    handle, result = run(
+        fast_client, fast_emu.base_url, KLING, VIDEO, headers={"X-Fal-Tags": "tenant=acme"}
+    )
+    assert result.status_code == 503
+    assert fast_emu.job(handle["request_id"])["usage"]["tags"] == {"tenant": "acme"}
+    assert _ids(_events(fast_emu, "tenant=acme", source="tagged-billed")) == set()
+
+
+@pytest.mark.parametrize(
+    ("tags", "params"),
+    [
+        (["tenant=acme"], {}),  # a tag filter needs source=tagged-billed
+        (["tenant"], {"source": "tagged-billed"}),  # a tag filter is key=value
+        ([], {"source": "everything"}),
+    ],
+)
+def test_bad_tag_queries_are_400(
+    fast_emu: EmulatorProcess, tags: list[str], params: dict[str, str]
+) -> None:
+    fast_emu.control(tag_reporting=True)
+    response = _events(fast_emu, *tags, **params)
+    assert response.status_code == 400 and response.json()["detail"]

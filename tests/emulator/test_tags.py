@@ -64,7 +64,7 @@ def test_each_bad_pair_is_dropped_and_the_rest_kept(
 def test_non_ascii_value_is_dropped(fast_emu: EmulatorProcess, fast_client: httpx.Client) -> None:
     header = "city=Zürich,ok=1".encode()
     response = fast_client.post(
-        f"{fast_emu.base_url}/{KLING}", json=VIDEO, headers={"X-Fal-Tags": header}
+        f"{fast_emu.base_url}/{KLING}", json=VIDEO, headers={b"X-Fal-Tags": header}
     )
     assert response.status_code == 200
     assert fast_emu.job(response.json()["request_id"])["tags"] == {"ok": "1"}

@@ -46,6 +46,8 @@ class UsageRecord:
     status_code: int
     submitted_at: datetime
     timestamp: datetime  # completion time: when fal records the billing event
+    # The request's tags when tag reporting was on as the event was recorded; None when it was off.
+    tags: dict[str, str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -119,6 +121,19 @@ def _decode_cursor(cursor: str | None) -> int:
         return max(0, int(base64.b64decode(cursor).decode()))
     except ValueError as exc:
         raise PlatformQueryError("invalid cursor") from exc
+
+
+TAGGED_BILLED = "tagged-billed"
+
+
+def _tag_filters(values: list[str]) -> list[tuple[str, str]]:
+    filters = []
+    for value in values:
+        key, sep, wanted = value.partition("=")
+        if not sep or not key:
+            raise PlatformQueryError(f"a tag filter is key=value, got {value!r}")
+        filters.append((key, wanted))
+    return filters
 
 
 class Ledger:
@@ -232,31 +247,49 @@ class Ledger:
         end: str | None,
         limit: int,
         cursor: str | None,
+        source: str | None = None,
+        tags: list[str] | None = None,
+        tag_reporting: bool = False,
     ) -> dict[str, Any]:
+        """fal's billing events; `source=tagged-billed` keeps the tagged ones that carry every
+        `tags` filter (`k=v`): nothing at all while the account's tag reporting is off."""
+        if source not in (None, "billed", TAGGED_BILLED):
+            raise PlatformQueryError(f"source must be 'billed' or {TAGGED_BILLED!r}")
+        wanted = _tag_filters(tags or [])
+        if wanted and source != TAGGED_BILLED:
+            raise PlatformQueryError(f"tag filters need source={TAGGED_BILLED}")
         now = datetime.now(UTC)
         start_at = parse_instant(start, now - timedelta(hours=24))
         end_at = parse_instant(end, now + timedelta(seconds=1))
-        records = sorted(
-            self._select(endpoint_ids, start_at, end_at, request_ids),
-            key=lambda record: record.timestamp,
-            reverse=True,
-        )
+        records = self._select(endpoint_ids, start_at, end_at, request_ids)
+        if source == TAGGED_BILLED:
+            records = [
+                record
+                for record in records
+                if tag_reporting
+                and record.tags
+                and all(record.tags.get(key) == value for key, value in wanted)
+            ]
+        records.sort(key=lambda record: record.timestamp, reverse=True)
         offset = _decode_cursor(cursor)
         page = records[offset : offset + limit]
         more = offset + limit < len(records)
+        events = []
+        for record in page:
+            event: dict[str, Any] = {
+                "request_id": record.request_id,
+                "endpoint_id": record.endpoint_id,
+                "timestamp": record.timestamp.isoformat().replace("+00:00", "Z"),
+                "output_units": record.unit_quantity,
+                "unit_price": record.unit_price,
+                "percent_discount": None,
+                "cost_estimate_nano_usd": round(record.cost * 1e9),
+            }
+            if tag_reporting:
+                event["tags"] = dict(record.tags or {})
+            events.append(event)
         return {
-            "billing_events": [
-                {
-                    "request_id": record.request_id,
-                    "endpoint_id": record.endpoint_id,
-                    "timestamp": record.timestamp.isoformat().replace("+00:00", "Z"),
-                    "output_units": record.unit_quantity,
-                    "unit_price": record.unit_price,
-                    "percent_discount": None,
-                    "cost_estimate_nano_usd": round(record.cost * 1e9),
-                }
-                for record in page
-            ],
+            "billing_events": events,
             "next_cursor": _encode_cursor(offset + limit) if more else None,
             "has_more": more,
         }

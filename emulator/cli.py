@@ -86,6 +86,9 @@ def main(
     validate_at_submit: Annotated[
         bool | None, Opt("--validate-at-submit/--validate-in-runner")
     ] = None,
+    tag_reporting: Annotated[
+        bool | None, Opt("--tag-reporting/--no-tag-reporting", help="tags in billing events")
+    ] = None,
     webhook_retry_schedule: Annotated[str | None, Opt(help="e.g. 0.5,1,2,4")] = None,
     webhook_timeout_s: Annotated[float | None, Opt()] = None,
     webhook_delay: Annotated[str | None, Opt(help="seconds: 1 or 0..3")] = None,

@@ -150,6 +150,11 @@ class Knobs(BaseModel):
     bill_runner_422: bool = Field(
         True, description="bill compute-second models for the time spent before a runner 422"
     )
+    tag_reporting: bool = Field(
+        False,
+        description="billing events carry the request's tags (fal: off until fal support "
+        "enables it for the account)",
+    )
     # Webhooks
     webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [0.5, 1.0, 2.0, 4.0],

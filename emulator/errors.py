@@ -19,6 +19,14 @@ def dumps(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":")).encode()
 
 
+def loads_or_text(body: bytes) -> Any:
+    """A stored answer body as JSON, or as text when it is not JSON."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body.decode(errors="replace")
+
+
 class ModelError(Exception):
     """A model-side rejection of the input, answered as a 422 `detail` list."""
 

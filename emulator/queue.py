@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import heapq
 import logging
 import random
@@ -31,9 +30,17 @@ from pydantic import BaseModel, ValidationError
 
 from emulator.billing import UsageRecord
 from emulator.catalog import ModelSpec
-from emulator.errors import ModelError, dumps, infra_error, model_error, schema_error_detail
+from emulator.errors import (
+    ModelError,
+    dumps,
+    infra_error,
+    loads_or_text,
+    model_error,
+    schema_error_detail,
+)
 from emulator.faults import pick, rng_for
 from emulator.fetch import fetch_input
+from emulator.history import RequestHistory
 from emulator.webhooks import webhook_body
 
 if TYPE_CHECKING:
@@ -74,6 +81,7 @@ class Job:
     low_priority: bool
     fal_headers: dict[str, str]
     response_url: str
+    tags: dict[str, str] = field(default_factory=dict)  # accepted X-Fal-Tags (never the input)
     submitted_at: float = field(default_factory=time.time)
     ready_at: float = 0.0
     status: Status = Status.IN_QUEUE
@@ -122,6 +130,7 @@ class QueueEngine:
     def __init__(self, emu: Emulator) -> None:
         self.emu = emu
         self.jobs: dict[str, Job] = {}
+        self.history = RequestHistory(emu.settings.max_kept_results)
         self._normal: OrderedDict[str, Job] = OrderedDict()
         self._low: OrderedDict[str, Job] = OrderedDict()
         self.running: set[Job] = set()
@@ -147,6 +156,7 @@ class QueueEngine:
                 job.task.cancel()
             job.changed()
         self.jobs.clear()
+        self.history.clear()
         self._normal.clear()
         self._low.clear()
         self.running.clear()
@@ -200,6 +210,7 @@ class QueueEngine:
         now = time.monotonic()
         job.ready_at = now + knobs.queue_wait.sample(job.rng)
         self.jobs[job.request_id] = job
+        self.history.add(job)
         (self._low if job.low_priority else self._normal)[job.request_id] = job
         position = len(self._normal) - 1 if not job.low_priority else self.position(job)
         loop = asyncio.get_running_loop()
@@ -465,6 +476,7 @@ class QueueEngine:
             status_code=code,
             submitted_at=datetime.fromtimestamp(job.submitted_at, UTC),
             timestamp=datetime.fromtimestamp(job.completed_at or time.time(), UTC),
+            tags=dict(job.tags) if knobs.tag_reporting else None,
         )
 
     # --- expiry --------------------------------------------------------------------------------
@@ -472,6 +484,10 @@ class QueueEngine:
         if self.jobs.get(job.request_id) is job:
             del self.jobs[job.request_id]
         job.changed()
+        # The request history keeps the request (input, output, timings) until the memory
+        # bound drops it; what only the queue needed goes now.
+        job.logs = []
+        job.input = None
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -497,6 +513,7 @@ class QueueEngine:
             "effective_input": effective,
             "webhook_url": job.webhook_url,
             "fal_headers": job.fal_headers,
+            "tags": job.tags,
             "submitted_at": _iso(job.submitted_at),
             "started_at": _iso(job.started_at),
             "completed_at": _iso(job.completed_at),
@@ -504,15 +521,7 @@ class QueueEngine:
             "cancel_requested": job.cancel_requested,
             "logs": job.logs,
             "result_status": outcome.status_code if outcome else None,
-            "result": _json_or_text(outcome.body) if outcome else None,
+            "result": loads_or_text(outcome.body) if outcome else None,
             "error_type": outcome.error_type if outcome else None,
             "usage": record.as_dict() if record else None,
         }
-
-
-def _json_or_text(body: bytes) -> Any:
-    import json
-
-    with contextlib.suppress(ValueError):
-        return json.loads(body)
-    return body.decode(errors="replace")

@@ -27,6 +27,8 @@ from emulator.queue import Job, Status
 from emulator.requestlog import DROP_KEY
 from emulator.routes.common import emu_of, json_response, note
 from emulator.state import Emulator
+from emulator.tags import HEADER as TAGS_HEADER
+from emulator.tags import parse_tags
 
 router = APIRouter()
 
@@ -191,6 +193,7 @@ def submit(
             if k.startswith(b"x-fal-")
         },
         response_url=response_url,
+        tags=parse_tags(headers.get(TAGS_HEADER)),
     )
     position = emu.engine.submit(job, start_timeout)
     if entry is not None:
@@ -269,8 +272,8 @@ async def dispatch(emu: Emulator, scope: Scope, receive: Receive, send: Send) ->
         await _send(send, submit(emu, spec, scope, headers, body))
         return True
     parts = path[1:].split("/")
-    if len(parts) not in (4, 5) or parts[2] != "requests" or parts[3] == "":
-        return False
+    if len(parts) not in (4, 5) or parts[2] != "requests" or parts[3] == "" or parts[0] == "v1":
+        return False  # (/v1/models/requests/...: the platform API, not a model's queue)
     app_path = f"{parts[0]}/{parts[1]}"
     request_id = parts[3]
     if len(parts) == 4:

@@ -23,6 +23,7 @@ def configured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorPro
         "FOLEY_EMULATOR_FAILURE_RATES": "runner_disconnected=0.25,internal_error=0.05",
         "FOLEY_EMULATOR_SSE_KEEPALIVE_S": "5",
         "FOLEY_EMULATOR_WEBHOOK_RETRY_SCHEDULE": "1,2,3",
+        "FOLEY_EMULATOR_TAG_REPORTING": "true",
     }
     args = [
         "--sse-keepalive-s", "2",
@@ -54,6 +55,7 @@ def test_flags_and_environment_configure_the_emulator(configured: EmulatorProces
     assert knobs["ingress_error_rates"] == {"503": 0.1}
     assert knobs["run_time_by_model"] == {"fal-ai/thinksound": {"low": 3.0, "high": 3.0}}
     assert (knobs["keys"], knobs["seed"]) == (["alpha", "beta"], 9)
+    assert knobs["tag_reporting"] is True
     banner = configured.log_path.read_text()
     assert "fal emulator ready at" in banner and configured.admin_key in banner
 

@@ -201,11 +201,15 @@ async def test_ambiguous_submit_is_attributed_by_its_webhook(gateway, clips) -> 
 
 
 @pytest.mark.parametrize("policy", [AmbiguousSubmitPolicy.fail, AmbiguousSubmitPolicy.retry])
-async def test_ambiguous_submit_without_webhook_follows_the_policy(
+async def test_ambiguous_submit_fal_cannot_say_follows_the_policy(
     gateway, clips, policy: AmbiguousSubmitPolicy
 ) -> None:
+    # fal cannot say: its platform API refuses the (non-admin) key, and no webhook will come.
     async with gateway(
-        public=False, ambiguous_submit_grace=timedelta(seconds=1), ambiguous_submit_policy=policy
+        public=False,
+        ambiguous_submit_grace=timedelta(seconds=1),
+        ambiguous_submit_policy=policy,
+        fal_admin_key=None,
     ) as gw:
         gw.emu.control(ambiguous_submit_rate=1.0, ambiguous_submit_hold_s=0.2)
         job = await gw.create(thinksound(gw, clips["bounce"]))

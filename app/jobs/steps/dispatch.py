@@ -173,6 +173,9 @@ async def resolve_ambiguous(ctx: StepContext, job: Job) -> None:
     as such. fal shows none: it never arrived, and sending it is no second paid request. fal
     cannot say: wait for a webhook until the grace runs out, then the operator's policy."""
     found = await _look_up(ctx, job) if ctx.platform is not None else None
+    if isinstance(found, lifecycle.Reschedule):  # too soon to be sure it never arrived
+        await ctx.apply(job.id, found)
+        return
     if isinstance(found, lifecycle.Attached | lifecycle.NeverReceived):
         log.warning(
             "ambiguous submit resolved by fal's platform API",
@@ -196,7 +199,7 @@ LISTED_WITHIN = timedelta(seconds=5)
 
 async def _look_up(
     ctx: StepContext, job: Job
-) -> lifecycle.Attached | lifecycle.NeverReceived | None:
+) -> lifecycle.Attached | lifecycle.NeverReceived | lifecycle.Reschedule | None:
     """What fal's platform API says of the job's ambiguous submit; None when it cannot say."""
     assert ctx.platform is not None
     sent = job.submitted_at or job.created_at
@@ -236,6 +239,8 @@ async def _look_up(
             completed=False,
             found_by="platform",
         )
-    if not ids and now - sent >= LISTED_WITHIN:
-        return lifecycle.NeverReceived()
-    return None  # too early to be sure, or several identical requests: fal cannot tell us
+    if not ids:
+        if now - sent >= LISTED_WITHIN:
+            return lifecycle.NeverReceived()
+        return lifecycle.Reschedule(sent + LISTED_WITHIN)
+    return None  # several identical requests: fal cannot tell which is ours

@@ -67,11 +67,6 @@ class EngineDriver:
             await greenlet_spawn(fairy.close)
 
     async def _checkout(self) -> PoolProxiedConnection:
-        """A live connection: one the server closed while it sat in the pool (a restart) is
-        discarded here instead of failing the statement it was taken for."""
-        fairy = await self.engine.raw_connection()
-        if fairy.driver_connection.is_closed():
-            await greenlet_spawn(fairy.invalidate)
-            await greenlet_spawn(fairy.close)
-            fairy = await self.engine.raw_connection()
-        return fairy
+        # A connection the server closed while it sat in the pool is replaced at checkout
+        # (app.db.engine's checkout check), here as for sessions.
+        return await self.engine.raw_connection()

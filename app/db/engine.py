@@ -6,7 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -40,7 +42,7 @@ def create_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> AsyncEngin
     would open and close a connection per request (a Postgres backend's start-up cost more than
     the insert it was opened for); a request waits for a pooled connection instead."""
     kwargs.setdefault("max_overflow", 0)
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         # No pre-ping: it costs three round trips per checkout (most of a short request). A
@@ -54,6 +56,16 @@ def create_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> AsyncEngin
         connect_args={"server_settings": {"application_name": "foley", "statement_timeout": "60s"}},
         **kwargs,
     )
+    event.listen(engine.sync_engine.pool, "checkout", _closed_is_gone)
+    return engine
+
+
+def _closed_is_gone(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """A pooled connection the server closed (a Postgres restart, an idle timeout) is replaced
+    at checkout — its driver noticed the close, so this costs no round trip — instead of
+    failing the first statement of whatever took it."""
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("the server closed this pooled connection")
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

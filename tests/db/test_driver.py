@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.driver import EngineDriver
-from app.db.engine import create_engine
+from app.db.engine import create_engine, create_sessionmaker
+from tests.support.waiting import eventually
 
 
 async def test_a_driver_connection_is_the_engines(engine: AsyncEngine) -> None:
@@ -57,5 +59,36 @@ async def test_a_lost_connection_is_not_handed_out_again(
         assert failures <= 1
         async with driver.acquire() as conn:
             assert await conn.fetchval("SELECT pg_backend_pid()") != pid
+    finally:
+        await own.dispose()
+
+
+async def test_a_session_never_gets_a_connection_the_server_closed(
+    database_url: str, engine: AsyncEngine
+) -> None:
+    # After a Postgres restart every pooled connection is dead; the first statement of each
+    # session or raw use must still work (the checkout replaces what the server closed).
+    own = create_engine(database_url, pool_size=3)
+    driver = EngineDriver(own)
+    try:
+        drivers = []
+        async with own.connect() as a, own.connect() as b, own.connect() as c:
+            for conn in (a, b, c):
+                drivers.append((await conn.get_raw_connection()).driver_connection)
+                await conn.exec_driver_sql("SELECT 1")
+        pids = [d.get_server_pid() for d in drivers]
+        async with engine.connect() as other:
+            for pid in pids:
+                await other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+
+        async def all_closed() -> bool:
+            return all(d.is_closed() for d in drivers)
+
+        # The goodbyes reach the clients' sockets: each pooled connection knows it is closed.
+        await eventually(all_closed, what="the closes to reach the pooled connections")
+        async with create_sessionmaker(own)() as session:
+            assert (await session.execute(text("SELECT pg_backend_pid()"))).scalar() not in pids
+        async with driver.acquire() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") not in pids
     finally:
         await own.dispose()

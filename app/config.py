@@ -226,8 +226,10 @@ class Settings(BaseSettings):
         default=None, description="Key for fal's platform usage API (reconcile); else FAL_KEY."
     )
     bill_upstream_422: bool = Field(
-        default=False,
-        description="Charge tenants the compute seconds of a 422 fal returns after accepting.",
+        default=True,
+        description="Charge tenants the compute seconds a model spent before it answered 422 "
+        "(fal bills GPU time spent; per-video models: nothing). Off: such 422s cost nothing, "
+        "and reconcile shows what fal billed for them.",
     )
     estimate_default_video_s: float = Field(
         default=10.0, gt=0, description="Video length assumed by estimates when not probed."

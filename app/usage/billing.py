@@ -3,7 +3,8 @@
 The ledger (app.usage.ledger) prices these units; the job lifecycle (app.jobs.lifecycle) decides
 the outcome. Rules, as far as fal documents them (the emulator bills the same way): success bills
 its units (one video, or ``metrics.inference_time`` compute seconds); a 5xx is never billed; a
-422 from the runner costs nothing unless ``bill_422`` (then its compute seconds); a request
+422 from the runner bills the compute seconds it spent (fal: "a 422 may be billed when GPU time
+was spent"; ``bill_422``, on by default, as the emulator's ``bill_runner_422``); a request
 canceled while queued costs nothing, one canceled while running bills its compute seconds so far
 on compute-second models.
 """

@@ -213,3 +213,30 @@ async def test_rate_limit_and_idempotency_never_deadlock_a_full_pool(gateway) ->
         codes = await asyncio.wait_for(asyncio.gather(*(create(i) for i in range(40))), 60)
         assert codes == [202] * 40
         assert (await gw.sql("SELECT count(*) FROM jobs"))[0][0] == 40
+
+
+async def test_a_runner_422_is_billed_as_fal_bills_it(gateway, clips) -> None:
+    # One rule for the compute a model spent before its 422, the same in the ledger and in fal's
+    # bill (the emulator's, by default): its compute seconds, flagged.
+    async with gateway(public=False) as gw:
+        gw.emu.control(run_time=1.0, failure_rates={"content_policy_violation": 1.0})
+        job = await gw.create(
+            {"model": "thinksound", "input": {"video_url": gw.video_url(clips["bounce"])}}
+        )
+        done = await gw.wait(job["id"], timeout=30)
+        assert done["error"]["code"] == "upstream_validation", done
+        rid = done["upstream"]["request_id"]
+        (billed,) = [u for u in gw.emu.usage_records() if u["request_id"] == rid]
+        assert billed["billed"] and billed["unit_quantity"] > 0, billed
+        assert done["usage"]["status"] == "settled"
+        assert float(done["usage"]["units"]) == pytest.approx(billed["unit_quantity"])
+        assert _micros(billed["cost"]) == await _cost_of(gw, rid)
+
+
+async def _cost_of(gw, request_id: str) -> int:  # type: ignore[no-untyped-def]
+    ((cost, flagged),) = await gw.sql(
+        "SELECT cost_micros, flagged FROM usage_records WHERE upstream_request_id = :r",
+        r=request_id,
+    )
+    assert flagged  # a 422 that cost money is always flagged for a look
+    return int(cost)

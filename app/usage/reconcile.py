@@ -96,6 +96,18 @@ async def reconcile(
         )
     ).all()
     ours = {r.upstream_request_id: r for r in rows}
+    # A request we recorded just before the window whose billing event fal stamped inside it (we
+    # record at submit, fal at completion) is the same request, not one missing from the ledger.
+    edge = [
+        e["request_id"]
+        for e in events
+        if e["request_id"] not in ours and start <= _instant(e.get("timestamp")) < end
+    ]
+    if edge:
+        earlier = await session.scalars(
+            select(UsageRecord).where(UsageRecord.upstream_request_id.in_(edge))
+        )
+        ours.update({r.upstream_request_id: r for r in earlier.all()})
     report.ledger_requests = len(ours)
     # fal stamps a request when it completes, we when we submit it: match on the request id,
     # and take fal's other events by their own time.

@@ -22,6 +22,7 @@ import uuid
 from datetime import date, timedelta
 from decimal import Decimal
 
+import asyncpg
 import structlog
 from prometheus_client import Counter
 from sqlalchemy import Select, delete, func, select
@@ -45,32 +46,43 @@ UNPRICED = Counter(
 SETTLED = Counter("foley_usage_settled_total", "Usage records settled.", ["model", "outcome"])
 
 
+# Every request fal accepted for a job is recorded once: at its submit's answer, on the hot path
+# to a job's first status (a raw statement, see app.db.driver), or later by its webhook.
+_RECORD_REQUEST = """
+    INSERT INTO usage_records (id, upstream_request_id, tenant_id, job_id, model, endpoint, unit,
+        estimated_cost_micros, status, orphan, flagged, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'estimated', $9, $9, $10)
+    ON CONFLICT (upstream_request_id) DO NOTHING
+"""
+
+
 async def record_request(
-    session: AsyncSession,
+    executor: AsyncSession | asyncpg.Connection,
     job: Job,
     request_id: str,
     *,
     unit: str,
     orphan: bool = False,
 ) -> None:
-    """fal accepted a request for this job: put it on the ledger (once)."""
-    await session.execute(
-        insert(UsageRecord)
-        .values(
-            id=uuid.uuid4(),
-            upstream_request_id=request_id,
-            tenant_id=job.tenant_id,
-            job_id=job.id,
-            model=job.model,
-            endpoint=job.endpoint,
-            unit=unit,
-            estimated_cost_micros=job.estimated_cost_micros,
-            status=UsageStatus.estimated,
-            orphan=orphan,
-            flagged=orphan,
-            created_at=utcnow(),
-        )
-        .on_conflict_do_nothing(index_elements=[UsageRecord.upstream_request_id])
+    """fal accepted a request for this job: put it on the ledger (once), in the caller's
+    transaction — a session's, or a raw connection's (the jobs store's transitions)."""
+    if isinstance(executor, AsyncSession):
+        raw = await (await executor.connection()).get_raw_connection()
+        conn = raw.driver_connection
+    else:
+        conn = executor
+    await conn.execute(
+        _RECORD_REQUEST,
+        uuid.uuid4(),
+        request_id,
+        job.tenant_id,
+        job.id,
+        job.model,
+        job.endpoint,
+        unit,
+        job.estimated_cost_micros,
+        orphan,
+        utcnow(),
     )
 
 

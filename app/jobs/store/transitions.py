@@ -98,12 +98,12 @@ class JobStore:
     async def _apply_alone(
         self, job_id: uuid.UUID, event: lifecycle.Event, owner: str | None
     ) -> Applied | None:
-        """A transition that writes the job and its events and nothing else (no ledger, no
-        budget): its statements on the raw connection, in one transaction. Most of a job's
-        transitions are these (its progress, its polls, its submit's retries); through a
+        """A transition that writes the job, its events and at most its request's ledger row
+        (no settlement, no budget): its statements on the raw connection, in one transaction.
+        Most of a job's transitions are these (its submit, its progress, its polls); through a
         session each cost ~2 ms of CPU, ten times its statements (bench/README.md). None when
-        the transition needs the session (it bills, reserves or records a request): nothing
-        was written, and ``apply`` decides again under a new lock."""
+        the transition needs the session (it settles usage or re-prices a reservation):
+        nothing was written, and ``apply`` decides again under a new lock."""
         async with self.driver.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(_LOCK_JOB, job_id)
             if row is None or (owner is not None and row["lease_owner"] != owner):
@@ -111,11 +111,7 @@ class JobStore:
             job = job_from_row(row)
             now = utcnow()
             transition = lifecycle.decide(job, event, now=now, policy=self.policy)
-            if (
-                transition.settle is not None
-                or transition.record_request is not None
-                or transition.reprice_micros is not None
-            ):
+            if transition.settle is not None or transition.reprice_micros is not None:
                 return None
             changed = self._apply_to(job, transition, owner=owner)
             if changed:
@@ -133,6 +129,10 @@ class JobStore:
                     list(range(first, job.event_seq + 1)),
                     [kind for kind, _ in transition.events],
                     [json.dumps(data) for _, data in transition.events],
+                )
+            if transition.record_request is not None:
+                await ledger.record_request(
+                    conn, job, transition.record_request, unit=ledger.unit_of(job)
                 )
             if transition.wake is not None:
                 await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, transition.wake)

@@ -70,6 +70,9 @@ async def test_cancel_while_queued_at_fal(gateway, clips) -> None:
     async with gateway(public=False) as gw:
         gw.emu.control(concurrency=1, run_time=4)
         first = await gw.create(thinksound(gw, clips["bounce"]))
+        # The first holds fal's one slot before the second is sent: the second waits in fal's
+        # queue (its status is live, so a job that gets the slot is 'processing' at once).
+        await gw.wait(first["id"], until=lambda j: j["status"] == "processing")
         second = await gw.create(thinksound(gw, clips["bounce"]))
         await gw.wait(second["id"], until=lambda j: j["status"] == "starting")
         r = await gw.client.post(f"/v1/jobs/{second['id']}/cancel", headers=gw.headers)

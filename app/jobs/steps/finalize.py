@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.catalog.registry import CATALOG, ModelSpec
 from app.files import service as files
+from app.files.outbound import outbound_policy
 from app.jobs import lifecycle
 from app.jobs.steps.context import StepContext, webhook_processed
 from app.media.errors import MediaError
@@ -23,7 +24,12 @@ from app.media.extract import extract_audio
 from app.media.normalize import fit_audio_to_video
 from app.media.probe import MediaInfo, probe
 from app.models import FileKind, Job
-from app.upstream.errors import PermanentUpstreamError, TransientUpstreamError
+from app.netguard import FetchError, OutboundRefused, SafeFetcher
+from app.upstream.errors import (
+    OutputUnavailableError,
+    PermanentUpstreamError,
+    TransientUpstreamError,
+)
 from app.webhooks import service as webhooks
 
 log = structlog.get_logger(__name__)
@@ -188,7 +194,7 @@ async def _fetch_outputs(
     video_path: Path | None = None
     if video_url is not None:
         video_path = workdir / "video.bin"
-        await ctx.fal.download(video_url, video_path, max_bytes=ctx.settings.max_output_bytes)
+        await download_output(ctx, video_url, video_path)
         if spec.outputs.audio_from_video:
             # ThinkSound's audio can come back up to ~1 s short of the video: pad or trim it to
             # the video's length (the video stream is copied, never re-encoded).
@@ -217,7 +223,7 @@ async def _fetch_outputs(
         )
     if audio_url is not None:
         audio_path = workdir / "audio.bin"
-        await ctx.fal.download(audio_url, audio_path, max_bytes=ctx.settings.max_output_bytes)
+        await download_output(ctx, audio_url, audio_path)
         media = await asyncio.to_thread(probe, audio_path)
         ext = _EXT.get(media.container, "bin") if media.container != "mp4" else "m4a"
         stored.append(
@@ -240,6 +246,27 @@ async def _fetch_outputs(
             )
         )
     return stored
+
+
+async def download_output(ctx: StepContext, url: str, dest: Path) -> None:
+    """An output file from fal's CDN, under the same outbound rules as a tenant's input URL
+    (every address vetted, every redirect re-checked, size and time capped): an output URL is
+    data fal handed us, and a redirect must not take the worker to an internal address."""
+    try:
+        async with SafeFetcher(outbound_policy(ctx.settings, ctx.settings.max_output_bytes)) as f:
+            await f.download(url, dest)
+    except FetchError as exc:
+        if exc.retryable:
+            raise TransientUpstreamError(
+                f"output download: {exc.detail}", operation="download"
+            ) from exc
+        raise OutputUnavailableError(
+            f"output download: {exc.detail}", operation="download"
+        ) from exc
+    except OutboundRefused as exc:  # a URL or an address the policy refuses
+        raise OutputUnavailableError(
+            f"output download refused: {exc.detail}", operation="download"
+        ) from exc
 
 
 async def _store(

@@ -23,7 +23,8 @@ from app.jobs.endpoints import validate_router
 from app.jobs.notifier import WorkerNotifier
 from app.jobs.steps.context import policy_of
 from app.jobs.store import JobStore
-from app.kit.problems import install_problem_handlers
+from app.kit.body_limit import BodyLimitMiddleware
+from app.kit.problems import install_problem_handlers, internal_error
 from app.kit.process import freeze_startup_heap
 from app.kit.request_id import RequestIdMiddleware
 from app.storage import storage_from_settings
@@ -93,7 +94,15 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.state.settings = settings
     app.state.storage = storage_from_settings(settings)
     app.state.job_tokens = JobTokens(resolve_webhook_secret(settings))
-    app.add_middleware(RequestIdMiddleware)
+    # Inside the request id (added first): its 413 carries the id like every other answer.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default_limit=settings.max_request_bytes,
+        # An upload is the video plus its multipart framing; the endpoint enforces the video's
+        # own limit exactly while streaming it to storage.
+        limits={("POST", "/v1/files"): settings.max_input_bytes + 64 * 1024},
+    )
+    app.add_middleware(RequestIdMiddleware, on_error=internal_error)
     install_problem_handlers(app)
     # The jobs routes sit on the app's own router, first, not included: routes are matched in
     # order, and FastAPI matches an included router's routes through a layer of its own on every

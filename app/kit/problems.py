@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Message, Scope, Send
 
 from app.kit.request_id import current_request_id
 
@@ -189,12 +190,21 @@ def install_problem_handlers(app: FastAPI) -> None:
             headers=getattr(exc, "headers", None),
         )
 
-    @app.exception_handler(Exception)
-    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", path=request.url.path)
-        return problem_response(
-            request,
+
+async def internal_error(scope: Scope, send: Send) -> None:
+    """The answer to an exception no handler took (sent by app.kit.request_id's middleware)."""
+    response = JSONResponse(
+        problem_body(
             status=500,
             code="internal_error",
             detail="An internal error occurred; quote the request_id when reporting it.",
-        )
+            instance=scope.get("path"),
+        ),
+        status_code=500,
+        media_type=PROBLEM_JSON,
+    )
+    await response(scope, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}

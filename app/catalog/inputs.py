@@ -8,6 +8,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from app.kit.text import bounded_text
+
 
 def _check_video_url(value: str) -> str:
     if not value.startswith(("http://", "https://", "data:")):
@@ -16,8 +18,8 @@ def _check_video_url(value: str) -> str:
 
 
 VideoUrl = Annotated[
-    str,
-    Field(max_length=8192, description="Where the upstream fetches the video (http(s) or data:)."),
+    bounded_text(8192),
+    Field(description="Where the upstream fetches the video (http(s) or data:)."),
     AfterValidator(_check_video_url),
 ]
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1, description="Fixes the upstream's randomness.")]
@@ -39,9 +41,8 @@ class NormalizedInput(BaseModel):
 
 
 class ThinkSoundInput(NormalizedInput):
-    prompt: str = Field(
+    prompt: bounded_text(2000) = Field(  # type: ignore[valid-type]
         default="",
-        max_length=2000,
         description="What to hear. Empty: the model derives one from the video and returns it.",
     )
     seed: Seed | None = None
@@ -50,10 +51,10 @@ class ThinkSoundInput(NormalizedInput):
 
 
 class KlingInput(NormalizedInput):
-    prompt: str | None = Field(
-        default=None, max_length=200, description="Sound effects to generate (≤ 200 characters)."
+    prompt: bounded_text(200) | None = Field(  # type: ignore[valid-type]
+        default=None, description="Sound effects to generate (≤ 200 characters)."
     )
-    music_prompt: str | None = Field(
-        default=None, max_length=200, description="Background music (≤ 200 characters)."
+    music_prompt: bounded_text(200) | None = Field(  # type: ignore[valid-type]
+        default=None, description="Background music (≤ 200 characters)."
     )
     asmr_mode: bool = Field(default=False, description="Enhance detailed sound effects.")

@@ -14,6 +14,7 @@ from app.files import service
 from app.files.ranges import stream_stored_object
 from app.files.schemas import FileOut
 from app.kit.problems import BadRequest, NotFound, ProblemError
+from app.kit.text import column_text
 from app.models import StoredFile
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
@@ -67,7 +68,10 @@ async def upload_file(
     request: Request,
     tenant: CurrentTenant,
     session: SessionDep,
-    filename: Annotated[str | None, Query(description="Name for a raw-body upload.")] = None,
+    filename: Annotated[
+        column_text(StoredFile.filename) | None,  # type: ignore[valid-type]
+        Query(description="Name for a raw-body upload."),
+    ] = None,
 ) -> FileOut:
     """Upload an input video: a raw body (any video content type) or multipart (`file`). It is
     streamed to storage, hashed and probed; use its `id` as a job's `input.video_file_id`."""

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -11,11 +10,12 @@ from pydantic import TypeAdapter, ValidationError
 from app.auth.dependencies import CurrentTenant, current_principal
 from app.db.session import SessionDep
 from app.jobs import service
-from app.jobs.schemas import JobCreate, JobEventOut, JobOut
+from app.jobs.schemas import JobCreate, JobEventOut, JobOut, ModelName
 from app.kit.idempotency import MAX_KEY_LENGTH
 from app.kit.pagination import ListPage
 from app.kit.problems import InputValidationError, validation_errors
-from app.models import JobStatus
+from app.kit.text import UtcDatetime, column_int
+from app.models import JobEvent, JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 validate_router = APIRouter(prefix="/v1/validate", tags=["jobs"])
@@ -166,9 +166,9 @@ async def list_jobs(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     status: JobStatus | None = None,
-    model: str | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    model: Annotated[ModelName | None, Query()] = None,  # type: ignore[valid-type]
+    created_after: UtcDatetime | None = None,
+    created_before: UtcDatetime | None = None,
     starting_after: uuid.UUID | None = None,
     ending_before: uuid.UUID | None = None,
 ) -> ListPage[JobOut]:
@@ -218,7 +218,8 @@ async def list_job_events(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 100,
     after: Annotated[
-        int, Query(ge=0, description="Only events after this seq (a job's events start at 1).")
+        column_int(JobEvent.seq),  # type: ignore[valid-type]
+        Query(description="Only events after this seq (a job's events start at 1)."),
     ] = 0,
 ) -> ListPage[JobEventOut]:
     """The job's history, oldest first: every transition as it was committed."""

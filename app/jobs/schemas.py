@@ -8,7 +8,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.models import JobStatus
+from app.kit.text import METADATA_DESCRIPTION, Metadata, column_text
+from app.models import Job, JobStatus
+
+ModelName = column_text(Job.model)
 
 
 class JobCreate(BaseModel):
@@ -33,14 +36,12 @@ class JobCreate(BaseModel):
         },
     )
 
-    model: str = Field(description="A model id or alias from GET /v1/models.")
+    model: ModelName = Field(description="A model id or alias from GET /v1/models.")  # type: ignore[valid-type]
     input: dict[str, Any] = Field(
         description="The normalized input: video_url, prompt, seed, plus the model's own fields "
         "(see each model's input_schema). Unknown fields are rejected."
     )
-    metadata: dict[str, str] = Field(
-        default_factory=dict, description="Your own key/value pairs, returned as given (≤ 50)."
-    )
+    metadata: Metadata = Field(default_factory=dict, description=METADATA_DESCRIPTION)
 
 
 class JobError(BaseModel):

@@ -5,15 +5,25 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
-from app.kit.money import micros_to_usd, usd_to_micros
+from app.kit.clock import utcnow
+from app.kit.money import UsdAmount, micros_to_usd
+from app.kit.text import UtcDatetime, column_int, column_text
 from app.models import ApiKey, Tenant
 from app.usage.periods import parse_period
 
+TenantName = column_text(Tenant.name)
+KeyName = column_text(ApiKey.name)
+RatePerMinute = column_int(Tenant.rate_limit_per_minute, ge=1)
+InFlight = column_int(Tenant.max_in_flight, ge=1)
+
 
 class TenantCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200, examples=["video-team"])
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"name": "video-team"}]}
+    )
+    name: TenantName = Field(description="A name for people; need not be unique.")  # type: ignore[valid-type]
 
 
 class TenantUpdate(BaseModel):
@@ -21,30 +31,38 @@ class TenantUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    budget_usd: str | None = Field(
+    name: TenantName | None = Field(default=None, description="A new name.")  # type: ignore[valid-type]
+    budget_usd: UsdAmount | None = Field(
         default=None,
-        description='Decimal string, e.g. "25.00"; null removes the budget.',
-        examples=["25.00"],
+        description='The budget per period in USD, a decimal string, e.g. "25.00"; null removes '
+        "the budget.",
     )
     budget_period: str | None = Field(
         default=None, description="'month' (calendar month, UTC) or a duration: '30d', '24h'."
     )
     budget_thresholds: list[int] | None = Field(
-        default=None, description="Percentages that record an event when crossed (50/80/100)."
+        default=None,
+        max_length=20,
+        description="Percentages that record an event when crossed (50/80/100).",
     )
-    rate_limit_per_minute: int | None = Field(default=None, ge=1)
-    max_in_flight: int | None = Field(default=None, ge=1)
-    weight: float | None = Field(default=None, gt=0, le=1000)
-    suspended: bool | None = None
-
-    @field_validator("budget_usd")
-    @classmethod
-    def _money(cls, v: str | None) -> str | None:
-        if v is not None:
-            if usd_to_micros(v) < 0:
-                raise ValueError("a budget cannot be negative")
-        return v
+    rate_limit_per_minute: RatePerMinute | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="Job creations allowed in any 60 s; null: the gateway's default.",
+    )
+    max_in_flight: InFlight | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="The tenant's requests at fal at once at most; null: the gateway's default.",
+    )
+    # numeric(8, 3): a smaller weight would be stored as 0
+    weight: float | None = Field(
+        default=None,
+        ge=0.001,
+        le=1000,
+        description="The tenant's share of fal's capacity when tenants compete (default 1).",
+    )
+    suspended: bool | None = Field(
+        default=None, description="true: refuse the tenant's new jobs (403 tenant_suspended)."
+    )
 
     @field_validator("budget_period")
     @classmethod
@@ -93,10 +111,24 @@ class TenantOut(BaseModel):
 
 
 class ApiKeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, max_length=200)
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"name": "ci", "read_only": False, "expires_at": None}]},
+    )
+    name: KeyName | None = Field(  # type: ignore[valid-type]
+        default=None, description="What the key is for (e.g. ci, staging)."
+    )
     read_only: bool = Field(default=False, description="GET only: refused on every mutation.")
-    expires_at: datetime | None = Field(default=None, description="The key stops working then.")
+    expires_at: UtcDatetime | None = Field(
+        default=None, description="The key stops working then (in the future; UTC if no offset)."
+    )
+
+    @field_validator("expires_at")
+    @classmethod
+    def _in_the_future(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v <= utcnow():
+            raise PydanticCustomError("key_already_expired", "expires_at is in the past", {})
+        return v
 
 
 class ApiKeyRotate(BaseModel):

@@ -10,9 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.auth.dependencies import AdminActor, AdminDep, CurrentTenant
 from app.db.session import SessionDep
-from app.kit.money import micros_to_usd, usd_to_micros
+from app.kit.money import UsdAmount, micros_to_usd, usd_to_micros
 from app.kit.pagination import ListPage
 from app.kit.problems import InputValidationError
+from app.kit.text import UtcDatetime, column_text
+from app.models import Price
 from app.usage import prices, service
 from app.usage.service import GroupBy
 
@@ -85,12 +87,33 @@ async def admin_usage_export(
     )
 
 
+PriceModel = column_text(Price.model)
+
+
 class PriceIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    model: str = Field(examples=["fal-ai/kling-video/video-to-audio"])
-    unit: str = Field(examples=["video"], pattern="^(video|compute_second|output_second)$")
-    unit_price_usd: str = Field(examples=["0.035"])
-    effective_from: datetime | None = Field(default=None, description="Default: now.")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "fal-ai/kling-video/video-to-audio",
+                    "unit": "video",
+                    "unit_price_usd": "0.035",
+                }
+            ]
+        },
+    )
+    model: PriceModel = Field(  # type: ignore[valid-type]
+        description="A model of GET /v1/models, by id or alias (stored under its id)."
+    )
+    unit: str = Field(
+        pattern="^(video|compute_second|output_second)$",
+        description="What one unit is: a video, a compute second at fal, an output second.",
+    )
+    unit_price_usd: UsdAmount = Field(description="USD per unit, a decimal string.")
+    effective_from: UtcDatetime | None = Field(
+        default=None, description="From when the price applies (default: now)."
+    )
 
 
 class PriceOut(BaseModel):
@@ -113,7 +136,13 @@ def _price_out(p) -> PriceOut:  # type: ignore[no-untyped-def]
 
 
 @admin_router.get("/prices", response_model=ListPage[PriceOut])
-async def list_prices(session: SessionDep, model: str | None = None) -> ListPage[PriceOut]:
+async def list_prices(
+    session: SessionDep,
+    model: Annotated[
+        PriceModel | None,  # type: ignore[valid-type]
+        Query(description="One model's prices, by id or alias."),
+    ] = None,
+) -> ListPage[PriceOut]:
     return ListPage[PriceOut](
         data=[_price_out(p) for p in await prices.list_prices(session, model)], has_more=False
     )

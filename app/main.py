@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
+from app.auth.throttle import FailedAuthThrottle
 from app.catalog.endpoints import router as models_router
 from app.config import Settings, get_settings
 from app.db.driver import EngineDriver
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.state.settings = settings
     app.state.storage = storage_from_settings(settings)
     app.state.job_tokens = JobTokens(resolve_webhook_secret(settings))
+    app.state.admin_auth_throttle = FailedAuthThrottle()
     # Inside the request id (added first): its 413 carries the id like every other answer.
     app.add_middleware(
         BodyLimitMiddleware,

@@ -24,6 +24,7 @@ from app.jobs.endpoints import validate_router
 from app.jobs.notifier import WorkerNotifier
 from app.jobs.steps.context import policy_of
 from app.jobs.store import JobStore
+from app.kit.api_docs import install_docs
 from app.kit.body_limit import BodyLimitMiddleware
 from app.kit.problems import install_problem_handlers, internal_error
 from app.kit.process import freeze_startup_heap
@@ -91,6 +92,8 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         summary="A self-hosted gateway to fal.ai's video-to-audio models.",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.storage = storage_from_settings(settings)
@@ -123,6 +126,8 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         usage_admin_router,
     ):
         app.include_router(router)
+
+    install_docs(app)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

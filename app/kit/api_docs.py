@@ -44,28 +44,24 @@ def install_docs(app: FastAPI) -> None:
 
     app.mount(ASSETS_URL, StaticFiles(directory=ASSETS_DIR), name="docs-assets")
 
-    def urls(request: Request) -> tuple[str, str]:
+    async def page(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return f"{root}{app.openapi_url}", f"{root}{ASSETS_URL}"
-
-    @app.get("/docs", include_in_schema=False)
-    async def swagger_ui(request: Request) -> HTMLResponse:
-        openapi, assets = urls(request)
+        openapi, assets, title = f"{root}{app.openapi_url}", f"{root}{ASSETS_URL}", app.title
+        if request.scope["path"].endswith("/redoc"):
+            return get_redoc_html(
+                openapi_url=openapi,
+                title=f"{title} API",
+                redoc_js_url=f"{assets}/redoc.standalone.js",
+                redoc_favicon_url=f"{assets}/favicon.png",
+                with_google_fonts=False,
+            )
         return get_swagger_ui_html(
             openapi_url=openapi,
-            title=f"{app.title} API",
+            title=f"{title} API",
             swagger_js_url=f"{assets}/swagger-ui-bundle.js",
             swagger_css_url=f"{assets}/swagger-ui.css",
             swagger_favicon_url=f"{assets}/favicon.png",
         )
 
-    @app.get("/redoc", include_in_schema=False)
-    async def redoc(request: Request) -> HTMLResponse:
-        openapi, assets = urls(request)
-        return get_redoc_html(
-            openapi_url=openapi,
-            title=f"{app.title} API",
-            redoc_js_url=f"{assets}/redoc.standalone.js",
-            redoc_favicon_url=f"{assets}/favicon.png",
-            with_google_fonts=False,
-        )
+    app.add_api_route("/docs", page, include_in_schema=False)
+    app.add_api_route("/redoc", page, include_in_schema=False)

@@ -22,10 +22,12 @@ from app.health.endpoints import router as health_router
 from app.jobs.endpoints import router as jobs_router
 from app.jobs.endpoints import validate_router
 from app.jobs.notifier import WorkerNotifier
+from app.jobs.schemas import job_create_schema
 from app.jobs.steps.context import policy_of
 from app.jobs.store import JobStore
 from app.kit.api_docs import install_docs
 from app.kit.body_limit import BodyLimitMiddleware
+from app.kit.openapi import install_openapi
 from app.kit.problems import install_problem_handlers, internal_error
 from app.kit.process import freeze_startup_heap
 from app.kit.request_id import RequestIdMiddleware
@@ -128,6 +130,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         app.include_router(router)
 
     install_docs(app)
+    install_openapi(app, components={"JobCreate": job_create_schema})
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -19,16 +19,17 @@ def _check_video_url(value: str) -> str:
 
 VideoUrl = Annotated[
     bounded_text(8192),
-    Field(description="Where the upstream fetches the video (http(s) or data:)."),
     AfterValidator(_check_video_url),
 ]
-Seed = Annotated[int, Field(ge=0, le=2**31 - 1, description="Fixes the upstream's randomness.")]
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
 class NormalizedInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    video_url: VideoUrl | None = None
+    video_url: VideoUrl | None = Field(
+        default=None, description="Where the upstream fetches the video (http(s) or data:)."
+    )
     video_file_id: uuid.UUID | None = Field(
         default=None, description="An upload (POST /v1/files) instead of a URL."
     )
@@ -45,7 +46,7 @@ class ThinkSoundInput(NormalizedInput):
         default="",
         description="What to hear. Empty: the model derives one from the video and returns it.",
     )
-    seed: Seed | None = None
+    seed: Seed | None = Field(default=None, description="Fixes the upstream's randomness.")
     steps: int | None = Field(default=None, ge=2, le=100, description="Inference steps (24).")
     guidance: float | None = Field(default=None, ge=1, le=20, description="CFG scale (5).")
 

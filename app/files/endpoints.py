@@ -19,9 +19,14 @@ from app.models import StoredFile
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
+_BINARY = {
+    kind: {"schema": {"type": "string", "format": "binary"}}
+    for kind in ("video/*", "audio/*", "application/octet-stream")
+}
 CONTENT = {
-    200: {"description": "The file.", "content": {"video/mp4": {}, "audio/mpeg": {}}},
-    206: {"description": "The requested byte range."},
+    200: {"description": "The file.", "content": _BINARY},
+    206: {"description": "The requested byte range.", "content": _BINARY},
+    304: {"description": "Not modified (If-None-Match)."},
     307: {"description": "Redirect to a presigned object-storage URL (when enabled)."},
     404: {"description": "No such file for this tenant."},
     410: {"description": "Deleted by the retention policy."},
@@ -43,6 +48,7 @@ def _base_url(request: Request) -> str:
     response_model=FileOut,
     status_code=201,
     responses={
+        400: {"description": "A multipart upload without a `file` field."},
         411: {"description": "A multipart upload without Content-Length."},
         413: {"description": "Larger than FOLEY_MAX_INPUT_BYTES."},
         422: {"description": "Not a readable video (`video_unreadable`)."},
@@ -55,7 +61,13 @@ def _base_url(request: Request) -> str:
                 "multipart/form-data": {
                     "schema": {
                         "type": "object",
-                        "properties": {"file": {"type": "string", "format": "binary"}},
+                        "properties": {
+                            "file": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": "The video.",
+                            }
+                        },
                         "required": ["file"],
                     }
                 },

@@ -13,17 +13,15 @@ from app.jobs import service
 from app.jobs.schemas import JobCreate, JobEventOut, JobOut, ModelName
 from app.kit.idempotency import MAX_KEY_LENGTH
 from app.kit.pagination import ListPage
-from app.kit.problems import InputValidationError, validation_errors
+from app.kit.problems import InputValidationError, problems, validation_errors
 from app.kit.text import UtcDatetime, column_int
 from app.models import JobEvent, JobStatus
+from app.usage.schemas import EstimateOut, ValidationOut
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 validate_router = APIRouter(prefix="/v1/validate", tags=["jobs"])
 
-PROBLEMS = {
-    401: {"description": "Missing or invalid API key."},
-    404: {"description": "No such job for this tenant."},
-}
+PROBLEMS = problems(s404="No such job for this tenant.")
 
 
 JSON = "application/json"
@@ -46,9 +44,10 @@ CREATE_PARAMETERS = [
         "answer (kept at least 24 h); the same key with another body is refused.",
     },
 ]
+# The schema is JobCreate's per-model description (app.jobs.schemas.job_create_schema).
 CREATE_BODY = {
     "required": True,
-    "content": {"application/json": {"schema": JobCreate.model_json_schema()}},
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}}},
 }
 _FLAG = TypeAdapter(bool)
 
@@ -93,11 +92,15 @@ def _query_flag(request: Request, name: str) -> bool:
     response_model=JobOut,
     status_code=202,
     responses={
-        402: {"description": "The estimated cost exceeds the tenant's remaining budget."},
-        403: {"description": "Tenant suspended, or a read-only key."},
-        409: {"description": "The same Idempotency-Key is still being processed."},
-        429: {"description": "Too many job creations; see Retry-After and RateLimit."},
-        422: {"description": "Invalid input, unknown model, or Idempotency-Key reused."},
+        200: {"model": EstimateOut, "description": "With dry_run=true: the estimate."},
+        **problems(
+            402,
+            409,
+            429,
+            s403="Tenant suspended (`tenant_suspended`), or a read-only key.",
+            s422="Invalid input, unknown model, or Idempotency-Key reused.",
+            s503="No price is configured for the model, so its budget cannot be checked.",
+        ),
     },
     openapi_extra={
         "parameters": CREATE_PARAMETERS,
@@ -145,6 +148,7 @@ async def create_job(request: Request) -> Response:
 
 @validate_router.post(
     "",
+    response_model=ValidationOut,
     responses={200: {"description": "The verdict: valid, or the code a job would fail with."}},
 )
 async def validate_input(
@@ -159,7 +163,13 @@ async def validate_input(
     )
 
 
-@router.get("", response_model=ListPage[JobOut])
+@router.get(
+    "",
+    response_model=ListPage[JobOut],
+    responses=problems(
+        s400="`invalid_cursor`: no such job to page from, or both starting_after and ending_before."
+    ),
+)
 async def list_jobs(
     request: Request,
     tenant: CurrentTenant,
@@ -201,7 +211,7 @@ async def get_job(
 @router.post(
     "/{job_id}/cancel",
     response_model=JobOut,
-    responses={**PROBLEMS, 409: {"description": "The job already finished."}},
+    responses={**PROBLEMS, **problems(s409="The job already finished.")},
 )
 async def cancel_job(
     job_id: uuid.UUID, request: Request, tenant: CurrentTenant, session: SessionDep

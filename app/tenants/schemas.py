@@ -4,14 +4,16 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from app.kit.clock import utcnow
+from app.kit.examples import with_examples
 from app.kit.money import UsdAmount, micros_to_usd
 from app.kit.text import UtcDatetime, column_int, column_text
 from app.models import ApiKey, Tenant
 from app.usage.periods import parse_period
+from app.usage.schemas import BudgetOut
 
 TenantName = column_text(Tenant.name)
 KeyName = column_text(ApiKey.name)
@@ -20,16 +22,16 @@ InFlight = column_int(Tenant.max_in_flight, ge=1)
 
 
 class TenantCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"name": "video-team"}]}
-    )
+    model_config = with_examples({"name": "video-team"})
     name: TenantName = Field(description="A name for people; need not be unique.")  # type: ignore[valid-type]
 
 
 class TenantUpdate(BaseModel):
     """Partial update: fields left out are unchanged; ``null`` removes a budget or a limit."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = with_examples(
+        {"budget_usd": "25.00", "budget_period": "month", "rate_limit_per_minute": 60}
+    )
 
     name: TenantName | None = Field(default=None, description="A new name.")  # type: ignore[valid-type]
     budget_usd: UsdAmount | None = Field(
@@ -78,18 +80,18 @@ class TenantUpdate(BaseModel):
 
 
 class TenantOut(BaseModel):
-    object: Literal["tenant"] = "tenant"
-    id: uuid.UUID
-    name: str
-    budget_usd: str | None
-    budget_period: str
-    budget_thresholds: list[int]
-    rate_limit_per_minute: int | None
-    max_in_flight: int | None
-    weight: float
-    suspended_at: datetime | None
-    created_at: datetime
-    budget: dict[str, Any] | None = Field(
+    object: Literal["tenant"] = Field(default="tenant", description="Always tenant.")
+    id: uuid.UUID = Field(description="The tenant's id.")
+    name: str = Field(description="The tenant's name.")
+    budget_usd: str | None = Field(description="The budget per period in USD; null: none.")
+    budget_period: str = Field(description="month, or a duration in seconds ('2592000s').")
+    budget_thresholds: list[int] = Field(description="Percentages that record an event.")
+    rate_limit_per_minute: int | None = Field(description="Job creations in any 60 s at most.")
+    max_in_flight: int | None = Field(description="Requests at fal at once at most.")
+    weight: float = Field(description="Share of fal's capacity when tenants compete.")
+    suspended_at: datetime | None = Field(description="Since when new jobs are refused.")
+    created_at: datetime = Field(description="When the tenant was created.")
+    budget: BudgetOut | None = Field(
         default=None, description="The current period: spent, reserved, remaining."
     )
 
@@ -106,15 +108,12 @@ class TenantOut(BaseModel):
             weight=float(t.weight),
             suspended_at=t.suspended_at,
             created_at=t.created_at,
-            budget=budget,
+            budget=BudgetOut.model_validate(budget) if budget else None,
         )
 
 
 class ApiKeyCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"name": "ci", "read_only": False, "expires_at": None}]},
-    )
+    model_config = with_examples({"name": "ci", "read_only": False, "expires_at": None})
     name: KeyName | None = Field(  # type: ignore[valid-type]
         default=None, description="What the key is for (e.g. ci, staging)."
     )
@@ -132,7 +131,7 @@ class ApiKeyCreate(BaseModel):
 
 
 class ApiKeyRotate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = with_examples({"grace_seconds": 3600})
     grace_seconds: int = Field(
         default=3600,
         ge=0,
@@ -142,16 +141,16 @@ class ApiKeyRotate(BaseModel):
 
 
 class ApiKeyOut(BaseModel):
-    object: Literal["api_key"] = "api_key"
-    id: uuid.UUID
-    tenant_id: uuid.UUID
-    name: str | None
-    prefix: str
-    read_only: bool
-    created_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    last_used_at: datetime | None
+    object: Literal["api_key"] = Field(default="api_key", description="Always api_key.")
+    id: uuid.UUID = Field(description="The key's id.")
+    tenant_id: uuid.UUID = Field(description="The tenant it authenticates.")
+    name: str | None = Field(description="What the key is for.")
+    prefix: str = Field(description="The secret's first characters, to recognise it.")
+    read_only: bool = Field(description="GET only.")
+    created_at: datetime = Field(description="When it was created.")
+    expires_at: datetime | None = Field(description="When it stops working, if it does.")
+    revoked_at: datetime | None = Field(description="When it was revoked, if it was.")
+    last_used_at: datetime | None = Field(description="Its last use (written once a minute).")
 
     @classmethod
     def of(cls, k: ApiKey) -> ApiKeyOut:
@@ -163,6 +162,8 @@ class ApiKeyCreated(ApiKeyOut):
 
 
 class ApiKeyRotated(BaseModel):
-    object: Literal["api_key_rotation"] = "api_key_rotation"
-    old: ApiKeyOut
-    new: ApiKeyCreated
+    object: Literal["api_key_rotation"] = Field(
+        default="api_key_rotation", description="Always api_key_rotation."
+    )
+    old: ApiKeyOut = Field(description="The old key, now expiring after the grace period.")
+    new: ApiKeyCreated = Field(description="The new key, with its secret (shown once).")

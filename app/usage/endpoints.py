@@ -1,21 +1,19 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
 
 from app.auth.dependencies import AdminActor, AdminDep, CurrentTenant
 from app.db.session import SessionDep
-from app.kit.money import UsdAmount, micros_to_usd, usd_to_micros
+from app.kit.money import micros_to_usd, usd_to_micros
 from app.kit.pagination import ListPage
-from app.kit.problems import InputValidationError
-from app.kit.text import UtcDatetime, column_text
-from app.models import Price
+from app.kit.problems import InputValidationError, problems
 from app.usage import prices, service
+from app.usage.schemas import PriceIn, PriceModel, PriceOut, UsageSummary
 from app.usage.service import GroupBy
 
 router = APIRouter(prefix="/v1/usage", tags=["usage"])
@@ -25,7 +23,7 @@ From = Annotated[date | None, Query(alias="from", description="First day (UTC), 
 To = Annotated[date | None, Query(alias="to", description="Last day (UTC), exclusive.")]
 
 
-@router.get("")
+@router.get("", response_model=UsageSummary, response_model_exclude_unset=True)
 async def usage_summary(
     tenant: CurrentTenant,
     session: SessionDep,
@@ -58,7 +56,7 @@ async def usage_export(
     )
 
 
-@admin_router.get("/usage")
+@admin_router.get("/usage", response_model=UsageSummary, response_model_exclude_unset=True)
 async def admin_usage(
     session: SessionDep,
     start: From = None,
@@ -87,44 +85,6 @@ async def admin_usage_export(
     )
 
 
-PriceModel = column_text(Price.model)
-
-
-class PriceIn(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "model": "fal-ai/kling-video/video-to-audio",
-                    "unit": "video",
-                    "unit_price_usd": "0.035",
-                }
-            ]
-        },
-    )
-    model: PriceModel = Field(  # type: ignore[valid-type]
-        description="A model of GET /v1/models, by id or alias (stored under its id)."
-    )
-    unit: str = Field(
-        pattern="^(video|compute_second|output_second)$",
-        description="What one unit is: a video, a compute second at fal, an output second.",
-    )
-    unit_price_usd: UsdAmount = Field(description="USD per unit, a decimal string.")
-    effective_from: UtcDatetime | None = Field(
-        default=None, description="From when the price applies (default: now)."
-    )
-
-
-class PriceOut(BaseModel):
-    object: str = "price"
-    id: uuid.UUID
-    model: str
-    unit: str
-    unit_price_usd: str
-    effective_from: datetime
-
-
 def _price_out(p) -> PriceOut:  # type: ignore[no-untyped-def]
     return PriceOut(
         id=p.id,
@@ -148,7 +108,12 @@ async def list_prices(
     )
 
 
-@admin_router.post("/prices", response_model=PriceOut, status_code=201)
+@admin_router.post(
+    "/prices",
+    response_model=PriceOut,
+    status_code=201,
+    responses=problems(s409="The model already has a price from that moment."),
+)
 async def add_price(body: PriceIn, session: SessionDep, actor: AdminActor) -> PriceOut:
     """A new price from `effective_from` on (prices are never edited in place)."""
     try:

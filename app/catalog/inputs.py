@@ -6,7 +6,15 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    WithJsonSchema,
+    model_validator,
+)
 
 from app.kit.text import bounded_text
 
@@ -19,13 +27,27 @@ def _check_video_url(value: str) -> str:
 
 VideoUrl = Annotated[
     bounded_text(8192),
+    # what _check_video_url checks, for the schema (the check keeps its own message)
+    WithJsonSchema({"type": "string", "maxLength": 8192, "pattern": "^(https?://|data:)"}),
     AfterValidator(_check_video_url),
 ]
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
 class NormalizedInput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # The schema says what _one_source checks: exactly one of the two sources is given.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": [source],
+                    "properties": {source: {"type": "string", "description": f"Given: {source}."}},
+                }
+                for source in ("video_url", "video_file_id")
+            ]
+        },
+    )
 
     video_url: VideoUrl | None = Field(
         default=None, description="Where the upstream fetches the video (http(s) or data:)."
@@ -58,4 +80,4 @@ class KlingInput(NormalizedInput):
     music_prompt: bounded_text(200) | None = Field(  # type: ignore[valid-type]
         default=None, description="Background music (≤ 200 characters)."
     )
-    asmr_mode: bool = Field(default=False, description="Enhance detailed sound effects.")
+    asmr_mode: StrictBool = Field(default=False, description="Enhance detailed sound effects.")

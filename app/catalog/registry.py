@@ -192,6 +192,10 @@ class Catalog:
     def resolve(self, name: str) -> ModelSpec | None:
         return self._index.get(name)
 
+    def names(self) -> list[str]:
+        """Every id and alias."""
+        return list(self._index)
+
     def require(self, name: str, *, param: str = "model") -> ModelSpec:
         spec = self._index.get(name)
         if spec is None:

@@ -69,6 +69,7 @@ def _base_url(request: Request) -> str:
                             }
                         },
                         "required": ["file"],
+                        "additionalProperties": False,
                     }
                 },
             },

@@ -8,10 +8,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter, ValidationError
 
 from app.auth.dependencies import CurrentTenant, current_principal
+from app.catalog.registry import CATALOG
 from app.db.session import SessionDep
 from app.jobs import service
 from app.jobs.schemas import JobCreate, JobEventOut, JobOut, ModelName
-from app.kit.idempotency import MAX_KEY_LENGTH
+from app.kit.idempotency import MAX_KEY_LENGTH, check_key
 from app.kit.pagination import ListPage
 from app.kit.problems import InputValidationError, problems, validation_errors
 from app.kit.text import UtcDatetime, column_int
@@ -39,7 +40,7 @@ CREATE_PARAMETERS = [
         "name": "Idempotency-Key",
         "in": "header",
         "required": False,
-        "schema": {"type": "string", "maxLength": MAX_KEY_LENGTH},
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
         "description": "Retry safely: a repeat with the same key and body replays the first "
         "answer (kept at least 24 h); the same key with another body is refused.",
     },
@@ -121,6 +122,8 @@ async def create_job(request: Request) -> Response:
     principal = await current_principal(request)
     body = await _job_create(request)
     idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is not None:
+        check_key(idempotency_key)
     dry_run = _query_flag(request, "dry_run")
     state = request.app.state
     tenant = principal.tenant
@@ -176,7 +179,13 @@ async def list_jobs(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     status: JobStatus | None = None,
-    model: Annotated[ModelName | None, Query()] = None,  # type: ignore[valid-type]
+    model: Annotated[
+        ModelName | None,  # type: ignore[valid-type]
+        Query(
+            description="Only this model's jobs: its id or an alias.",
+            json_schema_extra={"enum": CATALOG.names()},
+        ),
+    ] = None,
     created_after: UtcDatetime | None = None,
     created_before: UtcDatetime | None = None,
     starting_after: uuid.UUID | None = None,

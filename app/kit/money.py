@@ -3,6 +3,7 @@ binary floats anywhere in between."""
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Annotated
 
@@ -36,19 +37,22 @@ def usd_to_micros(value: str | Decimal | int) -> int:
 MAX_USD = Decimal(1_000_000_000)
 
 
+# Plain decimal notation only (no exponent, sign or spaces, which Decimal would take): the API
+# takes exactly what its schema (below) describes.
+_PLAIN = re.compile(r"-?[0-9]+(?:\.([0-9]+))?")
+_SCHEMA_PATTERN = r"^0*(\d{1,9}(\.\d{1,6})?|1000000000(\.0{1,6})?)$"
+
+
 def _amount(value: str) -> str:
-    try:
-        amount = Decimal(value)
-    except InvalidOperation:
-        amount = None
-    if amount is None or not amount.is_finite():
+    plain = _PLAIN.fullmatch(value)
+    if plain is None:
         raise PydanticCustomError("invalid_amount", "not a decimal amount of USD, e.g. 25.00", {})
-    if amount < 0:
+    if value.startswith("-"):
         raise PydanticCustomError("negative_amount", "an amount cannot be negative", {})
-    if amount > MAX_USD:
-        raise PydanticCustomError("amount_too_large", "at most 1000000000 USD", {})
-    if amount != amount.quantize(_SIX_PLACES):
+    if len(plain.group(1) or "") > 6:
         raise PydanticCustomError("amount_too_precise", "amounts are precise to 0.000001 USD", {})
+    if Decimal(value) > MAX_USD:
+        raise PydanticCustomError("amount_too_large", "at most 1000000000 USD", {})
     return value
 
 
@@ -59,6 +63,7 @@ UsdAmount = Annotated[
         max_length=32,
         description="USD as a decimal string (0 ≤ amount ≤ 1000000000, at most 6 decimals).",
         examples=["25.00"],
+        json_schema_extra={"pattern": _SCHEMA_PATTERN},
     ),
     AfterValidator(_amount),
 ]

@@ -4,8 +4,8 @@ describe another API than this one.
 * Errors: FastAPI documents every 422 as its own ``HTTPValidationError``; this API answers every
   error as problem+json (app.kit.problems). Each operation gets the ``Problem`` schema on the
   statuses its shape implies (401 when it needs credentials, 403 for a tenant's mutation (a
-  read-only key), 404 when it has path parameters, 413 and 422 when it takes a body, 422 when it
-  takes parameters) beside those its route declares (402, 409, 429 …).
+  read-only key), 404 when it has path parameters, 400, 413 and 422 when it takes a body, 422
+  when it takes parameters) beside those its route declares (402, 409, 429 …).
 * Schemas a route declares by hand (``openapi_extra``) are added to the components.
 """
 
@@ -73,7 +73,7 @@ def _errors_of(path: str, method: str, op: dict[str, Any]) -> None:
     if any(p.get("in") == "path" for p in params):
         implied.add(404)
     if op.get("requestBody"):
-        implied.update((413, 422))
+        implied.update((400, 413, 422))  # 400: a body that is not even text (FastAPI's own)
     if params:
         implied.add(422)
     for status in sorted(implied):

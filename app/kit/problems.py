@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 from starlette.types import Message, Scope, Send
 
 from app.kit.examples import with_examples
@@ -76,7 +77,7 @@ class Problem(BaseModel):
 
 # What each error status means in this API, for the OpenAPI description of every operation.
 PROBLEM_STATUSES: dict[int, str] = {
-    400: "A malformed request (e.g. `invalid_cursor`: no such object to page from).",
+    400: "A malformed request: a body that cannot be read, or a cursor naming nothing.",
     401: "Missing or invalid credentials.",
     402: "The estimated cost exceeds the remaining budget (`budget_exceeded`).",
     403: "Not allowed: a read-only key, or a suspended tenant.",
@@ -264,13 +265,22 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
         return problem_response(
-            request,
-            status=exc.status_code,
-            code=code,
-            detail=str(exc.detail),
-            headers=getattr(exc, "headers", None),
+            request, status=exc.status_code, code=code, detail=str(exc.detail), headers=headers
         )
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the path has. Starlette answers 405 from the first route whose path matches,
+    so its Allow lists that route's methods only (GET /v1/jobs and POST /v1/jobs are two)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(request.url.path):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 async def internal_error(scope: Scope, send: Send) -> None:

@@ -13,10 +13,11 @@ Refusals are the usual 422 problem with ``errors[].code``: ``text_nul``, ``strin
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 from sqlalchemy import BigInteger, Integer, SmallInteger, String
 from sqlalchemy.orm import InstrumentedAttribute
@@ -72,13 +73,24 @@ def column_int(column: InstrumentedAttribute[Any], *, ge: int = 0) -> Any:
     return Annotated[int, Field(ge=ge, le=column_max(column))]
 
 
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_only(value: Any) -> Any:
+    # pydantic also takes a number (or a numeric string) as Unix time; the API documents and
+    # takes ISO 8601 only, so a stray number is refused rather than read as 1970.
+    if isinstance(value, int | float) or (isinstance(value, str) and not _ISO_DATE.match(value)):
+        raise PydanticCustomError("datetime_format", "an ISO 8601 date-time is expected", {})
+    return value
+
+
 def _as_utc(value: datetime) -> datetime:
     # A timestamp without an offset is taken as UTC, as everywhere in the API's answers; a naive
     # one compared with an aware one used to raise (a 500).
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+UtcDatetime = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_as_utc)]
 
 
 # Job metadata, like Stripe's: a few short strings, returned as given.

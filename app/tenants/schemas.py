@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, StrictBool, field_validator
 from pydantic_core import PydanticCustomError
 
 from app.kit.clock import utcnow
@@ -40,9 +40,13 @@ class TenantUpdate(BaseModel):
         "the budget.",
     )
     budget_period: str | None = Field(
-        default=None, description="'month' (calendar month, UTC) or a duration: '30d', '24h'."
+        default=None,
+        description="'month' (calendar month, UTC) or a duration from 1 hour to 3650 days: "
+        "'30d', '24h', '1.5d', or seconds.",
+        # what parse_period takes, for the schema (the check keeps its own messages)
+        json_schema_extra={"pattern": r"^(month|\d{1,10}(\.\d{1,6})?[dhs]?)$", "maxLength": 32},
     )
-    budget_thresholds: list[int] | None = Field(
+    budget_thresholds: list[Annotated[int, Field(ge=1, le=1000)]] | None = Field(
         default=None,
         max_length=20,
         description="Percentages that record an event when crossed (50/80/100).",
@@ -62,7 +66,7 @@ class TenantUpdate(BaseModel):
         le=1000,
         description="The tenant's share of fal's capacity when tenants compete (default 1).",
     )
-    suspended: bool | None = Field(
+    suspended: StrictBool | None = Field(
         default=None, description="true: refuse the tenant's new jobs (403 tenant_suspended)."
     )
 
@@ -117,7 +121,7 @@ class ApiKeyCreate(BaseModel):
     name: KeyName | None = Field(  # type: ignore[valid-type]
         default=None, description="What the key is for (e.g. ci, staging)."
     )
-    read_only: bool = Field(default=False, description="GET only: refused on every mutation.")
+    read_only: StrictBool = Field(default=False, description="GET only: refused on every mutation.")
     expires_at: UtcDatetime | None = Field(
         default=None, description="The key stops working then (in the future; UTC if no offset)."
     )

@@ -10,7 +10,7 @@ MIN_PERIOD_S = 3600
 # Ten years: a longer "period" is a budget that never resets; the bound keeps every period start
 # and end inside what datetime and timestamptz hold.
 MAX_PERIOD_S = 3650 * 86400
-_DURATION = re.compile(r"(\d{1,10})(?:\.(\d{1,6}))?([dhs]?)")
+_DURATION = re.compile(r"([0-9]{1,10})(?:\.([0-9]{1,6}))?([dhs]?)")
 _UNIT_S = {"d": 86400, "h": 3600, "s": 1, "": 1}
 
 
@@ -19,7 +19,7 @@ def parse_period(value: str) -> str:
     form. Plain digits only: no exponent, no 'inf'."""
     if value == MONTH:
         return MONTH
-    m = _DURATION.fullmatch(value.strip().lower())
+    m = _DURATION.fullmatch(value)
     if m is None:
         raise ValueError("budget_period is 'month' or a duration like '30d', '24h'")
     whole, frac, unit = m.groups()

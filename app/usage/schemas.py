@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.catalog.registry import CATALOG
 from app.kit.examples import with_examples
 from app.kit.money import UsdAmount
 from app.kit.text import UtcDatetime, column_text
@@ -104,7 +105,9 @@ class PriceIn(BaseModel):
         }
     )
     model: PriceModel = Field(  # type: ignore[valid-type]
-        description="A model of GET /v1/models, by id or alias (stored under its id)."
+        description="A model of GET /v1/models, by id or alias (stored under its id).",
+        # the catalog's names, for the schema; others are refused as unknown_model
+        json_schema_extra={"enum": CATALOG.names()},
     )
     unit: str = Field(
         pattern="^(video|compute_second|output_second)$",

@@ -113,8 +113,10 @@ async def test_tenant_and_key_names_are_refused_by_rule(
         ({"rate_limit_per_minute": 2**31}, "rate_limit_per_minute", "less_than_equal"),
         ({"max_in_flight": 2**31}, "max_in_flight", "less_than_equal"),
         ({"max_in_flight": 2**63}, "max_in_flight", "less_than_equal"),
-        ({"budget_usd": "1e30"}, "budget_usd", "amount_too_large"),
-        ({"budget_usd": "1e999999999"}, "budget_usd", "amount_too_large"),
+        ({"budget_usd": "1e30"}, "budget_usd", "invalid_amount"),
+        ({"budget_usd": "1e999999999"}, "budget_usd", "invalid_amount"),
+        ({"budget_usd": "1000000000.000001"}, "budget_usd", "amount_too_large"),
+        ({"budget_usd": "-0"}, "budget_usd", "negative_amount"),
         ({"budget_usd": "-1"}, "budget_usd", "negative_amount"),
         ({"budget_usd": "NaN"}, "budget_usd", "invalid_amount"),
         ({"budget_usd": "0.0000001"}, "budget_usd", "amount_too_precise"),
@@ -153,7 +155,11 @@ async def test_prices_are_for_known_models_and_bounded(api: httpx.AsyncClient) -
     r = await api.post("/v1/admin/prices", json=price, headers=ADMIN)
     refused(r, "model", "unknown_model")
     assert r.json()["code"] == "unknown_model"
-    for amount, code in (("1e30", "amount_too_large"), ("-0.01", "negative_amount")):
+    for amount, code in (
+        ("1e30", "invalid_amount"),
+        ("2000000000", "amount_too_large"),
+        ("-0.01", "negative_amount"),
+    ):
         price = {"model": "thinksound", "unit": "compute_second", "unit_price_usd": amount}
         r = await api.post("/v1/admin/prices", json=price, headers=ADMIN)
         refused(r, "unit_price_usd", code)
@@ -196,3 +202,34 @@ async def test_a_key_cannot_be_created_already_expired(
     )
     assert r.status_code == 201, r.text
     assert r.json()["expires_at"].endswith(("Z", "+00:00"))
+
+
+async def test_timestamps_are_iso_8601_only(api: httpx.AsyncClient, tenant: TenantCreds) -> None:
+    # pydantic alone would read a number as Unix time (0.5 → 1970)
+    for value in ("0.5", "1700000000"):
+        r = await api.get("/v1/jobs", params={"created_before": value}, headers=tenant.headers)
+        refused(r, "created_before", "datetime_format")
+    r = await api.get(
+        "/v1/jobs", params={"created_before": "2031-01-01T00:00:00"}, headers=tenant.headers
+    )
+    assert r.status_code == 200
+
+
+async def test_a_usage_range_backwards_is_a_422(
+    api: httpx.AsyncClient, tenant: TenantCreds
+) -> None:
+    r = await api.get("/v1/usage?from=2031-02-01&to=2031-01-01", headers=tenant.headers)
+    refused(r, "to", "invalid_range")
+    r = await api.get("/v1/usage?from=2000-01-01&to=2031-01-01", headers=tenant.headers)
+    refused(r, "to", "range_too_long")
+
+
+async def test_an_idempotency_key_is_checked_on_a_dry_run_too(
+    api: httpx.AsyncClient, tenant: TenantCreds
+) -> None:
+    body = {"model": "thinksound", "input": JOB_INPUT}
+    headers = {**tenant.headers, "Idempotency-Key": "k" * 256}
+    r = await api.post("/v1/jobs?dry_run=true", json=body, headers=headers)
+    assert r.status_code == 422
+    assert r.json()["code"] == "idempotency_key_invalid"
+    assert r.json()["param"] == "Idempotency-Key"

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 
 import structlog
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = structlog.get_logger(__name__)
@@ -62,6 +63,9 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The client left mid-request (an upload dropped): nobody to answer, no bug to log.
+            log.info("client disconnected", path=scope.get("path"))
         except Exception:
             log.exception("unhandled error", path=scope.get("path"))
             if started:

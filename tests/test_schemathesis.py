@@ -21,13 +21,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 
 from app.config import Settings
 from app.main import create_app
 from tests.conftest import RUN_ID
 from tests.support.database import create_database, drop_database
+from tests.support.serve import serving
 
 ADMIN_TOKEN = "schemathesis-admin-token"
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
@@ -55,26 +55,15 @@ async def served(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> As
         input_fetch_timeout=timedelta(seconds=2),
         outbound_allow_loopback=False,
     )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=0, log_level="warning", access_log=False
-        )
-    )
-    task = asyncio.create_task(server.serve())
     try:
-        async with asyncio.timeout(30):
-            while not server.started:
-                await asyncio.sleep(0.05)
-        base = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        async with httpx.AsyncClient(base_url=base, headers=admin) as client:
-            r = await client.post("/v1/admin/tenants", json={"name": "schemathesis"})
-            tenant = r.json()["id"]
-            r = await client.post(f"/v1/admin/tenants/{tenant}/keys", json={})
-            yield Served(base, r.json()["key"])
+        async with serving(create_app(settings)) as base:
+            admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            async with httpx.AsyncClient(base_url=base, headers=admin) as client:
+                r = await client.post("/v1/admin/tenants", json={"name": "schemathesis"})
+                tenant = r.json()["id"]
+                r = await client.post(f"/v1/admin/tenants/{tenant}/keys", json={})
+                yield Served(base, r.json()["key"])
     finally:
-        server.should_exit = True
-        await task
         await drop_database(pg_server, name)
 
 

@@ -3,7 +3,6 @@ asset comes from the gateway itself (app.kit.api_docs)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
@@ -12,10 +11,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-import uvicorn
 
 from app.config import Settings
 from app.main import create_app
+from tests.support.serve import serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -39,19 +38,8 @@ def _chromium() -> Path:
 
 @pytest.fixture
 async def served(settings: Settings, engine) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
-    app = create_app(settings, engine=engine)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:
-            await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with serving(create_app(settings, engine=engine), lifespan="off") as base_url:
+        yield base_url
 
 
 @pytest.mark.parametrize(

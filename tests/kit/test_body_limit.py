@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.config import Settings
 from app.kit.body_limit import BodyLimitMiddleware
+from app.main import create_app
 from tests.conftest import TenantCreds
+from tests.support.serve import serving
 
 MiB = 1024 * 1024
 CHUNK = 64 * 1024
@@ -88,3 +94,66 @@ async def test_an_upload_route_has_its_own_limit() -> None:
         r = await client.post("/v1/files", content=Dribble(8192).__aiter__())
         assert r.status_code == 413
     assert seen == [3000]
+
+
+def _status(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field}")
+
+
+def reset_peak_rss() -> None:
+    # Linux: writing 5 to clear_refs resets the peak resident set size (VmHWM) to the current one.
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_growth(since: int) -> int:
+    """How far the resident set rose above `since` at its peak: a body read whole and freed
+    again leaves the current RSS as it was, not the peak."""
+    return _status("VmHWM") - since
+
+
+async def send_chunked(base_url: str, path: str, total: int) -> tuple[bytes, int]:
+    """A raw HTTP/1.1 client: a chunked body of `total` bytes, sent until the server answers.
+    Returns the answer and how many body bytes went out before it."""
+    host, port = base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n".encode()
+    )
+    chunk = f"{CHUNK:x}\r\n".encode() + b"x" * CHUNK + b"\r\n"
+    sent = 0
+    answer = asyncio.ensure_future(reader.read(65536))
+    try:
+        while sent < total and not answer.done():
+            writer.write(chunk)
+            sent += CHUNK
+            await writer.drain()
+        if not answer.done():
+            writer.write(b"0\r\n\r\n")  # the whole body: a server that reads it all answers
+            await writer.drain()
+    except ConnectionError:
+        pass  # the server closed the connection after answering: that is the point
+    try:
+        return await asyncio.wait_for(answer, 30), sent
+    finally:
+        writer.close()
+
+
+async def test_a_rejected_body_does_not_grow_the_servers_memory(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    total = 50 * MiB
+    async with serving(create_app(settings, engine=engine)) as base_url:
+        await send_chunked(base_url, "/v1/webhooks/fal", 2 * MiB)  # warm up the path
+        reset_peak_rss()
+        before = _status("VmRSS")
+        head, sent = await send_chunked(base_url, "/v1/webhooks/fal", total)
+        grown = peak_rss_growth(before)
+    assert head.startswith(b"HTTP/1.1 413 "), head[:200]
+    assert b"request_too_large" in head
+    # The server (this process) held at most about the limit, not the 50 MiB sent at it.
+    assert grown < 8 * MiB, f"the peak RSS grew by {grown / MiB:.1f} MiB"
+    assert sent < total

@@ -32,6 +32,7 @@ from tests.support.serve import serving
 ADMIN_TOKEN = "schemathesis-admin-token"
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 CONFIG = Path(__file__).with_name("schemathesis.toml")
+INTERPRETER_GLITCH = "AST constructor recursion depth mismatch"
 
 
 @dataclass
@@ -67,7 +68,9 @@ async def served(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> As
         await drop_database(pg_server, name)
 
 
-async def run_schemathesis(served: Served, *, as_admin: bool, examples: int, tmp: Path) -> None:
+async def run_schemathesis(
+    served: Served, *, as_admin: bool, examples: int, tmp: Path, seed: int | None
+) -> None:
     token = ADMIN_TOKEN if as_admin else served.tenant_key
     selection = "--include-path-regex" if as_admin else "--exclude-path-regex"
     report = tmp / ("admin.txt" if as_admin else "tenant.txt")
@@ -82,8 +85,10 @@ async def run_schemathesis(served: Served, *, as_admin: bool, examples: int, tmp
         "all",
         "--max-examples",
         str(examples),
-        "--seed",
-        "12",
+        # Not shrunk: a shrunk negative case can end up valid and still be reported as accepted
+        # negative data (schemathesis issue 4332); the report's curl reproduces a failure anyway.
+        "--no-shrink",
+        *(["--seed", str(seed)] if seed is not None else []),
         "--header",
         f"Authorization: Bearer {token}",
         selection,
@@ -93,17 +98,27 @@ async def run_schemathesis(served: Served, *, as_admin: bool, examples: int, tmp
         "--workers",
         "2",
     ]
-    with report.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            *args, stdout=out, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"}
-        )
-        code = await proc.wait()
+    for _attempt in range(2):
+        with report.open("wb") as out:
+            proc = await asyncio.create_subprocess_exec(
+                *args,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                env={**os.environ, "NO_COLOR": "1"},
+            )
+            code = await proc.wait()
+        # CPython 3.11's parser now and then fails inside schemathesis's own code generation
+        # ("AST constructor recursion depth mismatch", a runtime error of the tool that says
+        # nothing about the API): that run alone is repeated.
+        if code == 0 or INTERPRETER_GLITCH not in report.read_text():
+            break
     assert code == 0, report.read_text()[-20_000:]
 
 
 @pytest.mark.parametrize("as_admin", [False, True], ids=["tenant", "operator"])
 async def test_schemathesis_finds_nothing(served: Served, as_admin: bool, tmp_path: Path) -> None:
-    await run_schemathesis(served, as_admin=as_admin, examples=10, tmp=tmp_path)
+    # a fixed seed: the suite's run is the same every time
+    await run_schemathesis(served, as_admin=as_admin, examples=10, tmp=tmp_path, seed=12)
 
 
 @pytest.mark.slow
@@ -113,4 +128,4 @@ async def test_schemathesis_full_run_finds_nothing(
 ) -> None:
     if "slow" not in request.config.getoption("markexpr"):
         pytest.skip("the full run: pytest -m slow tests/test_schemathesis.py")
-    await run_schemathesis(served, as_admin=as_admin, examples=100, tmp=tmp_path)
+    await run_schemathesis(served, as_admin=as_admin, examples=100, tmp=tmp_path, seed=None)

@@ -167,14 +167,14 @@ async def require_admin(
     if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
         reason = "wrong_token" if given else "missing_token"
         ADMIN_AUTH_FAILURES.labels(reason=reason).inc()
-        delay = await throttle.failed(source)
+        delay, failures = await throttle.failed(source)
         # One line per failure, never the token itself.
         log.warning(
             "admin authentication failed",
             reason=reason,
             source=source,
             path=request.url.path,
-            failures=throttle.failures(source),
+            failures=failures,
             delayed_s=delay,
         )
         raise Unauthorized("Invalid admin token.", code="invalid_admin_token", headers=_CHALLENGE)

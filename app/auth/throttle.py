@@ -45,8 +45,8 @@ class FailedAuthThrottle:
     def delay_for(self, failures: int) -> float:
         return min(MAX_DELAY_S, BASE_DELAY_S * 2 ** (failures - 1))
 
-    async def failed(self, source: str) -> float:
-        """Wait out this failure's delay; returns it."""
+    async def failed(self, source: str) -> tuple[float, int]:
+        """Wait out this failure's delay; returns it and the source's failures so far."""
         now = self._clock()
         entry = self._sources.get(source)
         if entry is None or now - entry.last > FORGET_AFTER_S:
@@ -58,9 +58,10 @@ class FailedAuthThrottle:
         async with entry.lock:
             entry.failures += 1
             entry.last = self._clock()
-            delay = self.delay_for(entry.failures)
+            failures = entry.failures
+            delay = self.delay_for(failures)
             await self._sleep(delay)
-        return delay
+        return delay, failures
 
     def succeeded(self, source: str) -> None:
         if self._sources:

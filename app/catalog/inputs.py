@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from app.kit.text import bounded_text
+from app.kit.text import bounded_text, integer, number
 
 
 def _check_video_url(value: str) -> str:
@@ -31,7 +31,7 @@ VideoUrl = Annotated[
     WithJsonSchema({"type": "string", "maxLength": 8192, "pattern": "^(https?://|data:)"}),
     AfterValidator(_check_video_url),
 ]
-Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
+Seed = integer(ge=0, le=2**31 - 1)
 
 
 class NormalizedInput(BaseModel):
@@ -69,8 +69,12 @@ class ThinkSoundInput(NormalizedInput):
         description="What to hear. Empty: the model derives one from the video and returns it.",
     )
     seed: Seed | None = Field(default=None, description="Fixes the upstream's randomness.")
-    steps: int | None = Field(default=None, ge=2, le=100, description="Inference steps (24).")
-    guidance: float | None = Field(default=None, ge=1, le=20, description="CFG scale (5).")
+    steps: integer(ge=2, le=100) | None = Field(  # type: ignore[valid-type]
+        default=None, description="Inference steps (24)."
+    )
+    guidance: number(ge=1, le=20) | None = Field(  # type: ignore[valid-type]
+        default=None, description="CFG scale (5)."
+    )
 
 
 class KlingInput(NormalizedInput):

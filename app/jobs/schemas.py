@@ -42,25 +42,26 @@ class JobCreate(BaseModel):
     metadata: Metadata = Field(default_factory=dict, description=METADATA_DESCRIPTION)
 
 
-def _variant(spec: ModelSpec) -> type[BaseModel]:
-    """JobCreate for one model: its names as ``model``, its input schema as ``input``."""
-    names = (spec.id, *spec.aliases)
-    slug = "".join(w.capitalize() for w in re.split(r"[^a-z0-9]+", names[-1].lower()) if w)
+def _variant(spec: ModelSpec, name: str) -> type[BaseModel]:
+    """JobCreate for one name of a model: ``model`` is that name, ``input`` the model's input."""
+    slug = "".join(w.capitalize() for w in re.split(r"[^a-z0-9]+", name.lower()) if w)
+    what = spec.title if name == spec.id else f"{spec.title} (an alias of {spec.id})"
     return create_model(  # type: ignore[call-overload, no-any-return]
         f"JobCreate{slug}",
-        __doc__=f"A {spec.title} job. {spec.description}",
+        __doc__=f"A {what} job. {spec.description}",
         __config__=ConfigDict(extra="forbid"),
-        model=(Literal[names], Field(description=f"{spec.title}: its id or an alias.")),
+        model=(Literal[name], Field(description=f"{what}.")),
         input=(spec.input_model, Field(description=f"{spec.title}'s input.")),
         metadata=(Metadata, Field(default_factory=dict, description=METADATA_DESCRIPTION)),
     )
 
 
 def job_create_schema() -> tuple[dict[str, Any], dict[str, Any]]:
-    """The OpenAPI schema of a job creation: one variant per model of the catalog, chosen by
-    ``model`` (a discriminator). Requests are parsed by JobCreate, then by the model's own input
-    class (app.jobs.service), which is what these variants describe."""
-    variants = tuple(_variant(spec) for spec in CATALOG)
+    """The OpenAPI schema of a job creation: one variant per name of a model (its id and each
+    alias), chosen by ``model`` (a discriminator whose mapping is one name to one variant: tools
+    take a mapping's value for the branch's only tag). Requests are parsed by JobCreate, then by
+    the model's own input class (app.jobs.service), which is what these variants describe."""
+    variants = tuple(_variant(spec, name) for spec in CATALOG for name in (spec.id, *spec.aliases))
     union = Annotated[Union[variants], Field(discriminator="model")]  # type: ignore[valid-type]  # noqa: UP007
     schema = TypeAdapter(union).json_schema(ref_template="#/components/schemas/{model}")
     defs = schema.pop("$defs", {})

@@ -19,7 +19,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
-from sqlalchemy import BigInteger, Integer, SmallInteger, String
+from sqlalchemy import BigInteger, SmallInteger, String
+from sqlalchemy import Integer as SqlInteger
 from sqlalchemy.orm import InstrumentedAttribute
 
 INT4_MAX = 2**31 - 1
@@ -57,20 +58,38 @@ def column_text(column: InstrumentedAttribute[Any], *, min_length: int = 1) -> A
     return bounded_text(column_length(column), min_length=min_length)
 
 
+def _refuse_bool(value: Any) -> Any:
+    # pydantic takes true/false for 1/0; the schema says a number, so the API refuses them.
+    if isinstance(value, bool):
+        raise PydanticCustomError("bool_not_number", "a number is expected, not true/false", {})
+    return value
+
+
+def integer(*, ge: int | None = None, le: int | None = None) -> Any:
+    """An integer of a request, within bounds; true and false are not numbers. (The bounds come
+    before the check, so the schema shows them as minimum and maximum.)"""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_refuse_bool)]
+
+
+def number(*, ge: float | None = None, le: float | None = None) -> Any:
+    """A number of a request, within bounds; true and false are not numbers."""
+    return Annotated[float, Field(ge=ge, le=le), BeforeValidator(_refuse_bool)]
+
+
 def column_max(column: InstrumentedAttribute[Any]) -> int:
     kind = column.property.columns[0].type
     if isinstance(kind, SmallInteger):
         return 2**15 - 1
     if isinstance(kind, BigInteger):
         return INT8_MAX
-    if isinstance(kind, Integer):
+    if isinstance(kind, SqlInteger):
         return INT4_MAX
     raise TypeError(f"{column} is not an integer column")
 
 
 def column_int(column: InstrumentedAttribute[Any], *, ge: int = 0) -> Any:
     """The type of an integer stored in ``column``: within the column's range."""
-    return Annotated[int, Field(ge=ge, le=column_max(column))]
+    return integer(ge=ge, le=column_max(column))
 
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, StrictBool, field_validator
 from pydantic_core import PydanticCustomError
@@ -10,7 +10,7 @@ from pydantic_core import PydanticCustomError
 from app.kit.clock import utcnow
 from app.kit.examples import with_examples
 from app.kit.money import UsdAmount, micros_to_usd
-from app.kit.text import UtcDatetime, column_int, column_text
+from app.kit.text import UtcDatetime, column_int, column_text, integer, number
 from app.models import ApiKey, Tenant
 from app.usage.periods import parse_period
 from app.usage.schemas import BudgetOut
@@ -46,7 +46,7 @@ class TenantUpdate(BaseModel):
         # what parse_period takes, for the schema (the check keeps its own messages)
         json_schema_extra={"pattern": r"^(month|\d{1,10}(\.\d{1,6})?[dhs]?)$", "maxLength": 32},
     )
-    budget_thresholds: list[Annotated[int, Field(ge=1, le=1000)]] | None = Field(
+    budget_thresholds: list[integer(ge=1, le=1000)] | None = Field(  # type: ignore[valid-type]
         default=None,
         max_length=20,
         description="Percentages that record an event when crossed (50/80/100).",
@@ -60,10 +60,8 @@ class TenantUpdate(BaseModel):
         description="The tenant's requests at fal at once at most; null: the gateway's default.",
     )
     # numeric(8, 3): a smaller weight would be stored as 0
-    weight: float | None = Field(
+    weight: number(ge=0.001, le=1000) | None = Field(  # type: ignore[valid-type]
         default=None,
-        ge=0.001,
-        le=1000,
         description="The tenant's share of fal's capacity when tenants compete (default 1).",
     )
     suspended: StrictBool | None = Field(
@@ -136,10 +134,8 @@ class ApiKeyCreate(BaseModel):
 
 class ApiKeyRotate(BaseModel):
     model_config = with_examples({"grace_seconds": 3600})
-    grace_seconds: int = Field(
+    grace_seconds: integer(ge=0, le=30 * 86400) = Field(  # type: ignore[valid-type]
         default=3600,
-        ge=0,
-        le=30 * 86400,
         description="The old key keeps working this long, then expires.",
     )
 

@@ -79,6 +79,6 @@ async def test_memory_is_bounded_and_old_failures_forgotten() -> None:
     for i in range(10):
         await throttle.failed(f"10.0.0.{i}")
     assert [throttle.failures(f"10.0.0.{i}") for i in range(10)] == [0] * 7 + [1] * 3
-    assert await throttle.failed("10.0.0.9") == 0.2
+    assert await throttle.failed("10.0.0.9") == (0.2, 2)
     now = 901.0
-    assert await throttle.failed("10.0.0.9") == 0.1  # quiet for 15 minutes: forgotten
+    assert await throttle.failed("10.0.0.9") == (0.1, 1)  # quiet for 15 minutes: forgotten

@@ -233,3 +233,16 @@ async def test_an_idempotency_key_is_checked_on_a_dry_run_too(
     assert r.status_code == 422
     assert r.json()["code"] == "idempotency_key_invalid"
     assert r.json()["param"] == "Idempotency-Key"
+
+
+async def test_true_and_false_are_not_numbers(api: httpx.AsyncClient, tenant: TenantCreds) -> None:
+    body = {"model": "thinksound", "input": {**JOB_INPUT, "seed": True}}
+    refused(
+        await api.post("/v1/jobs", json=body, headers=tenant.headers),
+        "input.seed",
+        "bool_not_number",
+    )
+    r = await api.patch(
+        f"/v1/admin/tenants/{tenant.id}", json={"rate_limit_per_minute": True}, headers=ADMIN
+    )
+    refused(r, "rate_limit_per_minute", "bool_not_number")

@@ -18,6 +18,7 @@ from app.config import Settings, get_settings
 from app.db.driver import EngineDriver
 from app.db.engine import create_engine, create_sessionmaker, resolve_database_url
 from app.files.endpoints import router as files_router
+from app.files.service import UploadTooLarge
 from app.health.endpoints import router as health_router
 from app.jobs.endpoints import router as jobs_router
 from app.jobs.endpoints import validate_router
@@ -107,7 +108,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         default_limit=settings.max_request_bytes,
         # An upload is the video plus its multipart framing; the endpoint enforces the video's
         # own limit exactly while streaming it to storage.
-        limits={("POST", "/v1/files"): settings.max_input_bytes + 64 * 1024},
+        limits={("POST", "/v1/files"): (settings.max_input_bytes + 64 * 1024, UploadTooLarge.code)},
     )
     app.add_middleware(RequestIdMiddleware, on_error=internal_error)
     install_problem_handlers(app)

@@ -31,18 +31,23 @@ class _Exceeded(Exception):
 
 class BodyLimitMiddleware:
     def __init__(
-        self, app: ASGIApp, *, default_limit: int, limits: dict[tuple[str, str], int]
+        self,
+        app: ASGIApp,
+        *,
+        default_limit: int,
+        limits: dict[tuple[str, str], tuple[int, str]],
     ) -> None:
-        """``limits`` maps (method, path) to a route's own limit (uploads)."""
+        """``limits`` maps (method, path) to a route's own limit and the code its 413 carries:
+        an upload refused here or by the endpoint's own exact count reads the same."""
         self.app = app
-        self.default_limit = default_limit
+        self.default = (default_limit, RequestTooLarge.code)
         self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limits.get((scope["method"], scope["path"]), self.default_limit)
+        limit, code = self.limits.get((scope["method"], scope["path"]), self.default)
         length = None
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -57,7 +62,7 @@ class BodyLimitMiddleware:
                 await self.app(scope, receive, send)
                 return
             if announced is not None:
-                await _refuse(scope, send, limit)
+                await _refuse(scope, send, limit, code)
                 return
 
         received = 0
@@ -90,13 +95,13 @@ class BodyLimitMiddleware:
             if not exceeded:
                 raise
         if exceeded and not started:
-            await _refuse(scope, send, limit)
+            await _refuse(scope, send, limit, code)
 
 
-async def _refuse(scope: Scope, send: Send, limit: int) -> None:
+async def _refuse(scope: Scope, send: Send, limit: int, code: str) -> None:
     body = problem_body(
         status=413,
-        code=RequestTooLarge.code,
+        code=code,
         detail=f"The request body is larger than this endpoint accepts ({limit} bytes).",
         instance=scope.get("path"),
         extra={"limit_bytes": limit},

@@ -86,13 +86,16 @@ async def test_an_upload_route_has_its_own_limit() -> None:
         await send({"type": "http.response.start", "status": 201, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    limited = BodyLimitMiddleware(app, default_limit=1024, limits={("POST", "/v1/files"): 4 * 1024})
+    limited = BodyLimitMiddleware(
+        app, default_limit=1024, limits={("POST", "/v1/files"): (4 * 1024, "upload_too_large")}
+    )
     transport = httpx.ASGITransport(app=limited)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         assert (await client.post("/v1/files", content=b"x" * 3000)).status_code == 201
         assert (await client.post("/v1/jobs", content=b"x" * 3000)).status_code == 413
         r = await client.post("/v1/files", content=Dribble(8192).__aiter__())
         assert r.status_code == 413
+        assert r.json()["code"] == "upload_too_large"  # as the endpoint's own refusal reads
     assert seen == [3000]
 
 

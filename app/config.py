@@ -258,6 +258,11 @@ class Settings(BaseSettings):
 
     # --- access -------------------------------------------------------------------------------
     admin_token: SecretStr | None = None
+    max_request_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest request body but uploads (JSON, fal's webhooks); larger → 413.",
+    )
     idempotency_retention: Duration = timedelta(hours=24)
 
     @field_validator("fal_queue_url", "fal_rest_url", "fal_cdn_url", "fal_platform_url")

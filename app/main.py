@@ -12,19 +12,25 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
+from app.auth.throttle import FailedAuthThrottle
 from app.catalog.endpoints import router as models_router
 from app.config import Settings, get_settings
 from app.db.driver import EngineDriver
 from app.db.engine import create_engine, create_sessionmaker, resolve_database_url
 from app.db.outage import install_outage_handler
 from app.files.endpoints import router as files_router
+from app.files.service import UploadTooLarge
 from app.health.endpoints import router as health_router
 from app.jobs.endpoints import router as jobs_router
 from app.jobs.endpoints import validate_router
 from app.jobs.notifier import WorkerNotifier
+from app.jobs.schemas import job_create_schema
 from app.jobs.steps.context import policy_of
 from app.jobs.store import JobStore
-from app.kit.problems import install_problem_handlers
+from app.kit.api_docs import install_docs
+from app.kit.body_limit import BodyLimitMiddleware
+from app.kit.openapi import install_openapi
+from app.kit.problems import install_problem_handlers, internal_error
 from app.kit.process import freeze_startup_heap
 from app.kit.request_id import RequestIdMiddleware
 from app.storage import storage_from_settings
@@ -90,11 +96,22 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         summary="A self-hosted gateway to fal.ai's video-to-audio models.",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.storage = storage_from_settings(settings)
     app.state.job_tokens = JobTokens(resolve_webhook_secret(settings))
-    app.add_middleware(RequestIdMiddleware)
+    app.state.admin_auth_throttle = FailedAuthThrottle()
+    # Inside the request id (added first): its 413 carries the id like every other answer.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default_limit=settings.max_request_bytes,
+        # An upload is the video plus its multipart framing; the endpoint enforces the video's
+        # own limit exactly while streaming it to storage.
+        limits={("POST", "/v1/files"): (settings.max_input_bytes + 64 * 1024, UploadTooLarge.code)},
+    )
+    app.add_middleware(RequestIdMiddleware, on_error=internal_error)
     install_problem_handlers(app)
     install_outage_handler(app)
     # The jobs routes sit on the app's own router, first, not included: routes are matched in
@@ -114,6 +131,9 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         usage_admin_router,
     ):
         app.include_router(router)
+
+    install_docs(app)
+    install_openapi(app, components={"JobCreate": job_create_schema})
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

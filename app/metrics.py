@@ -12,3 +12,8 @@ WEBHOOKS_REJECTED = Counter(
     "fal webhooks refused (401: forged, replayed or tampered), by reason.",
     ["reason"],
 )
+ADMIN_AUTH_FAILURES = Counter(
+    "foley_admin_auth_failures_total",
+    "Admin API requests refused for a missing or wrong admin token.",
+    ["reason"],
+)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
+import structlog
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
@@ -18,7 +19,10 @@ from app.auth.keys import hash_api_key
 from app.config import Settings
 from app.kit.clock import utcnow
 from app.kit.problems import Forbidden, Unauthorized
+from app.metrics import ADMIN_AUTH_FAILURES
 from app.models import ApiKey, Tenant
+
+log = structlog.get_logger(__name__)
 
 admin_bearer = HTTPBearer(
     auto_error=False, scheme_name="AdminToken", description="The operator's admin token."
@@ -158,8 +162,23 @@ async def require_admin(
             "Admin API disabled: FOLEY_ADMIN_TOKEN is not set.", code="admin_disabled"
         )
     given = credentials.credentials if credentials else ""
+    source = request.client.host if request.client else "unknown"
+    throttle = request.app.state.admin_auth_throttle
     if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+        reason = "wrong_token" if given else "missing_token"
+        ADMIN_AUTH_FAILURES.labels(reason=reason).inc()
+        delay, failures = await throttle.failed(source)
+        # One line per failure, never the token itself.
+        log.warning(
+            "admin authentication failed",
+            reason=reason,
+            source=source,
+            path=request.url.path,
+            failures=failures,
+            delayed_s=delay,
+        )
         raise Unauthorized("Invalid admin token.", code="invalid_admin_token", headers=_CHALLENGE)
+    throttle.succeeded(source)
     return "admin"
 
 

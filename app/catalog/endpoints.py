@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 
 from app.auth.dependencies import CurrentTenant
 from app.catalog.registry import CATALOG
@@ -18,7 +20,17 @@ async def list_models(_: CurrentTenant) -> ListPage[ModelOut]:
 
 
 @router.get("/{model_id:path}", response_model=ModelOut)
-async def get_model(model_id: str, _: CurrentTenant) -> ModelOut:
+async def get_model(
+    model_id: Annotated[
+        str,
+        Path(
+            description="A model's id or alias (others: 404 model_not_found).",
+            json_schema_extra={"enum": CATALOG.names()},
+        ),
+    ],
+    _: CurrentTenant,
+) -> ModelOut:
+    """One model, with its input schema, limits and price."""
     spec = CATALOG.resolve(model_id)
     if spec is None:
         raise NotFound(f"No model {model_id!r}.", code="model_not_found", param="model_id")

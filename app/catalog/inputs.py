@@ -6,7 +6,17 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    WithJsonSchema,
+    model_validator,
+)
+
+from app.kit.text import bounded_text, integer, number
 
 
 def _check_video_url(value: str) -> str:
@@ -16,17 +26,32 @@ def _check_video_url(value: str) -> str:
 
 
 VideoUrl = Annotated[
-    str,
-    Field(max_length=8192, description="Where the upstream fetches the video (http(s) or data:)."),
+    bounded_text(8192),
+    # what _check_video_url checks, for the schema (the check keeps its own message)
+    WithJsonSchema({"type": "string", "maxLength": 8192, "pattern": "^(https?://|data:)"}),
     AfterValidator(_check_video_url),
 ]
-Seed = Annotated[int, Field(ge=0, le=2**31 - 1, description="Fixes the upstream's randomness.")]
+Seed = integer(ge=0, le=2**31 - 1)
 
 
 class NormalizedInput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # The schema says what _one_source checks: exactly one of the two sources is given.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": [source],
+                    "properties": {source: {"type": "string", "description": f"Given: {source}."}},
+                }
+                for source in ("video_url", "video_file_id")
+            ]
+        },
+    )
 
-    video_url: VideoUrl | None = None
+    video_url: VideoUrl | None = Field(
+        default=None, description="Where the upstream fetches the video (http(s) or data:)."
+    )
     video_file_id: uuid.UUID | None = Field(
         default=None, description="An upload (POST /v1/files) instead of a URL."
     )
@@ -39,21 +64,24 @@ class NormalizedInput(BaseModel):
 
 
 class ThinkSoundInput(NormalizedInput):
-    prompt: str = Field(
+    prompt: bounded_text(2000) = Field(  # type: ignore[valid-type]
         default="",
-        max_length=2000,
         description="What to hear. Empty: the model derives one from the video and returns it.",
     )
-    seed: Seed | None = None
-    steps: int | None = Field(default=None, ge=2, le=100, description="Inference steps (24).")
-    guidance: float | None = Field(default=None, ge=1, le=20, description="CFG scale (5).")
+    seed: Seed | None = Field(default=None, description="Fixes the upstream's randomness.")
+    steps: integer(ge=2, le=100) | None = Field(  # type: ignore[valid-type]
+        default=None, description="Inference steps (24)."
+    )
+    guidance: number(ge=1, le=20) | None = Field(  # type: ignore[valid-type]
+        default=None, description="CFG scale (5)."
+    )
 
 
 class KlingInput(NormalizedInput):
-    prompt: str | None = Field(
-        default=None, max_length=200, description="Sound effects to generate (≤ 200 characters)."
+    prompt: bounded_text(200) | None = Field(  # type: ignore[valid-type]
+        default=None, description="Sound effects to generate (≤ 200 characters)."
     )
-    music_prompt: str | None = Field(
-        default=None, max_length=200, description="Background music (≤ 200 characters)."
+    music_prompt: bounded_text(200) | None = Field(  # type: ignore[valid-type]
+        default=None, description="Background music (≤ 200 characters)."
     )
-    asmr_mode: bool = Field(default=False, description="Enhance detailed sound effects.")
+    asmr_mode: StrictBool = Field(default=False, description="Enhance detailed sound effects.")

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from app.catalog.inputs import KlingInput, NormalizedInput, ThinkSoundInput
+from app.kit.problems import InputValidationError
 
 PriceUnit = Literal["video", "compute_second", "output_second"]
 
@@ -162,6 +163,20 @@ MODELS: tuple[ModelSpec, ...] = (
 )
 
 
+class UnknownModel(InputValidationError):
+    def __init__(self, name: str, *, param: str = "model") -> None:
+        super().__init__(
+            [
+                {
+                    "param": param,
+                    "code": "unknown_model",
+                    "message": f"unknown model {name[:200]!r}; see GET /v1/models",
+                }
+            ]
+        )
+        self.code = "unknown_model"  # type: ignore[misc]
+
+
 @dataclass
 class Catalog:
     models: tuple[ModelSpec, ...] = MODELS
@@ -176,6 +191,16 @@ class Catalog:
 
     def resolve(self, name: str) -> ModelSpec | None:
         return self._index.get(name)
+
+    def names(self) -> list[str]:
+        """Every id and alias."""
+        return list(self._index)
+
+    def require(self, name: str, *, param: str = "model") -> ModelSpec:
+        spec = self._index.get(name)
+        if spec is None:
+            raise UnknownModel(name, param=param)
+        return spec
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self.models)

@@ -2,28 +2,31 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app.catalog.registry import ModelSpec
 
 
-class PriceOut(BaseModel):
-    unit: str
-    price_usd: str  # decimal string: money never crosses the API as a binary float
+class ModelPrice(BaseModel):
+    unit: str = Field(description="What the model is billed by: video, compute_second …")
+    # a decimal string: money never crosses the API as a binary float
+    price_usd: str = Field(description="The catalog's list price per unit, in USD.")
 
 
 class ModelOut(BaseModel):
-    object: Literal["model"] = "model"
-    id: str
-    aliases: list[str]
-    title: str
-    description: str
-    provider: Literal["fal"] = "fal"
-    endpoint: str
-    input_schema: dict[str, Any]
-    limits: dict[str, Any]
-    price: PriceOut
-    outputs: list[str]
+    object: Literal["model"] = Field(default="model", description="Always model.")
+    id: str = Field(description="The model's id (a job's model).")
+    aliases: list[str] = Field(description="Other names a job may use for it.")
+    title: str = Field(description="Its name, for people.")
+    description: str = Field(description="What it does.")
+    provider: Literal["fal"] = Field(default="fal", description="Who runs it.")
+    endpoint: str = Field(description="fal's endpoint.")
+    input_schema: dict[str, Any] = Field(description="The JSON schema of a job's input.")
+    limits: dict[str, Any] = Field(
+        description="What an input must satisfy: containers, max_bytes, min/max_duration_s."
+    )
+    price: ModelPrice = Field(description="The list price.")
+    outputs: list[str] = Field(description="What a job returns: video, audio.")
 
     @classmethod
     def from_spec(cls, spec: ModelSpec) -> ModelOut:
@@ -35,6 +38,6 @@ class ModelOut(BaseModel):
             endpoint=spec.endpoint,
             input_schema=spec.input_model.model_json_schema(),
             limits=spec.limits.to_dict(),
-            price=PriceOut(unit=spec.pricing.unit, price_usd=f"{spec.pricing.price_usd:.6f}"),
+            price=ModelPrice(unit=spec.pricing.unit, price_usd=f"{spec.pricing.price_usd:.6f}"),
             outputs=spec.outputs.produces(),
         )

@@ -14,13 +14,19 @@ from app.files import service
 from app.files.ranges import stream_stored_object
 from app.files.schemas import FileOut
 from app.kit.problems import BadRequest, NotFound, ProblemError
+from app.kit.text import column_text
 from app.models import StoredFile
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
+_BINARY = {
+    kind: {"schema": {"type": "string", "format": "binary"}}
+    for kind in ("video/*", "audio/*", "application/octet-stream")
+}
 CONTENT = {
-    200: {"description": "The file.", "content": {"video/mp4": {}, "audio/mpeg": {}}},
-    206: {"description": "The requested byte range."},
+    200: {"description": "The file.", "content": _BINARY},
+    206: {"description": "The requested byte range.", "content": _BINARY},
+    304: {"description": "Not modified (If-None-Match)."},
     307: {"description": "Redirect to a presigned object-storage URL (when enabled)."},
     404: {"description": "No such file for this tenant."},
     410: {"description": "Deleted by the retention policy."},
@@ -42,6 +48,7 @@ def _base_url(request: Request) -> str:
     response_model=FileOut,
     status_code=201,
     responses={
+        400: {"description": "A multipart upload without a `file` field."},
         411: {"description": "A multipart upload without Content-Length."},
         413: {"description": "Larger than FOLEY_MAX_INPUT_BYTES."},
         422: {"description": "Not a readable video (`video_unreadable`)."},
@@ -54,8 +61,15 @@ def _base_url(request: Request) -> str:
                 "multipart/form-data": {
                     "schema": {
                         "type": "object",
-                        "properties": {"file": {"type": "string", "format": "binary"}},
+                        "properties": {
+                            "file": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": "The video.",
+                            }
+                        },
                         "required": ["file"],
+                        "additionalProperties": False,
                     }
                 },
             },
@@ -67,7 +81,10 @@ async def upload_file(
     request: Request,
     tenant: CurrentTenant,
     session: SessionDep,
-    filename: Annotated[str | None, Query(description="Name for a raw-body upload.")] = None,
+    filename: Annotated[
+        column_text(StoredFile.filename) | None,  # type: ignore[valid-type]
+        Query(description="Name for a raw-body upload."),
+    ] = None,
 ) -> FileOut:
     """Upload an input video: a raw body (any video content type) or multipart (`file`). It is
     streamed to storage, hashed and probed; use its `id` as a job's `input.video_file_id`."""

@@ -10,19 +10,19 @@ from app.models import StoredFile
 
 
 class FileOut(BaseModel):
-    object: Literal["file"] = "file"
-    id: uuid.UUID
-    kind: str
-    filename: str
-    content_type: str
-    size_bytes: int
-    sha256: str
+    object: Literal["file"] = Field(default="file", description="Always file.")
+    id: uuid.UUID = Field(description="The file's id (a job's input.video_file_id).")
+    kind: str = Field(description="input_upload, or a job's output.")
+    filename: str = Field(description="Its name, for downloads.")
+    content_type: str = Field(description="Its media type, as sniffed.")
+    size_bytes: int = Field(description="Its size in bytes.")
+    sha256: str = Field(description="The SHA-256 of its bytes, hex.")
     probe: dict[str, Any] | None = Field(description="What the gateway measured (PyAV).")
-    job_id: uuid.UUID | None
-    created_at: datetime
+    job_id: uuid.UUID | None = Field(description="The job it came from, for an output.")
+    created_at: datetime = Field(description="When it was stored.")
     expires_at: datetime | None = Field(description="When retention deletes it, if set.")
-    data_removed: bool
-    url: str
+    data_removed: bool = Field(description="Deleted by the retention policy.")
+    url: str = Field(description="Where to download it.")
 
     @classmethod
     def of(cls, f: StoredFile, base_url: str, expires_at: datetime | None) -> FileOut:

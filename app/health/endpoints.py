@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from app.db.migrate import current_revision, head_revision
@@ -9,13 +10,26 @@ from app.db.migrate import current_revision, head_revision
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+class Health(BaseModel):
+    status: str = Field(description="ok: the process is up.")
+
+
+class Readiness(BaseModel):
+    status: str = Field(description="ready, or not_ready.")
+    checks: dict[str, str] = Field(description="Each check (database, migrations): ok or why not.")
+
+
+@router.get("/healthz", response_model=Health)
 async def healthz() -> dict[str, str]:
     """The process is up (liveness)."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Not ready: see checks."}},
+)
 async def readyz(request: Request) -> JSONResponse:
     """The database answers and its schema is at the migrations' head (readiness)."""
     engine = request.app.state.engine

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -9,21 +8,21 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter, ValidationError
 
 from app.auth.dependencies import CurrentTenant, current_principal
+from app.catalog.registry import CATALOG
 from app.db.session import SessionDep
 from app.jobs import service
-from app.jobs.schemas import JobCreate, JobEventOut, JobOut
-from app.kit.idempotency import MAX_KEY_LENGTH
+from app.jobs.schemas import JobCreate, JobEventOut, JobOut, ModelName
+from app.kit.idempotency import MAX_KEY_LENGTH, check_key
 from app.kit.pagination import ListPage
-from app.kit.problems import InputValidationError, validation_errors
-from app.models import JobStatus
+from app.kit.problems import InputValidationError, problems, validation_errors
+from app.kit.text import UtcDatetime, column_int
+from app.models import JobEvent, JobStatus
+from app.usage.schemas import EstimateOut, ValidationOut
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 validate_router = APIRouter(prefix="/v1/validate", tags=["jobs"])
 
-PROBLEMS = {
-    401: {"description": "Missing or invalid API key."},
-    404: {"description": "No such job for this tenant."},
-}
+PROBLEMS = problems(s404="No such job for this tenant.")
 
 
 JSON = "application/json"
@@ -41,14 +40,15 @@ CREATE_PARAMETERS = [
         "name": "Idempotency-Key",
         "in": "header",
         "required": False,
-        "schema": {"type": "string", "maxLength": MAX_KEY_LENGTH},
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
         "description": "Retry safely: a repeat with the same key and body replays the first "
         "answer (kept at least 24 h); the same key with another body is refused.",
     },
 ]
+# The schema is JobCreate's per-model description (app.jobs.schemas.job_create_schema).
 CREATE_BODY = {
     "required": True,
-    "content": {"application/json": {"schema": JobCreate.model_json_schema()}},
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}}},
 }
 _FLAG = TypeAdapter(bool)
 
@@ -93,11 +93,15 @@ def _query_flag(request: Request, name: str) -> bool:
     response_model=JobOut,
     status_code=202,
     responses={
-        402: {"description": "The estimated cost exceeds the tenant's remaining budget."},
-        403: {"description": "Tenant suspended, or a read-only key."},
-        409: {"description": "The same Idempotency-Key is still being processed."},
-        429: {"description": "Too many job creations; see Retry-After and RateLimit."},
-        422: {"description": "Invalid input, unknown model, or Idempotency-Key reused."},
+        200: {"model": EstimateOut, "description": "With dry_run=true: the estimate."},
+        **problems(
+            402,
+            409,
+            429,
+            s403="Tenant suspended (`tenant_suspended`), or a read-only key.",
+            s422="Invalid input, unknown model, or Idempotency-Key reused.",
+            s503="No price is configured for the model, so its budget cannot be checked.",
+        ),
     },
     openapi_extra={
         "parameters": CREATE_PARAMETERS,
@@ -118,6 +122,8 @@ async def create_job(request: Request) -> Response:
     principal = await current_principal(request)
     body = await _job_create(request)
     idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is not None:
+        check_key(idempotency_key)
     dry_run = _query_flag(request, "dry_run")
     state = request.app.state
     tenant = principal.tenant
@@ -145,6 +151,7 @@ async def create_job(request: Request) -> Response:
 
 @validate_router.post(
     "",
+    response_model=ValidationOut,
     responses={200: {"description": "The verdict: valid, or the code a job would fail with."}},
 )
 async def validate_input(
@@ -159,16 +166,28 @@ async def validate_input(
     )
 
 
-@router.get("", response_model=ListPage[JobOut])
+@router.get(
+    "",
+    response_model=ListPage[JobOut],
+    responses=problems(
+        s400="`invalid_cursor`: no such job to page from, or both starting_after and ending_before."
+    ),
+)
 async def list_jobs(
     request: Request,
     tenant: CurrentTenant,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     status: JobStatus | None = None,
-    model: str | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    model: Annotated[
+        ModelName | None,  # type: ignore[valid-type]
+        Query(
+            description="Only this model's jobs: its id or an alias.",
+            json_schema_extra={"enum": CATALOG.names()},
+        ),
+    ] = None,
+    created_after: UtcDatetime | None = None,
+    created_before: UtcDatetime | None = None,
     starting_after: uuid.UUID | None = None,
     ending_before: uuid.UUID | None = None,
 ) -> ListPage[JobOut]:
@@ -201,7 +220,7 @@ async def get_job(
 @router.post(
     "/{job_id}/cancel",
     response_model=JobOut,
-    responses={**PROBLEMS, 409: {"description": "The job already finished."}},
+    responses={**PROBLEMS, **problems(s409="The job already finished.")},
 )
 async def cancel_job(
     job_id: uuid.UUID, request: Request, tenant: CurrentTenant, session: SessionDep
@@ -218,7 +237,8 @@ async def list_job_events(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 100,
     after: Annotated[
-        int, Query(ge=0, description="Only events after this seq (a job's events start at 1).")
+        column_int(JobEvent.seq),  # type: ignore[valid-type]
+        Query(description="Only events after this seq (a job's events start at 1)."),
     ] = 0,
 ) -> ListPage[JobEventOut]:
     """The job's history, oldest first: every transition as it was committed."""

@@ -2,61 +2,92 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
-from app.models import JobStatus
+from app.catalog.registry import CATALOG, ModelSpec
+from app.kit.examples import with_examples
+from app.kit.text import METADATA_DESCRIPTION, Metadata, column_text
+from app.models import Job, JobStatus
+
+ModelName = column_text(Job.model)
 
 
 class JobCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "model": "thinksound",
-                    "input": {"video_url": "https://example.com/clip.mp4", "prompt": "rain"},
-                    "metadata": {"order": "42"},
-                },
-                {
-                    "model": "kling-video-to-audio",
-                    "input": {
-                        "video_url": "https://example.com/clip.mp4",
-                        "prompt": "footsteps on gravel",
-                        "music_prompt": "calm piano",
-                    },
-                },
-            ]
+    model_config = with_examples(
+        {
+            "model": "thinksound",
+            "input": {"video_url": "https://example.com/clip.mp4", "prompt": "rain"},
+            "metadata": {"order": "42"},
+        },
+        {
+            "model": "kling-video-to-audio",
+            "input": {
+                "video_url": "https://example.com/clip.mp4",
+                "prompt": "footsteps on gravel",
+                "music_prompt": "calm piano",
+            },
         },
     )
 
-    model: str = Field(description="A model id or alias from GET /v1/models.")
+    model: ModelName = Field(description="A model id or alias from GET /v1/models.")  # type: ignore[valid-type]
     input: dict[str, Any] = Field(
         description="The normalized input: video_url, prompt, seed, plus the model's own fields "
         "(see each model's input_schema). Unknown fields are rejected."
     )
-    metadata: dict[str, str] = Field(
-        default_factory=dict, description="Your own key/value pairs, returned as given (≤ 50)."
+    metadata: Metadata = Field(default_factory=dict, description=METADATA_DESCRIPTION)
+
+
+def _variant(spec: ModelSpec, name: str) -> type[BaseModel]:
+    """JobCreate for one name of a model: ``model`` is that name, ``input`` the model's input."""
+    slug = "".join(w.capitalize() for w in re.split(r"[^a-z0-9]+", name.lower()) if w)
+    what = spec.title if name == spec.id else f"{spec.title} (an alias of {spec.id})"
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        f"JobCreate{slug}",
+        __doc__=f"A {what} job. {spec.description}",
+        __config__=ConfigDict(extra="forbid"),
+        model=(Literal[name], Field(description=f"{what}.")),
+        input=(spec.input_model, Field(description=f"{spec.title}'s input.")),
+        metadata=(Metadata, Field(default_factory=dict, description=METADATA_DESCRIPTION)),
     )
 
 
+def job_create_schema() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The OpenAPI schema of a job creation: one variant per name of a model (its id and each
+    alias), chosen by ``model`` (a discriminator whose mapping is one name to one variant: tools
+    take a mapping's value for the branch's only tag). Requests are parsed by JobCreate, then by
+    the model's own input class (app.jobs.service), which is what these variants describe."""
+    variants = tuple(_variant(spec, name) for spec in CATALOG for name in (spec.id, *spec.aliases))
+    union = Annotated[Union[variants], Field(discriminator="model")]  # type: ignore[valid-type]  # noqa: UP007
+    schema = TypeAdapter(union).json_schema(ref_template="#/components/schemas/{model}")
+    defs = schema.pop("$defs", {})
+    schema["description"] = "A job: the model, its input (per model), your metadata."
+    schema["examples"] = JobCreate.model_config["json_schema_extra"]["examples"]  # type: ignore[index]
+    return schema, defs
+
+
 class JobError(BaseModel):
-    code: str
-    message: str
-    upstream: dict[str, Any] | None = None
+    code: str = Field(
+        description="Why the job failed, as a stable code (e.g. upstream_validation)."
+    )
+    message: str = Field(description="Why the job failed, for people.")
+    upstream: dict[str, Any] | None = Field(
+        default=None, description="fal's answer when it caused the failure: status_code, detail …"
+    )
     details: dict[str, Any] | None = Field(
         default=None, description="What was measured (e.g. duration_s, max_duration_s)."
     )
 
 
 class Upstream(BaseModel):
-    provider: Literal["fal"] = "fal"
-    endpoint: str
-    request_id: str | None
-    queue_position: int | None
+    provider: Literal["fal"] = Field(default="fal", description="Who runs the model.")
+    endpoint: str = Field(description="fal's endpoint the job is sent to.")
+    request_id: str | None = Field(description="fal's request id, once fal accepted the job.")
+    queue_position: int | None = Field(description="The job's place in fal's queue, if queued.")
 
 
 class Metrics(BaseModel):
@@ -67,53 +98,57 @@ class Metrics(BaseModel):
 
 
 class JobUrls(BaseModel):
-    self: str
-    cancel: str
+    self: str = Field(description="The job (GET).")
+    cancel: str = Field(description="Cancels the job (POST).")
     events: str = Field(description="The job's history: every transition, in order.")
 
 
 class MediaOut(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    file_id: uuid.UUID
-    url: str
-    content_type: str
-    size_bytes: int
-    duration_s: float | None = None
+    file_id: uuid.UUID = Field(description="The stored file's id (GET /v1/files/{id}).")
+    url: str = Field(description="Where to download it from the gateway.")
+    content_type: str = Field(description="Its media type (video/mp4, audio/mpeg …).")
+    size_bytes: int = Field(description="Its size in bytes.")
+    duration_s: float | None = Field(default=None, description="Its length in seconds.")
 
 
 class ResultOut(BaseModel):
-    prompt: str | None = None
-    video: MediaOut | None = None
-    audio: MediaOut | None = None
+    prompt: str | None = Field(default=None, description="The prompt the model used.")
+    video: MediaOut | None = Field(default=None, description="The video with its new sound.")
+    audio: MediaOut | None = Field(default=None, description="The sound on its own.")
 
 
 class LogLine(BaseModel):
     model_config = ConfigDict(extra="allow")
-    message: str
-    level: str | None = None
-    timestamp: str | None = None
+    message: str = Field(description="A line the model logged at fal.")
+    level: str | None = Field(default=None, description="Its level (INFO, ERROR …).")
+    timestamp: str | None = Field(default=None, description="When fal logged it.")
 
 
 class JobUsage(BaseModel):
-    unit: str
+    unit: str = Field(description="What the model is billed by: video, compute_second …")
     units: str | None = Field(description="Billed units, a decimal string (once settled).")
-    estimated_cost_usd: str | None
+    estimated_cost_usd: str | None = Field(description="The estimate reserved at creation.")
     cost_usd: str | None = Field(description="What fal billed, in USD (once settled).")
-    status: Literal["estimated", "settled", "unpriced"]
+    status: Literal["estimated", "settled", "unpriced"] = Field(
+        description="estimated until fal's bill is known, then settled (unpriced: no price yet)."
+    )
 
 
 class JobOut(BaseModel):
-    object: Literal["job"] = "job"
-    id: uuid.UUID
-    model: str
-    status: JobStatus
-    input: dict[str, Any]
-    result: ResultOut | None
-    error: JobError | None
-    upstream: Upstream
-    logs: list[LogLine]
-    metrics: Metrics
+    object: Literal["job"] = Field(default="job", description="Always job.")
+    id: uuid.UUID = Field(description="The job's id.")
+    model: str = Field(description="The model's id (an alias given at creation is resolved).")
+    status: JobStatus = Field(
+        description="starting, processing, then succeeded, failed or canceled (final)."
+    )
+    input: dict[str, Any] = Field(description="The normalized input, as validated.")
+    result: ResultOut | None = Field(description="The outputs, once succeeded.")
+    error: JobError | None = Field(description="Why it failed, once failed.")
+    upstream: Upstream = Field(description="The job at fal.")
+    logs: list[LogLine] = Field(description="The model's latest log lines at fal.")
+    metrics: Metrics = Field(description="How long each stage took.")
     data_removed: bool = Field(
         default=False, description="Its files were deleted by the retention policy."
     )
@@ -123,24 +158,24 @@ class JobOut(BaseModel):
     usage: JobUsage | None = Field(
         default=None, description="The job's upstream request on the ledger (once sent to fal)."
     )
-    metadata: dict[str, Any]
-    created_at: datetime
-    started_at: datetime | None
-    completed_at: datetime | None
-    urls: JobUrls
+    metadata: dict[str, Any] = Field(description="Your key/value pairs, as given.")
+    created_at: datetime = Field(description="When the job was accepted.")
+    started_at: datetime | None = Field(description="When it started running at fal.")
+    completed_at: datetime | None = Field(description="When it reached a final status.")
+    urls: JobUrls = Field(description="Links to act on the job.")
 
 
 class JobEventOut(BaseModel):
     """One transition of a job, as its event log recorded it."""
 
-    object: Literal["job_event"] = "job_event"
+    object: Literal["job_event"] = Field(default="job_event", description="Always job_event.")
     id: int = Field(description="Orders every event of the gateway (across jobs).")
-    job_id: uuid.UUID
+    job_id: uuid.UUID = Field(description="The job's id.")
     seq: int = Field(description="The event's number in its job's history, from 1, no gaps.")
     type: str = Field(
         description="job.created, job.submitting, job.started, job.processing, job.logs, "
         "job.cancel_requested, job.submit_retrying, job.submit_ambiguous, job.attached, "
         "job.succeeded, job.failed, job.canceled"
     )
-    data: dict[str, Any]
-    created_at: datetime
+    data: dict[str, Any] = Field(description="What changed (status, error, logs …).")
+    created_at: datetime = Field(description="When the transition was committed.")

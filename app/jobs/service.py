@@ -41,25 +41,9 @@ from app.usage.estimates import Estimate, estimate_from_cache, estimate_job
 
 log = structlog.get_logger(__name__)
 
-MAX_METADATA_KEYS = 50
-
 
 class JobNotFound(NotFound):
     code = "job_not_found"
-
-
-class UnknownModel(InputValidationError):
-    def __init__(self, name: str) -> None:
-        super().__init__(
-            [
-                {
-                    "param": "model",
-                    "code": "unknown_model",
-                    "message": f"unknown model {name!r}; see GET /v1/models",
-                }
-            ]
-        )
-        self.code = "unknown_model"  # type: ignore[misc]
 
 
 class JobNotCancelable(Conflict):
@@ -84,10 +68,7 @@ class Accepted:
 
 
 def resolve_model(name: str) -> ModelSpec:
-    spec = CATALOG.resolve(name)
-    if spec is None:
-        raise UnknownModel(name)
-    return spec
+    return CATALOG.require(name)
 
 
 def build_job(tenant_id: uuid.UUID, body: JobCreate, *, estimated_cost_micros: int = 0) -> NewJob:
@@ -97,16 +78,6 @@ def build_job(tenant_id: uuid.UUID, body: JobCreate, *, estimated_cost_micros: i
         normalized = spec.validate_input(body.input)
     except ValidationError as exc:
         raise InputValidationError(validation_errors(exc.errors(), prefix="input")) from exc
-    if len(body.metadata) > MAX_METADATA_KEYS:
-        raise InputValidationError(
-            [
-                {
-                    "param": "metadata",
-                    "code": "too_many_keys",
-                    "message": f"at most {MAX_METADATA_KEYS} keys",
-                }
-            ]
-        )
     return NewJob(
         id=uuid.uuid4(),
         tenant_id=tenant_id,

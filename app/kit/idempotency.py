@@ -56,6 +56,15 @@ class StoredResponse:
     headers: dict[str, str]
 
 
+def check_key(key: str) -> str:
+    """A key the API takes: 1–255 characters (also on a dry run, which stores none)."""
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise IdempotencyKeyInvalid(
+            f"Idempotency-Key must be 1–{MAX_KEY_LENGTH} characters.", param="Idempotency-Key"
+        )
+    return key
+
+
 def request_fingerprint(method: str, path: str, body: Any) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
@@ -74,10 +83,7 @@ class IdempotencyGuard:
         retention: timedelta,
         lease: timedelta = CLAIM_LEASE,
     ) -> None:
-        if not key or len(key) > MAX_KEY_LENGTH:
-            raise IdempotencyKeyInvalid(
-                f"Idempotency-Key must be 1–{MAX_KEY_LENGTH} characters.", param="Idempotency-Key"
-            )
+        check_key(key)
         self._sessionmaker = sessionmaker
         self.tenant_id = tenant_id
         self.key = key

@@ -3,7 +3,12 @@ binary floats anywhere in between."""
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
 
 MICROS_PER_USD = 1_000_000
 _SIX_PLACES = Decimal("0.000001")
@@ -24,6 +29,44 @@ def usd_to_micros(value: str | Decimal | int) -> int:
     if micros != micros.to_integral_value():
         raise ValueError("amounts are precise to 0.000001 USD")
     return int(micros)
+
+
+# The largest amount the API takes (a budget, a unit price): a billion dollars. Far below what the
+# int8 micro-dollar columns hold (9.2e12 USD), so that a price times a job's units (an hour of
+# compute seconds) still fits the ledger's int8.
+MAX_USD = Decimal(1_000_000_000)
+
+
+# Plain decimal notation only (no exponent, sign or spaces, which Decimal would take): the API
+# takes exactly what its schema (below) describes.
+_PLAIN = re.compile(r"-?[0-9]+(?:\.([0-9]+))?")
+_SCHEMA_PATTERN = r"^0*(\d{1,9}(\.\d{1,6})?|1000000000(\.0{1,6})?)$"
+
+
+def _amount(value: str) -> str:
+    plain = _PLAIN.fullmatch(value)
+    if plain is None:
+        raise PydanticCustomError("invalid_amount", "not a decimal amount of USD, e.g. 25.00", {})
+    if value.startswith("-"):
+        raise PydanticCustomError("negative_amount", "an amount cannot be negative", {})
+    if len(plain.group(1) or "") > 6:
+        raise PydanticCustomError("amount_too_precise", "amounts are precise to 0.000001 USD", {})
+    if Decimal(value) > MAX_USD:
+        raise PydanticCustomError("amount_too_large", "at most 1000000000 USD", {})
+    return value
+
+
+UsdAmount = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=32,
+        description="USD as a decimal string (0 ≤ amount ≤ 1000000000, at most 6 decimals).",
+        examples=["25.00"],
+        json_schema_extra={"pattern": _SCHEMA_PATTERN},
+    ),
+    AfterValidator(_amount),
+]
 
 
 def micros_to_usd(micros: int | None) -> str | None:

@@ -10,10 +10,10 @@ T = TypeVar("T")
 
 
 class ListPage(BaseModel, Generic[T]):
-    object: Literal["list"] = "list"
-    data: list[T]
-    has_more: bool
-    url: str | None = None
+    object: Literal["list"] = Field(default="list", description="Always list.")
+    data: list[T] = Field(description="The page's objects, in the list's order.")
+    has_more: bool = Field(description="More objects follow: page on with starting_after.")
+    url: str | None = Field(default=None, description="The list's path.")
 
 
 class PageParams(BaseModel):

@@ -43,8 +43,8 @@ class BudgetEvent(Base):
 
 
 class RateLimitWindow(Base):
-    """Fixed one-minute windows of job creations per tenant, counted in Postgres so every API
-    process sees the same count."""
+    """Job creations per tenant and second, counted in Postgres so every API process sees the
+    same count; the rate limit sums the last 61 (app.usage.limits)."""
 
     __tablename__ = "rate_limit_windows"
 

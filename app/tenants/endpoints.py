@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from app.auth.dependencies import AdminActor, AdminDep
 from app.db.session import SessionDep
 from app.kit.pagination import ListPage
+from app.kit.problems import problems
 from app.tenants import service
 from app.tenants.schemas import (
     ApiKeyCreate,
@@ -86,7 +87,10 @@ async def revoke_key(
 
 
 @router.post(
-    "/tenants/{tenant_id}/keys/{key_id}/rotate", response_model=ApiKeyRotated, status_code=201
+    "/tenants/{tenant_id}/keys/{key_id}/rotate",
+    response_model=ApiKeyRotated,
+    status_code=201,
+    responses=problems(s409="The key is revoked: it cannot be rotated."),
 )
 async def rotate_key(
     tenant_id: uuid.UUID,

@@ -4,47 +4,69 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, StrictBool, field_validator
+from pydantic_core import PydanticCustomError
 
-from app.kit.money import micros_to_usd, usd_to_micros
+from app.kit.clock import utcnow
+from app.kit.examples import with_examples
+from app.kit.money import UsdAmount, micros_to_usd
+from app.kit.text import UtcDatetime, column_int, column_text, integer, number
 from app.models import ApiKey, Tenant
 from app.usage.periods import parse_period
+from app.usage.schemas import BudgetOut
+
+TenantName = column_text(Tenant.name)
+KeyName = column_text(ApiKey.name)
+RatePerMinute = column_int(Tenant.rate_limit_per_minute, ge=1)
+InFlight = column_int(Tenant.max_in_flight, ge=1)
 
 
 class TenantCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200, examples=["video-team"])
+    model_config = with_examples({"name": "video-team"})
+    name: TenantName = Field(description="A name for people; need not be unique.")  # type: ignore[valid-type]
 
 
 class TenantUpdate(BaseModel):
     """Partial update: fields left out are unchanged; ``null`` removes a budget or a limit."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = with_examples(
+        {"budget_usd": "25.00", "budget_period": "month", "rate_limit_per_minute": 60}
+    )
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    budget_usd: str | None = Field(
+    name: TenantName | None = Field(default=None, description="A new name.")  # type: ignore[valid-type]
+    budget_usd: UsdAmount | None = Field(
         default=None,
-        description='Decimal string, e.g. "25.00"; null removes the budget.',
-        examples=["25.00"],
+        description='The budget per period in USD, a decimal string, e.g. "25.00"; null removes '
+        "the budget.",
     )
     budget_period: str | None = Field(
-        default=None, description="'month' (calendar month, UTC) or a duration: '30d', '24h'."
+        default=None,
+        description="'month' (calendar month, UTC) or a duration from 1 hour to 3650 days: "
+        "'30d', '24h', '1.5d', or seconds.",
+        # what parse_period takes, for the schema (the check keeps its own messages)
+        json_schema_extra={"pattern": r"^(month|\d{1,10}(\.\d{1,6})?[dhs]?)$", "maxLength": 32},
     )
-    budget_thresholds: list[int] | None = Field(
-        default=None, description="Percentages that record an event when crossed (50/80/100)."
+    budget_thresholds: list[integer(ge=1, le=1000)] | None = Field(  # type: ignore[valid-type]
+        default=None,
+        max_length=20,
+        description="Percentages that record an event when crossed (50/80/100).",
     )
-    rate_limit_per_minute: int | None = Field(default=None, ge=1)
-    max_in_flight: int | None = Field(default=None, ge=1)
-    weight: float | None = Field(default=None, gt=0, le=1000)
-    suspended: bool | None = None
-
-    @field_validator("budget_usd")
-    @classmethod
-    def _money(cls, v: str | None) -> str | None:
-        if v is not None:
-            if usd_to_micros(v) < 0:
-                raise ValueError("a budget cannot be negative")
-        return v
+    rate_limit_per_minute: RatePerMinute | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="Job creations allowed in any 60 s; null: the gateway's default.",
+    )
+    max_in_flight: InFlight | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="The tenant's requests at fal at once at most; null: the gateway's default.",
+    )
+    # numeric(8, 3): a smaller weight would be stored as 0
+    weight: number(ge=0.001, le=1000) | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="The tenant's share of fal's capacity when tenants compete (default 1).",
+    )
+    suspended: StrictBool | None = Field(
+        default=None, description="true: refuse the tenant's new jobs (403 tenant_suspended)."
+    )
 
     @field_validator("budget_period")
     @classmethod
@@ -60,18 +82,18 @@ class TenantUpdate(BaseModel):
 
 
 class TenantOut(BaseModel):
-    object: Literal["tenant"] = "tenant"
-    id: uuid.UUID
-    name: str
-    budget_usd: str | None
-    budget_period: str
-    budget_thresholds: list[int]
-    rate_limit_per_minute: int | None
-    max_in_flight: int | None
-    weight: float
-    suspended_at: datetime | None
-    created_at: datetime
-    budget: dict[str, Any] | None = Field(
+    object: Literal["tenant"] = Field(default="tenant", description="Always tenant.")
+    id: uuid.UUID = Field(description="The tenant's id.")
+    name: str = Field(description="The tenant's name.")
+    budget_usd: str | None = Field(description="The budget per period in USD; null: none.")
+    budget_period: str = Field(description="month, or a duration in seconds ('2592000s').")
+    budget_thresholds: list[int] = Field(description="Percentages that record an event.")
+    rate_limit_per_minute: int | None = Field(description="Job creations in any 60 s at most.")
+    max_in_flight: int | None = Field(description="Requests at fal at once at most.")
+    weight: float = Field(description="Share of fal's capacity when tenants compete.")
+    suspended_at: datetime | None = Field(description="Since when new jobs are refused.")
+    created_at: datetime = Field(description="When the tenant was created.")
+    budget: BudgetOut | None = Field(
         default=None, description="The current period: spent, reserved, remaining."
     )
 
@@ -88,38 +110,47 @@ class TenantOut(BaseModel):
             weight=float(t.weight),
             suspended_at=t.suspended_at,
             created_at=t.created_at,
-            budget=budget,
+            budget=BudgetOut.model_validate(budget) if budget else None,
         )
 
 
 class ApiKeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, max_length=200)
-    read_only: bool = Field(default=False, description="GET only: refused on every mutation.")
-    expires_at: datetime | None = Field(default=None, description="The key stops working then.")
+    model_config = with_examples({"name": "ci", "read_only": False, "expires_at": None})
+    name: KeyName | None = Field(  # type: ignore[valid-type]
+        default=None, description="What the key is for (e.g. ci, staging)."
+    )
+    read_only: StrictBool = Field(default=False, description="GET only: refused on every mutation.")
+    expires_at: UtcDatetime | None = Field(
+        default=None, description="The key stops working then (in the future; UTC if no offset)."
+    )
+
+    @field_validator("expires_at")
+    @classmethod
+    def _in_the_future(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v <= utcnow():
+            raise PydanticCustomError("key_already_expired", "expires_at is in the past", {})
+        return v
 
 
 class ApiKeyRotate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    grace_seconds: int = Field(
+    model_config = with_examples({"grace_seconds": 3600})
+    grace_seconds: integer(ge=0, le=30 * 86400) = Field(  # type: ignore[valid-type]
         default=3600,
-        ge=0,
-        le=30 * 86400,
         description="The old key keeps working this long, then expires.",
     )
 
 
 class ApiKeyOut(BaseModel):
-    object: Literal["api_key"] = "api_key"
-    id: uuid.UUID
-    tenant_id: uuid.UUID
-    name: str | None
-    prefix: str
-    read_only: bool
-    created_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    last_used_at: datetime | None
+    object: Literal["api_key"] = Field(default="api_key", description="Always api_key.")
+    id: uuid.UUID = Field(description="The key's id.")
+    tenant_id: uuid.UUID = Field(description="The tenant it authenticates.")
+    name: str | None = Field(description="What the key is for.")
+    prefix: str = Field(description="The secret's first characters, to recognise it.")
+    read_only: bool = Field(description="GET only.")
+    created_at: datetime = Field(description="When it was created.")
+    expires_at: datetime | None = Field(description="When it stops working, if it does.")
+    revoked_at: datetime | None = Field(description="When it was revoked, if it was.")
+    last_used_at: datetime | None = Field(description="Its last use (written once a minute).")
 
     @classmethod
     def of(cls, k: ApiKey) -> ApiKeyOut:
@@ -131,6 +162,8 @@ class ApiKeyCreated(ApiKeyOut):
 
 
 class ApiKeyRotated(BaseModel):
-    object: Literal["api_key_rotation"] = "api_key_rotation"
-    old: ApiKeyOut
-    new: ApiKeyCreated
+    object: Literal["api_key_rotation"] = Field(
+        default="api_key_rotation", description="Always api_key_rotation."
+    )
+    old: ApiKeyOut = Field(description="The old key, now expiring after the grace period.")
+    new: ApiKeyCreated = Field(description="The new key, with its secret (shown once).")

@@ -1,19 +1,19 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
 
 from app.auth.dependencies import AdminActor, AdminDep, CurrentTenant
 from app.db.session import SessionDep
 from app.kit.money import micros_to_usd, usd_to_micros
 from app.kit.pagination import ListPage
-from app.kit.problems import InputValidationError
+from app.kit.problems import InputValidationError, problems
 from app.usage import prices, service
+from app.usage.schemas import PriceIn, PriceModel, PriceOut, UsageSummary
 from app.usage.service import GroupBy
 
 router = APIRouter(prefix="/v1/usage", tags=["usage"])
@@ -23,7 +23,7 @@ From = Annotated[date | None, Query(alias="from", description="First day (UTC), 
 To = Annotated[date | None, Query(alias="to", description="Last day (UTC), exclusive.")]
 
 
-@router.get("")
+@router.get("", response_model=UsageSummary, response_model_exclude_unset=True)
 async def usage_summary(
     tenant: CurrentTenant,
     session: SessionDep,
@@ -56,7 +56,7 @@ async def usage_export(
     )
 
 
-@admin_router.get("/usage")
+@admin_router.get("/usage", response_model=UsageSummary, response_model_exclude_unset=True)
 async def admin_usage(
     session: SessionDep,
     start: From = None,
@@ -85,23 +85,6 @@ async def admin_usage_export(
     )
 
 
-class PriceIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    model: str = Field(examples=["fal-ai/kling-video/video-to-audio"])
-    unit: str = Field(examples=["video"], pattern="^(video|compute_second|output_second)$")
-    unit_price_usd: str = Field(examples=["0.035"])
-    effective_from: datetime | None = Field(default=None, description="Default: now.")
-
-
-class PriceOut(BaseModel):
-    object: str = "price"
-    id: uuid.UUID
-    model: str
-    unit: str
-    unit_price_usd: str
-    effective_from: datetime
-
-
 def _price_out(p) -> PriceOut:  # type: ignore[no-untyped-def]
     return PriceOut(
         id=p.id,
@@ -113,13 +96,24 @@ def _price_out(p) -> PriceOut:  # type: ignore[no-untyped-def]
 
 
 @admin_router.get("/prices", response_model=ListPage[PriceOut])
-async def list_prices(session: SessionDep, model: str | None = None) -> ListPage[PriceOut]:
+async def list_prices(
+    session: SessionDep,
+    model: Annotated[
+        PriceModel | None,  # type: ignore[valid-type]
+        Query(description="One model's prices, by id or alias."),
+    ] = None,
+) -> ListPage[PriceOut]:
     return ListPage[PriceOut](
         data=[_price_out(p) for p in await prices.list_prices(session, model)], has_more=False
     )
 
 
-@admin_router.post("/prices", response_model=PriceOut, status_code=201)
+@admin_router.post(
+    "/prices",
+    response_model=PriceOut,
+    status_code=201,
+    responses=problems(s409="The model already has a price from that moment."),
+)
 async def add_price(body: PriceIn, session: SessionDep, actor: AdminActor) -> PriceOut:
     """A new price from `effective_from` on (prices are never edited in place)."""
     try:

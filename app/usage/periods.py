@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 MONTH = "month"
+MIN_PERIOD_S = 3600
+# Ten years: a longer "period" is a budget that never resets; the bound keeps every period start
+# and end inside what datetime and timestamptz hold.
+MAX_PERIOD_S = 3650 * 86400
+_DURATION = re.compile(r"([0-9]{1,10})(?:\.([0-9]{1,6}))?([dhs]?)")
+_UNIT_S = {"d": 86400, "h": 3600, "s": 1, "": 1}
 
 
 def parse_period(value: str) -> str:
-    """'month', or a duration: '30d', '7d', '24h', or seconds. Returns the canonical form."""
+    """'month', or a duration: '30d', '7d', '24h', '1.5d', or seconds. Returns the canonical
+    form. Plain digits only: no exponent, no 'inf'."""
     if value == MONTH:
         return MONTH
-    units = {"d": 86400, "h": 3600, "s": 1}
-    text = value.strip().lower()
-    try:
-        if text[-1] in units:
-            seconds = int(float(text[:-1]) * units[text[-1]])
-        else:
-            seconds = int(text)
-    except (ValueError, IndexError) as exc:
-        raise ValueError("budget_period is 'month' or a duration like '30d', '24h'") from exc
-    if seconds < 3600:
+    m = _DURATION.fullmatch(value)
+    if m is None:
+        raise ValueError("budget_period is 'month' or a duration like '30d', '24h'")
+    whole, frac, unit = m.groups()
+    seconds = int(
+        int(whole) * _UNIT_S[unit] + int(frac or 0) * _UNIT_S[unit] / 10 ** len(frac or "")
+    )
+    if seconds < MIN_PERIOD_S:
         raise ValueError("a budget period is at least one hour")
+    if seconds > MAX_PERIOD_S:
+        raise ValueError("a budget period is at most 3650 days")
     return f"{seconds}s"
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit
+from app.catalog.registry import CATALOG
 from app.kit.clock import utcnow
 from app.kit.problems import Conflict
 from app.models import Price
@@ -31,9 +32,12 @@ async def price_at(session: AsyncSession, model: str, at: datetime) -> Price | N
 
 
 async def list_prices(session: AsyncSession, model: str | None = None) -> Sequence[Price]:
+    """Every price, or one model's: by its id or an alias (a name the catalog does not know
+    still matches rows stored under it)."""
     stmt = select(Price).order_by(Price.model, Price.effective_from)
     if model:
-        stmt = stmt.where(Price.model == model)
+        spec = CATALOG.resolve(model)
+        stmt = stmt.where(Price.model == (spec.id if spec else model))
     return (await session.scalars(stmt)).all()
 
 
@@ -46,6 +50,11 @@ async def add_price(
     effective_from: datetime | None = None,
     actor: str = "admin",
 ) -> Price:
+    """A price for a model of the catalog (an alias is stored as the model's id): a price for a
+    model the gateway cannot call would never be used, so it is refused (unknown_model)."""
+    if unit_price_micros < 0:
+        raise ValueError("a price cannot be negative")
+    model = CATALOG.require(model).id
     when = effective_from or utcnow()
     existing = await session.scalar(
         select(Price.id).where(Price.model == model, Price.effective_from == when)

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.kit.clock import utcnow
 from app.kit.money import micros_to_usd
-from app.kit.problems import BadRequest
+from app.kit.problems import InputValidationError
 from app.models import UsageDaily, UsageRecord
 
 GroupBy = Literal["day", "month", "model"]
@@ -29,9 +29,13 @@ def default_range(start: date | None, end: date | None) -> tuple[date, date]:
     start = start or today.replace(day=1)
     end = end or (today + timedelta(days=1))
     if end <= start:
-        raise BadRequest("'to' must be after 'from'.", param="to")
+        raise InputValidationError(
+            [{"param": "to", "code": "invalid_range", "message": "'to' must be after 'from'"}]
+        )
     if (end - start).days > 3660:
-        raise BadRequest("At most ten years at once.", param="to")
+        raise InputValidationError(
+            [{"param": "to", "code": "range_too_long", "message": "at most ten years at once"}]
+        )
     return start, end
 
 

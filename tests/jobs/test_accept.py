@@ -108,9 +108,17 @@ async def test_openapi_documents_the_create_parameters(api: httpx.AsyncClient) -
     assert params[("header", "Idempotency-Key")]["schema"]["type"] == "string"
     body = operation["requestBody"]
     assert body["required"] is True
-    schema = body["content"]["application/json"]["schema"]
-    assert set(schema["required"]) == {"model", "input"}
-    assert schema["additionalProperties"] is False
+    schemas = spec["components"]["schemas"]
+
+    def resolve(schema: dict) -> dict:
+        return schemas[schema["$ref"].rsplit("/", 1)[-1]] if "$ref" in schema else schema
+
+    # One variant per model (a oneOf on `model`): each the same envelope.
+    variants = resolve(body["content"]["application/json"]["schema"])["oneOf"]
+    assert variants
+    for variant in map(resolve, variants):
+        assert set(variant["required"]) == {"model", "input"}
+        assert variant["additionalProperties"] is False
     assert operation["security"] == [{"HTTPBearer": []}]
 
 

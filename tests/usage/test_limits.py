@@ -15,18 +15,26 @@ async def test_rate_limit_with_ietf_headers(api: httpx.AsyncClient, tenant: Tena
     await set_tenant(api, tenant, rate_limit_per_minute=2)
     with frozen_at(datetime(2031, 3, 1, 12, 0, 15, tzinfo=UTC)):
         a = await api.post("/v1/jobs", json=KLING, headers=tenant.headers)
+    with frozen_at(datetime(2031, 3, 1, 12, 0, 30, 500_000, tzinfo=UTC)):
         b = await api.post("/v1/jobs", json=KLING, headers=tenant.headers)
         c = await api.post("/v1/jobs", json=KLING, headers=tenant.headers)
     assert a.status_code == b.status_code == 202
     assert a.headers["ratelimit-policy"] == '"jobs";q=2;w=60'
-    assert a.headers["ratelimit"] == '"jobs";r=1;t=45'
-    assert b.headers["ratelimit"] == '"jobs";r=0;t=45'
+    # t: until the oldest creation counted leaves the sliding window (its second + 61 s)
+    assert a.headers["ratelimit"] == '"jobs";r=1;t=61'
+    assert b.headers["ratelimit"] == '"jobs";r=0;t=46'
     assert c.status_code == 429
-    assert c.headers["retry-after"] == "45"
-    assert c.json()["code"] == "rate_limited" and c.json()["retry_after_s"] == 45
-    assert c.headers["ratelimit"] == '"jobs";r=0;t=45'
-    with frozen_at(datetime(2031, 3, 1, 12, 1, 0, tzinfo=UTC)):  # the next window
-        assert (await api.post("/v1/jobs", json=KLING, headers=tenant.headers)).status_code == 202
+    assert c.headers["retry-after"] == "46"
+    assert c.json()["code"] == "rate_limited" and c.json()["retry_after_s"] == 46
+    assert c.headers["ratelimit"] == '"jobs";r=0;t=46'
+    # A new minute is no new window: a's creation still counts until 12:01:16.
+    with frozen_at(datetime(2031, 3, 1, 12, 1, 0, tzinfo=UTC)):
+        r = await api.post("/v1/jobs", json=KLING, headers=tenant.headers)
+        assert r.status_code == 429 and r.headers["retry-after"] == "16"
+    with frozen_at(datetime(2031, 3, 1, 12, 1, 16, tzinfo=UTC)):
+        r = await api.post("/v1/jobs", json=KLING, headers=tenant.headers)
+        assert r.status_code == 202
+        assert r.headers["ratelimit"] == '"jobs";r=0;t=15'
 
 
 async def test_suspended_tenant_cannot_create_but_can_read(

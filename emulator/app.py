@@ -5,8 +5,13 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.resources import files
+from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import HTMLResponse
 from starlette.types import Receive, Scope, Send
 
 from emulator.config import EmulatorSettings
@@ -29,6 +34,29 @@ def banner(emu: Emulator) -> str:
             f"  gateway   : point the fal queue, REST, CDN and platform base URLs at {base}",
         )
     )
+
+
+DOCS_ASSETS_URL = "/_emulator/docs/assets"
+
+
+def install_offline_docs(app: FastAPI) -> None:
+    """``/_emulator/docs`` (Swagger UI) with its script and styles served by the emulator itself,
+    from the ``fastapi-offline`` package's copies: FastAPI's default page loads them from a CDN,
+    and this machine may have no internet."""
+    assets = Path(str(files("fastapi_offline") / "static"))
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=assets), name="docs-assets")
+
+    async def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} API",
+            swagger_js_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
+        )
+
+    app.add_api_route("/_emulator/docs", docs, include_in_schema=False)
 
 
 def create_app(settings: EmulatorSettings, *, announce: bool = False) -> EmulatorFront:
@@ -56,11 +84,12 @@ def create_app(settings: EmulatorSettings, *, announce: bool = False) -> Emulato
         title="Foley fal emulator",
         description="A local stand-in for fal's queue API. See docs/emulator.md.",
         lifespan=lifespan,
-        docs_url="/_emulator/docs",
+        docs_url=None,  # served offline below
         redoc_url=None,
         openapi_url="/_emulator/openapi.json",
     )
     app.state.emu = emu
+    install_offline_docs(app)
     app.include_router(control.router)
     app.include_router(storage.router)
     app.include_router(platform.router)

@@ -112,6 +112,11 @@ class Settings(BaseSettings):
         default_factory=lambda: home_dir() / ".foley",
         description="Embedded database, files, development secrets; default <checkout>/.foley.",
     )
+    http_head_timeout: Duration = Field(
+        default=timedelta(seconds=10),
+        description="A request's line and headers must arrive within this, or the connection "
+        "is closed (a slow client cannot hold connections open).",
+    )
     db_pool_size: int = Field(
         default=20, ge=1, description="The API's database connections at most (one pool)."
     )

@@ -47,6 +47,8 @@ def api(
     """Serve the HTTP API (run `foley migrate` first; `foley worker` does the upstream work)."""
     import uvicorn
 
+    from app.entrypoints.http import with_head_timeout
+
     settings = load_settings()
     if settings.uses_embedded_db:
         # Resolve once here so every uvicorn worker process joins the same embedded server.
@@ -60,6 +62,7 @@ def api(
         workers=workers,
         proxy_headers=True,
         log_level=settings.log_level.lower(),
+        http=with_head_timeout(settings.http_head_timeout.total_seconds()),
     )
 
 

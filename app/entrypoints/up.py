@@ -42,6 +42,7 @@ def up(
     import uvicorn
 
     from app.db import migrate as migrations
+    from app.entrypoints.http import with_head_timeout
     from app.media.samples import ensure_sample_video
 
     # The API's port first: taken, nothing else is started and no banner promises an API.
@@ -94,7 +95,15 @@ def up(
     )
 
     async def serve() -> None:
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_level="warning",
+                http=with_head_timeout(settings.http_head_timeout.total_seconds()),
+            )
+        )
         stop = asyncio.Event()
         worker_task = asyncio.create_task(run_worker(settings, stop))
         try:

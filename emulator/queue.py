@@ -217,9 +217,18 @@ class QueueEngine:
         if start_timeout is not None:
             job.deadline = loop.call_later(start_timeout, self._start_deadline, job)
         if job.ready_at > now:
-            loop.call_at(job.ready_at, self.pump)
+            loop.call_at(job.ready_at, self._pump_when_ready, job)
         self.pump()
         return position
+
+    def _pump_when_ready(self, job: Job) -> None:
+        """The loop may run a timer up to its clock's resolution early (asyncio's
+        ``_clock_resolution``): a request not quite ready then would wait for an unrelated event
+        to start it, maybe forever. Look again a moment later instead."""
+        if time.monotonic() < job.ready_at:
+            asyncio.get_running_loop().call_at(job.ready_at + 0.001, self._pump_when_ready, job)
+            return
+        self.pump()
 
     def _remove_pending(self, job: Job) -> None:
         self._normal.pop(job.request_id, None)

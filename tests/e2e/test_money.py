@@ -68,6 +68,8 @@ async def test_ledger_equals_the_emulators_bill_for_a_mixed_run(gateway, clips) 
         # a cancel while queued at fal
         gw.emu.control(concurrency=1, run_time=3)
         blocker = await gw.create({"model": "kling-video-to-audio", "input": {"video_url": url}})
+        # The blocker holds fal's one slot first, so the next one waits in fal's queue.
+        await gw.wait(blocker["id"], until=lambda j: j["status"] == "processing")
         queued = await gw.create({"model": "kling-video-to-audio", "input": {"video_url": url}})
         await gw.wait(queued["id"], until=lambda j: j["status"] == "starting")
         await gw.client.post(f"/v1/jobs/{queued['id']}/cancel", headers=gw.headers)

@@ -110,6 +110,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         # An upload is the video plus its multipart framing; the endpoint enforces the video's
         # own limit exactly while streaming it to storage.
         limits={("POST", "/v1/files"): (settings.max_input_bytes + 64 * 1024, UploadTooLarge.code)},
+        self_counting=frozenset({("POST", "/v1/files")}),
     )
     app.add_middleware(RequestIdMiddleware, on_error=internal_error)
     install_problem_handlers(app)

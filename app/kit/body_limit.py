@@ -36,12 +36,18 @@ class BodyLimitMiddleware:
         *,
         default_limit: int,
         limits: dict[tuple[str, str], tuple[int, str]],
+        self_counting: frozenset[tuple[str, str]] = frozenset(),
     ) -> None:
         """``limits`` maps (method, path) to a route's own limit and the code its 413 carries:
         an upload refused here or by the endpoint's own exact count reads the same."""
         self.app = app
         self.default = (default_limit, RequestTooLarge.code)
         self.limits = limits
+        # Routes that stream their body with an exact count of their own (uploads): here only
+        # a declared Content-Length over the limit is refused. Cutting a chunked upload off
+        # mid-stream closed the connection under a client still sending, which then saw a reset
+        # instead of the 413; the route answers it after reading what it needs.
+        self.self_counting = self_counting
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,6 +70,10 @@ class BodyLimitMiddleware:
             if announced is not None:
                 await _refuse(scope, send, limit, code)
                 return
+
+        if (scope["method"], scope["path"]) in self.self_counting:
+            await self.app(scope, receive, send)
+            return
 
         received = 0
         exceeded = False

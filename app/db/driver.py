@@ -20,7 +20,6 @@ from typing import Protocol
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
 # A connection that fails with these is gone: the engine must not hand it out again (a
@@ -49,7 +48,9 @@ class EngineDriver:
     async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
         # The pool's own connection record, without SQLAlchemy's Connection around it (that
         # cost ~40 µs a use, a tenth of accepting a job).
-        fairy = await self._checkout()
+        # A connection the server closed while pooled is replaced at checkout
+        # (app.db.engine's checkout check), here as for sessions.
+        fairy = await self.engine.raw_connection()
         driver = fairy.driver_connection
         try:
             yield driver
@@ -65,8 +66,3 @@ class EngineDriver:
                 except Exception:
                     await greenlet_spawn(fairy.invalidate)
             await greenlet_spawn(fairy.close)
-
-    async def _checkout(self) -> PoolProxiedConnection:
-        # A connection the server closed while it sat in the pool is replaced at checkout
-        # (app.db.engine's checkout check), here as for sessions.
-        return await self.engine.raw_connection()

@@ -66,9 +66,6 @@ class StatusWatcher(Watcher):
         self._failed_at: dict[uuid.UUID, float] = {}
         self.writes = 0
 
-    def watching(self, job_id: uuid.UUID) -> bool:
-        return job_id in self._tasks
-
     def has_room(self, job_id: uuid.UUID) -> bool:
         if job_id in self._tasks:
             return True

@@ -37,9 +37,6 @@ class Watcher:
         """Whether ``watch`` would follow this job now (streams on, room left)."""
         return False
 
-    def watching(self, job_id: uuid.UUID) -> bool:
-        return False
-
 
 @dataclass
 class StepContext:

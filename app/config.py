@@ -261,6 +261,51 @@ class Settings(BaseSettings):
         default=timedelta(seconds=60), description="How often a key's last_used_at is written."
     )
 
+    # --- outbound webhooks: telling tenants (app.notifications) ------------------------------
+    tenant_webhook_retry_schedule: Annotated[list[Duration], NoDecode] = Field(
+        default_factory=lambda: [
+            timedelta(0),
+            timedelta(seconds=5),
+            timedelta(minutes=5),
+            timedelta(minutes=30),
+            timedelta(hours=2),
+            timedelta(hours=5),
+            timedelta(hours=10),
+            timedelta(hours=10),
+        ],
+        description="When each attempt of a delivery is made, after the one before "
+        "(comma-separated durations; the first is the delay of the first attempt).",
+    )
+    tenant_webhook_timeout: Duration = Field(
+        default=timedelta(seconds=10),
+        description="A receiver must answer 2xx within this; longer is a failed attempt.",
+    )
+    tenant_webhook_lease: Duration = Field(
+        default=timedelta(seconds=60),
+        description="A delivery being attempted is held this long: a worker that died "
+        "mid-attempt leaves it to another after it (longer than the timeout).",
+    )
+    tenant_webhook_concurrency: int = Field(
+        default=64, ge=1, description="Deliveries one worker attempts at once."
+    )
+    tenant_webhook_receiver_concurrency: int = Field(
+        default=10,
+        ge=1,
+        description="Deliveries in flight to one receiver at once, across all workers.",
+    )
+    tenant_webhook_disable_after: Duration = Field(
+        default=timedelta(days=5),
+        description="An endpoint whose every attempt has failed for this long is disabled.",
+    )
+    tenant_webhook_retention: Duration = Field(
+        default=timedelta(days=30),
+        description="Finished deliveries and their attempts are kept this long.",
+    )
+    tenant_webhook_logs_interval: Duration = Field(
+        default=timedelta(milliseconds=500),
+        description="job.logs is sent at most this often per job and receiver.",
+    )
+
     # --- access -------------------------------------------------------------------------------
     admin_token: SecretStr | None = None
     max_request_bytes: int = Field(
@@ -296,6 +341,21 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name} must be set to a real secret when env=production")
         if self.database_url is None:
             raise ValueError("database_url must be set when env=production")
+        return self
+
+    @field_validator("tenant_webhook_retry_schedule", mode="before")
+    @classmethod
+    def _durations_csv(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [part.strip() for part in v.split(",") if part.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _webhook_schedule(self) -> Settings:
+        if not self.tenant_webhook_retry_schedule:
+            raise ValueError("tenant_webhook_retry_schedule needs at least one attempt")
+        if self.tenant_webhook_lease <= self.tenant_webhook_timeout:
+            raise ValueError("tenant_webhook_lease must be longer than tenant_webhook_timeout")
         return self
 
     @field_validator("outbound_allowlist", mode="before")

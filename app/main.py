@@ -33,6 +33,9 @@ from app.kit.openapi import install_openapi
 from app.kit.problems import install_problem_handlers, internal_error
 from app.kit.process import freeze_startup_heap
 from app.kit.request_id import RequestIdMiddleware
+from app.notifications.endpoints import admin_router as webhooks_admin_router
+from app.notifications.endpoints import router as webhook_endpoints_router
+from app.notifications.endpoints import secret_router as webhook_secret_router
 from app.storage import storage_from_settings
 from app.tenants.endpoints import router as admin_router
 from app.upstream.fal import FalTimeouts, build_http_client
@@ -128,8 +131,11 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         models_router,
         webhooks_router,
         usage_router,
+        webhook_endpoints_router,
+        webhook_secret_router,
         admin_router,
         usage_admin_router,
+        webhooks_admin_router,
     ):
         app.include_router(router)
 

@@ -7,14 +7,17 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, model_validator
 
 from app.catalog.registry import CATALOG, ModelSpec
 from app.kit.examples import with_examples
-from app.kit.text import METADATA_DESCRIPTION, Metadata, column_text
+from app.kit.text import METADATA_DESCRIPTION, Metadata, bounded_text, column_text
 from app.models import Job, JobStatus
+from app.notifications.events import FILTER_DESCRIPTION, JOB_FILTERS
 
 ModelName = column_text(Job.model)
+WebhookUrl = bounded_text(2048, min_length=1)
+WebhookFilter = Literal[tuple(JOB_FILTERS)]  # type: ignore[valid-type]
 
 
 class JobCreate(BaseModel):
@@ -40,6 +43,24 @@ class JobCreate(BaseModel):
         "(see each model's input_schema). Unknown fields are rejected."
     )
     metadata: Metadata = Field(default_factory=dict, description=METADATA_DESCRIPTION)
+    webhook: WebhookUrl | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="A URL told of this job's events (Standard Webhooks, signed with your "
+        "default secret: GET /v1/webhooks/default/secret). Loopback and private addresses are "
+        "refused unless the gateway allows them.",
+    )
+    webhook_events_filter: list[WebhookFilter] | None = Field(
+        default=None, min_length=1, description=FILTER_DESCRIPTION
+    )
+
+    @model_validator(mode="after")
+    def _filter_needs_webhook(self) -> JobCreate:
+        if self.webhook_events_filter is not None and self.webhook is None:
+            raise ValueError("webhook_events_filter needs a webhook")
+        return self
+
+
+WEBHOOK_FIELDS = ("webhook", "webhook_events_filter")
 
 
 def _variant(spec: ModelSpec, name: str) -> type[BaseModel]:
@@ -53,6 +74,10 @@ def _variant(spec: ModelSpec, name: str) -> type[BaseModel]:
         model=(Literal[name], Field(description=f"{what}.")),
         input=(spec.input_model, Field(description=f"{spec.title}'s input.")),
         metadata=(Metadata, Field(default_factory=dict, description=METADATA_DESCRIPTION)),
+        **{
+            name: (JobCreate.model_fields[name].annotation, JobCreate.model_fields[name])
+            for name in WEBHOOK_FIELDS
+        },
     )
 
 

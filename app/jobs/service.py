@@ -34,6 +34,7 @@ from app.kit.problems import (
     validation_errors,
 )
 from app.models import FileKind, Job, JobEvent, JobStatus, StoredFile, Tenant
+from app.notifications.events import DEFAULT_JOB_FILTER, job_webhook_events
 from app.storage import Storage
 from app.usage import budgets, limits
 from app.usage import service as usage_service
@@ -89,6 +90,10 @@ def build_job(tenant_id: uuid.UUID, body: JobCreate, *, estimated_cost_micros: i
         input_file_id=normalized.video_file_id,
         created_at=utcnow(),
         estimated_cost_micros=estimated_cost_micros,
+        webhook_url=body.webhook,
+        webhook_events=job_webhook_events(body.webhook_events_filter or DEFAULT_JOB_FILTER)
+        if body.webhook
+        else None,
     )
 
 
@@ -115,6 +120,7 @@ async def check_input_source(
                     }
                 ]
             )
+        _check_webhook(job, settings)
         return file
     _check_url(job, settings)
     return None
@@ -124,6 +130,19 @@ def _check_url(job: NewJob, settings: Settings) -> None:
     url = job.input.get("video_url")
     if url:
         check_video_url(url, outbound_policy(settings))
+    _check_webhook(job, settings)
+
+
+def _check_webhook(job: NewJob, settings: Settings) -> None:
+    url = job.webhook_url
+    if url is None:
+        return
+    if url.startswith("data:"):  # fine for a video, never a receiver
+        raise InputValidationError(
+            [{"param": "webhook", "code": "url_scheme_not_allowed", "message": "http(s) only"}]
+        )
+    # As cheap as the video's check (no DNS): the sender vets it fully at each attempt.
+    check_video_url(url, outbound_policy(settings), param="webhook")
 
 
 async def _estimate_and_reserve(

@@ -12,6 +12,14 @@ from app.models.price import Price
 from app.models.stored_file import FileKind, StoredFile
 from app.models.tenant import Tenant
 from app.models.usage import UsageDaily, UsageRecord, UsageStatus
+from app.models.webhook import (
+    DeliveryStatus,
+    NotificationOutbox,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookSigningKey,
+)
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -20,12 +28,14 @@ __all__ = [
     "Base",
     "BudgetEvent",
     "BudgetPeriod",
+    "DeliveryStatus",
     "FalWebhookEvent",
     "FileKind",
     "IdempotencyKey",
     "Job",
     "JobEvent",
     "JobStatus",
+    "NotificationOutbox",
     "Price",
     "RateLimitWindow",
     "StoredFile",
@@ -34,5 +44,9 @@ __all__ = [
     "UsageDaily",
     "UsageRecord",
     "UsageStatus",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "WebhookEventState",
+    "WebhookSigningKey",
 ]

@@ -16,7 +16,7 @@ import heapq
 import os
 import socket
 import uuid
-from collections.abc import KeysView
+from collections.abc import Callable, KeysView
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -33,6 +33,7 @@ from app.jobs.steps.context import policy_of
 from app.jobs.store import NEW_JOBS_PAYLOAD, NOTIFY_CHANNEL, JobStore
 from app.kit.clock import utcnow
 from app.models import Job
+from app.notifications.tasks import Notifications
 from app.storage import Storage
 from app.upstream.fal import FalClient
 from app.upstream.platform import PlatformClient
@@ -107,6 +108,8 @@ class Worker:
             watcher=self.watcher,
             platform=platform,
         )
+        # Telling tenants (outbound webhooks): tasks of their own, never in a job's step.
+        self.notifications = Notifications(sessionmaker, self.driver, settings, owner=self.owner)
         self._wakeup: Wakeup | None = None  # the wake-up not taken yet (next_wakeup)
         self._woken = asyncio.Event()
         # While idle: when the wait for a wake-up gives up (the poll, or the soonest due time);
@@ -173,6 +176,7 @@ class Worker:
                 run_housekeeping(self.ctx.sessionmaker, self.settings, self.ctx.storage),
                 name="housekeeping",
             ),
+            asyncio.create_task(self.notifications.run(), name="notifications"),
         ]
         try:
             follow_ups = True
@@ -347,9 +351,16 @@ class Worker:
 
                     driver.add_termination_listener(on_termination)
                     await driver.add_listener(NOTIFY_CHANNEL, on_notify)
+                    others = {
+                        channel: _payload_to(callback)
+                        for channel, callback in self.notifications.listeners().items()
+                    }
+                    for channel, listener in others.items():
+                        await driver.add_listener(channel, listener)
                     if lost_before:
                         log.info("LISTEN connection back")
                         self.wake()
+                        self.notifications.wake()
                     lost_before = False
                     try:
                         while not gone.is_set():
@@ -365,6 +376,8 @@ class Worker:
                         else:
                             with contextlib.suppress(Exception):
                                 await driver.remove_listener(NOTIFY_CHANNEL, on_notify)
+                                for channel, listener in others.items():
+                                    await driver.remove_listener(channel, listener)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -376,3 +389,12 @@ class Worker:
     async def housekeep(self) -> dict[str, int]:
         """One round of the worker's chores (app.worker.housekeeping)."""
         return await housekeep(self.ctx.sessionmaker, self.settings, self.ctx.storage)
+
+
+def _payload_to(callback: Callable[[str], None]) -> Callable[[object, int, str, str], None]:
+    """An asyncpg listener calling ``callback`` with the NOTIFY's payload."""
+
+    def listener(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+        callback(payload)
+
+    return listener

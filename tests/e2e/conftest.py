@@ -175,8 +175,8 @@ async def _truncate(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.execute(
             text(
-                "TRUNCATE tenants, api_keys, jobs, files, fal_webhook_events, idempotency_keys "
-                "CASCADE"
+                "TRUNCATE tenants, api_keys, jobs, files, fal_webhook_events, idempotency_keys, "
+                "notification_outbox CASCADE"
             )
         )
 

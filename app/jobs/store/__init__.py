@@ -21,6 +21,7 @@ from app.jobs.store.claims import (
 )
 from app.jobs.store.rows import (
     NewJob,
+    by_ids,
     cursor_of,
     events_for_tenant,
     get_for_tenant,
@@ -51,6 +52,7 @@ __all__ = [
     "JobStore",
     "LeaseLost",
     "NewJob",
+    "by_ids",
     "claim_dispatches",
     "claim_follow_ups",
     "cursor_of",

@@ -51,6 +51,8 @@ class NewJob:
     data_removed: bool = False
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    webhook_url: str | None = None
+    webhook_events: list[str] | None = None
 
     def row(self) -> dict[str, Any]:
         """Column → value; the columns left out take their defaults (the job has not run)."""
@@ -73,6 +75,8 @@ class NewJob:
             "budget_period_start": self.budget_period_start,
             # due at once: the first worker to look claims it
             "next_action_at": self.created_at,
+            "webhook_url": self.webhook_url,
+            "webhook_events": self.webhook_events,
             "event_seq": 1,  # its creation, below
             "created_at": self.created_at,
             "updated_at": self.created_at,
@@ -146,6 +150,13 @@ async def get_for_tenant(
     session: AsyncSession, tenant_id: uuid.UUID, job_id: uuid.UUID
 ) -> Job | None:
     return (await session.scalars(_tenant_jobs(tenant_id).where(Job.id == job_id))).first()
+
+
+async def by_ids(session: AsyncSession, job_ids: Sequence[uuid.UUID]) -> list[Job]:
+    """Jobs of any tenant, by id (those that exist): what a fan-out of their events presents."""
+    if not job_ids:
+        return []
+    return list((await session.scalars(select(Job).where(Job.id.in_(job_ids)))).all())
 
 
 async def lock_for_tenant(

@@ -3,6 +3,13 @@ every delivery with the standardwebhooks package, as tenants' receivers do."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from datetime import timedelta
 from typing import Any
 
 from standardwebhooks import Webhook
@@ -300,3 +307,121 @@ async def test_redelivery_sends_the_same_message_again(gateway) -> None:
             assert second.header("webhook-id") == first.header("webhook-id")
             assert second.body == first.body
             assert verified(second, endpoint["secret"])["type"] == "ping"
+
+
+def _worker_env(gw, **settings: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    s = gw.settings
+    return {
+        **os.environ,
+        "FOLEY_ENV": "test",
+        "FOLEY_DATA_DIR": str(s.data_dir),
+        "FOLEY_DATABASE_URL": s.database_url or "",
+        "FOLEY_PUBLIC_URL": s.public_url or "",
+        "FOLEY_FAL_QUEUE_URL": s.fal_queue_url,
+        "FOLEY_FAL_REST_URL": s.fal_rest_url,
+        "FOLEY_FAL_CDN_URL": s.fal_cdn_url,
+        "FAL_KEY": s.fal_key.get_secret_value() if s.fal_key else "",
+        "FOLEY_WORKER_POLL_INTERVAL": "0.2",
+        **settings,
+    }
+
+
+async def test_a_worker_killed_mid_delivery_loses_nothing(gateway, tmp_path) -> None:
+    lease = timedelta(seconds=2)
+    # The first attempt reaches the receiver, which holds it unanswered: the worker is killed
+    # while it waits. Another worker sends it again once the lease is over, same webhook-id.
+    with WebhookSink(responses=[None]) as sink:
+        async with gateway(
+            workers=0, tenant_webhook_lease=lease, tenant_webhook_timeout=timedelta(seconds=1.5)
+        ) as gw:
+            endpoint = await add_endpoint(gw, sink.url)
+            env = _worker_env(
+                gw,
+                FOLEY_TENANT_WEBHOOK_LEASE=str(lease.total_seconds()),
+                FOLEY_TENANT_WEBHOOK_TIMEOUT="1.5",
+            )
+            log = tmp_path / "worker.log"
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "app.entrypoints", "worker"],
+                env=env,
+                stdout=log.open("wb"),
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                r = await gw.client.post(
+                    f"/v1/webhook-endpoints/{endpoint['id']}/test", headers=gw.headers
+                )
+                assert r.status_code == 202
+                await sink.wait_for_async(1, timeout=30)
+            finally:
+                worker.send_signal(signal.SIGKILL)  # mid-delivery: the receiver has it
+                worker.wait(10)
+            rows = await gw.sql("SELECT status, attempts, lease_owner FROM webhook_deliveries")
+            assert [(r.status, r.attempts) for r in rows] == [("pending", 0)], log.read_text()
+            assert rows[0].lease_owner is not None
+            survivor = gw.make_worker(owner="survivor")
+            task = asyncio.create_task(survivor.run(shutdown_grace_s=5))
+            try:
+                first, again = await sink.wait_for_async(2, timeout=30)
+            finally:
+                survivor.stop()
+                await task
+            assert again.answered == 200
+            assert again.header("webhook-id") == first.header("webhook-id")
+            assert again.body == first.body
+            assert verified(again, endpoint["secret"])["type"] == "ping"
+
+
+async def test_an_event_is_delivered_only_if_its_transition_committed(
+    gateway, clips: dict[str, Clip]
+) -> None:
+    with WebhookSink() as sink:
+        async with gateway() as gw:
+            job = await gw.create(
+                {"model": KLING, "input": {"video_url": gw.video_url(clips["bounce"])}}
+            )
+            await gw.wait(job["id"])
+            endpoint = await add_endpoint(gw, sink.url, events=["job.logs"])
+            insert = (
+                "INSERT INTO job_events (job_id, tenant_id, seq, type, data) "
+                "SELECT id, tenant_id, $2, 'job.logs', '{}'::jsonb FROM jobs WHERE id = $1"
+            )
+            async with gw.engine.connect() as sa_conn:
+                driver = (await sa_conn.get_raw_connection()).driver_connection
+                tx = driver.transaction()
+                await tx.start()
+                await driver.execute(insert, uuid.UUID(job["id"]), 1000)
+                await tx.rollback()
+                await driver.execute(insert, uuid.UUID(job["id"]), 1001)
+            (hook,) = await sink.wait_for_async(1)
+            assert hook.header("webhook-id") == f"msg_{uuid.UUID(job['id']).hex}_1001"
+            assert verified(hook, endpoint["secret"])["data"] == await gw.get(job["id"])
+            # Nothing else is owed: the rolled-back event left no trace.
+            assert await gw.sql("SELECT * FROM notification_outbox") == []
+            rows = await gw.sql("SELECT message_id FROM webhook_deliveries")
+            assert [r.message_id for r in rows] == [hook.header("webhook-id")]
+
+
+async def test_a_budget_threshold_crossed_is_delivered_with_the_budget(
+    gateway, clips: dict[str, Clip]
+) -> None:
+    with WebhookSink() as sink:
+        async with gateway() as gw:
+            admin = {"Authorization": "Bearer e2e-admin-token"}
+            r = await gw.client.patch(
+                f"/v1/admin/tenants/{gw.tenant_id}",
+                json={"budget_usd": "0.05", "budget_thresholds": [50, 100]},
+                headers=admin,
+            )
+            assert r.status_code == 200, r.text
+            endpoint = await add_endpoint(gw, sink.url, events=["budget.threshold_crossed"])
+            job = await gw.create(
+                {"model": KLING, "input": {"video_url": gw.video_url(clips["bounce"])}}
+            )
+            assert (await gw.wait(job["id"]))["status"] == "succeeded"
+            (hook,) = await sink.wait_for_async(1)
+            payload = verified(hook, endpoint["secret"])
+            assert payload["type"] == "budget.threshold_crossed"
+            assert payload["data"]["threshold_pct"] == 50
+            assert payload["data"]["budget_usd"] == "0.050000"
+            assert payload["data"]["spent_usd"] == "0.035000"

@@ -6,8 +6,8 @@
         hook.body, hook.headers, hook.json()
 
 `sink.responses` scripts the answers: a list of status codes used in order (then 200), e.g.
-`[500, 500]` to force two retries, or `[302]` for a redirect. Every call is recorded with its
-arrival time.
+`[500, 500]` to force two retries, or `[302]` for a redirect; `None` in it holds that request
+open, unanswered, until the sink stops. Every call is recorded with its arrival time.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class ReceivedWebhook:
     headers: dict[str, str]
     body: bytes
     received_at: float
-    answered: int
+    answered: int | None
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -40,11 +40,12 @@ class ReceivedWebhook:
 @dataclass
 class WebhookSink:
     host: str = "127.0.0.1"
-    responses: list[int] = field(default_factory=list)
+    responses: list[int | None] = field(default_factory=list)
     received: list[ReceivedWebhook] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._released = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -71,6 +72,9 @@ class WebhookSink:
                             answered=status,
                         )
                     )
+                if status is None:
+                    sink._released.wait()
+                    return
                 self.send_response(status)
                 if 300 <= status < 400:
                     self.send_header("Location", f"http://{sink.host}:1/elsewhere")
@@ -86,6 +90,7 @@ class WebhookSink:
         return self
 
     def stop(self) -> None:
+        self._released.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

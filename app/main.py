@@ -36,6 +36,7 @@ from app.kit.request_id import RequestIdMiddleware
 from app.notifications.endpoints import admin_router as webhooks_admin_router
 from app.notifications.endpoints import router as webhook_endpoints_router
 from app.notifications.endpoints import secret_router as webhook_secret_router
+from app.notifications.openapi import install_webhooks
 from app.storage import storage_from_settings
 from app.tenants.endpoints import router as admin_router
 from app.upstream.fal import FalTimeouts, build_http_client
@@ -140,6 +141,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         app.include_router(router)
 
     install_docs(app)
+    install_webhooks(app)
     install_openapi(app, components={"JobCreate": job_create_schema})
 
     @app.get("/metrics", include_in_schema=False)

@@ -16,6 +16,7 @@ import typer
 from app.entrypoints import admin, processes
 from app.entrypoints.errors import describe
 from app.entrypoints.up import up
+from app.entrypoints.webhooks import webhooks_cli
 
 foley = typer.Typer(
     add_completion=False,
@@ -49,6 +50,7 @@ foley.add_typer(admin.tenants_cli, name="tenants")
 foley.add_typer(admin.keys_cli, name="keys")
 foley.add_typer(admin.prices_cli, name="prices")
 foley.add_typer(admin.usage_cli, name="usage")
+foley.add_typer(webhooks_cli, name="webhooks")
 
 
 def main() -> None:

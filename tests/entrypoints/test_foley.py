@@ -16,12 +16,24 @@ from app.entrypoints import foley, main
 
 ROOT = Path(__file__).resolve().parents[2]
 
-COMMANDS = ["migrate", "api", "worker", "emulator", "up", "tenants", "keys", "prices", "usage"]
+COMMANDS = [
+    "migrate",
+    "api",
+    "worker",
+    "emulator",
+    "up",
+    "tenants",
+    "keys",
+    "prices",
+    "usage",
+    "webhooks",
+]
 GROUPS = {
     "tenants": ["create", "list", "budget", "limits", "suspend"],
     "keys": ["rotate", "create", "revoke"],
     "prices": ["list", "set"],
     "usage": ["reconcile"],
+    "webhooks": ["list", "deliveries", "enable", "redeliver"],
 }
 
 

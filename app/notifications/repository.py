@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, select, text, tuple_, update
@@ -174,3 +174,18 @@ async def resend(session: AsyncSession, delivery: WebhookDelivery, *, last_pos: 
     await session.execute(
         update(WebhookDelivery).where(WebhookDelivery.id == delivery.id).values(**values)
     )
+
+
+async def prune(session: AsyncSession, retention: timedelta) -> int:
+    """Deliveries (with their attempts) finished longer ago than ``retention``, and those left
+    waiting that long on an endpoint that stays disabled."""
+    result = await session.execute(
+        text(
+            "DELETE FROM webhook_deliveries d "
+            "WHERE d.created_at < statement_timestamp() - CAST(:keep AS interval) "
+            "AND (d.status <> 'pending' OR EXISTS (SELECT 1 FROM webhook_endpoints e "
+            "WHERE e.id = d.endpoint_id AND NOT e.enabled))"
+        ),
+        {"keep": retention},
+    )
+    return result.rowcount or 0  # type: ignore[attr-defined, no-any-return]

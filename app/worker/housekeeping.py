@@ -1,6 +1,6 @@
 """The worker's periodic chores: expired idempotency keys and rate windows, usage that waited
-for a price, ledger rows past retention, files past retention. Safe to run on every worker at
-once: each piece is idempotent or takes its rows with SKIP LOCKED."""
+for a price, ledger rows, webhook deliveries and files past retention. Safe to run on every
+worker at once: each piece is idempotent or takes its rows with SKIP LOCKED."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from app.db.engine import unit_of_work
 from app.files import retention
 from app.jobs import store
 from app.kit.idempotency import prune_expired
+from app.notifications import repository as webhooks
 from app.storage import Storage
 from app.usage import ledger, limits
 
@@ -33,6 +34,9 @@ async def housekeep(
             )
             + await ledger.settle_unpriced_orphans(session, bill_422=settings.bill_upstream_422),
             "ledger_rows_pruned": await ledger.prune(session, settings.usage_retention),
+            "webhook_deliveries_pruned": await webhooks.prune(
+                session, settings.tenant_webhook_retention
+            ),
             "files_removed": 0,
         }
         if settings.retention_days is not None:

@@ -425,3 +425,23 @@ async def test_a_budget_threshold_crossed_is_delivered_with_the_budget(
             assert payload["data"]["threshold_pct"] == 50
             assert payload["data"]["budget_usd"] == "0.050000"
             assert payload["data"]["spent_usd"] == "0.035000"
+
+
+async def test_finished_deliveries_are_pruned_after_the_retention(gateway) -> None:
+    with WebhookSink() as sink:
+        async with gateway(tenant_webhook_retention=timedelta(0)) as gw:
+            endpoint = await add_endpoint(gw, sink.url)
+            base = f"/v1/webhook-endpoints/{endpoint['id']}"
+            await gw.client.post(f"{base}/test", headers=gw.headers)
+            await sink.wait_for_async(1)
+
+            async def finished() -> bool:
+                r = await gw.client.get(f"{base}/deliveries", headers=gw.headers)
+                return r.json()["data"][0]["status"] == "succeeded"
+
+            await eventually(finished, what="the ping recorded")
+            done = await gw.workers[0].housekeep()
+            assert done["webhook_deliveries_pruned"] == 1
+            r = await gw.client.get(f"{base}/deliveries", headers=gw.headers)
+            assert r.json()["data"] == []
+            assert await gw.sql("SELECT * FROM webhook_attempts") == []

@@ -85,7 +85,20 @@ class WebhookDelivery(UUIDPrimaryKey, Base):
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
-        # The senders' claim: what is due.
+        # The senders' claim: the receivers with pending work, and each one's due deliveries.
+        Index(
+            "ix_webhook_deliveries_lane",
+            "target",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        # The deliveries in flight, per receiver (its cap).
+        Index(
+            "ix_webhook_deliveries_leased",
+            "target",
+            postgresql_where=text("status = 'pending' AND lease_owner IS NOT NULL"),
+        ),
+        # When the next delivery is due (the senders' wait).
         Index(
             "ix_webhook_deliveries_due",
             "next_attempt_at",

@@ -33,36 +33,57 @@ class Claimed:
 
 
 # Due deliveries whose receiver is under its cap (counting what any worker has in flight to it),
-# oldest due first, each receiver's in its own order; deliveries of a disabled endpoint wait.
-# Under a transaction-level advisory lock, so that the count and the claim are one decision
-# across workers. The secrets are read with the claim: a rotation applies to the next attempt.
+# oldest due first; deliveries of a disabled endpoint wait. The receivers with pending work are
+# listed by a skip scan of ix_webhook_deliveries_lane (one index probe per receiver, however
+# long its backlog), each one's due deliveries taken from the same index up to its free room:
+# a claim costs the same with 10 or 100,000 deliveries waiting, and a receiver's backlog never
+# hides another's. Under a transaction-level advisory lock, so that the count and the claim are
+# one decision across workers. The lock step re-checks status and lease on each row's newest
+# version: a delivery recorded (succeeded) after this statement's snapshot is not taken again.
+# The secrets are read with the claim: a rotation applies to the next attempt.
 # $1 owner, $2 lease, $3 limit, $4 per-receiver cap.
 _CLAIM = """
-    WITH busy AS (
+    WITH RECURSIVE lanes AS (
+        (SELECT target FROM webhook_deliveries WHERE status = 'pending' ORDER BY target LIMIT 1)
+        UNION ALL
+        SELECT (SELECT d.target FROM webhook_deliveries d
+                WHERE d.status = 'pending' AND d.target > lanes.target
+                ORDER BY d.target LIMIT 1)
+        FROM lanes WHERE lanes.target IS NOT NULL
+    ),
+    busy AS (
         SELECT target, count(*) AS n FROM webhook_deliveries
-        WHERE status = 'pending' AND lease_expires_at > statement_timestamp()
+        WHERE status = 'pending' AND lease_owner IS NOT NULL
+          AND lease_expires_at > statement_timestamp()
         GROUP BY target
     ),
-    due AS (
-        SELECT d.id, d.target, d.next_attempt_at,
-               row_number() OVER (PARTITION BY d.target ORDER BY d.next_attempt_at, d.id) AS rn
-        FROM webhook_deliveries d
-        LEFT JOIN webhook_endpoints e ON e.id = d.endpoint_id
-        WHERE d.status = 'pending' AND d.next_attempt_at <= statement_timestamp()
-          AND (d.lease_expires_at IS NULL OR d.lease_expires_at < statement_timestamp())
-          AND (d.endpoint_id IS NULL OR e.enabled)
-    ),
     picked AS (
-        SELECT due.id FROM due LEFT JOIN busy ON busy.target = due.target
-        WHERE due.rn + coalesce(busy.n, 0) <= $4
-        ORDER BY due.next_attempt_at, due.rn
+        SELECT due.id, due.next_attempt_at FROM lanes
+        LEFT JOIN busy ON busy.target = lanes.target
+        CROSS JOIN LATERAL (
+            SELECT d.id, d.next_attempt_at FROM webhook_deliveries d
+            WHERE d.status = 'pending' AND d.target = lanes.target
+              AND d.next_attempt_at <= statement_timestamp()
+              AND (d.lease_expires_at IS NULL OR d.lease_expires_at < statement_timestamp())
+            ORDER BY d.next_attempt_at
+            LIMIT greatest(0, $4 - coalesce(busy.n, 0))
+        ) due
+        WHERE lanes.target IS NOT NULL
+          AND NOT EXISTS (
+              SELECT 1 FROM webhook_endpoints e
+              WHERE e.id = (CASE WHEN lanes.target LIKE '%://%' THEN NULL
+                                 ELSE lanes.target::uuid END)
+                AND NOT e.enabled)
+        ORDER BY due.next_attempt_at
         LIMIT $3
     ),
     claimed AS (
         UPDATE webhook_deliveries d
         SET lease_owner = $1, lease_expires_at = statement_timestamp() + $2::interval
         WHERE d.id IN (
-            SELECT id FROM webhook_deliveries WHERE id IN (SELECT id FROM picked)
+            SELECT id FROM webhook_deliveries
+            WHERE id IN (SELECT id FROM picked) AND status = 'pending'
+              AND (lease_expires_at IS NULL OR lease_expires_at < statement_timestamp())
             FOR UPDATE SKIP LOCKED
         )
         RETURNING d.id, d.tenant_id, d.endpoint_id, d.target, d.url, d.message_id, d.type,

@@ -117,7 +117,9 @@ class Sender:
                         self._running[c.id] = asyncio.create_task(self._attempt(c))
                     if len(claimed) == free:
                         continue  # every slot filled: more may be due
-                await self._idle(free > 0)
+                # With attempts in flight, their ends wake the next claim (which also takes any
+                # retry come due meanwhile); with none, look up when the next one is due.
+                await self._idle(free > 0 and not self._running)
         finally:
             writer.cancel()
             cut = list(self._running)
@@ -128,11 +130,11 @@ class Sender:
                 await self._flush_outcomes()
                 await queue.give_back(self.driver, self.owner, cut)
 
-    async def _idle(self, had_room: bool) -> None:
+    async def _idle(self, look_up_due: bool) -> None:
         """Until woken (new deliveries, an attempt ended), the next delivery's due time, or the
         poll interval (what another process made due, a dead sender's expired leases)."""
         timeout = self.settings.worker_poll_interval.total_seconds()
-        if had_room:
+        if look_up_due:
             try:
                 due = await queue.soonest_due(self.driver)
             except Exception:

@@ -136,6 +136,20 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_deliveries")),
     )
     op.create_index(
+        "ix_webhook_deliveries_lane",
+        "webhook_deliveries",
+        ["target", "next_attempt_at"],
+        unique=False,
+        postgresql_where=sa.text("status = 'pending'"),
+    )
+    op.create_index(
+        "ix_webhook_deliveries_leased",
+        "webhook_deliveries",
+        ["target"],
+        unique=False,
+        postgresql_where=sa.text("status = 'pending' AND lease_owner IS NOT NULL"),
+    )
+    op.create_index(
         "ix_webhook_deliveries_due",
         "webhook_deliveries",
         ["next_attempt_at"],
@@ -246,6 +260,8 @@ def downgrade() -> None:
     op.drop_index("ix_webhook_deliveries_job_logs", table_name="webhook_deliveries")
     op.drop_index("ix_webhook_deliveries_endpoint", table_name="webhook_deliveries")
     op.drop_index("ix_webhook_deliveries_due", table_name="webhook_deliveries")
+    op.drop_index("ix_webhook_deliveries_leased", table_name="webhook_deliveries")
+    op.drop_index("ix_webhook_deliveries_lane", table_name="webhook_deliveries")
     op.drop_table("webhook_deliveries")
     postgresql.ENUM(name="webhook_delivery_status").drop(op.get_bind())
     op.drop_table("webhook_signing_keys")

@@ -146,9 +146,14 @@ class Recorded:
 
 
 # The deliveries updated only while still ours (a sender whose lease ran out writes nothing
-# there: another has the delivery); the attempt is recorded whatever happened.
+# there: another has the delivery); the attempt is recorded whatever happened. In the same
+# statement, the endpoints' health: a success clears ``failing_since``, a failure starts it; the
+# enabled endpoints failing since then are answered. Its commit does not wait for the WAL flush
+# (``lazy``): lost in a Postgres crash, the attempts are as if never made, and the deliveries,
+# still leased, are sent again after the lease (at least once, same webhook-id).
 _RECORD = """
-    WITH r AS (
+    WITH lazy AS (SELECT set_config('synchronous_commit', 'off', true) AS on_commit),
+    r AS (
         SELECT * FROM unnest($2::uuid[], $3::text[], $4::timestamptz[], $5::integer[],
                              $6::integer[], $7::text[], $8::timestamptz[], $9::integer[])
             AS r(id, status, next_at, pos, code, error, attempted_at, ms)
@@ -161,19 +166,39 @@ _RECORD = """
             lease_owner = NULL, lease_expires_at = NULL,
             completed_at = CASE WHEN r.status <> 'pending' THEN r.attempted_at END
         FROM r WHERE d.id = r.id AND d.lease_owner = $1
+          AND (SELECT on_commit FROM lazy) IS NOT NULL
         RETURNING d.id
+    ),
+    attempts AS (
+        INSERT INTO webhook_attempts (delivery_id, attempted_at, status_code, duration_ms, error)
+        SELECT r.id, r.attempted_at, r.code, r.ms, r.error FROM r
+        WHERE EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.id = r.id)
+    ),
+    healed AS (
+        UPDATE webhook_endpoints SET failing_since = NULL
+        WHERE id = ANY($10::uuid[]) AND failing_since IS NOT NULL
     )
-    INSERT INTO webhook_attempts (delivery_id, attempted_at, status_code, duration_ms, error)
-    SELECT r.id, r.attempted_at, r.code, r.ms, r.error FROM r
-    WHERE EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.id = r.id)
+    UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, $12)
+    WHERE id = ANY($11::uuid[]) AND enabled
+    RETURNING id, failing_since
 """
 
 
-async def record(driver: DriverPool, owner: str, done: list[Recorded]) -> None:
+async def record(
+    driver: DriverPool,
+    owner: str,
+    done: list[Recorded],
+    *,
+    succeeded: set[uuid.UUID],
+    failed: set[uuid.UUID],
+    now: datetime,
+) -> list[tuple[uuid.UUID, datetime]]:
+    """Write the attempts and what they decided; ``succeeded`` and ``failed``: the endpoints
+    that had a success, or only failures. Answers the enabled endpoints failing, since when."""
     if not done:
-        return
+        return []
     async with driver.acquire() as conn:
-        await conn.execute(
+        rows = await conn.fetch(
             _RECORD,
             owner,
             [d.delivery_id for d in done],
@@ -184,26 +209,7 @@ async def record(driver: DriverPool, owner: str, done: list[Recorded]) -> None:
             [d.error for d in done],
             [d.attempted_at for d in done],
             [d.duration_ms for d in done],
-        )
-
-
-async def endpoint_health(
-    driver: DriverPool, succeeded: set[uuid.UUID], failed: set[uuid.UUID], now: datetime
-) -> list[tuple[uuid.UUID, datetime]]:
-    """A success clears an endpoint's ``failing_since``; a failure starts it. Answers the
-    enabled endpoints that have been failing and since when."""
-    async with driver.acquire() as conn:
-        if succeeded:
-            await conn.execute(
-                "UPDATE webhook_endpoints SET failing_since = NULL "
-                "WHERE id = ANY($1::uuid[]) AND failing_since IS NOT NULL",
-                list(succeeded),
-            )
-        if not failed:
-            return []
-        rows = await conn.fetch(
-            "UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, $2) "
-            "WHERE id = ANY($1::uuid[]) AND enabled RETURNING id, failing_since",
+            list(succeeded),
             list(failed - succeeded),
             now,
         )

@@ -163,8 +163,9 @@ class Sender:
             self.attempts += 1
             self._flush.set()
         finally:
+            # The claim loop is woken once the outcome is written (its lease given back): before
+            # that, the receiver's room it would look for is not free yet.
             self._running.pop(claimed.id, None)
-            self._wake.set()
 
     async def _write_loop(self) -> None:
         while True:
@@ -181,11 +182,14 @@ class Sender:
         done, self._done = self._done, []
         if not done:
             return
-        await queue.record(self.driver, self.owner, [r for _, r in done])
         ok = {c.endpoint_id for c, r in done if r.status == "succeeded" and c.endpoint_id}
         bad = {c.endpoint_id for c, r in done if r.status != "succeeded" and c.endpoint_id}
         now = utcnow()
-        failing = await queue.endpoint_health(self.driver, ok, bad, now)
+        failing = await queue.record(
+            self.driver, self.owner, [r for _, r in done], succeeded=ok, failed=bad, now=now
+        )
+        # Their leases are given back: the receivers' room (counted from the leases) is free.
+        self._wake.set()
         gone = {c.endpoint_id for c, r in done if r.status_code == 410 and c.endpoint_id}
         for endpoint_id in gone:
             await self.disable(endpoint_id, "the receiver answered 410 Gone")

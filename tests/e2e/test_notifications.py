@@ -86,7 +86,7 @@ async def test_a_failing_receiver_is_retried_with_the_same_webhook_id(
                 {"model": KLING, "input": {"video_url": gw.video_url(clips["bounce"])}}
             )
             await gw.wait(job["id"])
-            hooks = await sink.wait_for_async(3)
+            hooks = await sink.wait_for_async(3, timeout=30)
             assert [h.answered for h in hooks] == [500, 503, 200]
             assert len({h.header("webhook-id") for h in hooks}) == 1
             assert len({h.body for h in hooks}) == 1

@@ -124,8 +124,7 @@ async def _deliveries(session: AsyncSession, rows: list[Any], settings: Settings
         due = now
         if row.type == "job.logs":
             last = last_logs.get((row.job_id, target))
-            if last is not None and last["waiting"]:
-                await session.execute(_REFRESH, {"id": last["id"], "body": bodies[row.id]})
+            if last is not None and await _refreshed(session, last, bodies[row.id], now):
                 touched += 1
                 continue
             if last is not None:
@@ -137,9 +136,25 @@ async def _deliveries(session: AsyncSession, rows: list[Any], settings: Settings
                 "id": delivery["id"],
                 "created_at": due,
                 "waiting": True,
+                "made": delivery,
             }
     await repository.add_deliveries(session, new)
     return len(new) + touched
+
+
+async def _refreshed(session: AsyncSession, last: dict[str, Any], body: str, now: datetime) -> bool:
+    """The last job.logs delivery to the receiver, still waiting for its turn, now carries
+    ``body`` (every line so far) instead: True. False when it went (or goes now) already."""
+    made = last.get("made")
+    if made is not None:  # made by this batch: not sent before its due time
+        if made["next_attempt_at"] <= now:
+            return False
+        made["body"] = body
+        return True
+    if not last["waiting"]:
+        return False
+    done = await session.execute(_REFRESH, {"id": last["id"], "body": body})
+    return bool(done.rowcount)  # type: ignore[attr-defined]
 
 
 def _delivery(

@@ -445,3 +445,29 @@ async def test_finished_deliveries_are_pruned_after_the_retention(gateway) -> No
             r = await gw.client.get(f"{base}/deliveries", headers=gw.headers)
             assert r.json()["data"] == []
             assert await gw.sql("SELECT * FROM webhook_attempts") == []
+
+
+async def test_job_logs_are_sent_at_most_every_interval_with_every_line(
+    gateway, clips: dict[str, Clip]
+) -> None:
+    with WebhookSink() as sink:
+        async with gateway(tenant_webhook_logs_interval=timedelta(seconds=1)) as gw:
+            job = await gw.create(
+                {"model": KLING, "input": {"video_url": gw.video_url(clips["bounce"])}}
+            )
+            await gw.wait(job["id"])
+            endpoint = await add_endpoint(gw, sink.url, events=["job.logs"])
+            insert = (
+                "INSERT INTO job_events (job_id, tenant_id, seq, type, data) "
+                "SELECT id, tenant_id, :seq, 'job.logs', '{}'::jsonb FROM jobs WHERE id = :id"
+            )
+            for seq in (1001, 1002, 1003):  # three in a row, well within the interval
+                await gw.sql(insert, seq=seq, id=job["id"])
+            first, second = await sink.wait_for_async(2, timeout=30)
+            assert first.header("webhook-id").endswith("_1001")
+            # The other two went as one, its turn an interval after the first.
+            assert second.header("webhook-id").endswith("_1002")
+            assert second.received_at - first.received_at >= 0.9
+            assert verified(second, endpoint["secret"])["data"] == await gw.get(job["id"])
+            rows = await gw.sql("SELECT count(*) AS n FROM webhook_deliveries")
+            assert rows[0].n == 2

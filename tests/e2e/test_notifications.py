@@ -34,6 +34,22 @@ async def add_endpoint(gw, url: str, **fields: Any) -> dict[str, Any]:  # type: 
     return r.json()
 
 
+# A job.logs event appended as the store would (each its own transaction here).
+APPEND_LOGS = (
+    "INSERT INTO job_events (job_id, tenant_id, seq, type, data) "
+    "SELECT id, tenant_id, $2, 'job.logs', '{}'::jsonb FROM jobs WHERE id = $1"
+)
+
+
+async def ended_job_and_logs_endpoint(  # type: ignore[no-untyped-def]
+    gw, clips: dict[str, Clip], sink: WebhookSink
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A job run to its end, then an endpoint for job.logs (so only what follows is sent)."""
+    job = await gw.create({"model": KLING, "input": {"video_url": gw.video_url(clips["bounce"])}})
+    await gw.wait(job["id"])
+    return job, await add_endpoint(gw, sink.url, events=["job.logs"])
+
+
 def of_type(hooks: list[ReceivedWebhook], kind: str) -> list[ReceivedWebhook]:
     return [h for h in hooks if h.json()["type"] == kind]
 
@@ -377,22 +393,14 @@ async def test_an_event_is_delivered_only_if_its_transition_committed(
 ) -> None:
     with WebhookSink() as sink:
         async with gateway() as gw:
-            job = await gw.create(
-                {"model": KLING, "input": {"video_url": gw.video_url(clips["bounce"])}}
-            )
-            await gw.wait(job["id"])
-            endpoint = await add_endpoint(gw, sink.url, events=["job.logs"])
-            insert = (
-                "INSERT INTO job_events (job_id, tenant_id, seq, type, data) "
-                "SELECT id, tenant_id, $2, 'job.logs', '{}'::jsonb FROM jobs WHERE id = $1"
-            )
+            job, endpoint = await ended_job_and_logs_endpoint(gw, clips, sink)
             async with gw.engine.connect() as sa_conn:
                 driver = (await sa_conn.get_raw_connection()).driver_connection
                 tx = driver.transaction()
                 await tx.start()
-                await driver.execute(insert, uuid.UUID(job["id"]), 1000)
+                await driver.execute(APPEND_LOGS, uuid.UUID(job["id"]), 1000)
                 await tx.rollback()
-                await driver.execute(insert, uuid.UUID(job["id"]), 1001)
+                await driver.execute(APPEND_LOGS, uuid.UUID(job["id"]), 1001)
             (hook,) = await sink.wait_for_async(1)
             assert hook.header("webhook-id") == f"msg_{uuid.UUID(job['id']).hex}_1001"
             assert verified(hook, endpoint["secret"])["data"] == await gw.get(job["id"])
@@ -452,17 +460,11 @@ async def test_job_logs_are_sent_at_most_every_interval_with_every_line(
 ) -> None:
     with WebhookSink() as sink:
         async with gateway(tenant_webhook_logs_interval=timedelta(seconds=1)) as gw:
-            job = await gw.create(
-                {"model": KLING, "input": {"video_url": gw.video_url(clips["bounce"])}}
-            )
-            await gw.wait(job["id"])
-            endpoint = await add_endpoint(gw, sink.url, events=["job.logs"])
-            insert = (
-                "INSERT INTO job_events (job_id, tenant_id, seq, type, data) "
-                "SELECT id, tenant_id, :seq, 'job.logs', '{}'::jsonb FROM jobs WHERE id = :id"
-            )
-            for seq in (1001, 1002, 1003):  # three in a row, well within the interval
-                await gw.sql(insert, seq=seq, id=job["id"])
+            job, endpoint = await ended_job_and_logs_endpoint(gw, clips, sink)
+            async with gw.engine.connect() as sa_conn:
+                driver = (await sa_conn.get_raw_connection()).driver_connection
+                for seq in (1001, 1002, 1003):  # three in a row, well within the interval
+                    await driver.execute(APPEND_LOGS, uuid.UUID(job["id"]), seq)
             first, second = await sink.wait_for_async(2, timeout=30)
             assert first.header("webhook-id").endswith("_1001")
             # The other two went as one, its turn an interval after the first.

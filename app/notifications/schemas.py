@@ -26,15 +26,11 @@ URL_DESCRIPTION = (
 )
 
 
-def _known_events(value: list[str] | None) -> list[str] | None:
-    if value is None:
-        return None
-    unknown = [v for v in value if v not in EVENT_TYPES]
-    if unknown:
-        raise ValueError(f"unknown event types {unknown}; known: {', '.join(EVENT_TYPES)}")
-    if not value:
-        raise ValueError("at least one event type (or omit it for every type)")
-    return list(dict.fromkeys(value))
+EventType = Literal[tuple(EVENT_TYPES)]  # type: ignore[valid-type]
+
+
+def _unique(value: list[str] | None) -> list[str] | None:
+    return None if value is None else list(dict.fromkeys(value))
 
 
 class EndpointCreate(BaseModel):
@@ -44,19 +40,23 @@ class EndpointCreate(BaseModel):
     )
 
     url: Url = Field(description=URL_DESCRIPTION)  # type: ignore[valid-type]
-    events: list[str] | None = Field(default=None, max_length=50, description=EVENTS_DESCRIPTION)
+    events: list[EventType] | None = Field(  # type: ignore[valid-type]
+        default=None, min_length=1, max_length=50, description=EVENTS_DESCRIPTION
+    )
     description: Description | None = Field(  # type: ignore[valid-type]
         default=None, description="A note for yourself."
     )
 
-    _events = field_validator("events")(_known_events)
+    _events = field_validator("events")(_unique)
 
 
 class EndpointUpdate(BaseModel):
     model_config = with_examples({"enabled": True}, {"events": ["job.succeeded"]})
 
     url: Url | None = Field(default=None, description=URL_DESCRIPTION)  # type: ignore[valid-type]
-    events: list[str] | None = Field(default=None, max_length=50, description=EVENTS_DESCRIPTION)
+    events: list[EventType] | None = Field(  # type: ignore[valid-type]
+        default=None, min_length=1, max_length=50, description=EVENTS_DESCRIPTION
+    )
     description: Description | None = Field(  # type: ignore[valid-type]
         default=None, description="A note for yourself."
     )
@@ -66,7 +66,7 @@ class EndpointUpdate(BaseModel):
         "gateway disabled the endpoint (410, or failing for 5 days).",
     )
 
-    _events = field_validator("events")(_known_events)
+    _events = field_validator("events")(_unique)
 
 
 class EndpointOut(BaseModel):

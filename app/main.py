@@ -23,6 +23,7 @@ from app.files.service import UploadTooLarge
 from app.health.endpoints import router as health_router
 from app.jobs.endpoints import router as jobs_router
 from app.jobs.endpoints import validate_router
+from app.jobs.hub import JobHub
 from app.jobs.notifier import WorkerNotifier
 from app.jobs.schemas import job_create_schema
 from app.jobs.steps.context import policy_of
@@ -46,8 +47,10 @@ DESCRIPTION = """
 Foley sends your videos to fal.ai's video-to-audio models and gives back the video with generated
 sound, and the sound on its own.
 
-* **Jobs** are accepted at once (`202`), stored, and sent to fal by a worker. Poll
-  `GET /v1/jobs/{id}` until `status` is `succeeded`, `failed` or `canceled`.
+* **Jobs** are accepted at once (`202`), stored, and sent to fal by a worker. Follow them with
+  `GET /v1/jobs/{id}/events` as an event stream (`Accept: text/event-stream`), hold a request
+  with `Prefer: wait=N` until the job is finished, or poll `GET /v1/jobs/{id}` until `status` is
+  `succeeded`, `failed`, `canceled` or `aborted`.
 * **Results** are fetched from fal as soon as a job completes, measured, and served from the
   gateway (`GET /v1/files/{id}`), so they outlive fal's expiring URLs.
 * **Errors** are RFC 9457 problem details with a stable `code` and the offending `param`.
@@ -76,6 +79,9 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
             bill_422=settings.bill_upstream_422,
         )
         app.state.notifier = WorkerNotifier(app.state.driver_pool)
+        # One LISTEN connection (from the pool) for every event stream and held request.
+        app.state.hub = JobHub(app.state.engine)
+        app.state.hub.start()
         http = build_http_client(FalTimeouts())
         app.state.webhook_verifier = FalWebhookVerifier(
             settings.jwks_url, http, tolerance=settings.webhook_tolerance
@@ -85,6 +91,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
             yield
         finally:
             gc.unfreeze()
+            await app.state.hub.aclose()
             await app.state.notifier.aclose()
             await http.aclose()
             if own_engine:

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -87,6 +88,7 @@ class Gateway:
     emu: EmulatorProcess
     client: httpx.AsyncClient
     workers: list[Worker] = field(default_factory=list)
+    app: FastAPI | None = None
     tenant_key: str = ""
     tenant_id: str = ""
 
@@ -226,7 +228,9 @@ def gateway(
             await serve  # it stopped before serving: raise what stopped it
             raise AssertionError("the API server exited before serving")
         client = httpx.AsyncClient(base_url=base, timeout=30)
-        gw = Gateway(base_url=base, settings=settings, engine=e2e_engine, emu=emu, client=client)
+        gw = Gateway(
+            base_url=base, settings=settings, engine=e2e_engine, emu=emu, client=client, app=app
+        )
         gw.tenant_id, gw.tenant_key = await gw.new_tenant("e2e")
         tasks = []
         for i in range(workers):

@@ -8,11 +8,10 @@ reads the job's new events (or the job) from the database by seq, so a notificat
 or doubled changes nothing but when it reads. Subscribe *before* reading what is there, so an
 event committed between the read and the subscription still wakes it.
 
-The LISTEN connection is watched as the worker's is (app.worker.runner): a lost connection is
-noticed at once (the driver's termination callback) or by the next ping, and retried every half
-second. Every (re)connection wakes every subscriber, since NOTIFYs sent while nobody listened
-were never heard: each reads again from where it was. Waiting costs no query: 1,000 held
-requests on a job-less tick cost nothing, and a notification costs a dictionary lookup.
+The LISTEN connection is held as the worker's is (app.db.listen): a lost one is noticed at once
+and retried every half second. Every (re)connection wakes every subscriber, since NOTIFYs sent
+while nobody listened were never heard: each reads again from where it was. Waiting costs no
+query: 1,000 held requests on a quiet tick cost nothing, a notification a dictionary lookup.
 """
 
 from __future__ import annotations
@@ -24,15 +23,16 @@ import uuid
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.db.listen import PING_S, RETRY_S, listen_forever
 from app.jobs.store import EVENTS_CHANNEL
+from app.models import TERMINAL_STATUSES
 
 log = structlog.get_logger(__name__)
 
-LISTEN_PING_S = 15.0
-LISTEN_RETRY_S = 0.5
 
-# The events that end a job: nothing follows them (a terminal job absorbs every event).
-TERMINAL_EVENTS = frozenset({"job.succeeded", "job.failed", "job.canceled", "job.aborted"})
+# The events that end a job, one per final status: nothing follows them (a terminal job absorbs
+# every event).
+TERMINAL_EVENTS = frozenset(f"job.{status.value}" for status in TERMINAL_STATUSES)
 
 
 class Subscription:
@@ -81,8 +81,8 @@ class JobHub:
         self,
         engine: AsyncEngine,
         *,
-        ping_s: float = LISTEN_PING_S,
-        retry_s: float = LISTEN_RETRY_S,
+        ping_s: float = PING_S,
+        retry_s: float = RETRY_S,
     ) -> None:
         self.engine = engine
         self.ping_s = ping_s
@@ -139,46 +139,18 @@ class JobHub:
             self._task = None
 
     async def _listen(self) -> None:
-        lost_before = False
-        while True:
-            try:
-                async with self.engine.connect() as conn:
-                    raw = await conn.get_raw_connection()
-                    driver = raw.driver_connection
-                    assert driver is not None
-                    gone = asyncio.Event()
+        def on_listening(_back: bool) -> None:
+            self.connections += 1
+            self.listening.set()
+            # Whatever was announced before this LISTEN took effect was not heard.
+            self._wake_all()
 
-                    def on_termination(_conn: object, gone: asyncio.Event = gone) -> None:
-                        gone.set()
-
-                    driver.add_termination_listener(on_termination)
-                    await driver.add_listener(EVENTS_CHANNEL, self._on_notify)
-                    if lost_before:
-                        log.info("event LISTEN connection back")
-                    lost_before = False
-                    self.connections += 1
-                    self.listening.set()
-                    # Whatever was announced before this LISTEN took effect was not heard.
-                    self._wake_all()
-                    try:
-                        while not gone.is_set():
-                            with contextlib.suppress(TimeoutError):
-                                await asyncio.wait_for(gone.wait(), self.ping_s)
-                            if not gone.is_set():
-                                await driver.execute("SELECT 1")
-                        raise ConnectionError("the event LISTEN connection was closed")
-                    finally:
-                        self.listening.clear()
-                        driver.remove_termination_listener(on_termination)
-                        if driver.is_closed():
-                            await conn.invalidate()
-                        else:
-                            with contextlib.suppress(Exception):
-                                await driver.remove_listener(EVENTS_CHANNEL, self._on_notify)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not lost_before:
-                    log.warning("event LISTEN connection lost; reconnecting", error=str(exc))
-                lost_before = True
-            await asyncio.sleep(self.retry_s)
+        await listen_forever(
+            self.engine,
+            EVENTS_CHANNEL,
+            self._on_notify,
+            on_listening=on_listening,
+            on_lost=self.listening.clear,
+            ping_s=self.ping_s,
+            retry_s=self.retry_s,
+        )

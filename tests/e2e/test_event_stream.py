@@ -118,3 +118,27 @@ async def test_another_tenants_job_has_no_stream(gateway, clips: dict[str, Clip]
         assert r.json()["code"] == "job_not_found"
         hub = gw.app.state.hub  # type: ignore[union-attr]
         assert hub.waiting == 0
+
+
+async def test_a_stream_reads_again_when_its_listen_connection_comes_back(
+    gateway, clips: dict[str, Clip]
+) -> None:
+    async with gateway(workers=0) as gw:
+        hub = gw.app.state.hub  # type: ignore[union-attr]
+        await eventually(hub.listening.is_set, what="the hub listening")
+        job = await gw.create(thinksound(gw, clips["bounce"]))
+        url = f"/v1/jobs/{job['id']}/events"
+        async with gw.client.stream("GET", url, headers={**gw.headers, **STREAM}) as r:
+            stream = messages(r)
+            assert (await anext(stream)).event == "job.created"
+            await gw.sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE query = 'LISTEN \"foley_events\"'"
+            )
+            await eventually(lambda: not hub.listening.is_set(), what="the LISTEN lost")
+            # Committed while nobody listens: its NOTIFY is never heard; the stream still gets it.
+            cancel = await gw.client.post(f"/v1/jobs/{job['id']}/cancel", headers=gw.headers)
+            assert cancel.json()["status"] == "canceled"
+            rest = [m async for m in stream]
+        assert [m.event for m in rest] == ["job.canceled"]
+        assert hub.connections >= 2

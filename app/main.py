@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
+from app.account.endpoints import router as account_router
 from app.auth.throttle import FailedAuthThrottle
 from app.catalog.endpoints import router as models_router
 from app.config import Settings, get_settings
@@ -135,6 +136,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         models_router,
         webhooks_router,
         usage_router,
+        account_router,
         admin_router,
         usage_admin_router,
     ):

@@ -41,7 +41,7 @@ from tests.support.emulator import EmulatorProcess, free_port, start_emulator
 from tests.support.waiting import eventually
 
 ADMIN = "e2e-admin-token"
-TERMINAL = {"succeeded", "failed", "canceled"}
+TERMINAL = {"succeeded", "failed", "canceled", "aborted"}
 
 
 @pytest.fixture(scope="session")
@@ -112,6 +112,12 @@ class Gateway:
         r = await self.client.get(f"/v1/jobs/{job_id}", headers=self.headers)
         assert r.status_code == 200, r.text
         return r.json()
+
+    async def events(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's events, as the JSON list gives them."""
+        r = await self.client.get(f"/v1/jobs/{job_id}/events", headers=self.headers)
+        assert r.status_code == 200, r.text
+        return list(r.json()["data"])
 
     async def wait(
         self,

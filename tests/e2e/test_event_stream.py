@@ -21,12 +21,6 @@ def thinksound(gw, clip: Clip) -> dict[str, Any]:  # type: ignore[no-untyped-def
     return {"model": "thinksound", "input": {"video_url": gw.video_url(clip)}}
 
 
-async def _stored(gw, job_id: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
-    r = await gw.client.get(f"/v1/jobs/{job_id}/events", headers=gw.headers)
-    assert r.status_code == 200, r.text
-    return r.json()["data"]
-
-
 async def test_a_stream_resumed_with_last_event_id_on_a_second_api_misses_nothing(
     gateway, clips: dict[str, Clip]
 ) -> None:
@@ -53,7 +47,7 @@ async def test_a_stream_resumed_with_last_event_id_on_a_second_api_misses_nothin
             async with second.stream("GET", url, headers=resume) as r:
                 assert r.status_code == 200
                 rest = [m async for m in messages(r)]  # ends by itself after the last event
-            stored = await _stored(gw, job["id"])
+            stored = await gw.events(job["id"])
             seen = first + rest
             assert [int(m.id or 0) for m in seen] == [e["seq"] for e in stored]
             assert [m.event for m in seen] == [e["type"] for e in stored]
@@ -93,7 +87,7 @@ async def test_a_stream_of_a_finished_job_is_its_history_then_the_end(
         )
         await gw.wait(job["id"])
         url = f"/v1/jobs/{job['id']}/events"
-        stored = await _stored(gw, job["id"])
+        stored = await gw.events(job["id"])
         async with gw.client.stream("GET", url, headers={**gw.headers, **STREAM}) as r:
             got = [m async for m in messages(r)]
         assert [m.data for m in got] == stored

@@ -13,18 +13,22 @@ PREFER_PARAMETER: dict[str, Any] = {
     "name": "Prefer",
     "in": "header",
     "required": False,
-    "schema": {"type": "string", "pattern": r"^wait(=[0-9]{1,9})?$"},
+    # Any value is valid: preferences the server does not understand are ignored (RFC 7240).
+    "schema": {"type": "string"},
     "examples": {"wait": {"value": "wait=30"}},
     "description": f"RFC 7240. `wait=N`: answer once the job is finished, or after N seconds "
     f"(at most {WAIT_MAX_S}; `wait` alone: {WAIT_MAX_S}) with the job as it then stands. The "
     "answer says `Preference-Applied: wait=N`. Other preferences are ignored.",
 }
 
+# What app.jobs.preferences.cancel_after reads: Go-style parts (1h30m, 500ms) or seconds.
+DURATION_PATTERN = r"^(([0-9]+(\.[0-9]+)?(ms|s|m|h))+|[0-9]+(\.[0-9]+)?)$"
+
 CANCEL_AFTER_PARAMETER: dict[str, Any] = {
     "name": "Cancel-After",
     "in": "header",
     "required": False,
-    "schema": {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$|^[0-9]+$"},
+    "schema": {"type": "string", "pattern": DURATION_PATTERN},
     "examples": {"ninety seconds": {"value": "90s"}, "five minutes": {"value": "5m"}},
     "description": "Cancel the job when this long has passed since it was accepted (`90s`, "
     "`5m`, `1h30m`, `500ms`, or seconds; positive, at most 30 days). A job that had not "
@@ -38,8 +42,8 @@ LAST_EVENT_ID_PARAMETER: dict[str, Any] = {
     "in": "header",
     "required": False,
     "schema": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
-    "description": "With `Accept: text/event-stream`: the `id` (seq) of the last event "
-    "received; the stream resumes after it (an EventSource sends it when it reconnects).",
+    "description": "The `id` (seq) of the last event received: what follows it is sent (the "
+    "stream resumes after it; an EventSource sends it when it reconnects). Wins over `after`.",
 }
 
 PREFERENCE_APPLIED = {

@@ -334,14 +334,16 @@ async def list_job_events(
     `Accept: text/event-stream`, a live stream of them (Server-Sent Events) that ends after the
     job's final event; a reconnecting client sends `Last-Event-ID` and gets what followed."""
     state = request.app.state
+    resume = last_event_id(request.headers.get("last-event-id"))
+    if resume is not None:
+        after = resume
     if stream.wants_stream(request.headers.get("accept")):
-        resume = last_event_id(request.headers.get("last-event-id"))
         return await stream.open_stream(
             hub=state.hub,
             sessionmaker=state.sessionmaker,
             tenant=tenant,
             job_id=job_id,
-            after=after if resume is None else resume,
+            after=after,
             keepalive_s=state.settings.event_stream_keepalive.total_seconds(),
         )
     async with state.sessionmaker() as session:

@@ -46,7 +46,7 @@ _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 def cancel_after(value: str) -> timedelta:
     """``Cancel-After`` as a duration: Go's form, as Replicate takes it (``90s``, ``5m``,
     ``1h30m``, ``500ms``), or plain seconds (``90``)."""
-    text = value.strip().lower()
+    text = value.strip()
     seconds: float | None = None
     if re.fullmatch(r"\d+(?:\.\d+)?", text):
         seconds = float(text)

@@ -35,6 +35,7 @@ from app.kit.openapi import install_openapi
 from app.kit.problems import install_problem_handlers, internal_error
 from app.kit.process import freeze_startup_heap
 from app.kit.request_id import RequestIdMiddleware
+from app.metrics import JOB_WAITERS
 from app.storage import storage_from_settings
 from app.tenants.endpoints import router as admin_router
 from app.upstream.fal import FalTimeouts, build_http_client
@@ -81,8 +82,9 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         )
         app.state.notifier = WorkerNotifier(app.state.driver_pool)
         # One LISTEN connection (from the pool) for every event stream and held request.
-        app.state.hub = JobHub(app.state.engine)
-        app.state.hub.start()
+        app.state.hub = hub = JobHub(app.state.engine)
+        hub.start()
+        JOB_WAITERS.set_function(lambda: hub.waiting)
         http = build_http_client(FalTimeouts())
         app.state.webhook_verifier = FalWebhookVerifier(
             settings.jwks_url, http, tolerance=settings.webhook_tolerance

@@ -25,13 +25,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness.database import connect
 from harness.gateway import Api, gateway_env
 from harness.load import LoadSpec, run_load
 from harness.meters import proc_status
-from harness.procs import HOST, unpin
+from harness.procs import HOST, BenchError, unpin
 from harness.report import Table, pct
 from harness.run import Run, add_load_flags, parse, parser
 
@@ -148,6 +150,19 @@ async def hold_open(api: Api, key: str, args: Any) -> list[asyncio.StreamWriter]
     return writers
 
 
+async def _all_waiting(api: Api, n: int, within_s: float = 50.0) -> None:
+    deadline = time.perf_counter() + within_s
+    async with httpx.AsyncClient(base_url=api.base, timeout=30) as client:
+        while True:
+            text = (await client.get("/metrics")).text
+            line = next(x for x in text.splitlines() if x.startswith("foley_job_waiters "))
+            if float(line.split()[1]) >= n:
+                return
+            if time.perf_counter() > deadline:
+                raise BenchError(f"only {line.split()[1]} of {n} requests waiting")
+            await asyncio.sleep(0.2)  # the next look
+
+
 def accept(args: Any, api: Api, key: str) -> dict[str, Any]:
     spec = LoadSpec(
         port=api.port,
@@ -184,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
 
         async def loaded() -> tuple[float, dict[str, Any], int]:
             writers = await hold_open(api, tenant.key, args)
-            await asyncio.sleep(1.0)
+            # Measured once every one of them is waiting (the burst of their first reads done).
+            await _all_waiting(api, len(writers))
             rss = _rss_mb(api.pid)
             # the load runs in a process of its own; the held connections stay open meanwhile
             result = await asyncio.to_thread(accept, args, api, tenant.key)

@@ -266,6 +266,19 @@ class Settings(BaseSettings):
         default=timedelta(seconds=60), description="How often a key's last_used_at is written."
     )
 
+    # --- telling the caller: the event stream, held requests --------------------------------
+    event_stream_keepalive: Duration = Field(
+        default=timedelta(seconds=15),
+        gt=timedelta(0),
+        description="An idle event stream gets a comment this often (proxies keep it open).",
+    )
+    prefer_wait_max: Duration = Field(
+        default=timedelta(seconds=60),
+        ge=timedelta(0),
+        le=timedelta(seconds=60),
+        description="Longest a `Prefer: wait` request is held (and its default).",
+    )
+
     # --- access -------------------------------------------------------------------------------
     admin_token: SecretStr | None = None
     max_request_bytes: int = Field(

@@ -11,7 +11,6 @@ to abandon. Its periodic chores are in app.worker.housekeeping.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import os
 import socket
@@ -27,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.config import Settings
 from app.db.driver import DriverPool, EngineDriver
 from app.db.engine import create_sessionmaker
+from app.db.listen import listen_forever
 from app.jobs import store
 from app.jobs.steps import StepContext, released_until, run_step
 from app.jobs.steps.context import policy_of
@@ -42,8 +42,6 @@ from app.worker.watch import StatusWatcher
 
 log = structlog.get_logger(__name__)
 
-LISTEN_PING_S = 15.0
-LISTEN_RETRY_S = 0.5
 # Looking again a moment after a job's due time, so the claim's clock is surely past it.
 DUE_SLACK = timedelta(milliseconds=2)
 
@@ -323,55 +321,18 @@ class Worker:
                 log.exception("lease heartbeat failed")
 
     async def listen(self) -> None:
-        """LISTEN on a dedicated connection and wake on every NOTIFY; reconnect on loss. A
-        signal, not a carrier. Runs until cancelled (``run`` starts it).
+        """LISTEN for work and wake on every NOTIFY (app.db.listen); once the connection is
+        back after a loss, claim at once: NOTIFYs sent meanwhile were not heard. Runs until
+        cancelled (``run`` starts it)."""
 
-        A lost connection is noticed at once (the driver's termination callback: a Postgres
-        restart closes it) or, for one that died silently (a dropped network path), by the next
-        ping; reconnecting is tried every half second. Once back, the worker claims at once:
-        NOTIFYs sent meanwhile were not heard."""
-        lost_before = False
-        while True:
-            try:
-                async with self.engine.connect() as conn:
-                    raw = await conn.get_raw_connection()
-                    driver = raw.driver_connection
-                    assert driver is not None
-                    gone = asyncio.Event()
+        def on_notify(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+            self.wake(new_jobs_only=payload == NEW_JOBS_PAYLOAD)
 
-                    def on_notify(_conn: object, _pid: int, _channel: str, payload: str) -> None:
-                        self.wake(new_jobs_only=payload == NEW_JOBS_PAYLOAD)
+        def on_listening(back: bool) -> None:
+            if back:
+                self.wake()
 
-                    def on_termination(_conn: object, gone: asyncio.Event = gone) -> None:
-                        gone.set()
-
-                    driver.add_termination_listener(on_termination)
-                    await driver.add_listener(NOTIFY_CHANNEL, on_notify)
-                    if lost_before:
-                        log.info("LISTEN connection back")
-                        self.wake()
-                    lost_before = False
-                    try:
-                        while not gone.is_set():
-                            with contextlib.suppress(TimeoutError):
-                                await asyncio.wait_for(gone.wait(), LISTEN_PING_S)
-                            if not gone.is_set():
-                                await driver.execute("SELECT 1")
-                        raise ConnectionError("the LISTEN connection was closed")
-                    finally:
-                        driver.remove_termination_listener(on_termination)
-                        if driver.is_closed():
-                            await conn.invalidate()
-                        else:
-                            with contextlib.suppress(Exception):
-                                await driver.remove_listener(NOTIFY_CHANNEL, on_notify)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not lost_before:
-                    log.warning("LISTEN connection lost; reconnecting", error=str(exc))
-                lost_before = True
-            await asyncio.sleep(LISTEN_RETRY_S)
+        await listen_forever(self.engine, NOTIFY_CHANNEL, on_notify, on_listening=on_listening)
 
     async def housekeep(self) -> dict[str, int]:
         """One round of the worker's chores (app.worker.housekeeping)."""

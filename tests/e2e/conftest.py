@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -41,7 +42,7 @@ from tests.support.emulator import EmulatorProcess, free_port, start_emulator
 from tests.support.waiting import eventually
 
 ADMIN = "e2e-admin-token"
-TERMINAL = {"succeeded", "failed", "canceled"}
+TERMINAL = {"succeeded", "failed", "canceled", "aborted"}
 
 
 @pytest.fixture(scope="session")
@@ -88,6 +89,7 @@ class Gateway:
     emu: EmulatorProcess
     client: httpx.AsyncClient
     workers: list[Worker] = field(default_factory=list)
+    app: FastAPI | None = None
     tenant_key: str = ""
     tenant_id: str = ""
 
@@ -111,6 +113,12 @@ class Gateway:
         r = await self.client.get(f"/v1/jobs/{job_id}", headers=self.headers)
         assert r.status_code == 200, r.text
         return r.json()
+
+    async def events(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's events, as the JSON list gives them."""
+        r = await self.client.get(f"/v1/jobs/{job_id}/events", headers=self.headers)
+        assert r.status_code == 200, r.text
+        return list(r.json()["data"])
 
     async def wait(
         self,
@@ -237,7 +245,9 @@ def gateway(
             await serve  # it stopped before serving: raise what stopped it
             raise AssertionError("the API server exited before serving")
         client = httpx.AsyncClient(base_url=base, timeout=30)
-        gw = Gateway(base_url=base, settings=settings, engine=e2e_engine, emu=emu, client=client)
+        gw = Gateway(
+            base_url=base, settings=settings, engine=e2e_engine, emu=emu, client=client, app=app
+        )
         gw.tenant_id, gw.tenant_key = await gw.new_tenant("e2e")
         tasks = []
         for i in range(workers):

@@ -52,7 +52,10 @@ _CLAIM_FOLLOW_UP = f"""
     WHERE id IN (
         SELECT id FROM jobs
         WHERE status IN ('queued', 'starting', 'processing')
-          AND NOT (status = 'queued' AND submit_state = 'pending')
+          -- a job never sent is the dispatch's, unless its Cancel-After passed (then it is
+          -- aborted even while the account's concurrency keeps the dispatch from taking it)
+          AND (NOT (status = 'queued' AND submit_state = 'pending')
+               OR cancel_after_at <= statement_timestamp())
           AND next_action_at <= statement_timestamp()
           AND (lease_expires_at IS NULL OR lease_expires_at < statement_timestamp())
         ORDER BY next_action_at

@@ -11,8 +11,8 @@
 
 Billing rules (fal's, as far as fal documents them; the emulator bills the same way):
 success bills its units (one video, or ``metrics.inference_time`` compute seconds); a 5xx is
-never billed; a 422 from the runner after fal accepted the request costs nothing unless
-``FOLEY_BILL_UPSTREAM_422`` is set (then its compute seconds), and is flagged either way; a
+never billed; a 422 from the runner after fal accepted the request bills its compute seconds
+(``FOLEY_BILL_UPSTREAM_422``, on by default; off waives them), and is flagged either way; a
 request canceled while queued at fal costs nothing, one canceled while running bills its compute
 seconds so far on compute-second models.
 """

@@ -117,6 +117,11 @@ class Settings(BaseSettings):
         description="A request's line and headers must arrive within this, or the connection "
         "is closed (a slow client cannot hold connections open).",
     )
+    http_body_timeout: Duration = Field(
+        default=timedelta(seconds=30),
+        description="At most this between two pieces of a request's body while the gateway "
+        "reads it (a pace, not a total: slow uploads pass, stalled ones get 408).",
+    )
     db_pool_size: int = Field(
         default=20, ge=1, description="The API's database connections at most (one pool)."
     )

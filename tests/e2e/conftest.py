@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.db.engine import create_engine
+from app.entrypoints.http import with_deadlines
 from app.jobs.steps.context import platform_key
 from app.main import create_app
 from app.storage import storage_from_settings
@@ -216,7 +217,17 @@ def gateway(
         settings = Settings(**values)
         app = create_app(settings, engine=None if own_pool else e2e_engine)
         server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+                lifespan="on",
+                http=with_deadlines(  # the protocol `foley api` serves with
+                    head_s=settings.http_head_timeout.total_seconds(),
+                    body_s=settings.http_body_timeout.total_seconds(),
+                ),
+            )
         )
         serve = asyncio.create_task(server.serve())
         await eventually(

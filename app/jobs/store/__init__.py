@@ -31,6 +31,7 @@ from app.jobs.store.rows import (
     lock_for_tenant,
 )
 from app.jobs.store.transitions import (
+    EVENTS_CHANNEL,
     NEW_JOBS_PAYLOAD,
     NOTIFY_CHANNEL,
     Also,
@@ -43,6 +44,7 @@ from app.jobs.store.upkeep import mark_data_removed, settle_blocked
 
 __all__ = [
     "DISPATCH_LOCK",
+    "EVENTS_CHANNEL",
     "NEW_JOBS_PAYLOAD",
     "NOTIFY_CHANNEL",
     "Also",

@@ -188,6 +188,11 @@ class Settings(BaseSettings):
     worker_poll_interval: Duration = Field(
         default=timedelta(seconds=2), description="Fallback wake-up when no NOTIFY arrives."
     )
+    worker_stale_after: Duration = Field(
+        default=timedelta(seconds=5),
+        description="A worker that has not beaten for this long is taken for dead: its jobs fal "
+        "reported complete are taken over at once (the others wait out their lease).",
+    )
     max_output_bytes: int = 512 * 1024 * 1024
     housekeeping_interval: Duration = Field(
         default=timedelta(seconds=60),

@@ -135,6 +135,11 @@ class JobUsage(BaseModel):
     units: str | None = Field(description="Billed units, a decimal string (once settled).")
     estimated_cost_usd: str | None = Field(description="The estimate reserved at creation.")
     cost_usd: str | None = Field(description="What fal billed, in USD (once settled).")
+    cost_usd_exact: str | None = Field(
+        default=None,
+        description="What fal billed to the nano-dollar, fal's precision (once settled): "
+        "cost_usd is this rounded half-up to six decimals.",
+    )
     status: Literal["estimated", "settled", "unpriced"] = Field(
         description="estimated until fal's bill is known, then settled (unpriced: no price yet)."
     )

@@ -3,9 +3,10 @@
 It wakes on ``NOTIFY foley_jobs`` (a new job, a webhook, a cancel), falls back to polling every
 ``worker_poll_interval``, claims only new jobs when only new jobs woke it, keeps at most
 ``worker_concurrency`` steps running, extends the leases of the jobs it holds while they run,
-follows the status streams of the jobs it sent (app.worker.watch), and on SIGTERM stops
-claiming, lets running steps finish for a grace period, and gives back the leases of any it had
-to abandon. Its periodic chores are in app.worker.housekeeping.
+follows the status streams of the jobs it sent (app.worker.watch), beats every second or so (a
+completed job leased to a worker that stopped beating is taken over at once), and on SIGTERM
+stops claiming, lets running steps finish for a grace period, and gives back the leases of any
+it had to abandon. Its periodic chores are in app.worker.housekeeping.
 """
 
 from __future__ import annotations
@@ -164,9 +165,13 @@ class Worker:
             concurrency=self.settings.worker_concurrency,
             fal_concurrency=self.settings.fal_concurrency,
         )
+        # Beating before the first claim: an owner name seen before (a restart) must not look
+        # dead to the other workers for a moment.
+        await self._beat()
         helpers = [
             asyncio.create_task(self.listen(), name="listen"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self._beats(), name="beats"),
             asyncio.create_task(
                 run_housekeeping(self.ctx.sessionmaker, self.settings, self.ctx.storage),
                 name="housekeeping",
@@ -190,6 +195,10 @@ class Worker:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+            try:
+                await store.forget(self.driver, self.owner)
+            except Exception:
+                log.warning("could not remove the worker's beat", owner=self.owner)
             await self.watcher.aclose()
             log.info(
                 "worker stopped",
@@ -222,7 +231,13 @@ class Worker:
             )
             started += self._start(jobs)
             if follow_ups and started < free:
-                jobs = await store.claim_follow_ups(self.driver, self.owner, lease, free - started)
+                jobs = await store.claim_follow_ups(
+                    self.driver,
+                    self.owner,
+                    lease,
+                    free - started,
+                    self.settings.worker_stale_after,
+                )
                 self.follow_up_claims += 1
                 started += self._start(jobs)
         except Exception:
@@ -319,6 +334,21 @@ class Worker:
                 )
             except Exception:
                 log.exception("lease heartbeat failed")
+
+    async def _beat(self) -> None:
+        try:
+            await store.beat(self.driver, self.owner)
+        except Exception as exc:
+            # Missing beats only let others take over this worker's completed jobs, whose
+            # writes the lease guards: nothing to do but beat again.
+            log.warning("worker beat failed", error=str(exc))
+
+    async def _beats(self) -> None:
+        """Tell the other workers this one is alive (app.jobs.store.liveness)."""
+        period = store.beat_period(self.settings.worker_stale_after)
+        while True:
+            await asyncio.sleep(period)
+            await self._beat()
 
     async def listen(self) -> None:
         """LISTEN for work and wake on every NOTIFY (app.db.listen); once the connection is

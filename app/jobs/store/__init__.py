@@ -19,6 +19,7 @@ from app.jobs.store.claims import (
     give_back,
     job_from_row,
 )
+from app.jobs.store.liveness import beat, beat_period, forget, prune_beats
 from app.jobs.store.rows import (
     NewJob,
     cursor_of,
@@ -51,11 +52,14 @@ __all__ = [
     "JobStore",
     "LeaseLost",
     "NewJob",
+    "beat",
+    "beat_period",
     "claim_dispatches",
     "claim_follow_ups",
     "cursor_of",
     "events_for_tenant",
     "extend_leases",
+    "forget",
     "get_for_tenant",
     "give_back",
     "insert",
@@ -65,5 +69,6 @@ __all__ = [
     "lock_for_tenant",
     "mark_data_removed",
     "notify_workers",
+    "prune_beats",
     "settle_blocked",
 ]

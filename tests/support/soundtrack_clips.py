@@ -1,0 +1,162 @@
+"""Clips and sounds with a known truth, for the soundtrack tests (segments, stitching, mixing).
+
+* `make_scene_clip`: the bouncing square of `tests.support.clips`, its trajectory continuous
+  across shots, but every shot in other grey levels (a dark room, then a bright one ...): the
+  picture cuts at known instants while the impacts stay `bouncing_square_impacts()`. Small
+  and at a low frame rate, a 10-minute clip encodes in a few seconds.
+* `impulse_track`: what a foley model would return for a segment: a quiet noise bed with a
+  sharp hit at each impact.
+* `speechlike_track`: a stand-in for dialogue (no espeak-ng needed): voiced "syllables" (a
+  150 Hz harmonic tone under a syllable envelope) in phrases separated by pauses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from tests.support.clips import _square_frame, bouncing_square_impacts
+
+# Grey levels (background, square) of successive shots: far apart in brightness, so a cut
+# moves most pixels to other histogram bins.
+SHOT_LOOKS: tuple[tuple[int, int], ...] = ((24, 230), (200, 40), (110, 250), (60, 160))
+
+
+@dataclass(frozen=True)
+class SceneClip:
+    path: Path
+    duration_s: float
+    fps: int
+    cuts: list[float]  # the first instant of every shot but the first
+    impacts: list[float]
+    audio: np.ndarray | None  # (channels, frames) at audio_rate, the track muxed in
+    audio_rate: int
+
+
+def make_scene_clip(
+    path: Path,
+    *,
+    shots: Sequence[float],
+    fps: int = 10,
+    width: int = 160,
+    height: int = 120,
+    gop: int = 20,
+    audio: np.ndarray | None = None,
+    audio_rate: int = 48_000,
+) -> SceneClip:
+    """An H.264 MP4 of consecutive shots of the given lengths (seconds, whole frames), with
+    `audio` (channels, frames) as an AAC track when given. A keyframe every `gop` frames and at
+    every cut (x264's scene-cut detection)."""
+    frames_per_shot = [round(s * fps) for s in shots]
+    total = sum(frames_per_shot)
+    shot_of_frame = [i for i, n in enumerate(frames_per_shot) for _ in range(n)]
+    looks = [SHOT_LOOKS[i % len(SHOT_LOOKS)] for i in shot_of_frame]
+    side = max(2.0, height / 8)
+    with av.open(str(path), "w", format="mp4") as out:
+        video: Any = out.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.codec_context.gop_size = gop
+        video.codec_context.thread_count = 1
+        video.options = {"preset": "ultrafast", "crf": "28"}
+        for index in range(total):
+            bg, fg = looks[index]
+            pixels = _square_frame(index / fps, width=width, height=height, side=side, bg=bg, fg=fg)
+            frame = av.VideoFrame.from_ndarray(pixels, format="gray")
+            frame.pts = index
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        if audio is not None:
+            _encode_aac(out, audio, audio_rate)
+    cuts = list(np.cumsum(frames_per_shot)[:-1] / fps)
+    duration = total / fps
+    return SceneClip(
+        path, duration, fps, [float(c) for c in cuts], bouncing_square_impacts(duration), audio,
+        audio_rate,
+    )  # fmt: skip
+
+
+def write_audio(path: Path, samples: np.ndarray, rate: int, *, codec: str, muxer: str) -> Path:
+    """`samples` (channels, frames) encoded as an audio file (e.g. libmp3lame / mp3, as Kling
+    returns)."""
+    with av.open(str(path), "w", format=muxer) as out:
+        layout = "stereo" if samples.shape[0] == 2 else "mono"
+        stream: Any = out.add_stream(codec, rate=rate, layout=layout)
+        stream.codec_context.bit_rate = 192_000
+        _encode(out, stream, samples, rate)
+    return path
+
+
+def impulse_track(
+    duration_s: float, rate: int, impacts: Sequence[float], *, seed: int, bed_db: float = -42.0
+) -> np.ndarray:
+    """Stereo: a noise bed at `bed_db` RMS and, at each impact (seconds from the start), a hit:
+    a 2 ms attack then a 30 ms decay of noise at about -6 dBFS peak."""
+    rng = np.random.default_rng(seed)
+    frames = round(duration_s * rate)
+    track = rng.standard_normal((2, frames)) * 10 ** (bed_db / 20)
+    length = round(0.12 * rate)
+    t = np.arange(length) / rate
+    envelope = np.minimum(t / 0.002, 1.0) * np.exp(-t / 0.030)
+    for impact in impacts:
+        at = round(impact * rate)
+        if 0 <= at < frames:
+            n = min(length, frames - at)
+            hit = 0.25 * rng.standard_normal((2, n)) * envelope[:n]
+            track[:, at : at + n] += hit
+    return track.astype(np.float32)
+
+
+def speechlike_track(duration_s: float, rate: int, *, seed: int) -> np.ndarray:
+    """Stereo (the same in both channels): phrases of 3-6 syllables (~0.2 s each, a 150 Hz
+    buzz with harmonics, -12 dBFS peak) separated by 0.4-1.2 s pauses."""
+    rng = np.random.default_rng(seed)
+    frames = round(duration_s * rate)
+    out = np.zeros(frames)
+    at = round(0.3 * rate)
+    while at < frames:
+        for _ in range(int(rng.integers(3, 7))):
+            length = round(rng.uniform(0.15, 0.28) * rate)
+            n = min(length, frames - at)
+            if n <= 0:
+                break
+            t = np.arange(n) / rate
+            pitch = 150 * rng.uniform(0.85, 1.2)
+            voice = sum(np.sin(2 * np.pi * pitch * k * t) / k for k in range(1, 8))
+            out[at : at + n] += 0.12 * voice * np.sin(np.pi * np.arange(n) / length) ** 2
+            at += length + round(0.03 * rate)
+        at += round(rng.uniform(0.4, 1.2) * rate)
+    return np.stack([out, out]).astype(np.float32)
+
+
+def _encode_aac(out: Any, samples: np.ndarray, rate: int) -> None:
+    layout = "stereo" if samples.shape[0] == 2 else "mono"
+    stream: Any = out.add_stream("aac", rate=rate, layout=layout)
+    stream.codec_context.bit_rate = 192_000
+    _encode(out, stream, samples, rate)
+
+
+def _encode(out: Any, stream: Any, samples: np.ndarray, rate: int) -> None:
+    layout = stream.codec_context.layout.name
+    resampler = av.AudioResampler(
+        format=stream.codec_context.format.name,
+        layout=layout,
+        rate=rate,
+        frame_size=stream.codec_context.frame_size or 4096,
+    )
+    for start in range(0, samples.shape[1], rate):
+        chunk = np.ascontiguousarray(samples[:, start : start + rate], dtype=np.float32)
+        frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+        frame.sample_rate = rate
+        frame.time_base = Fraction(1, rate)
+        frame.pts = start
+        for piece in resampler.resample(frame):
+            out.mux(stream.encode(piece))
+    for piece in resampler.resample(None):
+        out.mux(stream.encode(piece))
+    out.mux(stream.encode(None))

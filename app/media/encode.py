@@ -35,10 +35,11 @@ from app.media.errors import MediaError
 from app.media.pcm import SAMPLE_RATES, PcmFormat
 from app.media.probe import open_input, primary_stream
 
-# Measured on noise bursts and hits at -1 dBTP: AAC and MP3 decoded up to ~0.6 dB above their
-# input's true peak, Opus ~0.9 dB; PCM and FLAC reproduce it (16-bit rounding aside).
+# Room under the true-peak ceiling. Lossy: decoded AAC / MP3 / Opus can peak higher than what
+# went in (measured in tests/media/test_loudness.py). PCM: the limiter's gain steps and the
+# oversampler reading sharp hits a little low (see app.media.loudness).
 LOSSY_HEADROOM_DB = 1.2
-PCM_HEADROOM_DB = 0.2
+PCM_HEADROOM_DB = 0.6
 # Audio is encoded ahead of the copied video by at most this much, so the muxer interleaves
 # without buffering the video.
 _AUDIO_LEAD_S = 0.5

@@ -71,17 +71,19 @@ def control_step(rate: int, seconds: float) -> int:
 class AudioReader:
     """The first audio stream of a file, decoded and resampled to `pcm`, read in order.
 
-    Sample 0 is the file's instant `origin_s` (its audio stream's timestamps, so an audio that
-    starts late is preceded by silence and one that starts early is cut). `read(n)` always returns
-    n frames: past the end of the audio they are silence, and the last real samples fade out over
-    `END_FADE_S`. Use it as a context manager, or call `close()`.
+    Sample 0 is the file's instant `origin_s` (by the audio's timestamps, so an audio that
+    starts late is preceded by silence and one that starts early is cut). By default that is
+    where the file's video starts, or for an audio file where its audio starts: a gapless MP3
+    starts at its encoder delay (~23 ms) once the decoder has dropped the priming samples.
+    `read(n)` always returns n frames: past the end of the audio they are silence, and the last
+    real samples fade out over `END_FADE_S`. Use it as a context manager, or call `close()`.
 
     Raises `NoAudioStreamError` when the file has no audio stream, `MediaUnreadableError` when
     FFmpeg cannot read it, `FileNotFoundError` when there is no such file.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], pcm: PcmFormat, *, origin_s: float = 0.0
+        self, path: str | os.PathLike[str], pcm: PcmFormat, *, origin_s: float | None = None
     ) -> None:
         self.pcm = pcm
         self._context = open_input(path)
@@ -90,6 +92,8 @@ class AudioReader:
             stream = primary_stream(self._container, "audio")
             if stream is None:
                 raise NoAudioStreamError(f"{os.fspath(path)!s} has no audio stream")
+            if origin_s is None:
+                origin_s = _start_s(primary_stream(self._container, "video") or stream)
         except BaseException:
             self.close()
             raise
@@ -182,10 +186,16 @@ class AudioReader:
 
 
 def track_blocks(
-    path: str | os.PathLike[str], pcm: PcmFormat, *, frames: int, origin_s: float = 0.0
+    path: str | os.PathLike[str], pcm: PcmFormat, *, frames: int, origin_s: float | None = None
 ) -> Iterator[np.ndarray]:
     """The first audio stream of `path` as `frames` frames in blocks of `pcm.block` (see
     `AudioReader`: silence past its end)."""
     with AudioReader(path, pcm, origin_s=origin_s) as reader:
         for first in range(0, frames, pcm.block):
             yield reader.read(min(pcm.block, frames - first))
+
+
+def _start_s(stream: Any) -> float:
+    if stream.start_time is None or not stream.time_base:
+        return 0.0
+    return float(stream.start_time * stream.time_base)

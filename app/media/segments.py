@@ -80,7 +80,9 @@ def plan_segments(
     if duration <= max_s:
         return [Segment(0.0, duration)]
     cuts = detect_scene_cuts(video_path)
-    planned = plan_from_cuts(duration, cuts, min_s=min_s, max_s=max_s, overlap_s=overlap_s)
+    planned = plan_from_cuts(
+        duration, cuts, min_s=min_s, max_s=max_s, overlap_s=overlap_s, max_total_s=max_total_s
+    )
     return snap_to_keyframes(planned, keyframe_times(video_path), duration=duration, max_s=max_s)
 
 
@@ -91,11 +93,14 @@ def plan_from_cuts(
     min_s: float,
     max_s: float,
     overlap_s: float,
+    max_total_s: float = MAX_TOTAL_S,
 ) -> list[Segment]:
     """The plan for a video of `duration_s` with scene cuts at `cuts` (seconds), see the module
     docstring. Pieces between boundaries are at least max(min_s, overlap_s) and at most
     max_s - overlap_s long; a segment is its piece plus half the overlap on each inner side."""
-    _check_limits(duration_s, min_s=min_s, max_s=max_s, overlap_s=overlap_s, max_total_s=math.inf)
+    _check_limits(
+        duration_s, min_s=min_s, max_s=max_s, overlap_s=overlap_s, max_total_s=max_total_s
+    )
     if duration_s <= max_s:
         return [Segment(0.0, duration_s)]
     shortest, longest = max(min_s, overlap_s), max_s - overlap_s

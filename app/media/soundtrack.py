@@ -73,7 +73,6 @@ class SoundtrackResult:
 @dataclass(frozen=True)
 class _Video:
     duration_s: float
-    start_s: float
     has_audio: bool
 
 
@@ -106,7 +105,7 @@ def build_soundtrack(
         tracks, duration_s=video.duration_s, pcm=pcm, crossfade_s=crossfade_s
     )
     if mode is AudioMode.MIX:
-        original = track_blocks(video_path, pcm, frames=frames, origin_s=video.start_s)
+        original = track_blocks(video_path, pcm, frames=frames)
         blocks = mix_blocks(original, blocks, pcm=pcm, settings=mix)
 
     spool = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex}.f32")
@@ -161,11 +160,10 @@ def _normalized(
 
 
 def _measure_video(video_path: str | os.PathLike[str]) -> _Video:
-    """The video stream's length and first instant (by its headers), and whether there is audio."""
+    """The video stream's length (by its header), and whether there is audio."""
     with open_input(video_path) as container:
         video = primary_stream(container, "video")
         if video is None or not video.duration or not video.time_base:
             raise MediaUnreadableError("the file has no video stream with a duration")
-        start = float((video.start_time or 0) * video.time_base)
         has_audio = primary_stream(container, "audio") is not None
-        return _Video(float(video.duration * video.time_base), start, has_audio)
+        return _Video(float(video.duration * video.time_base), has_audio)

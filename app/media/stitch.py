@@ -59,13 +59,19 @@ class Fades:
 
     def gains(self, first: int, count: int) -> np.ndarray:
         """The gain of this segment at timeline frames [first, first + count)."""
-        at = np.arange(first, first + count, dtype=np.float64)
-        gain = np.ones(count)
-        rising = _progress(at, self.fade_in_start, self.fade_in_end)
-        falling = _progress(at, self.fade_out_start, self.fade_out_end)
-        gain = np.where(at < self.fade_in_end, np.sin(np.pi / 2 * rising), gain)
-        gain = np.where(at >= self.fade_out_start, np.cos(np.pi / 2 * falling), gain)
-        return gain.astype(np.float32)
+        gain = np.ones(count, np.float32)
+        # Only the frames inside a fade cost a sine; most blocks have none.
+        for begin, end, shape in (
+            (self.fade_in_start, self.fade_in_end, np.sin),
+            (self.fade_out_start, self.fade_out_end, np.cos),
+        ):
+            low, high = _clip(begin - first, count), _clip(end - first, count)
+            if high > low:
+                at = np.arange(first + low, first + high, dtype=np.float64)
+                gain[low:high] = shape(np.pi / 2 * _progress(at, begin, end))
+        gain[: _clip(self.fade_in_start - first, count)] = 0.0
+        gain[_clip(self.fade_out_end - first, count) :] = 0.0
+        return gain
 
 
 def crossfades(
@@ -125,7 +131,10 @@ def stitch_blocks(
                     readers[i] = AudioReader(ordered[i].path, pcm)
                     readers[i].skip(low - fade.start)
                 samples = readers[i].read(high - low)
-                block[:, low - first : high - first] += samples * fade.gains(low, high - low)
+                gains = fade.gains(low, high - low)
+                block[:, low - first : high - first] += (
+                    samples if gains.min() == 1 else samples * gains
+                )
             yield block
     finally:
         for reader in readers.values():
@@ -133,7 +142,9 @@ def stitch_blocks(
 
 
 def _progress(at: np.ndarray, begin: int, end: int) -> np.ndarray:
-    """0 at `begin` rising to 1 at `end` (the centre of each frame), clipped."""
-    if end <= begin:
-        return np.ones_like(at)
-    return np.clip((at - begin + 0.5) / (end - begin), 0.0, 1.0)
+    """0 at `begin` rising to 1 at `end` (the centre of each frame)."""
+    return (at - begin + 0.5) / (end - begin)
+
+
+def _clip(index: int, count: int) -> int:
+    return min(max(index, 0), count)

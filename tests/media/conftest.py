@@ -8,6 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import resample_poly
 
 from tests.support.soundtrack_clips import SceneClip, make_scene_clip, speechlike_track
@@ -103,11 +104,11 @@ def onsets(audio: np.ndarray, rate: int, *, window_s: float = 0.002) -> list[flo
     window = round(window_s * rate)
     frames = audio.shape[1] // window
     energy = np.square(audio[:, : frames * window]).sum(axis=0).reshape(frames, window).sum(axis=1)
-    found: list[float] = []
     history = round(0.1 / window_s)
-    for i in range(history, frames):
-        if found and i * window_s - found[-1] < 0.15:
-            continue
-        if energy[i] > 10 * (np.median(energy[i - history : i]) + 1e-12):
+    before = np.median(sliding_window_view(energy[:-1], history), axis=1)
+    rising = np.flatnonzero(energy[history:] > 10 * (before + 1e-12)) + history
+    found: list[float] = []
+    for i in rising.tolist():
+        if not found or i * window_s - found[-1] >= 0.15:
             found.append(i * window_s)
     return found

@@ -10,7 +10,11 @@ Opus is `libopus` (the name "opus" resolves to it too); there is no libfdk_aac a
 | mp3  | libmp3lame, 128 kbps per channel | .mp3 | MP4 | all |
 | wav  | pcm_s16le | .wav | MOV (PCM in MP4 plays almost nowhere) | all |
 | flac | flac, 16 bit | .flac | MP4 | all |
-| opus | libopus, 64 kbps per channel | .opus (Ogg) | MP4 | 8, 16, 24, 48 kHz |
+| opus | libopus, 64 kbps per channel | .opus (Ogg) | MP4 | 48 kHz only |
+
+Opus is refused at other rates: libopus takes 8/12/16/24 kHz too, but an Opus stream always
+decodes at 48 kHz (the rate in its header is only informative), so the file would not have the
+rate the job asked for.
 
 Lossy encoders round peaks up a little (the decoded waveform is not the input's), so lossy formats
 get `LOSSY_HEADROOM_DB` more room under the true-peak ceiling (see `headroom_for`).
@@ -76,8 +80,7 @@ SPECS: dict[AudioFormat, _Spec] = {
     AudioFormat.WAV: _Spec("pcm_s16le", "wav", ".wav", "s16", None, video_muxer="mov",
                            video_suffix=".mov"),
     AudioFormat.FLAC: _Spec("flac", "flac", ".flac", "s16", None),
-    AudioFormat.OPUS: _Spec("libopus", "ogg", ".opus", "flt", 64_000,
-                            rates=(8_000, 16_000, 24_000, 48_000)),
+    AudioFormat.OPUS: _Spec("libopus", "ogg", ".opus", "flt", 64_000, rates=(48_000,)),
 }  # fmt: skip
 
 

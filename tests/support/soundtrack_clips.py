@@ -69,6 +69,8 @@ def make_scene_clip(
         video.codec_context.gop_size = gop
         video.codec_context.thread_count = 1
         video.options = {"preset": "ultrafast", "crf": "28"}
+        # Every stream is added before the first packet (the header is written then).
+        sound = _add_aac(out, audio.shape[0], audio_rate) if audio is not None else None
         for index in range(total):
             bg, fg = looks[index]
             pixels = _square_frame(index / fps, width=width, height=height, side=side, bg=bg, fg=fg)
@@ -76,8 +78,8 @@ def make_scene_clip(
             frame.pts = index
             out.mux(video.encode(frame))
         out.mux(video.encode(None))
-        if audio is not None:
-            _encode_aac(out, audio, audio_rate)
+        if sound is not None and audio is not None:
+            _encode(out, sound, audio, audio_rate)
     cuts = list(np.cumsum(frames_per_shot)[:-1] / fps)
     duration = total / fps
     return SceneClip(
@@ -142,11 +144,10 @@ def speechlike_track(duration_s: float, rate: int, *, seed: int) -> np.ndarray:
     return np.stack([out, out]).astype(np.float32)
 
 
-def _encode_aac(out: Any, samples: np.ndarray, rate: int) -> None:
-    layout = "stereo" if samples.shape[0] == 2 else "mono"
-    stream: Any = out.add_stream("aac", rate=rate, layout=layout)
+def _add_aac(out: Any, channels: int, rate: int) -> Any:
+    stream: Any = out.add_stream("aac", rate=rate, layout="stereo" if channels == 2 else "mono")
     stream.codec_context.bit_rate = 192_000
-    _encode(out, stream, samples, rate)
+    return stream
 
 
 def _encode(out: Any, stream: Any, samples: np.ndarray, rate: int) -> None:

@@ -104,8 +104,8 @@ def bench_duration(args: Any, run: Run, duration: float) -> None:
         out.unlink(missing_ok=True)
 
 
-def bench_plan_video(args: Any) -> None:
-    from app.media import probe
+def bench_plan_video(args: Any, run: Run) -> None:
+    from app.media import Segment, cut_segment, probe
     from app.media.segments import detect_scene_cuts, keyframe_times
 
     path = args.plan_video
@@ -117,23 +117,40 @@ def bench_plan_video(args: Any) -> None:
         print(f"   {video.codec} {video.width}x{video.height} {video.fps} fps")
     detect = best_of(args.runs, lambda: detect_scene_cuts(path))
     keys = best_of(args.runs, lambda: keyframe_times(path))
-    table = report.Table(("step", "<22"), ("CPU s", "8.3f"), ("CPU s / video s", "15.4f"))
+    table = report.Table(("step", "<24"), ("CPU s", "8.3f"), ("CPU s / video s", "15.4f"))
     table.row("detect_scene_cuts", detect, detect / duration)
     table.row("keyframe_times", keys, keys / duration)
+    # 10 s from the first keyframe at or after 1 s to the keyframe 10 s on, if there is one.
+    frames = keyframe_times(path)
+    start = next((k for k in frames if k >= 1.0), 0.0)
+    end = next((k for k in frames if k >= start + 10.0), None)
+    out = run.tmp / "cut.mp4"
+    for label, segment in (
+        ("cut_segment, copy", Segment(start, end) if end else None),
+        ("cut_segment, re-encode", Segment(start + 0.05, min(duration, start + 10.05))),
+    ):
+        if segment is None:
+            continue
+        spent = best_of(args.runs, lambda s=segment: cut_segment(path, s, out))
+        method = cut_segment(path, segment, out).method.value
+        table.row(f"{label}", spent, spent / segment.duration_s)
+        table.note(f"{method}: {segment.duration_s:.2f} s; per second of the segment")
     print(f"   cuts found: {detect_scene_cuts(path)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser("soundtrack_bench", __doc__)
-    p.add_argument("--durations", default="60,600", help="clip lengths, seconds [60,600]")
+    p.add_argument(
+        "--durations", default="60,600", help="clip lengths, seconds; '' for none [60,600]"
+    )
     p.add_argument("--runs", type=int, default=2, help="runs per step; the least CPU counts [2]")
     p.add_argument("--plan-video", type=Path, help="also time scene detection on this video")
     args = parse(p, argv)
     with Run("soundtrack_bench", args, versions=VERSIONS) as run:
-        for duration in (float(d) for d in args.durations.split(",")):
+        for duration in (float(d) for d in args.durations.split(",") if d):
             bench_duration(args, run, duration)
         if args.plan_video:
-            bench_plan_video(args)
+            bench_plan_video(args, run)
     return run.exit_code
 
 

@@ -182,6 +182,8 @@ def detect_scene_cuts(video_path: str | os.PathLike[str]) -> list[float]:
             if stream is None:
                 raise MediaUnreadableError("the file has no video stream")
             stream.thread_type = "AUTO"
+            # On the video's own timeline (0 = its first frame), as segments are.
+            start_s = float((stream.start_time or 0) * stream.time_base)
             for frame in container.decode(stream):
                 if frame.time is None:
                     continue
@@ -190,7 +192,7 @@ def detect_scene_cuts(video_path: str | os.PathLike[str]) -> list[float]:
                 counts = np.bincount(pixels >> 4, minlength=_HISTOGRAM_BINS)
                 histogram = counts / counts.sum()
                 if previous is not None:
-                    times.append(float(frame.time))
+                    times.append(float(frame.time) - start_s)
                     changes.append(0.5 * float(np.abs(histogram - previous).sum()))
                 previous = histogram
     except av.FFmpegError as exc:

@@ -16,6 +16,7 @@ interpreter, VmHWM (reset through clear_refs) minus the RSS right before it.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -131,7 +132,7 @@ def bench_plan_video(args: Any, run: Run) -> None:
     ):
         if segment is None:
             continue
-        spent = best_of(args.runs, lambda s=segment: cut_segment(path, s, out))
+        spent = best_of(args.runs, functools.partial(cut_segment, path, segment, out))
         method = cut_segment(path, segment, out).method.value
         table.row(f"{label}", spent, spent / segment.duration_s)
         table.note(f"{method}: {segment.duration_s:.2f} s; per second of the segment")

@@ -111,11 +111,11 @@ def plan_from_cuts(
     best[0] = (0, 0, 0.0)
     for j in range(1, len(nodes)):
         for i in range(j):
-            gap = nodes[j] - nodes[i]
-            if best[i] is None or gap < shortest:
+            gap, reached = nodes[j] - nodes[i], best[i]
+            if reached is None or gap < shortest:
                 continue
             pieces = math.ceil(gap / longest - 1e-9)
-            segments, off_cut, squares = best[i]  # type: ignore[misc]
+            segments, off_cut, squares = reached
             cost = (segments + pieces, off_cut + pieces - 1, squares + pieces * (gap / pieces) ** 2)
             current = best[j]
             if current is None or cost < current:

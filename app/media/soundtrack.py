@@ -121,7 +121,7 @@ def build_soundtrack(
             target = replace(loudness, headroom_db=headroom)
             plan = plan_gain(meter.result(), target)
         with spool.open("rb") as source:
-            final = _normalized(_spooled(source, pcm, frames), plan, pcm)
+            final = _normalized(_spooled(source, pcm, frames), plan)
             if mode is AudioMode.GENERATED_ONLY:
                 write_audio_file(final, out_path, fmt=audio_format, pcm=pcm)
             else:
@@ -150,9 +150,7 @@ def _spooled(source: BinaryIO, pcm: PcmFormat, frames: int) -> Iterator[np.ndarr
         yield np.frombuffer(data, np.float32).reshape(pcm.channels, count)
 
 
-def _normalized(
-    blocks: Iterable[np.ndarray], plan: GainPlan | None, pcm: PcmFormat
-) -> Iterator[np.ndarray]:
+def _normalized(blocks: Iterable[np.ndarray], plan: GainPlan | None) -> Iterator[np.ndarray]:
     first = 0
     for block in blocks:
         yield block if plan is None else plan.apply(block, first)

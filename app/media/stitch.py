@@ -14,7 +14,6 @@ and nothing of a track is held beyond the block being made.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +37,6 @@ class SegmentAudio:
 
     segment: Segment
     path: Path
-
-    @classmethod
-    def of(cls, segment: Segment, path: str | os.PathLike[str]) -> SegmentAudio:
-        return cls(segment, Path(path))
 
 
 @dataclass(frozen=True)

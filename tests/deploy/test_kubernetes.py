@@ -210,7 +210,7 @@ def test_a_commented_setting_shows_its_default(monkeypatch: pytest.MonkeyPatch) 
         if shown == "":
             assert default in (None, "", []), name
         else:
-            given = Settings(_env_file=None, **{field_name: shown})  # type: ignore[call-arg]
+            given = Settings(_env_file=None, **{field_name: shown})  # type: ignore[call-arg, arg-type]
             assert getattr(given, field_name) == default, name
 
 
@@ -282,7 +282,7 @@ def test_the_worker_has_time_to_drain(production: list[Resource]) -> None:
     env = environment(production, main_container(production, "worker"))
     configured = env.get("FOLEY_WORKER_SHUTDOWN_GRACE")
     given = {"worker_shutdown_grace": configured} if configured else {}
-    settings = Settings(_env_file=None, **given)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, **given)  # type: ignore[call-arg, arg-type]
     grace = settings.worker_shutdown_grace.total_seconds()
     spec = pod_spec(worker)
     assert spec is not None

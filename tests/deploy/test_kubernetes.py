@@ -289,12 +289,19 @@ def test_the_worker_has_time_to_drain(production: list[Resource]) -> None:
     assert spec["terminationGracePeriodSeconds"] >= grace + WORKER_CLEANUP_MARGIN_S
 
 
-def test_the_api_stops_after_its_pre_stop_pause(production: list[Resource]) -> None:
+def test_the_api_has_time_to_answer_held_requests(production: list[Resource]) -> None:
+    """After its preStop pause, a stopping API finishes what it holds: a `Prefer: wait` job
+    creation for up to FOLEY_PREFER_WAIT_MAX."""
     spec = pod_spec(deployment(production, "api"))
     assert spec is not None
-    pause = main_container(production, "api")["lifecycle"]["preStop"]["exec"]["command"]
+    api = main_container(production, "api")
+    pause = api["lifecycle"]["preStop"]["exec"]["command"]
     assert pause[0] == "sleep"
-    assert spec["terminationGracePeriodSeconds"] > int(pause[1])
+    configured = environment(production, api).get("FOLEY_PREFER_WAIT_MAX")
+    given = {"prefer_wait_max": configured} if configured else {}
+    settings = Settings(_env_file=None, **given)  # type: ignore[call-arg, arg-type]
+    held = settings.prefer_wait_max.total_seconds()
+    assert spec["terminationGracePeriodSeconds"] > int(pause[1]) + held
 
 
 # --- order and references ------------------------------------------------------------------------

@@ -184,6 +184,11 @@ class Settings(BaseSettings):
 
     # --- worker ------------------------------------------------------------------------------
     worker_concurrency: int = Field(default=8, ge=1)
+    worker_shutdown_grace: Duration = Field(
+        default=timedelta(seconds=30),
+        description="On SIGTERM, how long running steps may finish before their leases are "
+        "given back (a container's termination grace must exceed it).",
+    )
     lease_duration: Duration = timedelta(seconds=60)
     worker_poll_interval: Duration = Field(
         default=timedelta(seconds=2), description="Fallback wake-up when no NOTIFY arrives."

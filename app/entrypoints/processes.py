@@ -124,7 +124,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     else:
         stopper = loop.create_task(_stop_when(stop, w))
     try:
-        await w.run()
+        await w.run(shutdown_grace_s=settings.worker_shutdown_grace.total_seconds())
     finally:
         if stop is not None:
             stopper.cancel()

@@ -82,6 +82,7 @@ def print_outcome(out: Outcome) -> None:
             for k in kills
         ]
         table.note("recovery per kill (s): " + " ".join(rows))
+        table.note("takeover per kill (s): " + " ".join(f"{k.takeover_s:.1f}" for k in kills))
     table.note("conditions failed: " + (", ".join(out.failures) or "none"))
 
 

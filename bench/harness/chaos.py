@@ -62,6 +62,7 @@ class Sizes:
     """How big each scenario is. The defaults are `make chaos`'s; the test runs them small."""
 
     jobs: int = 300  # per scenario (kills, faults); the outage and the API kills size by time
+    slots: int = FAL_SLOTS  # the account's concurrency at the emulator, and the gateway's
     rate: float = 10.0  # creates per second
     run_time: str = "1..3"  # seconds each request runs at "fal" (the emulator's knob)
     settle_s: float = 300.0  # after the last create, how long accepted jobs may take to end
@@ -80,6 +81,9 @@ class Sizes:
     api_rounds: int = 7
     in_flight: int = 40
     retry_deadline_s: float = 90.0
+    # FOLEY_* settings of the gateway's processes beyond the defaults (none for `make chaos`:
+    # what an operator runs)
+    settings: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -147,27 +151,29 @@ class Cluster:
         self.client: httpx.AsyncClient | None = None
         self.name = ""
 
-    async def open(self, name: str, **knobs: Any) -> None:
+    async def open(self, name: str, sizes: Sizes, **knobs: Any) -> None:
         self.name = name
         db_name = f"chaos_{name}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
         self.db = await asyncio.to_thread(self.pg.database, db_name)
         await asyncio.to_thread(self.emu.reset)
-        if knobs:
-            await asyncio.to_thread(self.emu.control, **knobs)
+        await asyncio.to_thread(self.emu.control, concurrency=sizes.slots, **knobs)
         env = gateway_env(
             self.db,
             self.out_dir / "data",
             self.emu,
             FOLEY_FAL_PLATFORM_URL=f"{self.emu.base_url}/v1",
             FOLEY_FAL_ADMIN_KEY=self.emu.admin_key,
-            FOLEY_FAL_CONCURRENCY=str(FAL_SLOTS),
+            FOLEY_FAL_CONCURRENCY=str(sizes.slots),
             FOLEY_LOG_FORMAT="json",
+            **sizes.settings,
         )
         self.api = Api(self.procs, env, self.out_dir, cli=True, name=f"api-{name}")
         self.api.env["FOLEY_PUBLIC_URL"] = self.api.base  # fal answers by webhook too
         await asyncio.to_thread(self.api.start)
         for _ in range(self.n_workers):
             self.add_worker()
+        for proc in self.workers:
+            await worker_ready(proc)
         self.tenant = await asyncio.to_thread(self.api.new_tenant, f"chaos-{name}")
         self.client = httpx.AsyncClient(
             base_url=self.api.base,
@@ -257,6 +263,19 @@ class Cluster:
         return answers
 
 
+async def worker_ready(proc: Proc, within_s: float = 120.0) -> None:
+    """Wait until a worker has started its loop (its log says so): a scenario's clock starts
+    with every worker claiming, not with their imports."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        proc.check()
+        with contextlib.suppress(OSError):
+            if '"worker started"' in proc.log.read_text(errors="replace"):
+                return
+        await asyncio.sleep(0.1)
+    raise BenchError(f"{proc.name} did not start within {within_s:g} s; log {proc.log}")
+
+
 def problem_code(r: httpx.Response) -> str:
     with contextlib.suppress(ValueError, AttributeError):
         return str(r.json().get("code"))
@@ -340,9 +359,28 @@ def window_start() -> datetime:
 @dataclass
 class Kill:
     at: float  # time.time()
-    pid: int
+    owner: str  # the victim's lease owner
     jobs: list[tuple[str, str, str]]  # the victim's leased jobs: id, status, submit_state
     recovery_s: float | None = None  # None: not judged (no backlog left to dispatch)
+    takeover_s: float = float("inf")  # until no live job is leased by the victim any more
+
+
+async def taken_over(db: Database, kill: Kill, within_s: float = 180.0) -> None:
+    """Measure how long the dead worker's leases keep its jobs from everyone else."""
+    conn = await connect(db)
+    try:
+        while time.time() - kill.at < within_s:
+            held = await conn.fetchval(
+                "SELECT count(*) FROM jobs WHERE lease_owner = $1 "
+                "AND status IN ('queued', 'starting', 'processing')",
+                kill.owner,
+            )
+            if held == 0:
+                kill.takeover_s = time.time() - kill.at
+                return
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
 
 
 def owner_pid(owner: str) -> int | None:
@@ -361,17 +399,16 @@ async def kill_a_lease_holder(cl: Cluster, conn: Any, rng: random.Random) -> Kil
             "lease_owner FROM jobs WHERE lease_expires_at > statement_timestamp()"
         )
         alive = {w.pid: w for w in cl.workers if w.alive()}
-        holders: dict[int, list[tuple[str, str, str]]] = {}
+        holders: dict[str, list[tuple[str, str, str]]] = {}
         for r in rows:
-            pid = owner_pid(r["lease_owner"])
-            if pid in alive:
-                holders.setdefault(pid, []).append((r["id"], r["status"], r["state"]))
+            if owner_pid(r["lease_owner"]) in alive:
+                holders.setdefault(r["lease_owner"], []).append((r["id"], r["status"], r["state"]))
         if holders:
-            pid = rng.choice(sorted(holders))
+            owner = rng.choice(sorted(holders))
             at = time.time()
-            cl.kill_worker(alive[pid])
+            cl.kill_worker(alive[owner_pid(owner)])  # type: ignore[index]
             cl.add_worker()
-            return Kill(at, pid, holders[pid])
+            return Kill(at, owner, holders[owner])
         await asyncio.sleep(0.005)
     raise BenchError("no worker held a lease for 60 s")
 
@@ -403,7 +440,7 @@ async def workers_killed(cl: Cluster, sizes: Sizes, seed: int = 0) -> Outcome:
     SIGKILLed, each while it holds a lease, `kill_every_s` apart (each replaced at once)."""
     out = Outcome("workers killed")
     since = window_start()
-    await cl.open("kills", run_time=sizes.kill_run_time)
+    await cl.open("kills", sizes, run_time=sizes.kill_run_time)
     accepted: list[str] = []
     creating = asyncio.create_task(cl.create_at_rate(sizes.jobs, sizes.kill_create_rate, accepted))
     rng = random.Random(seed)
@@ -412,9 +449,12 @@ async def workers_killed(cl: Cluster, sizes: Sizes, seed: int = 0) -> Outcome:
     try:
         first = time.time()
         await asyncio.sleep(sizes.baseline_s)  # the normal rate, measured below
+        watching = []
         for _ in range(sizes.kills):
             kills.append(await kill_a_lease_holder(cl, conn, rng))
+            watching.append(asyncio.create_task(taken_over(cl.database, kills[-1])))
             await asyncio.sleep(sizes.kill_every_s)
+        await asyncio.gather(*watching)
     finally:
         await conn.close()
     answers = await creating
@@ -428,7 +468,7 @@ async def workers_killed(cl: Cluster, sizes: Sizes, seed: int = 0) -> Outcome:
         # judged while queued jobs remained to dispatch (the last dispatch ends the backlog)
         if times and k.at + 2.0 <= times[-1]:
             k.recovery_s = recovery_after(k.at, times, normal)
-    judged = [k.recovery_s for k in kills if k.recovery_s is not None]
+    judged = [k.recovery_s for k in kills if k.recovery_s is not None and normal > 0]
     slow = [r for r in judged if r > sizes.recovery_s]
     out.figures |= {
         "answers": dict(answers),
@@ -439,6 +479,7 @@ async def workers_killed(cl: Cluster, sizes: Sizes, seed: int = 0) -> Outcome:
         ),
         "normal dispatch rate": f"{normal:.2f} jobs/s",
         "recovery after a kill (judged kills)": recovery_summary(judged),
+        "dead worker's jobs taken over after": recovery_summary([k.takeover_s for k in kills]),
         f"kills not recovered within {sizes.recovery_s:g} s": f"{len(slow)} of {len(judged)}",
     }
     out.figures["_kills"] = kills
@@ -473,7 +514,7 @@ async def database_outage(cl: Cluster, sizes: Sizes) -> Outcome:
     stopped for `outage_s` and started again; fal's webhooks keep arriving throughout."""
     out = Outcome("Postgres outage")
     since = window_start()
-    await cl.open("outage", run_time=sizes.run_time)
+    await cl.open("outage", sizes, run_time=sizes.run_time)
     accepted: list[str] = []
     answers: list[Answer] = []
 
@@ -573,7 +614,7 @@ async def upstream_faults(cl: Cluster, sizes: Sizes) -> Outcome:
     """`jobs` jobs at `rate`/s with ~30 % of them meeting one of the emulator's faults."""
     out = Outcome("30 % upstream faults")
     since = window_start()
-    await cl.open("faults", run_time=sizes.run_time, **MIXED_FAULTS)
+    await cl.open("faults", sizes, run_time=sizes.run_time, **MIXED_FAULTS)
     accepted: list[str] = []
     answers = await cl.create_at_rate(sizes.jobs, sizes.rate, accepted)
     await judge(cl, out, accepted, since, sizes.settle_s)
@@ -607,7 +648,7 @@ async def api_killed(cl: Cluster, sizes: Sizes) -> Outcome:
     with its key until it gets one."""
     out = Outcome("API killed")
     since = window_start()
-    await cl.open("api", run_time=sizes.run_time)
+    await cl.open("api", sizes, run_time=sizes.run_time)
     accepted: list[str] = []
     keys: dict[str, str] = {}  # key -> the job id its answer named
     in_flight, waits, conflicts, unanswered = [], [], 0, []

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import fal, report
-from harness.chaos import FAL_SLOTS, SCENARIOS, Cluster, Outcome, Sizes
+from harness.chaos import FAL_SLOTS, SCENARIOS, Cluster, Outcome, Sizes, run_alone
 from harness.database import OwnPostgres
 from harness.procs import BenchError
 from harness.run import Run, parse, parser
@@ -106,10 +106,7 @@ async def run_all(run: Run, args: Any) -> list[Outcome]:
         for name in args.only or list(SCENARIOS):
             print(f"\n-- {name} ...", flush=True)
             cluster = Cluster(run.procs, run.out_dir, pg, emu, video_url)
-            try:
-                out = await SCENARIOS[name](cluster, sizes)
-            finally:
-                await cluster.close()
+            out = await run_alone(cluster, name, sizes)
             print_outcome(out)
             outcomes.append(out)
         return outcomes

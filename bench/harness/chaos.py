@@ -124,6 +124,18 @@ def job_body(i: int, video_url: str, scenario: str, **metadata: str) -> dict[str
     return {"model": model, "input": inp, "metadata": {"chaos": scenario, **metadata}}
 
 
+# Every fault knob off: a scenario sets its own on top (a cluster may serve several).
+CALM: dict[str, Any] = {
+    "ingress_error_rates": {},
+    "ambiguous_submit_rate": 0.0,
+    "failure_rates": {},
+    "webhook_drop_rate": 0.0,
+    "webhook_duplicate_rate": 0.0,
+    "webhook_reorder_rate": 0.0,
+    "webhook_bad_signature_rate": 0.0,
+}
+
+
 # --- the cluster --------------------------------------------------------------------------------
 class Cluster:
     """The processes of one scenario: `foley api` and `workers` × `foley worker` on a fresh
@@ -151,12 +163,14 @@ class Cluster:
         self.client: httpx.AsyncClient | None = None
         self.name = ""
 
-    async def open(self, name: str, sizes: Sizes, **knobs: Any) -> None:
+    async def open(self, name: str, sizes: Sizes) -> None:
+        """A fresh database, the emulator reset (its bill starts from nothing), the API and
+        the workers started."""
         self.name = name
+        self.opened_at = window_start()
         db_name = f"chaos_{name}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
         self.db = await asyncio.to_thread(self.pg.database, db_name)
         await asyncio.to_thread(self.emu.reset)
-        await asyncio.to_thread(self.emu.control, concurrency=sizes.slots, **knobs)
         env = gateway_env(
             self.db,
             self.out_dir / "data",
@@ -169,11 +183,11 @@ class Cluster:
         )
         self.api = Api(self.procs, env, self.out_dir, cli=True, name=f"api-{name}")
         self.api.env["FOLEY_PUBLIC_URL"] = self.api.base  # fal answers by webhook too
-        await asyncio.to_thread(self.api.start)
         for _ in range(self.n_workers):
             self.add_worker()
-        for proc in self.workers:
-            await worker_ready(proc)
+        await asyncio.gather(
+            asyncio.to_thread(self.api.start), *(worker_ready(w) for w in self.workers)
+        )
         self.tenant = await asyncio.to_thread(self.api.new_tenant, f"chaos-{name}")
         self.client = httpx.AsyncClient(
             base_url=self.api.base,
@@ -181,6 +195,18 @@ class Cluster:
             timeout=30,
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
         )
+
+    async def knobs(self, sizes: Sizes, **knobs: Any) -> None:
+        """The emulator's knobs for a scenario: `knobs` on top of no faults at all."""
+        await asyncio.to_thread(
+            self.emu.control,
+            **{**CALM, "concurrency": sizes.slots, "run_time": sizes.run_time, **knobs},
+        )
+
+    async def requests_since(self, since: float) -> list[dict[str, Any]]:
+        """The POSTs in the emulator's request log from `since` (time.time()) on."""
+        entries = await asyncio.to_thread(self.emu.requests, method="POST")
+        return [e for e in entries if fal.logged_at(e) >= since]
 
     async def close(self) -> None:
         if self.client is not None:
@@ -316,8 +342,11 @@ def reconcile(env: dict[str, str], since: datetime) -> tuple[int, dict[str, Any]
     return done.returncode, report
 
 
-async def judge(cl: Cluster, out: Outcome, accepted: list[str], since: datetime, settle_s: float):
-    """Wait for the accepted jobs to end (at most `settle_s`), then the common figures."""
+async def judge(
+    cl: Cluster, out: Outcome, accepted: list[str], since: float, settle_s: float
+) -> None:
+    """Wait for the accepted jobs to end (at most `settle_s`), then the common figures (the
+    money apart: `check_money`, over a fresh cluster's whole life)."""
     db = cl.database
     ids = [uuid.UUID(a) for a in accepted]
     out.accepted = len(ids)
@@ -334,17 +363,22 @@ async def judge(cl: Cluster, out: Outcome, accepted: list[str], since: datetime,
     out.lost = [
         a for a in accepted if a not in found or found[a]["status"] not in TERMINAL_STATUSES
     ]
-    per_job = created_requests(await asyncio.to_thread(cl.emu.requests, method="POST"))
+    per_job = created_requests(await cl.requests_since(since))
     out.requests_per_job = Counter(per_job.get(a, 0) for a in accepted)
     out.double_submits = [a for a in accepted if per_job.get(a, 0) > 1]
     out.ambiguous_unreceived = [
         r["id"] for r in rows if r["code"] == AMBIGUOUS and per_job.get(r["id"], 0) == 0
     ]
-    out.reconcile_exit, out.reconcile = await asyncio.to_thread(reconcile, cl.env, since)
     out.require(not out.lost, "0 lost")
     out.require(not out.double_submits, "0 jobs with two upstream requests")
-    out.require(out.reconcile_exit == 0, "reconcile exit 0 (ledger = the emulator's bill)")
     out.require(not out.ambiguous_unreceived, "no job failed as ambiguous that fal never received")
+
+
+async def check_money(cl: Cluster, out: Outcome) -> None:
+    """`foley usage reconcile` over everything since the cluster opened (its database and the
+    emulator's bill are that long)."""
+    out.reconcile_exit, out.reconcile = await asyncio.to_thread(reconcile, cl.env, cl.opened_at)
+    out.require(out.reconcile_exit == 0, "reconcile exit 0 (ledger = the emulator's bill)")
 
 
 TERMINAL_STATUSES = ("succeeded", "failed", "canceled")
@@ -439,8 +473,8 @@ async def workers_killed(cl: Cluster, sizes: Sizes, seed: int = 0) -> Outcome:
     """Jobs enough for a backlog at fal's 10 slots; after a baseline, `kills` workers
     SIGKILLed, each while it holds a lease, `kill_every_s` apart (each replaced at once)."""
     out = Outcome("workers killed")
-    since = window_start()
-    await cl.open("kills", sizes, run_time=sizes.kill_run_time)
+    since = time.time()
+    await cl.knobs(sizes, run_time=sizes.kill_run_time)
     accepted: list[str] = []
     creating = asyncio.create_task(cl.create_at_rate(sizes.jobs, sizes.kill_create_rate, accepted))
     rng = random.Random(seed)
@@ -459,7 +493,7 @@ async def workers_killed(cl: Cluster, sizes: Sizes, seed: int = 0) -> Outcome:
         await conn.close()
     answers = await creating
     await judge(cl, out, accepted, since, sizes.settle_s)
-    times = dispatch_times(await asyncio.to_thread(cl.emu.requests, method="POST"))
+    times = dispatch_times(await cl.requests_since(since))
     # normal rate: from 2 s after the first dispatch (workers warm) to the first kill
     base_from = (times[0] if times else first) + 2.0
     base_to = kills[0].at if kills else first + sizes.baseline_s
@@ -487,7 +521,6 @@ async def workers_killed(cl: Cluster, sizes: Sizes, seed: int = 0) -> Outcome:
         bool(judged) and not slow,
         f"dispatch back to its normal rate within {sizes.recovery_s:g} s of a worker kill",
     )
-    await cl.close()
     return out
 
 
@@ -513,8 +546,8 @@ async def database_outage(cl: Cluster, sizes: Sizes) -> Outcome:
     """Creates at `rate`/s (and reads of the list and of jobs at 2/s each) while Postgres is
     stopped for `outage_s` and started again; fal's webhooks keep arriving throughout."""
     out = Outcome("Postgres outage")
-    since = window_start()
-    await cl.open("outage", sizes, run_time=sizes.run_time)
+    since = time.time()
+    await cl.knobs(sizes)
     accepted: list[str] = []
     answers: list[Answer] = []
 
@@ -562,7 +595,11 @@ async def database_outage(cl: Cluster, sizes: Sizes) -> Outcome:
     await judge(cl, out, accepted, since, sizes.settle_s)
     during = [a for a in answers if stopped <= a.at <= started + 1.0]
     by_status = Counter(a.status for a in answers)
-    webhooks = await asyncio.to_thread(cl.emu.webhooks)
+    webhooks = [
+        w
+        for w in await asyncio.to_thread(cl.emu.webhooks)
+        if datetime.fromisoformat(w["at"]).timestamp() >= since
+    ]
     hooks_during = Counter(
         w.get("status_code")
         for w in webhooks
@@ -570,7 +607,7 @@ async def database_outage(cl: Cluster, sizes: Sizes) -> Outcome:
     )
     hook_500s = sum(1 for w in webhooks if w.get("status_code") == 500)
     bad_503 = [a for a in answers if a.status == 503 and not (a.retry_after and a.problem)]
-    entries = await asyncio.to_thread(cl.emu.requests, method="POST")
+    entries = await cl.requests_since(since)
     after = [t for t in dispatch_times(entries) if t > started]
     first_202 = min(
         (a.at for a in answers if a.kind == "create" and a.status == 202 and a.at > started),
@@ -591,7 +628,6 @@ async def database_outage(cl: Cluster, sizes: Sizes) -> Outcome:
         by_status.get(500, 0) == 0 and hook_500s == 0 and not bad_503 and 503 in by_status,
         "0 × 500 during a Postgres outage (503 with Retry-After instead)",
     )
-    await cl.close()
     return out
 
 
@@ -613,12 +649,12 @@ def seconds_after(t: float | None, origin: float) -> str:
 async def upstream_faults(cl: Cluster, sizes: Sizes) -> Outcome:
     """`jobs` jobs at `rate`/s with ~30 % of them meeting one of the emulator's faults."""
     out = Outcome("30 % upstream faults")
-    since = window_start()
-    await cl.open("faults", sizes, run_time=sizes.run_time, **MIXED_FAULTS)
+    since = time.time()
+    await cl.knobs(sizes, **MIXED_FAULTS)
     accepted: list[str] = []
     answers = await cl.create_at_rate(sizes.jobs, sizes.rate, accepted)
     await judge(cl, out, accepted, since, sizes.settle_s)
-    entries = await asyncio.to_thread(cl.emu.requests, method="POST")
+    entries = await cl.requests_since(since)
     submits = [e for e in entries if fal.request_kind(e) == "submit"]
     hooks = Counter(
         "bad signature"
@@ -629,6 +665,7 @@ async def upstream_faults(cl: Cluster, sizes: Sizes) -> Outcome:
         if w.get("reordered")
         else w.get("outcome") or "?"
         for w in await asyncio.to_thread(cl.emu.webhooks)
+        if datetime.fromisoformat(w["at"]).timestamp() >= since
     )
     out.figures |= {
         "answers": dict(answers),
@@ -637,7 +674,6 @@ async def upstream_faults(cl: Cluster, sizes: Sizes) -> Outcome:
         ),
         "webhook attempts": fmt_counts(hooks),
     }
-    await cl.close()
     return out
 
 
@@ -647,8 +683,8 @@ async def api_killed(cl: Cluster, sizes: Sizes) -> Outcome:
     SIGKILLed as the first answer arrives; restarted; every create without an answer retried
     with its key until it gets one."""
     out = Outcome("API killed")
-    since = window_start()
-    await cl.open("api", sizes, run_time=sizes.run_time)
+    since = time.time()
+    await cl.knobs(sizes)
     accepted: list[str] = []
     keys: dict[str, str] = {}  # key -> the job id its answer named
     in_flight, waits, conflicts, unanswered = [], [], 0, []
@@ -711,7 +747,6 @@ async def api_killed(cl: Cluster, sizes: Sizes) -> Outcome:
         "keys whose answer names another job": len(wrong),
     }
     out.require(not two and not wrong and not unanswered, "one job per Idempotency-Key")
-    await cl.close()
     return out
 
 
@@ -721,3 +756,14 @@ SCENARIOS: dict[str, Callable[[Cluster, Sizes], Awaitable[Outcome]]] = {
     "faults": upstream_faults,
     "api": api_killed,
 }
+
+
+async def run_alone(cl: Cluster, name: str, sizes: Sizes) -> Outcome:
+    """One scenario on a cluster of its own (`make chaos`): its reconcile covers it alone."""
+    try:
+        await cl.open(name, sizes)
+        out = await SCENARIOS[name](cl, sizes)
+        await check_money(cl, out)
+        return out
+    finally:
+        await cl.close()

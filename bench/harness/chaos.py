@@ -613,6 +613,7 @@ async def database_outage(cl: Cluster, sizes: Sizes) -> Outcome:
         (a.at for a in answers if a.kind == "create" and a.status == 202 and a.at > started),
         default=None,
     )
+    listen = [listen_back(w, stopped) for w in cl.workers]
     out.figures |= {
         "outage": f"{started - stopped:.1f} s",
         "answers during the outage": fmt_counts(Counter(a.status for a in during)),
@@ -623,12 +624,28 @@ async def database_outage(cl: Cluster, sizes: Sizes) -> Outcome:
         "fal webhooks answered 500 (whole scenario)": hook_500s,
         "first 202 after the restart": seconds_after(first_202, started),
         "first dispatch after the restart": seconds_after(after[0] if after else None, started),
+        "workers' LISTEN back after the restart": ", ".join(
+            seconds_after(t, started) for t in listen
+        ),
     }
     out.require(
         by_status.get(500, 0) == 0 and hook_500s == 0 and not bad_503 and 503 in by_status,
         "0 × 500 during a Postgres outage (503 with Retry-After instead)",
     )
     return out
+
+
+def listen_back(worker: Proc, since: float) -> float | None:
+    """When the worker's log says its LISTEN connection came back, after `since`."""
+    with contextlib.suppress(OSError):
+        for line in worker.log.read_text(errors="replace").splitlines():
+            if '"LISTEN connection back"' not in line:
+                continue
+            with contextlib.suppress(ValueError, KeyError):
+                at = datetime.fromisoformat(json.loads(line)["timestamp"]).timestamp()
+                if at >= since:
+                    return at
+    return None
 
 
 def fmt_counts(c: Counter[Any]) -> str:

@@ -511,6 +511,9 @@ async def workers_killed(cl: Cluster, sizes: Sizes, seed: int = 0) -> Outcome:
         "kills during a submit ('sending')": sum(
             1 for k in kills if any(s == "sending" for _, _, s in k.jobs)
         ),
+        "the victims' leased jobs (status/submit state)": fmt_counts(
+            Counter(f"{status}/{state}" for k in kills for _, status, state in k.jobs)
+        ),
         "normal dispatch rate": f"{normal:.2f} jobs/s",
         "recovery after a kill (judged kills)": recovery_summary(judged),
         "dead worker's jobs taken over after": recovery_summary([k.takeover_s for k in kills]),

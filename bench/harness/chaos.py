@@ -3,11 +3,12 @@
 figures each is judged by. `bench/chaos_bench.py` runs them at full size and prints them;
 `tests/e2e/test_chaos.py` runs them small and asserts the same invariants.
 
-Every scenario gets a fresh database, the emulator reset, and a fresh API and workers, so its
-figures (and `foley usage reconcile` over its window) are its own. Then it is judged the same
-way: every accepted job must end (none lost), none may have created two requests at fal
-(counted in the emulator's request log by the `foley.job` tag of X-Fal-Tags), the ledger must
-equal the emulator's bill, and no job may fail as an ambiguous submit fal never received.
+Under `make chaos` every scenario gets a cluster of its own (a fresh database, the emulator
+reset, a fresh API and workers: `run_alone`), so its figures and `foley usage reconcile` are its
+own; the bounded test runs the four on one cluster. Each is judged the same way: every accepted
+job must end (none lost), none may have created two requests at fal (counted in the emulator's
+request log by the `foley.job` tag of X-Fal-Tags), the ledger must equal the emulator's bill, and
+no job may fail as an ambiguous submit fal never received.
 """
 
 from __future__ import annotations
@@ -261,14 +262,14 @@ class Cluster:
 
     async def create(
         self, i: int, *, key: str | None = None, **metadata: str
-    ) -> tuple[httpx.Response | None, str | None]:
-        """POST the i-th job: its answer (None when the connection failed) and the error."""
+    ) -> httpx.Response | None:
+        """POST the i-th job: its answer, None when the connection failed (the API killed)."""
         body = job_body(i, self.video_url, self.name, **metadata)
         headers = {"Idempotency-Key": key} if key else None
         try:
-            return await self.http.post("/v1/jobs", json=body, headers=headers), None
-        except httpx.HTTPError as exc:
-            return None, f"{type(exc).__name__}: {exc}"
+            return await self.http.post("/v1/jobs", json=body, headers=headers)
+        except httpx.HTTPError:
+            return None
 
     async def create_at_rate(self, n: int, rate: float, accepted: list[str]) -> Counter[str]:
         """POST n jobs at a steady rate; ids of the 202s go to `accepted`, as they come. The
@@ -276,7 +277,7 @@ class Cluster:
         answers: Counter[str] = Counter()
 
         async def one(i: int) -> None:
-            r, _ = await self.create(i)
+            r = await self.create(i)
             if r is None:
                 answers["no answer"] += 1
                 return
@@ -721,7 +722,7 @@ async def api_killed(cl: Cluster, sizes: Sizes) -> Outcome:
         await asyncio.gather(*tasks)
         retry: list[str] = []
         for task, key in tasks.items():
-            r, _ = task.result()
+            r = task.result()
             if r is not None and r.status_code == 202:
                 keys[key] = r.json()["id"]
             else:
@@ -734,7 +735,7 @@ async def api_killed(cl: Cluster, sizes: Sizes) -> Outcome:
             nonlocal conflicts
             deadline = ready + sizes.retry_deadline_s
             while time.monotonic() < deadline:
-                r, _ = await cl.create(i, key=key, idem=key)
+                r = await cl.create(i, key=key, idem=key)
                 if r is not None and r.status_code == 202:
                     keys[key] = r.json()["id"]
                     waits.append(time.monotonic() - ready)

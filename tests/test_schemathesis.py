@@ -55,6 +55,9 @@ async def served(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> As
         # Generated inputs name hosts that do not exist: fail fast, and never reach loopback.
         input_fetch_timeout=timedelta(seconds=2),
         outbound_allow_loopback=False,
+        # No worker runs here: a job never ends, so a held request would always take its
+        # whole wait.
+        prefer_wait_max=timedelta(seconds=1),
     )
     try:
         async with serving(create_app(settings)) as base:

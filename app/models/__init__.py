@@ -12,6 +12,7 @@ from app.models.price import Price
 from app.models.stored_file import FileKind, StoredFile
 from app.models.tenant import Tenant
 from app.models.usage import UsageDaily, UsageRecord, UsageStatus
+from app.models.worker_beat import WorkerBeat
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -35,4 +36,5 @@ __all__ = [
     "UsageRecord",
     "UsageStatus",
     "WebhookEventState",
+    "WorkerBeat",
 ]

@@ -19,6 +19,7 @@ from app.jobs.store.claims import (
     give_back,
     job_from_row,
 )
+from app.jobs.store.liveness import beat, beat_period, forget, prune_beats
 from app.jobs.store.rows import (
     NewJob,
     cursor_of,
@@ -30,6 +31,7 @@ from app.jobs.store.rows import (
     lock_for_tenant,
 )
 from app.jobs.store.transitions import (
+    EVENTS_CHANNEL,
     NEW_JOBS_PAYLOAD,
     NOTIFY_CHANNEL,
     Also,
@@ -42,6 +44,7 @@ from app.jobs.store.upkeep import mark_data_removed, settle_blocked
 
 __all__ = [
     "DISPATCH_LOCK",
+    "EVENTS_CHANNEL",
     "NEW_JOBS_PAYLOAD",
     "NOTIFY_CHANNEL",
     "Also",
@@ -49,11 +52,14 @@ __all__ = [
     "JobStore",
     "LeaseLost",
     "NewJob",
+    "beat",
+    "beat_period",
     "claim_dispatches",
     "claim_follow_ups",
     "cursor_of",
     "events_for_tenant",
     "extend_leases",
+    "forget",
     "get_for_tenant",
     "give_back",
     "insert",
@@ -63,5 +69,6 @@ __all__ = [
     "lock_for_tenant",
     "mark_data_removed",
     "notify_workers",
+    "prune_beats",
     "settle_blocked",
 ]

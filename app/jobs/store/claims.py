@@ -20,7 +20,8 @@ DISPATCH_LOCK = 72190002
 # lease on it. Claims use ``FOR UPDATE SKIP LOCKED`` so any number of workers can claim at once
 # without two taking one job; the lease (not the row lock, which ends with the claim's
 # transaction) keeps the job ours while a step works on it, and its expiry is how a dead worker's
-# jobs come back. Times are ``statement_timestamp()``: a claim is judged when it runs.
+# jobs come back (a completed job at once: its owner stopped beating, liveness.py). Times are
+# ``statement_timestamp()``: a claim is judged when it runs.
 
 
 def _decoder(column: Any) -> Any:
@@ -52,9 +53,18 @@ _CLAIM_FOLLOW_UP = f"""
     WHERE id IN (
         SELECT id FROM jobs
         WHERE status IN ('queued', 'starting', 'processing')
-          AND NOT (status = 'queued' AND submit_state = 'pending')
+          -- a job never sent is the dispatch's, unless its Cancel-After passed (then it is
+          -- aborted even while the account's concurrency keeps the dispatch from taking it)
+          AND (NOT (status = 'queued' AND submit_state = 'pending')
+               OR cancel_after_at <= statement_timestamp())
           AND next_action_at <= statement_timestamp()
-          AND (lease_expires_at IS NULL OR lease_expires_at < statement_timestamp())
+          AND (lease_expires_at IS NULL OR lease_expires_at < statement_timestamp()
+               -- fal reported it complete and its lease holder stopped beating: taken over at
+               -- once, not after the lease (liveness.py says why that is safe)
+               OR (upstream_completed AND EXISTS (
+                   SELECT 1 FROM worker_beats b
+                   WHERE b.owner = jobs.lease_owner
+                     AND b.beat_at < statement_timestamp() - $4::interval)))
         ORDER BY next_action_at
         LIMIT $3
         FOR UPDATE SKIP LOCKED
@@ -109,14 +119,19 @@ _CLAIM_DISPATCH = f"""
 
 
 async def claim_follow_ups(
-    driver: DriverPool, owner: str, lease: timedelta, limit: int
+    driver: DriverPool,
+    owner: str,
+    lease: timedelta,
+    limit: int,
+    stale_after: timedelta = timedelta(seconds=5),
 ) -> list[Job]:
-    """Jobs already at (or possibly at) fal that need a look, a finalize or a cancel. One
+    """Jobs already at (or possibly at) fal that need a look, a finalize or a cancel; with them,
+    completed jobs leased to a worker that has not beaten for ``stale_after`` (a dead one). One
     statement, committed by itself."""
     if limit <= 0:
         return []
     async with driver.acquire() as conn:
-        rows = await conn.fetch(_CLAIM_FOLLOW_UP, owner, lease, limit)
+        rows = await conn.fetch(_CLAIM_FOLLOW_UP, owner, lease, limit, stale_after)
     return [job_from_row(r) for r in rows]
 
 

@@ -32,6 +32,9 @@ NOTIFY_CHANNEL = "foley_jobs"
 # The payload of a wake-up for newly accepted jobs alone (workers then claim only queued jobs);
 # every other payload names what happened to jobs that may already be at fal.
 NEW_JOBS_PAYLOAD = "job"
+# Every committed job event but a creation is announced here by a trigger on job_events
+# (migration 0008), as "<job_id>:<seq>:<type>": what waits on a job's news listens to it.
+EVENTS_CHANNEL = "foley_events"
 
 
 class LeaseLost(Exception):

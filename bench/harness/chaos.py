@@ -70,6 +70,8 @@ class Sizes:
     # workers killed
     kills: int = 20
     kill_every_s: float = 4.0
+    # only a worker holding a queued job it claimed to dispatch (else any lease holder)
+    kill_dispatching: bool = False
     kill_run_time: str = "2..4"  # longer runs: a backlog lasts through the kills
     kill_create_rate: float = 30.0
     baseline_s: float = 10.0  # dispatch at its normal rate, before the first kill
@@ -398,20 +400,31 @@ class Kill:
     jobs: list[tuple[str, str, str]]  # the victim's leased jobs: id, status, submit_state
     recovery_s: float | None = None  # None: not judged (no backlog left to dispatch)
     takeover_s: float = float("inf")  # until no live job is leased by the victim any more
+    # The same for the queued jobs it held once dead (claimed to dispatch, never sent or in
+    # `sending`: each holds a slot at fal's account); None when it held none (the step it was
+    # in got past its submit before the kill landed).
+    queued_takeover_s: float | None = None
 
 
 async def taken_over(db: Database, kill: Kill, within_s: float = 180.0) -> None:
     """Measure how long the dead worker's leases keep its jobs from everyone else."""
     conn = await connect(db)
     try:
+        queued: set[str] | None = None
         while time.time() - kill.at < within_s:
-            held = await conn.fetchval(
-                "SELECT count(*) FROM jobs WHERE lease_owner = $1 "
+            held = await conn.fetch(
+                "SELECT id::text AS id, status::text AS status FROM jobs WHERE lease_owner = $1 "
                 "AND status IN ('queued', 'starting', 'processing')",
                 kill.owner,
             )
-            if held == 0:
-                kill.takeover_s = time.time() - kill.at
+            if queued is None:
+                queued = {r["id"] for r in held if r["status"] == "queued"}
+                kill.queued_takeover_s = float("inf") if queued else None
+            now = time.time() - kill.at
+            if queued and not queued & {r["id"] for r in held}:
+                kill.queued_takeover_s, queued = now, set()
+            if not held:
+                kill.takeover_s = now
                 return
             await asyncio.sleep(0.1)
     finally:
@@ -424,9 +437,12 @@ def owner_pid(owner: str) -> int | None:
     return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
 
 
-async def kill_a_lease_holder(cl: Cluster, conn: Any, rng: random.Random) -> Kill:
-    """Wait until one of the workers holds a lease (a step under way), SIGKILL it and start a
-    replacement at once (three workers stay)."""
+async def kill_a_lease_holder(
+    cl: Cluster, conn: Any, rng: random.Random, *, dispatching: bool = False
+) -> Kill:
+    """Wait until one of the workers holds a lease (a step under way; with `dispatching`, on
+    a queued job: a dispatch under way), SIGKILL it and start a replacement at once (three
+    workers stay)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         rows = await conn.fetch(
@@ -438,6 +454,8 @@ async def kill_a_lease_holder(cl: Cluster, conn: Any, rng: random.Random) -> Kil
         for r in rows:
             if owner_pid(r["lease_owner"]) in alive:
                 holders.setdefault(r["lease_owner"], []).append((r["id"], r["status"], r["state"]))
+        if dispatching:
+            holders = {o: j for o, j in holders.items() if any(s == "queued" for _, s, _ in j)}
         if holders:
             owner = rng.choice(sorted(holders))
             at = time.time()
@@ -486,7 +504,9 @@ async def workers_killed(cl: Cluster, sizes: Sizes, seed: int = 0) -> Outcome:
         await asyncio.sleep(sizes.baseline_s)  # the normal rate, measured below
         watching = []
         for _ in range(sizes.kills):
-            kills.append(await kill_a_lease_holder(cl, conn, rng))
+            kills.append(
+                await kill_a_lease_holder(cl, conn, rng, dispatching=sizes.kill_dispatching)
+            )
             watching.append(asyncio.create_task(taken_over(cl.database, kills[-1])))
             await asyncio.sleep(sizes.kill_every_s)
         await asyncio.gather(*watching)
@@ -518,6 +538,9 @@ async def workers_killed(cl: Cluster, sizes: Sizes, seed: int = 0) -> Outcome:
         "normal dispatch rate": f"{normal:.2f} jobs/s",
         "recovery after a kill (judged kills)": recovery_summary(judged),
         "dead worker's jobs taken over after": recovery_summary([k.takeover_s for k in kills]),
+        "its queued jobs (slots held) taken over after": recovery_summary(
+            [k.queued_takeover_s for k in kills if k.queued_takeover_s is not None]
+        ),
         f"kills not recovered within {sizes.recovery_s:g} s": f"{len(slow)} of {len(judged)}",
     }
     out.figures["_kills"] = kills

@@ -1,6 +1,6 @@
 """Chaos: the gateway's real processes under the faults of issue 10, judged by its "Done when".
 
-    .venv/bin/python bench/chaos_bench.py                    # every scenario, ~15 min (make chaos)
+    .venv/bin/python bench/chaos_bench.py                    # every scenario, ~10 min (make chaos)
     .venv/bin/python bench/chaos_bench.py --only faults --jobs 100
 
 One `foley api`, three `foley worker`, the fal emulator (fast mode, 10 slots, requests running

@@ -228,6 +228,7 @@ class Worker:
                 free,
                 self.settings.fal_concurrency,
                 self.settings.max_in_flight_per_tenant,
+                self.settings.worker_stale_after,
             )
             started += self._start(jobs)
             if follow_ups and started < free:

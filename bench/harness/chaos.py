@@ -400,9 +400,9 @@ class Kill:
     jobs: list[tuple[str, str, str]]  # the victim's leased jobs: id, status, submit_state
     recovery_s: float | None = None  # None: not judged (no backlog left to dispatch)
     takeover_s: float = float("inf")  # until no live job is leased by the victim any more
-    # The same for the queued jobs it held once dead (claimed to dispatch, never sent or in
-    # `sending`: each holds a slot at fal's account); None when it held none (the step it was
-    # in got past its submit before the kill landed).
+    # The same for the queued jobs it held once dead (claimed to dispatch, never sent: each
+    # held a slot of fal's account while leased); None when it held none (the step it was in
+    # had written 'sending' or got past its submit before the kill landed).
     queued_takeover_s: float | None = None
 
 
@@ -413,12 +413,17 @@ async def taken_over(db: Database, kill: Kill, within_s: float = 180.0) -> None:
         queued: set[str] | None = None
         while time.time() - kill.at < within_s:
             held = await conn.fetch(
-                "SELECT id::text AS id, status::text AS status FROM jobs WHERE lease_owner = $1 "
+                "SELECT id::text AS id, status::text AS status, submit_state::text AS state "
+                "FROM jobs WHERE lease_owner = $1 "
                 "AND status IN ('queued', 'starting', 'processing')",
                 kill.owner,
             )
             if queued is None:
-                queued = {r["id"] for r in held if r["status"] == "queued"}
+                # Claimed to dispatch and never sent. A job left 'sending' may be at fal: it
+                # holds its slot, as it should, until its lease ends and fal is asked about it.
+                queued = {
+                    r["id"] for r in held if r["status"] == "queued" and r["state"] == "pending"
+                }
                 kill.queued_takeover_s = float("inf") if queued else None
             now = time.time() - kill.at
             if queued and not queued & {r["id"] for r in held}:

@@ -134,13 +134,6 @@ def test_an_idempotent_create_retried_after_an_api_crash_makes_one_job(
     assert api.figures["keys never answered"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dead-worker takeover: a worker SIGKILLed mid-dispatch keeps the queued jobs it "
-    "claimed (and their slots at fal) until its lease expires (FOLEY_LEASE_DURATION, 10 s here, "
-    "60 s by default); only jobs fal reported complete are taken over once it stops beating "
-    "(app/jobs/store/claims.py)",
-)
 def test_a_dead_workers_queued_jobs_are_taken_over_within_5_s(
     outcomes: dict[str, chaos.Outcome],
 ) -> None:

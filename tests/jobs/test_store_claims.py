@@ -217,3 +217,40 @@ async def test_a_completed_job_of_a_worker_that_stopped_beating_is_taken_over_at
         await store.claim_follow_ups(driver_pool, "survivor", LEASE, 10, timedelta(seconds=30))
         == []
     )
+
+
+async def test_queued_jobs_claimed_by_a_worker_that_stopped_beating_are_taken_over_at_once(
+    api: httpx.AsyncClient,
+    tenant: TenantCreds,
+    sessionmaker: async_sessionmaker,
+    driver_pool: TransactionPool,
+) -> None:
+    """A worker killed between its dispatch claim and its submit leaves 'pending' jobs (nothing
+    sent): they neither hold the account's slots nor wait for the lease."""
+    await _queue(api, tenant, 3)
+    stale = timedelta(seconds=5)
+    dead = await store.claim_dispatches(driver_pool, "dead", LEASE, 2, 3, None, stale)
+    busy = await store.claim_dispatches(driver_pool, "busy", LEASE, 1, 3, None, stale)
+    assert len(dead) == 2 and len(busy) == 1
+    for owner in ("dead", "busy"):
+        await store.beat(driver_pool, owner)
+    # All three slots are leased to live workers: nothing more is claimed.
+    assert await store.claim_dispatches(driver_pool, "survivor", LEASE, 3, 3, None, stale) == []
+    async with sessionmaker() as s, s.begin():  # "dead" last beat 10 s ago
+        await s.execute(
+            update(WorkerBeat)
+            .where(WorkerBeat.owner == "dead")
+            .values(beat_at=func.statement_timestamp() - timedelta(seconds=10))
+        )
+    taken = await store.claim_dispatches(driver_pool, "survivor", LEASE, 3, 3, None, stale)
+    # The dead worker's two, not the busy one's (it beats: its lease runs its course).
+    assert sorted(j.id for j in taken) == sorted(j.id for j in dead)
+    assert {j.lease_owner for j in taken} == {"survivor"}
+    # Its old owner, were it alive after all, can no longer mark them sending.
+    job_store = JobStore(sessionmaker, driver_pool, policy=lifecycle.Policy(), bill_422=False)
+    with pytest.raises(store.LeaseLost):
+        await job_store.mark_sending(dead[0], "dead", lifecycle.SubmitStarting())
+    async with sessionmaker() as s:
+        row = await s.get(Job, dead[0].id)
+        assert row is not None
+        assert row.submit_state is SubmitState.pending and row.lease_owner == "survivor"

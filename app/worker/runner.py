@@ -113,6 +113,7 @@ class Worker:
         self._alarm: asyncio.Timeout | None = None
         self._polled_at = utcnow()  # the last claim of follow-ups
         self._stopping = asyncio.Event()
+        self._after_outage: asyncio.Task[None] | None = None  # held: a task nobody holds may vanish
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._due_times: list[datetime] = []  # a heap: when jobs this worker released are due
         # Counted for the log at stop; also what shows from outside that the worker got going.
@@ -361,9 +362,18 @@ class Worker:
 
         def on_listening(back: bool) -> None:
             if back:
-                self.wake()
+                self._after_outage = asyncio.create_task(self._look_again(), name="look-again")
 
         await listen_forever(self.engine, NOTIFY_CHANNEL, on_notify, on_listening=on_listening)
+
+    async def _look_again(self) -> None:
+        """The database is back: what fal reported while it was away was not heard."""
+        try:
+            looked = await store.look_again_at_fal(self.driver)
+            log.info("database back: jobs at fal looked at again", jobs=looked)
+        except Exception:  # gone again: the next reconnect tries again; polls go on meanwhile
+            log.warning("database back, but looking again failed", exc_info=True)
+        self.wake()
 
     async def housekeep(self) -> dict[str, int]:
         """One round of the worker's chores (app.worker.housekeeping)."""

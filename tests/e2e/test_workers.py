@@ -317,3 +317,41 @@ async def test_a_dead_workers_completed_job_is_taken_over_within_seconds(
         assert took < 10, f"taken over after {took:.1f} s"
         assert len(gw.emu.submits()) == 1
         assert done["upstream"]["request_id"] == gw.emu.submits()[0]["request_id"]
+
+
+async def test_after_the_database_returns_jobs_at_fal_are_looked_at_again_at_once(
+    gateway, clips: dict[str, Clip]
+) -> None:
+    # What fal reported while the database was away is lost (webhooks answered 503 until fal
+    # gave up, status streams could not write). Here nothing would report the job's end for a
+    # minute (no webhooks, no status stream, polls a minute apart): the worker's LISTEN coming
+    # back after a loss makes every job at fal due at once.
+    async with gateway(
+        public=False,
+        status_streams=False,
+        poll_interval_min=timedelta(seconds=60),
+        poll_interval_max=timedelta(seconds=60),
+        worker_poll_interval=timedelta(seconds=60),
+    ) as gw:
+        gw.emu.control(run_time=0.5)
+        url = gw.video_url(clips["bounce"])
+        job = await gw.create({"model": "thinksound-audio", "input": {"video_url": url}})
+        started = await gw.wait(job["id"], until=lambda j: j["upstream"]["request_id"] is not None)
+        request_id = started["upstream"]["request_id"]
+
+        async def done_at_fal_and_put_off() -> bool:
+            rows = await gw.sql(
+                "SELECT lease_owner IS NULL AND next_action_at > now() + interval '30 seconds' "
+                "FROM jobs WHERE id = :id",
+                id=job["id"],
+            )
+            return bool(rows[0][0]) and gw.emu.job(request_id)["status"] == "COMPLETED"
+
+        await eventually(done_at_fal_and_put_off, what="fal done, the job's next look far off")
+        assert (await gw.get(job["id"]))["status"] != "succeeded"
+        await gw.sql(  # the database "restarts" for the worker: its LISTEN connection ends
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+        )
+        done = await gw.wait(job["id"], timeout=20)  # not the minute its poll was away
+        assert done["status"] == "succeeded", done

@@ -40,7 +40,7 @@ from app.jobs.store.transitions import (
     LeaseLost,
     notify_workers,
 )
-from app.jobs.store.upkeep import mark_data_removed, settle_blocked
+from app.jobs.store.upkeep import look_again_at_fal, mark_data_removed, settle_blocked
 
 __all__ = [
     "DISPATCH_LOCK",
@@ -67,6 +67,7 @@ __all__ = [
     "job_from_row",
     "list_for_tenant",
     "lock_for_tenant",
+    "look_again_at_fal",
     "mark_data_removed",
     "notify_workers",
     "prune_beats",

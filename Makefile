@@ -3,7 +3,7 @@
 UV_VERSION := 0.13.8
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 
-.PHONY: up test setup lint bench
+.PHONY: up test setup lint bench chaos
 
 setup:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -19,9 +19,12 @@ lint: setup
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 
-BENCHES := synth emulator gateway usage media
+BENCHES := synth emulator gateway usage media slow_clients
 
 bench: setup  ## every benchmark (bench/README.md), ~15 min; one of them: make bench BENCH=gateway
 	@for name in $(or $(BENCH),$(BENCHES)); do \
 		$(UV) run --frozen python bench/$${name}_bench.py || exit 1; \
 	done
+
+chaos: setup  ## issue 10's chaos scenarios against real processes, ~10 min; exits 1 naming a failed condition
+	$(UV) run --frozen python bench/chaos_bench.py $(CHAOS_ARGS)

@@ -117,6 +117,11 @@ class Settings(BaseSettings):
         description="A request's line and headers must arrive within this, or the connection "
         "is closed (a slow client cannot hold connections open).",
     )
+    http_body_timeout: Duration = Field(
+        default=timedelta(seconds=30),
+        description="At most this between two pieces of a request's body while the gateway "
+        "reads it (a pace, not a total: slow uploads pass, stalled ones get 408).",
+    )
     db_pool_size: int = Field(
         default=20, ge=1, description="The API's database connections at most (one pool)."
     )
@@ -179,9 +184,19 @@ class Settings(BaseSettings):
 
     # --- worker ------------------------------------------------------------------------------
     worker_concurrency: int = Field(default=8, ge=1)
+    worker_shutdown_grace: Duration = Field(
+        default=timedelta(seconds=30),
+        description="On SIGTERM, how long running steps may finish before their leases are "
+        "given back (a container's termination grace must exceed it).",
+    )
     lease_duration: Duration = timedelta(seconds=60)
     worker_poll_interval: Duration = Field(
         default=timedelta(seconds=2), description="Fallback wake-up when no NOTIFY arrives."
+    )
+    worker_stale_after: Duration = Field(
+        default=timedelta(seconds=5),
+        description="A worker that has not beaten for this long is taken for dead: its jobs fal "
+        "reported complete are taken over at once (the others wait out their lease).",
     )
     max_output_bytes: int = 512 * 1024 * 1024
     housekeeping_interval: Duration = Field(
@@ -304,6 +319,19 @@ class Settings(BaseSettings):
     tenant_webhook_logs_interval: Duration = Field(
         default=timedelta(milliseconds=500),
         description="job.logs is sent at most this often per job and receiver.",
+    )
+
+    # --- telling the caller: the event stream, held requests --------------------------------
+    event_stream_keepalive: Duration = Field(
+        default=timedelta(seconds=15),
+        gt=timedelta(0),
+        description="An idle event stream gets a comment this often (proxies keep it open).",
+    )
+    prefer_wait_max: Duration = Field(
+        default=timedelta(seconds=60),
+        ge=timedelta(0),
+        le=timedelta(seconds=60),
+        description="Longest a `Prefer: wait` request is held (and its default).",
     )
 
     # --- access -------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
+from app.account.endpoints import router as account_router
 from app.auth.throttle import FailedAuthThrottle
 from app.catalog.endpoints import router as models_router
 from app.config import Settings, get_settings
@@ -23,6 +24,7 @@ from app.files.service import UploadTooLarge
 from app.health.endpoints import router as health_router
 from app.jobs.endpoints import router as jobs_router
 from app.jobs.endpoints import validate_router
+from app.jobs.hub import JobHub
 from app.jobs.notifier import WorkerNotifier
 from app.jobs.schemas import job_create_schema
 from app.jobs.steps.context import policy_of
@@ -33,6 +35,7 @@ from app.kit.openapi import install_openapi
 from app.kit.problems import install_problem_handlers, internal_error
 from app.kit.process import freeze_startup_heap
 from app.kit.request_id import RequestIdMiddleware
+from app.metrics import JOB_WAITERS
 from app.notifications.endpoints import admin_router as webhooks_admin_router
 from app.notifications.endpoints import router as webhook_endpoints_router
 from app.notifications.endpoints import secret_router as webhook_secret_router
@@ -50,8 +53,10 @@ DESCRIPTION = """
 Foley sends your videos to fal.ai's video-to-audio models and gives back the video with generated
 sound, and the sound on its own.
 
-* **Jobs** are accepted at once (`202`), stored, and sent to fal by a worker. Poll
-  `GET /v1/jobs/{id}` until `status` is `succeeded`, `failed` or `canceled`.
+* **Jobs** are accepted at once (`202`), stored, and sent to fal by a worker. Follow them with
+  `GET /v1/jobs/{id}/events` as an event stream (`Accept: text/event-stream`), hold a request
+  with `Prefer: wait=N` until the job is finished, or poll `GET /v1/jobs/{id}` until `status` is
+  `succeeded`, `failed`, `canceled` or `aborted`.
 * **Results** are fetched from fal as soon as a job completes, measured, and served from the
   gateway (`GET /v1/files/{id}`), so they outlive fal's expiring URLs.
 * **Errors** are RFC 9457 problem details with a stable `code` and the offending `param`.
@@ -80,6 +85,10 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
             bill_422=settings.bill_upstream_422,
         )
         app.state.notifier = WorkerNotifier(app.state.driver_pool)
+        # One LISTEN connection (from the pool) for every event stream and held request.
+        app.state.hub = hub = JobHub(app.state.engine)
+        hub.start()
+        JOB_WAITERS.set_function(lambda: hub.waiting)
         http = build_http_client(FalTimeouts())
         app.state.webhook_verifier = FalWebhookVerifier(
             settings.jwks_url, http, tolerance=settings.webhook_tolerance
@@ -89,6 +98,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
             yield
         finally:
             gc.unfreeze()
+            await app.state.hub.aclose()
             await app.state.notifier.aclose()
             await http.aclose()
             if own_engine:
@@ -134,6 +144,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         usage_router,
         webhook_endpoints_router,
         webhook_secret_router,
+        account_router,
         admin_router,
         usage_admin_router,
         webhooks_admin_router,

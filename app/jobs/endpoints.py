@@ -5,18 +5,28 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from starlette.datastructures import MutableHeaders
 
 from app.auth.dependencies import CurrentTenant, current_principal
 from app.catalog.registry import CATALOG
 from app.db.session import SessionDep
-from app.jobs import service
+from app.jobs import service, stream
+from app.jobs.docs import (
+    CANCEL_AFTER_PARAMETER,
+    EVENT_STREAM_RESPONSE,
+    LAST_EVENT_ID_PARAMETER,
+    PREFER_PARAMETER,
+    held_response,
+)
+from app.jobs.holding import hold
+from app.jobs.preferences import cancel_after, last_event_id, wait_preference
 from app.jobs.schemas import JobCreate, JobEventOut, JobOut, ModelName
 from app.kit.idempotency import MAX_KEY_LENGTH, check_key
 from app.kit.pagination import ListPage
 from app.kit.problems import InputValidationError, problems, validation_errors
 from app.kit.text import UtcDatetime, column_int
-from app.models import JobEvent, JobStatus
+from app.models import JobEvent, JobStatus, Tenant
 from app.usage.schemas import EstimateOut, ValidationOut
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -44,6 +54,8 @@ CREATE_PARAMETERS = [
         "description": "Retry safely: a repeat with the same key and body replays the first "
         "answer (kept at least 24 h); the same key with another body is refused.",
     },
+    PREFER_PARAMETER,
+    CANCEL_AFTER_PARAMETER,
 ]
 # The schema is JobCreate's per-model description (app.jobs.schemas.job_create_schema).
 CREATE_BODY = {
@@ -51,6 +63,10 @@ CREATE_BODY = {
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}}},
 }
 _FLAG = TypeAdapter(bool)
+
+
+class _Accepted(BaseModel):
+    id: uuid.UUID
 
 
 async def _job_create(request: Request) -> JobCreate:
@@ -76,6 +92,34 @@ def _base_url(request: Request) -> str:
 _BASE_URLS: dict[tuple[object, ...], str] = {}
 
 
+def _wait(request: Request) -> float | None:
+    """Seconds to hold the request (``Prefer: wait``), or None."""
+    values = request.headers.getlist("prefer")
+    if not values:
+        return None  # the usual case
+    cap = int(request.app.state.settings.prefer_wait_max.total_seconds())
+    return wait_preference(values, max_s=cap)
+
+
+def _applied(headers: MutableHeaders | dict[str, str], wait: float) -> None:
+    headers["Preference-Applied"] = f"wait={int(wait)}"
+    headers["Vary"] = "Prefer"
+
+
+async def _held(request: Request, tenant: Tenant, job_id: uuid.UUID, wait: float) -> JobOut:
+    """The job once terminal or after ``wait`` s, read (and presented) in a short session each
+    time: nothing is held open while waiting."""
+    state = request.app.state
+    base = _base_url(request)
+
+    async def read() -> JobOut:
+        async with state.sessionmaker() as session:
+            job = await service.get_job(session, tenant, job_id)
+            return (await service.present(session, [job], base))[0]
+
+    return await hold(state.hub, job_id, read, seconds=wait, receive=request.receive)
+
+
 def _query_flag(request: Request, name: str) -> bool:
     if not request.scope.get("query_string"):
         return False  # the usual case, without building the query's mapping
@@ -94,11 +138,16 @@ def _query_flag(request: Request, name: str) -> bool:
     status_code=202,
     responses={
         200: {"model": EstimateOut, "description": "With dry_run=true: the estimate."},
+        201: held_response("With `Prefer: wait`: the job, finished within the wait."),
+        202: held_response(
+            "The job, stored (with `Prefer: wait`: still running when the wait ended)."
+        ),
         **problems(
             402,
             409,
             429,
             s403="Tenant suspended (`tenant_suspended`), or a read-only key.",
+            s400="`invalid_header`: a Cancel-After that is not a duration (`param` names it).",
             s422="Invalid input, unknown model, or Idempotency-Key reused.",
             s503="No price is configured for the model, so its budget cannot be checked.",
         ),
@@ -112,7 +161,11 @@ def _query_flag(request: Request, name: str) -> bool:
 async def create_job(request: Request) -> Response:
     """Accept a job. Answers 202 once the job is stored (its estimated cost reserved against the
     tenant's budget); a worker sends it to fal. With `dry_run=true`, answers 200 with the
-    estimate and whether the budget allows it."""
+    estimate and whether the budget allows it.
+
+    `Prefer: wait=N` holds the answer until the job is finished (201) or N seconds passed (202,
+    the job as it then stands); `Cancel-After: 90s` cancels the job when that time has passed
+    (a job that had not started at fal ends `aborted`, at no cost)."""
     # The gateway's hottest endpoint, written to cost little (bench/README.md). The key, the
     # body, Idempotency-Key and dry_run are read here, not declared as dependencies and
     # parameters (the OpenAPI description above says what they are): FastAPI resolves those anew
@@ -125,6 +178,8 @@ async def create_job(request: Request) -> Response:
     if idempotency_key is not None:
         check_key(idempotency_key)
     dry_run = _query_flag(request, "dry_run")
+    deadline = request.headers.get("cancel-after")
+    cancel_in = cancel_after(deadline) if deadline is not None else None
     state = request.app.state
     tenant = principal.tenant
     if dry_run:
@@ -140,13 +195,20 @@ async def create_job(request: Request) -> Response:
         # the key's scope (only then: building the URL costs)
         path=request.url.path if idempotency_key else "",
         idempotency_key=idempotency_key,
+        cancel_after=cancel_in,
     )
     headers = dict(accepted.headers)
     if accepted.replayed:
         headers["Idempotent-Replayed"] = "true"
-    else:
-        state.notifier.poke()  # the job is committed: wake a worker (coalesced, see the notifier)
-    return Response(accepted.body, accepted.status, headers, JSON)
+        return Response(accepted.body, accepted.status, headers, JSON)
+    state.notifier.poke()  # the job is committed: wake a worker (coalesced, see the notifier)
+    wait = _wait(request)
+    if wait is None:
+        return Response(accepted.body, accepted.status, headers, JSON)
+    job = await _held(request, tenant, _Accepted.model_validate_json(accepted.body).id, wait)
+    _applied(headers, wait)
+    status = 201 if job.status.terminal else accepted.status
+    return Response(job.model_dump_json().encode(), status, headers, JSON)
 
 
 @validate_router.post(
@@ -209,12 +271,29 @@ async def list_jobs(
     )
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=PROBLEMS)
+@router.get(
+    "/{job_id}",
+    response_model=JobOut,
+    responses={
+        200: held_response(
+            "The job (with `Prefer: wait`: as it stood when the wait ended, or once finished)."
+        ),
+        **PROBLEMS,
+    },
+    openapi_extra={"parameters": [PREFER_PARAMETER]},
+)
 async def get_job(
-    job_id: uuid.UUID, request: Request, tenant: CurrentTenant, session: SessionDep
+    job_id: uuid.UUID, request: Request, response: Response, tenant: CurrentTenant
 ) -> JobOut:
-    job = await service.get_job(session, tenant, job_id)
-    return (await service.present(session, [job], _base_url(request)))[0]
+    """The job. `Prefer: wait=N` holds the answer until it is finished or N seconds passed."""
+    # A session of its own per read, not the request's: a held request holds no connection.
+    wait = _wait(request)
+    if wait is not None:
+        _applied(response.headers, wait)
+        return await _held(request, tenant, job_id, wait)
+    async with request.app.state.sessionmaker() as session:
+        job = await service.get_job(session, tenant, job_id)
+        return (await service.present(session, [job], _base_url(request)))[0]
 
 
 @router.post(
@@ -230,19 +309,45 @@ async def cancel_job(
     return (await service.present(session, [job], _base_url(request)))[0]
 
 
-@router.get("/{job_id}/events", response_model=ListPage[JobEventOut], responses=PROBLEMS)
+@router.get(
+    "/{job_id}/events",
+    response_model=ListPage[JobEventOut],
+    responses={
+        200: EVENT_STREAM_RESPONSE,
+        204: {"description": "An event stream resumed after the job's end: nothing follows."},
+        **PROBLEMS,
+        **problems(s400="`invalid_header`: a Last-Event-ID that is not an event's seq."),
+    },
+    openapi_extra={"parameters": [LAST_EVENT_ID_PARAMETER]},
+)
 async def list_job_events(
     job_id: uuid.UUID,
+    request: Request,
     tenant: CurrentTenant,
-    session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 100,
     after: Annotated[
         column_int(JobEvent.seq),  # type: ignore[valid-type]
         Query(description="Only events after this seq (a job's events start at 1)."),
     ] = 0,
-) -> ListPage[JobEventOut]:
-    """The job's history, oldest first: every transition as it was committed."""
-    rows, has_more = await service.job_events(session, tenant, job_id, after=after, limit=limit)
+) -> Any:
+    """The job's history, oldest first: every transition as it was committed. With
+    `Accept: text/event-stream`, a live stream of them (Server-Sent Events) that ends after the
+    job's final event; a reconnecting client sends `Last-Event-ID` and gets what followed."""
+    state = request.app.state
+    resume = last_event_id(request.headers.get("last-event-id"))
+    if resume is not None:
+        after = resume
+    if stream.wants_stream(request.headers.get("accept")):
+        return await stream.open_stream(
+            hub=state.hub,
+            sessionmaker=state.sessionmaker,
+            tenant=tenant,
+            job_id=job_id,
+            after=after,
+            keepalive_s=state.settings.event_stream_keepalive.total_seconds(),
+        )
+    async with state.sessionmaker() as session:
+        rows, has_more = await service.job_events(session, tenant, job_id, after=after, limit=limit)
     return ListPage[JobEventOut](
         data=[JobEventOut.model_validate(r, from_attributes=True) for r in rows],
         has_more=has_more,

@@ -67,10 +67,13 @@ def present_job(job: Job | NewJob, base_url: str, usage: dict[str, Any] | None =
             "created_at": job.created_at,
             "started_at": job.started_at,
             "completed_at": job.completed_at,
+            "cancel_after_at": job.cancel_after_at,
             "urls": {
                 "self": self_url,
                 "cancel": f"{self_url}/cancel",
                 "events": f"{self_url}/events",
+                # the same resource, asked for as text/event-stream
+                "stream": f"{self_url}/events",
             },
         }
     )

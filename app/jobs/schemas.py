@@ -126,6 +126,10 @@ class JobUrls(BaseModel):
     self: str = Field(description="The job (GET).")
     cancel: str = Field(description="Cancels the job (POST).")
     events: str = Field(description="The job's history: every transition, in order.")
+    stream: str = Field(
+        description="The job's events live, as Server-Sent Events (GET with "
+        "Accept: text/event-stream; the same URL as events)."
+    )
 
 
 class MediaOut(BaseModel):
@@ -156,6 +160,11 @@ class JobUsage(BaseModel):
     units: str | None = Field(description="Billed units, a decimal string (once settled).")
     estimated_cost_usd: str | None = Field(description="The estimate reserved at creation.")
     cost_usd: str | None = Field(description="What fal billed, in USD (once settled).")
+    cost_usd_exact: str | None = Field(
+        default=None,
+        description="What fal billed to the nano-dollar, fal's precision (once settled): "
+        "cost_usd is this rounded half-up to six decimals.",
+    )
     status: Literal["estimated", "settled", "unpriced"] = Field(
         description="estimated until fal's bill is known, then settled (unpriced: no price yet)."
     )
@@ -166,7 +175,8 @@ class JobOut(BaseModel):
     id: uuid.UUID = Field(description="The job's id.")
     model: str = Field(description="The model's id (an alias given at creation is resolved).")
     status: JobStatus = Field(
-        description="starting, processing, then succeeded, failed or canceled (final)."
+        description="queued, starting, processing, then succeeded, failed, canceled or "
+        "aborted (final; aborted: its Cancel-After passed before it started, at no cost)."
     )
     input: dict[str, Any] = Field(description="The normalized input, as validated.")
     result: ResultOut | None = Field(description="The outputs, once succeeded.")
@@ -187,6 +197,9 @@ class JobOut(BaseModel):
     created_at: datetime = Field(description="When the job was accepted.")
     started_at: datetime | None = Field(description="When it started running at fal.")
     completed_at: datetime | None = Field(description="When it reached a final status.")
+    cancel_after_at: datetime | None = Field(
+        default=None, description="When it is canceled if still unfinished (Cancel-After)."
+    )
     urls: JobUrls = Field(description="Links to act on the job.")
 
 
@@ -200,7 +213,7 @@ class JobEventOut(BaseModel):
     type: str = Field(
         description="job.created, job.submitting, job.started, job.processing, job.logs, "
         "job.cancel_requested, job.submit_retrying, job.submit_ambiguous, job.attached, "
-        "job.succeeded, job.failed, job.canceled"
+        "job.succeeded, job.failed, job.canceled, job.aborted"
     )
     data: dict[str, Any] = Field(description="What changed (status, error, logs …).")
     created_at: datetime = Field(description="When the transition was committed.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -72,13 +72,20 @@ def resolve_model(name: str) -> ModelSpec:
     return CATALOG.require(name)
 
 
-def build_job(tenant_id: uuid.UUID, body: JobCreate, *, estimated_cost_micros: int = 0) -> NewJob:
+def build_job(
+    tenant_id: uuid.UUID,
+    body: JobCreate,
+    *,
+    estimated_cost_micros: int = 0,
+    cancel_after: timedelta | None = None,
+) -> NewJob:
     """Validate against the model's schema and build the row (nothing is written)."""
     spec = resolve_model(body.model)
     try:
         normalized = spec.validate_input(body.input)
     except ValidationError as exc:
         raise InputValidationError(validation_errors(exc.errors(), prefix="input")) from exc
+    now = utcnow()
     return NewJob(
         id=uuid.uuid4(),
         tenant_id=tenant_id,
@@ -88,12 +95,13 @@ def build_job(tenant_id: uuid.UUID, body: JobCreate, *, estimated_cost_micros: i
         upstream_payload=spec.upstream_payload(normalized),
         job_metadata=dict(body.metadata),
         input_file_id=normalized.video_file_id,
-        created_at=utcnow(),
+        created_at=now,
         estimated_cost_micros=estimated_cost_micros,
         webhook_url=body.webhook,
         webhook_events=job_webhook_events(body.webhook_events_filter or DEFAULT_JOB_FILTER)
         if body.webhook
         else None,
+        cancel_after_at=None if cancel_after is None else now + cancel_after,
     )
 
 
@@ -272,6 +280,7 @@ async def accept_job(
     base_url: str,
     path: str,
     idempotency_key: str | None,
+    cancel_after: timedelta | None = None,
 ) -> Accepted:
     """Store a new job; answer what the client gets (202, or a replayed first answer).
 
@@ -295,7 +304,10 @@ async def accept_job(
     if cached is not None and cached.cost_micros is None:
         log.error("no price in force for a model", model=body.model)
     job = build_job(  # validation first: a bad body never claims a key
-        tenant.id, body, estimated_cost_micros=cached.cost_micros or 0 if cached else 0
+        tenant.id,
+        body,
+        estimated_cost_micros=cached.cost_micros or 0 if cached else 0,
+        cancel_after=cancel_after,
     )
     guard = None
     if idempotency_key is not None:

@@ -1,5 +1,9 @@
 """Money: integer micro-dollars inside, decimal strings in USD at the API ("0.035000"), never
-binary floats anywhere in between."""
+binary floats anywhere in between.
+
+What a request costs is kept in nano-dollars, the precision fal bills with (its billing events
+carry ``cost_estimate_nano_usd``, an integer per request); a sum of requests is rounded to the
+micro-dollar once, from the sum of their nano-dollars (docs/money.md)."""
 
 from __future__ import annotations
 
@@ -11,7 +15,10 @@ from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
 MICROS_PER_USD = 1_000_000
+NANOS_PER_MICRO = 1_000
+NANOS_PER_USD = 1_000_000_000
 _SIX_PLACES = Decimal("0.000001")
+_NINE_PLACES = Decimal("0.000000001")
 
 
 def usd_to_micros(value: str | Decimal | int) -> int:
@@ -78,3 +85,23 @@ def micros_to_usd(micros: int | None) -> str | None:
 def cost_micros(units: Decimal, unit_price_micros: int) -> int:
     """units × price, rounded half-up to a whole micro-dollar (fractional compute seconds)."""
     return int((units * unit_price_micros).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def cost_nanos(units: Decimal, unit_price_micros: int) -> int:
+    """units × price in nano-dollars, rounded half-up to a whole nano-dollar: one request's
+    cost as fal bills it (a price in micro-dollars times units of up to six decimals is exact
+    at 10⁻¹² USD; fal's quantities, four decimals of seconds, make it exact in nano-dollars)."""
+    exact = units * unit_price_micros * NANOS_PER_MICRO
+    return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def nanos_to_micros(nanos: int) -> int:
+    """A nano-dollar amount (one request's, or a sum's) rounded half-up to the micro-dollar."""
+    return int((Decimal(nanos) / NANOS_PER_MICRO).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def nanos_to_usd(nanos: int | None) -> str | None:
+    """Nano-dollars as USD with nine decimals ("0.003034500"): an exact amount at the API."""
+    if nanos is None:
+        return None
+    return str((Decimal(nanos) / NANOS_PER_USD).quantize(_NINE_PLACES))

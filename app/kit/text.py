@@ -33,15 +33,23 @@ def refuse_nul(value: str) -> str:
     return value
 
 
+# The schema says what refuse_nul enforces, so a client (or a schema-driven fuzzer) reading it
+# knows a NUL is refused. Only in the schema: the check itself stays refuse_nul, whose error code
+# (text_nul) says why better than a pattern mismatch would.
+NO_NUL_SCHEMA = Field(json_schema_extra={"pattern": "^[^\\u0000]*$"})
+
 # Any text the API stores or queries with; bound its length where it has one (bounded_text).
-Text = Annotated[str, AfterValidator(refuse_nul)]
+Text = Annotated[str, NO_NUL_SCHEMA, AfterValidator(refuse_nul)]
 
 
 def bounded_text(max_length: int, *, min_length: int = 0) -> Any:
     """NUL-free text of at most ``max_length`` characters. The bound sits on the string itself
     (errors say ``string_too_long``), also when the field is optional."""
     return Annotated[
-        str, Field(min_length=min_length, max_length=max_length), AfterValidator(refuse_nul)
+        str,
+        Field(min_length=min_length, max_length=max_length),
+        NO_NUL_SCHEMA,
+        AfterValidator(refuse_nul),
     ]
 
 

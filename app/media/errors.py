@@ -20,3 +20,12 @@ class NoAudioStreamError(MediaError):
 
 class AudioCopyError(MediaError):
     """The audio stream cannot be stream-copied into the requested container."""
+
+
+class VideoTooLongError(MediaError):
+    """The video is longer than the gateway splits into segments."""
+
+
+class SegmentPlanError(MediaError):
+    """The video cannot be split into segments within the model's limits (e.g. it is shorter
+    than the model's minimum)."""

@@ -20,6 +20,7 @@ from app.models.webhook import (
     WebhookEndpoint,
     WebhookSigningKey,
 )
+from app.models.worker_beat import WorkerBeat
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -49,4 +50,5 @@ __all__ = [
     "WebhookEndpoint",
     "WebhookEventState",
     "WebhookSigningKey",
+    "WorkerBeat",
 ]

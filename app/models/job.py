@@ -25,7 +25,8 @@ from app.db.base import Base, Timestamps, UUIDPrimaryKey
 
 class JobStatus(enum.StrEnum):
     """The public life cycle (Replicate's words): queued here → starting (IN_QUEUE at fal) →
-    processing (IN_PROGRESS) → succeeded | failed | canceled."""
+    processing (IN_PROGRESS) → succeeded | failed | canceled, or aborted (its Cancel-After
+    deadline passed before it started running: it cost nothing)."""
 
     queued = "queued"
     starting = "starting"
@@ -33,13 +34,16 @@ class JobStatus(enum.StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     canceled = "canceled"
+    aborted = "aborted"
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL_STATUSES
 
 
-TERMINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.canceled})
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.succeeded, JobStatus.failed, JobStatus.canceled, JobStatus.aborted}
+)
 
 
 class SubmitState(enum.StrEnum):
@@ -109,6 +113,8 @@ class Job(UUIDPrimaryKey, Timestamps, Base):
     upstream_completed: Mapped[bool] = mapped_column(nullable=False, default=False)
     cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancel_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Cancel-After: when the job is canceled (aborted if it has not started running by then).
+    cancel_after_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     # worker bookkeeping: when the job next needs a worker, and who holds it
     next_action_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -54,6 +54,9 @@ class UsageRecord(Base):
         UUID(as_uuid=True), ForeignKey("prices.id", ondelete="RESTRICT")
     )
     estimated_cost_micros: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # What fal billed: exactly, in nano-dollars (fal's precision), and rounded half-up to the
+    # micro-dollar for this one request (budgets, per-request amounts at the API).
+    cost_nanos: Mapped[int | None] = mapped_column(BigInteger)
     cost_micros: Mapped[int | None] = mapped_column(BigInteger)
     status: Mapped[UsageStatus] = mapped_column(
         Enum(UsageStatus, name="usage_status", values_callable=lambda e: [m.value for m in e]),
@@ -83,6 +86,10 @@ class UsageDaily(Base):
     requests: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     units: Mapped[Decimal] = mapped_column(Numeric(20, 6), nullable=False, default=0)
     cost_micros: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    # The exact sum (nano-dollars): a total is rounded once, from this (docs/money.md).
+    cost_nanos: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, default=0, server_default="0"
+    )
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), nullable=False
     )

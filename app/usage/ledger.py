@@ -1,4 +1,5 @@
-"""The usage ledger: one record per billable upstream request, exactly once, in micro-dollars.
+"""The usage ledger: one record per billable upstream request, exactly once, in nano-dollars
+(fal's precision) and micro-dollars (that request's amount rounded; docs/money.md).
 
 * A record is created when fal accepts a request (its id is known), as ``estimated``.
 * When the job ends, the record is priced by the billing rules below and ``settled`` in the same
@@ -10,8 +11,8 @@
 
 Billing rules (fal's, as far as fal documents them; the emulator bills the same way):
 success bills its units (one video, or ``metrics.inference_time`` compute seconds); a 5xx is
-never billed; a 422 from the runner after fal accepted the request costs nothing unless
-``FOLEY_BILL_UPSTREAM_422`` is set (then its compute seconds), and is flagged either way; a
+never billed; a 422 from the runner after fal accepted the request bills its compute seconds
+(``FOLEY_BILL_UPSTREAM_422``, on by default; off waives them), and is flagged either way; a
 request canceled while queued at fal costs nothing, one canceled while running bills its compute
 seconds so far on compute-second models.
 """
@@ -19,7 +20,7 @@ seconds so far on compute-second models.
 from __future__ import annotations
 
 import uuid
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import asyncpg
@@ -29,8 +30,9 @@ from sqlalchemy import Select, delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.catalog.registry import CATALOG, ModelSpec
 from app.kit.clock import utcnow
-from app.kit.money import cost_micros
+from app.kit.money import NANOS_PER_MICRO, cost_nanos, nanos_to_micros
 from app.models import Job, Tenant, UsageDaily, UsageRecord, UsageStatus
 from app.usage import budgets
 from app.usage.billing import Outcome, billable_units
@@ -125,8 +127,6 @@ async def _locked_record(session: AsyncSession, request_id: str) -> UsageRecord 
 
 
 def unit_of(job: Job) -> str:
-    from app.catalog.registry import CATALOG
-
     spec = CATALOG.resolve(job.model)
     return spec.pricing.unit if spec else "video"
 
@@ -155,10 +155,11 @@ async def _price(
         # A compute-second success without fal's inference time: settle at the estimate rather
         # than at $0, and flag it for reconciliation.
         units = Decimal(0)
-        record.cost_micros = record.estimated_cost_micros
+        record.cost_nanos = record.estimated_cost_micros * NANOS_PER_MICRO
         record.flagged = True
     else:
-        record.cost_micros = cost_micros(units, price.unit_price_micros)
+        record.cost_nanos = cost_nanos(units, price.unit_price_micros)
+    record.cost_micros = nanos_to_micros(record.cost_nanos)
     record.unit = price.unit
     record.units = units
     record.unit_price_micros = price.unit_price_micros
@@ -171,7 +172,8 @@ async def _price(
 
 
 async def _roll_up(session: AsyncSession, record: UsageRecord) -> None:
-    assert record.settled_at is not None and record.cost_micros is not None
+    assert record.settled_at is not None
+    assert record.cost_micros is not None and record.cost_nanos is not None
     day = record.settled_at.date()
     values = {
         "tenant_id": record.tenant_id,
@@ -182,6 +184,7 @@ async def _roll_up(session: AsyncSession, record: UsageRecord) -> None:
         "requests": 1,
         "units": record.units or 0,
         "cost_micros": record.cost_micros,
+        "cost_nanos": record.cost_nanos,
     }
     stmt = insert(UsageDaily).values(**values)
     await session.execute(
@@ -196,6 +199,7 @@ async def _roll_up(session: AsyncSession, record: UsageRecord) -> None:
                 "requests": UsageDaily.requests + 1,
                 "units": UsageDaily.units + stmt.excluded.units,
                 "cost_micros": UsageDaily.cost_micros + stmt.excluded.cost_micros,
+                "cost_nanos": UsageDaily.cost_nanos + stmt.excluded.cost_nanos,
                 "updated_at": func.now(),
             },
         )
@@ -221,6 +225,76 @@ async def settle_orphan(
         tenant = await session.get(Tenant, job.tenant_id)
         if tenant is not None:
             await budgets.charge(session, tenant, record.cost_micros or 0)
+
+
+async def bill_reconciled(
+    session: AsyncSession,
+    *,
+    request_id: str,
+    tenant: Tenant,
+    job: Job | None,
+    endpoint: str,
+    units: Decimal,
+    cost_nanos: int,
+    billed_at: datetime,
+) -> bool:
+    """A request fal billed that the ledger never had (its submit's answer and its webhook were
+    lost, and the lookup could not decide), found by reconcile through the tenant and job it was
+    tagged with: put on the ledger at what fal billed, settled, charged to the tenant's budget
+    and rolled up — once. False when the ledger has it already (a second run, or its job's late
+    webhook got there first): nothing is written.
+
+    It is the job's own usage when the job recorded no request of its own, else an orphan; it is
+    always flagged (fal's numbers, not the gateway's rules, priced it)."""
+    spec = CATALOG.resolve(job.model if job is not None else endpoint) or _by_endpoint(endpoint)
+    cost = nanos_to_micros(cost_nanos)
+    own = job is not None and job.upstream_request_id is None and not await _has_own(session, job)
+    inserted = await session.scalar(
+        insert(UsageRecord)
+        .values(
+            id=uuid.uuid4(),
+            upstream_request_id=request_id,
+            tenant_id=tenant.id,
+            job_id=None if job is None else job.id,
+            model=job.model if job is not None else (spec.id if spec else endpoint),
+            endpoint=endpoint,
+            unit=spec.pricing.unit if spec else "unknown",
+            units=units,
+            estimated_cost_micros=0,
+            cost_micros=cost,
+            cost_nanos=cost_nanos,
+            status=UsageStatus.settled,
+            outcome=RECONCILED,
+            flagged=True,
+            orphan=not own,
+            job_status=None if job is None else job.status.value,
+            created_at=billed_at,
+            settled_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=[UsageRecord.upstream_request_id])
+        .returning(UsageRecord.id)
+    )
+    if inserted is None:
+        return False
+    record = await session.get(UsageRecord, inserted)
+    assert record is not None
+    await _roll_up(session, record)
+    await budgets.charge(session, tenant, cost)
+    SETTLED.labels(model=record.model, outcome=RECONCILED).inc()
+    return True
+
+
+# The outcome of a request only fal's bill told the ledger of (see bill_reconciled).
+RECONCILED = "billed_by_fal"
+
+
+async def _has_own(session: AsyncSession, job: Job) -> bool:
+    stmt = select(UsageRecord.id).where(UsageRecord.job_id == job.id, UsageRecord.orphan.is_(False))
+    return (await session.scalar(stmt.limit(1))) is not None
+
+
+def _by_endpoint(endpoint: str) -> ModelSpec | None:
+    return next((spec for spec in CATALOG if spec.endpoint == endpoint), None)
 
 
 def unpriced_job_ids() -> Select[tuple[uuid.UUID]]:
@@ -289,11 +363,12 @@ async def rebuild_rollups(session: AsyncSession, start: date, end: date) -> None
             func.count(),
             func.sum(UsageRecord.units),
             func.sum(UsageRecord.cost_micros),
+            func.sum(UsageRecord.cost_nanos),
         )
         .where(UsageRecord.status == UsageStatus.settled, day >= start, day < end)
         .group_by(UsageRecord.tenant_id, day, UsageRecord.model, UsageRecord.job_status)
     )
-    for tenant_id, d, model, status, unit, n, units, cost in rows:
+    for tenant_id, d, model, status, unit, n, units, cost, nanos in rows:
         session.add(
             UsageDaily(
                 tenant_id=tenant_id,
@@ -304,6 +379,7 @@ async def rebuild_rollups(session: AsyncSession, start: date, end: date) -> None
                 requests=n,
                 units=units or 0,
                 cost_micros=cost or 0,
+                cost_nanos=nanos or 0,
             )
         )
     await session.flush()

@@ -1,9 +1,25 @@
 """Compare the ledger with what fal says it billed (fal's platform API: per-request billing
-events), and report every difference. `foley usage reconcile --from --to` prints the report."""
+events), and report every difference. `foley usage reconcile --from --to` prints the report.
+
+The rules (docs/money.md):
+- **Which requests a window holds.** A request belongs to the period fal billed it in (its
+  billing event's time, its completion); one fal never billed (not yet, or at $0, or missing at
+  fal) to the period the ledger recorded it in. So a request recorded before ``--from`` and
+  billed after it is in the window, one recorded inside and billed after ``--to`` is in the next
+  (events are fetched with some slack around the window to see them), and adjacent windows add
+  up to the whole.
+- **Exact.** Each request is compared at fal's precision (nano-dollars); the totals per tenant
+  and endpoint, each the sum of its requests' nano-dollars rounded once, to the micro-dollar.
+- **Orphans by tag.** A billed request the ledger lacks is attributed to the tenant and job its
+  ``X-Fal-Tags`` name (``foley.tenant``, ``foley.job``; fal's events carry them where fal reports
+  tags). With ``bill_orphans`` it is put on the ledger at fal's cost, once
+  (``ledger.bill_reconciled``), unless its job is still live (the job may yet attach it).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -12,10 +28,13 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.kit.money import micros_to_usd
-from app.models import UsageRecord, UsageStatus
+from app.kit.money import micros_to_usd, nanos_to_micros, nanos_to_usd
+from app.models import Job, Tenant, UsageRecord, UsageStatus
+from app.usage import ledger
 
 PAGE = 1000
+TENANT_TAG = "foley.tenant"
+JOB_TAG = "foley.job"
 
 
 @dataclass(frozen=True)
@@ -26,6 +45,48 @@ class Difference:
     ledger_usd: str | None
     fal_usd: str | None
     tenant_id: str | None = None
+    job_id: str | None = None
+
+
+@dataclass
+class Total:
+    """One tenant's requests of one endpoint in the window (tenant None: fal billed them and
+    nothing names a tenant)."""
+
+    tenant_id: str | None
+    endpoint: str
+    ledger_requests: int = 0
+    fal_requests: int = 0
+    ledger_nanos: int = 0
+    fal_nanos: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return nanos_to_micros(self.ledger_nanos) == nanos_to_micros(self.fal_nanos)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tenant_id": self.tenant_id,
+            "endpoint": self.endpoint,
+            "ledger_requests": self.ledger_requests,
+            "fal_requests": self.fal_requests,
+            "ledger_usd": micros_to_usd(nanos_to_micros(self.ledger_nanos)),
+            "fal_usd": micros_to_usd(nanos_to_micros(self.fal_nanos)),
+            "ledger_usd_exact": nanos_to_usd(self.ledger_nanos),
+            "fal_usd_exact": nanos_to_usd(self.fal_nanos),
+            "ok": self.ok,
+        }
+
+
+@dataclass(frozen=True)
+class Billed:
+    """An orphan fal billed that this run put on the ledger."""
+
+    request_id: str
+    tenant_id: str
+    job_id: str | None
+    endpoint: str
+    usd_exact: str
 
 
 @dataclass
@@ -34,13 +95,27 @@ class Report:
     end: datetime
     ledger_requests: int = 0
     fal_requests: int = 0
-    ledger_total_micros: int = 0
-    fal_total_micros: int = 0
+    ledger_total_nanos: int = 0
+    fal_total_nanos: int = 0
     differences: list[Difference] = field(default_factory=list)
+    totals: list[Total] = field(default_factory=list)
+    billed: list[Billed] = field(default_factory=list)
+
+    @property
+    def ledger_total_micros(self) -> int:
+        return nanos_to_micros(self.ledger_total_nanos)
+
+    @property
+    def fal_total_micros(self) -> int:
+        return nanos_to_micros(self.fal_total_nanos)
 
     @property
     def ok(self) -> bool:
-        return not self.differences
+        return (
+            not self.differences
+            and all(t.ok for t in self.totals)
+            and self.ledger_total_micros == self.fal_total_micros
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,7 +125,11 @@ class Report:
             "fal_requests": self.fal_requests,
             "ledger_total_usd": micros_to_usd(self.ledger_total_micros),
             "fal_total_usd": micros_to_usd(self.fal_total_micros),
+            "ledger_total_usd_exact": nanos_to_usd(self.ledger_total_nanos),
+            "fal_total_usd_exact": nanos_to_usd(self.fal_total_nanos),
             "differences": [d.__dict__ for d in self.differences],
+            "totals": [t.to_dict() for t in self.totals],
+            "billed_orphans": [asdict(b) for b in self.billed],
         }
 
 
@@ -60,8 +139,15 @@ def _instant(value: str | None) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def _nano_to_micros(nano: int | float) -> int:
-    return int((Decimal(str(nano)) / 1000).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+def _nanos(event: dict[str, Any]) -> int:
+    raw = Decimal(str(event.get("cost_estimate_nano_usd") or 0))
+    return int(raw.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def _ledger_nanos(record: UsageRecord) -> int:
+    if record.cost_nanos is not None:
+        return record.cost_nanos
+    return (record.cost_micros or 0) * 1000
 
 
 async def fetch_billing_events(
@@ -87,80 +173,168 @@ async def fetch_billing_events(
 
 
 async def reconcile(
-    session: AsyncSession, events: list[dict[str, Any]], start: datetime, end: datetime
+    session: AsyncSession,
+    events: list[dict[str, Any]],
+    start: datetime,
+    end: datetime,
+    *,
+    bill_orphans: bool = False,
 ) -> Report:
+    """The report of [start, end). ``events``: fal's billing events from somewhat before
+    ``start`` to somewhat after ``end``. With ``bill_orphans`` the caller commits the session:
+    the orphans it billed are on the ledger."""
     report = Report(start=start, end=end)
-    rows = (
+    by_id = {e["request_id"]: e for e in events}
+    fal = {rid: e for rid, e in by_id.items() if start <= _instant(e.get("timestamp")) < end}
+    recorded = (
         await session.scalars(
             select(UsageRecord).where(UsageRecord.created_at >= start, UsageRecord.created_at < end)
         )
     ).all()
-    ours = {r.upstream_request_id: r for r in rows}
-    # A request we recorded just before the window whose billing event fal stamped inside it (we
-    # record at submit, fal at completion) is the same request, not one missing from the ledger.
-    edge = [
-        e["request_id"]
-        for e in events
-        if e["request_id"] not in ours and start <= _instant(e.get("timestamp")) < end
-    ]
-    if edge:
-        earlier = await session.scalars(
-            select(UsageRecord).where(UsageRecord.upstream_request_id.in_(edge))
-        )
-        ours.update({r.upstream_request_id: r for r in earlier.all()})
-    report.ledger_requests = len(ours)
-    # fal stamps a request when it completes, we when we submit it: match on the request id,
-    # and take fal's other events by their own time.
-    fal = {
-        e["request_id"]: e
-        for e in events
-        if e["request_id"] in ours or start <= _instant(e.get("timestamp")) < end
+    # Recorded in the window but billed in another period: that period's.
+    ours = {
+        r.upstream_request_id: r
+        for r in recorded
+        if r.upstream_request_id in fal or r.upstream_request_id not in by_id
     }
-    report.fal_requests = len(fal)
+    earlier = [rid for rid in fal if rid not in ours]
+    if earlier:  # billed in the window, recorded before it (or after: attached late)
+        found = await session.scalars(
+            select(UsageRecord).where(UsageRecord.upstream_request_id.in_(earlier))
+        )
+        ours.update({r.upstream_request_id: r for r in found.all()})
+    totals: dict[tuple[str | None, str], Total] = {}
+
+    def total(tenant_id: str | None, endpoint: str) -> Total:
+        key = (tenant_id, endpoint)
+        if key not in totals:
+            totals[key] = Total(tenant_id, endpoint)
+        return totals[key]
+
     for rid, e in fal.items():
-        fal_micros = _nano_to_micros(e.get("cost_estimate_nano_usd") or 0)
-        report.fal_total_micros += fal_micros
-        r = ours.get(rid)
-        if r is None:
-            if fal_micros:
+        if rid in ours:
+            continue
+        tenant, job = await _tagged(session, e)
+        if bill_orphans and tenant is not None and (job is None or job.status.terminal):
+            billed = await ledger.bill_reconciled(
+                session,
+                request_id=rid,
+                tenant=tenant,
+                job=job,
+                endpoint=str(e.get("endpoint_id")),
+                units=Decimal(str(e.get("output_units") or 0)),
+                cost_nanos=_nanos(e),
+                billed_at=_instant(e.get("timestamp")),
+            )
+            row = await session.scalar(
+                select(UsageRecord).where(UsageRecord.upstream_request_id == rid)
+            )
+            if row is not None:
+                ours[rid] = row
+                if billed:
+                    report.billed.append(
+                        Billed(
+                            rid,
+                            str(tenant.id),
+                            None if job is None else str(job.id),
+                            row.endpoint,
+                            nanos_to_usd(_nanos(e)) or "0",
+                        )
+                    )
+                continue
+        fal_nanos = _nanos(e)
+        t = total(None if tenant is None else str(tenant.id), str(e.get("endpoint_id")))
+        t.fal_requests += 1
+        t.fal_nanos += fal_nanos
+        report.fal_total_nanos += fal_nanos
+        if fal_nanos:
+            report.differences.append(
+                Difference(
+                    "missing_in_ledger",
+                    rid,
+                    e.get("endpoint_id"),
+                    None,
+                    nanos_to_usd(fal_nanos),
+                    None if tenant is None else str(tenant.id),
+                    None if job is None else str(job.id),
+                )
+            )
+    for rid, r in ours.items():
+        nanos = _ledger_nanos(r)
+        t = total(str(r.tenant_id), r.endpoint)
+        t.ledger_requests += 1
+        t.ledger_nanos += nanos
+        report.ledger_total_nanos += nanos
+        job_id = None if r.job_id is None else str(r.job_id)
+        e = fal.get(rid)
+        if e is None:
+            if nanos > 0:
                 report.differences.append(
                     Difference(
-                        "missing_in_ledger",
+                        "missing_at_fal",
                         rid,
-                        e.get("endpoint_id"),
+                        r.model,
+                        nanos_to_usd(nanos),
                         None,
-                        micros_to_usd(fal_micros),
+                        str(r.tenant_id),
+                        job_id,
                     )
                 )
             continue
+        fal_nanos = _nanos(e)
+        t.fal_requests += 1
+        t.fal_nanos += fal_nanos
+        report.fal_total_nanos += fal_nanos
         if r.status is not UsageStatus.settled:
             report.differences.append(
                 Difference(
-                    "not_settled", rid, r.model, None, micros_to_usd(fal_micros), str(r.tenant_id)
+                    "not_settled",
+                    rid,
+                    r.model,
+                    None,
+                    nanos_to_usd(fal_nanos),
+                    str(r.tenant_id),
+                    job_id,
                 )
             )
-        elif (r.cost_micros or 0) != fal_micros:
+        elif nanos != fal_nanos:
             report.differences.append(
                 Difference(
                     "cost_mismatch",
                     rid,
                     r.model,
-                    micros_to_usd(r.cost_micros),
-                    micros_to_usd(fal_micros),
+                    nanos_to_usd(nanos),
+                    nanos_to_usd(fal_nanos),
                     str(r.tenant_id),
+                    job_id,
                 )
             )
-    for rid, r in ours.items():
-        report.ledger_total_micros += r.cost_micros or 0
-        if rid not in fal and (r.cost_micros or 0) > 0:
-            report.differences.append(
-                Difference(
-                    "missing_at_fal",
-                    rid,
-                    r.model,
-                    micros_to_usd(r.cost_micros),
-                    None,
-                    str(r.tenant_id),
-                )
-            )
+    report.ledger_requests = len(ours)
+    report.fal_requests = len(fal)
+    report.totals = sorted(totals.values(), key=lambda t: (t.tenant_id or "", t.endpoint))
     return report
+
+
+async def _tagged(session: AsyncSession, event: dict[str, Any]) -> tuple[Tenant | None, Job | None]:
+    """The tenant and job a billed request's tags name, when they exist (and the job is the
+    tenant's): what fal billed is theirs."""
+    tags = event.get("tags")
+    if not isinstance(tags, dict):
+        return None, None
+    tenant_id, job_id = _uuid(tags.get(TENANT_TAG)), _uuid(tags.get(JOB_TAG))
+    if tenant_id is None:
+        return None, None
+    tenant = await session.get(Tenant, tenant_id)
+    if tenant is None:
+        return None, None
+    job = None if job_id is None else await session.get(Job, job_id)
+    if job is not None and job.tenant_id != tenant.id:
+        job = None
+    return tenant, job
+
+
+def _uuid(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value)) if value else None
+    except ValueError:
+        return None

@@ -1,5 +1,6 @@
 """Reading usage: summaries from the daily rollups (fast at any ledger size), detailed CSV
-exports streamed from the ledger itself."""
+exports streamed from the ledger itself. A total is the sum of what each request cost in
+nano-dollars, rounded to the micro-dollar once (docs/money.md)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.kit.clock import utcnow
-from app.kit.money import micros_to_usd
+from app.kit.money import micros_to_usd, nanos_to_micros, nanos_to_usd
 from app.kit.problems import InputValidationError
 from app.models import UsageDaily, UsageRecord
 
@@ -66,7 +67,7 @@ async def summary(
             *cols,
             func.sum(UsageDaily.requests),
             func.sum(UsageDaily.units),
-            func.sum(UsageDaily.cost_micros),
+            func.sum(UsageDaily.cost_nanos),
         )
         .where(UsageDaily.day >= start, UsageDaily.day < end)
         .group_by(*cols)
@@ -105,7 +106,7 @@ async def summary(
             jobs=g["jobs"],
             jobs_by_status=dict(g["by_status"]),
             units=_units_out(g["units"]),
-            cost_usd=micros_to_usd(g["cost"]),
+            cost_usd=micros_to_usd(nanos_to_micros(g["cost"])),
         )
         data.append(entry)
     return {
@@ -114,7 +115,7 @@ async def summary(
         "to": end.isoformat(),
         "group_by": group_by,
         "data": data,
-        "total_cost_usd": micros_to_usd(total),
+        "total_cost_usd": micros_to_usd(nanos_to_micros(total)),
     }
 
 
@@ -135,6 +136,7 @@ CSV_COLUMNS = [
     "orphan",
     "created_at",
     "settled_at",
+    "cost_usd_exact",
 ]
 
 
@@ -171,6 +173,7 @@ async def export_rows(
             r.orphan,
             r.created_at,
             r.settled_at,
+            r.cost_nanos,
         )
         .where(r.created_at >= lo, r.created_at < hi)
         .order_by(r.created_at, r.id)
@@ -202,6 +205,7 @@ async def export_rows(
                     str(row.orphan).lower(),
                     row.created_at.isoformat(),
                     row.settled_at.isoformat() if row.settled_at else "",
+                    nanos_to_usd(row.cost_nanos) or "",
                 )
                 for row in rows
             )
@@ -231,6 +235,7 @@ async def usage_of_jobs(
             "units": None if r.units is None else str(r.units.normalize()),
             "estimated_cost_usd": micros_to_usd(r.estimated_cost_micros),
             "cost_usd": micros_to_usd(r.cost_micros),
+            "cost_usd_exact": nanos_to_usd(r.cost_nanos),
             "status": r.status.value,
         }
         for r in rows

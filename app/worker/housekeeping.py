@@ -1,10 +1,12 @@
 """The worker's periodic chores: expired idempotency keys and rate windows, usage that waited
-for a price, ledger rows, webhook deliveries and files past retention. Safe to run on every
-worker at once: each piece is idempotent or takes its rows with SKIP LOCKED."""
+for a price, ledger rows, webhook deliveries and files past retention, beats of workers long
+gone. Safe to run on every worker at once: each piece is idempotent or takes its rows with SKIP
+LOCKED."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -19,6 +21,10 @@ from app.storage import Storage
 from app.usage import ledger, limits
 
 log = structlog.get_logger(__name__)
+
+# A worker silent this long is gone (a clean stop removes its own beat at once); its leases were
+# taken over long ago.
+GONE_WORKERS = timedelta(days=1)
 
 
 async def housekeep(
@@ -37,6 +43,7 @@ async def housekeep(
             "webhook_deliveries_pruned": await webhooks.prune(
                 session, settings.tenant_webhook_retention
             ),
+            "worker_beats_pruned": await store.prune_beats(session, GONE_WORKERS),
             "files_removed": 0,
         }
         if settings.retention_days is not None:

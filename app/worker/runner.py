@@ -3,15 +3,15 @@
 It wakes on ``NOTIFY foley_jobs`` (a new job, a webhook, a cancel), falls back to polling every
 ``worker_poll_interval``, claims only new jobs when only new jobs woke it, keeps at most
 ``worker_concurrency`` steps running, extends the leases of the jobs it holds while they run,
-follows the status streams of the jobs it sent (app.worker.watch), and on SIGTERM stops
-claiming, lets running steps finish for a grace period, and gives back the leases of any it had
-to abandon. Its periodic chores are in app.worker.housekeeping.
+follows the status streams of the jobs it sent (app.worker.watch), beats every second or so (a
+completed job leased to a worker that stopped beating is taken over at once), and on SIGTERM
+stops claiming, lets running steps finish for a grace period, and gives back the leases of any
+it had to abandon. Its periodic chores are in app.worker.housekeeping.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import os
 import socket
@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.config import Settings
 from app.db.driver import DriverPool, EngineDriver
 from app.db.engine import create_sessionmaker
+from app.db.listen import listen_forever
 from app.jobs import store
 from app.jobs.steps import StepContext, released_until, run_step
 from app.jobs.steps.context import policy_of
@@ -43,8 +44,6 @@ from app.worker.watch import StatusWatcher
 
 log = structlog.get_logger(__name__)
 
-LISTEN_PING_S = 15.0
-LISTEN_RETRY_S = 0.5
 # Looking again a moment after a job's due time, so the claim's clock is surely past it.
 DUE_SLACK = timedelta(milliseconds=2)
 
@@ -117,6 +116,7 @@ class Worker:
         self._alarm: asyncio.Timeout | None = None
         self._polled_at = utcnow()  # the last claim of follow-ups
         self._stopping = asyncio.Event()
+        self._after_outage: asyncio.Task[None] | None = None  # held: a task nobody holds may vanish
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._due_times: list[datetime] = []  # a heap: when jobs this worker released are due
         # Counted for the log at stop; also what shows from outside that the worker got going.
@@ -169,9 +169,13 @@ class Worker:
             concurrency=self.settings.worker_concurrency,
             fal_concurrency=self.settings.fal_concurrency,
         )
+        # Beating before the first claim: an owner name seen before (a restart) must not look
+        # dead to the other workers for a moment.
+        await self._beat()
         helpers = [
             asyncio.create_task(self.listen(), name="listen"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self._beats(), name="beats"),
             asyncio.create_task(
                 run_housekeeping(self.ctx.sessionmaker, self.settings, self.ctx.storage),
                 name="housekeeping",
@@ -196,6 +200,10 @@ class Worker:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+            try:
+                await store.forget(self.driver, self.owner)
+            except Exception:
+                log.warning("could not remove the worker's beat", owner=self.owner)
             await self.watcher.aclose()
             log.info(
                 "worker stopped",
@@ -225,10 +233,17 @@ class Worker:
                 free,
                 self.settings.fal_concurrency,
                 self.settings.max_in_flight_per_tenant,
+                self.settings.worker_stale_after,
             )
             started += self._start(jobs)
             if follow_ups and started < free:
-                jobs = await store.claim_follow_ups(self.driver, self.owner, lease, free - started)
+                jobs = await store.claim_follow_ups(
+                    self.driver,
+                    self.owner,
+                    lease,
+                    free - started,
+                    self.settings.worker_stale_after,
+                )
                 self.follow_up_claims += 1
                 started += self._start(jobs)
         except Exception:
@@ -326,65 +341,51 @@ class Worker:
             except Exception:
                 log.exception("lease heartbeat failed")
 
-    async def listen(self) -> None:
-        """LISTEN on a dedicated connection and wake on every NOTIFY; reconnect on loss. A
-        signal, not a carrier. Runs until cancelled (``run`` starts it).
+    async def _beat(self) -> None:
+        try:
+            await store.beat(self.driver, self.owner)
+        except Exception as exc:
+            # Missing beats only let others take over this worker's completed jobs, whose
+            # writes the lease guards: nothing to do but beat again.
+            log.warning("worker beat failed", error=str(exc))
 
-        A lost connection is noticed at once (the driver's termination callback: a Postgres
-        restart closes it) or, for one that died silently (a dropped network path), by the next
-        ping; reconnecting is tried every half second. Once back, the worker claims at once:
-        NOTIFYs sent meanwhile were not heard."""
-        lost_before = False
+    async def _beats(self) -> None:
+        """Tell the other workers this one is alive (app.jobs.store.liveness)."""
+        period = store.beat_period(self.settings.worker_stale_after)
         while True:
-            try:
-                async with self.engine.connect() as conn:
-                    raw = await conn.get_raw_connection()
-                    driver = raw.driver_connection
-                    assert driver is not None
-                    gone = asyncio.Event()
+            await asyncio.sleep(period)
+            await self._beat()
 
-                    def on_notify(_conn: object, _pid: int, _channel: str, payload: str) -> None:
-                        self.wake(new_jobs_only=payload == NEW_JOBS_PAYLOAD)
+    async def listen(self) -> None:
+        """LISTEN for work and wake on every NOTIFY (app.db.listen); once the connection is
+        back after a loss, claim at once: NOTIFYs sent meanwhile were not heard. Runs until
+        cancelled (``run`` starts it)."""
 
-                    def on_termination(_conn: object, gone: asyncio.Event = gone) -> None:
-                        gone.set()
+        def on_notify(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+            self.wake(new_jobs_only=payload == NEW_JOBS_PAYLOAD)
 
-                    driver.add_termination_listener(on_termination)
-                    await driver.add_listener(NOTIFY_CHANNEL, on_notify)
-                    others = {
-                        channel: _payload_to(callback)
-                        for channel, callback in self.notifications.listeners().items()
-                    }
-                    for channel, listener in others.items():
-                        await driver.add_listener(channel, listener)
-                    if lost_before:
-                        log.info("LISTEN connection back")
-                        self.wake()
-                        self.notifications.wake()
-                    lost_before = False
-                    try:
-                        while not gone.is_set():
-                            with contextlib.suppress(TimeoutError):
-                                await asyncio.wait_for(gone.wait(), LISTEN_PING_S)
-                            if not gone.is_set():
-                                await driver.execute("SELECT 1")
-                        raise ConnectionError("the LISTEN connection was closed")
-                    finally:
-                        driver.remove_termination_listener(on_termination)
-                        if driver.is_closed():
-                            await conn.invalidate()
-                        else:
-                            with contextlib.suppress(Exception):
-                                await driver.remove_listener(NOTIFY_CHANNEL, on_notify)
-                                for channel, listener in others.items():
-                                    await driver.remove_listener(channel, listener)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not lost_before:
-                    log.warning("LISTEN connection lost; reconnecting", error=str(exc))
-                lost_before = True
-            await asyncio.sleep(LISTEN_RETRY_S)
+        def on_listening(back: bool) -> None:
+            if back:
+                self.notifications.wake()
+                self._after_outage = asyncio.create_task(self._look_again(), name="look-again")
+
+        channels = {
+            NOTIFY_CHANNEL: on_notify,
+            **{
+                channel: _payload_to(callback)
+                for channel, callback in self.notifications.listeners().items()
+            },
+        }
+        await listen_forever(self.engine, channels, on_listening=on_listening)
+
+    async def _look_again(self) -> None:
+        """The database is back: what fal reported while it was away was not heard."""
+        try:
+            looked = await store.look_again_at_fal(self.driver)
+            log.info("database back: jobs at fal looked at again", jobs=looked)
+        except Exception:  # gone again: the next reconnect tries again; polls go on meanwhile
+            log.warning("database back, but looking again failed", exc_info=True)
+        self.wake()
 
     async def housekeep(self) -> dict[str, int]:
         """One round of the worker's chores (app.worker.housekeeping)."""

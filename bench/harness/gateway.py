@@ -175,5 +175,5 @@ def wait_submitted(db: Database, ids: list[uuid.UUID], within_s: float) -> int:
 
 def wait_finished(db: Database, ids: list[uuid.UUID], within_s: float) -> int:
     """Wait until every one of these jobs is in a terminal state; how many are not."""
-    pending = "status NOT IN ('succeeded', 'failed', 'canceled')"
+    pending = "status NOT IN ('succeeded', 'failed', 'canceled', 'aborted')"
     return asyncio.run(_wait_jobs(db, ids, pending, within_s))

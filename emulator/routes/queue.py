@@ -198,6 +198,7 @@ def submit(
     position = emu.engine.submit(job, start_timeout)
     if entry is not None:
         entry["request_id"] = request_id
+        entry["tags"] = job.tags
     if drop:
         scope[DROP_KEY] = knobs.ambiguous_submit_hold_s
     answer = {

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from app.config import Settings
 from app.db.driver import EngineDriver
 from app.db.engine import create_engine, create_sessionmaker
-from app.db.outage import database_unavailable
+from app.db.outage import database_unavailable, install_outage_handler
 from app.jobs.notifier import WorkerNotifier
 from app.jobs.steps.context import policy_of
 from app.jobs.store import JobStore
@@ -71,3 +73,37 @@ def test_a_bug_is_not_mistaken_for_an_outage() -> None:
     assert not database_unavailable(ValueError("bad"))
     assert not database_unavailable(KeyError("x"))
     assert database_unavailable(ConnectionRefusedError(111, "refused"))
+
+
+def _refused_connection() -> Exception:
+    """What a raw checkout raises while the server shuts down or starts up: SQLAlchemy's
+    translation of asyncpg's CannotConnectNowError (the dialect's DBAPI error, not a
+    SQLAlchemyError), made by the dialect's own translation."""
+    from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection, dialect
+
+    refused = asyncpg.exceptions.CannotConnectNowError("the database system is shutting down")
+    try:
+        AsyncAdapt_asyncpg_connection._handle_exception_no_connection(
+            dialect.import_dbapi(), refused
+        )
+    except Exception as exc:
+        return exc
+    raise AssertionError("the dialect did not translate the error")
+
+
+async def test_a_server_refusing_connections_while_it_stops_is_a_503() -> None:
+    # Seen by the chaos suite (bench/chaos_bench.py, outage): creates arriving while Postgres
+    # shut down were answered 500.
+    app = FastAPI()
+    install_outage_handler(app)
+
+    @app.get("/checkout")
+    async def checkout() -> None:
+        raise _refused_connection()
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://foley.test") as client:
+        r = await client.get("/checkout")
+    assert r.status_code == 503, r.text
+    assert int(r.headers["retry-after"]) > 0
+    assert r.json()["code"] == "database_unavailable"

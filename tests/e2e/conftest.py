@@ -21,12 +21,14 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.db.engine import create_engine
+from app.entrypoints.http import with_deadlines
 from app.jobs.steps.context import platform_key
 from app.main import create_app
 from app.storage import storage_from_settings
@@ -40,7 +42,7 @@ from tests.support.emulator import EmulatorProcess, free_port, start_emulator
 from tests.support.waiting import eventually
 
 ADMIN = "e2e-admin-token"
-TERMINAL = {"succeeded", "failed", "canceled"}
+TERMINAL = {"succeeded", "failed", "canceled", "aborted"}
 
 
 @pytest.fixture(scope="session")
@@ -87,6 +89,7 @@ class Gateway:
     emu: EmulatorProcess
     client: httpx.AsyncClient
     workers: list[Worker] = field(default_factory=list)
+    app: FastAPI | None = None
     tenant_key: str = ""
     tenant_id: str = ""
 
@@ -110,6 +113,12 @@ class Gateway:
         r = await self.client.get(f"/v1/jobs/{job_id}", headers=self.headers)
         assert r.status_code == 200, r.text
         return r.json()
+
+    async def events(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's events, as the JSON list gives them."""
+        r = await self.client.get(f"/v1/jobs/{job_id}/events", headers=self.headers)
+        assert r.status_code == 200, r.text
+        return list(r.json()["data"])
 
     async def wait(
         self,
@@ -216,7 +225,17 @@ def gateway(
         settings = Settings(**values)
         app = create_app(settings, engine=None if own_pool else e2e_engine)
         server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+                lifespan="on",
+                http=with_deadlines(  # the protocol `foley api` serves with
+                    head_s=settings.http_head_timeout.total_seconds(),
+                    body_s=settings.http_body_timeout.total_seconds(),
+                ),
+            )
         )
         serve = asyncio.create_task(server.serve())
         await eventually(
@@ -226,7 +245,9 @@ def gateway(
             await serve  # it stopped before serving: raise what stopped it
             raise AssertionError("the API server exited before serving")
         client = httpx.AsyncClient(base_url=base, timeout=30)
-        gw = Gateway(base_url=base, settings=settings, engine=e2e_engine, emu=emu, client=client)
+        gw = Gateway(
+            base_url=base, settings=settings, engine=e2e_engine, emu=emu, client=client, app=app
+        )
         gw.tenant_id, gw.tenant_key = await gw.new_tenant("e2e")
         tasks = []
         for i in range(workers):

@@ -4,6 +4,8 @@ Every rejection is checked against the emulator's request log: no upstream reque
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -279,3 +281,40 @@ async def test_thinksound_audio_is_fitted_to_the_video(gateway, clips: dict[str,
         with av.open(str(path)) as c:
             a = c.streams.audio[0]
             assert abs(float(a.duration * a.time_base) - 4.0) < 0.05
+
+
+async def test_an_upload_that_stalls_gets_408_and_stores_nothing(
+    gateway, clips: dict[str, Clip]
+) -> None:
+    async with gateway(public=False, workers=0, http_body_timeout=timedelta(seconds=0.5)) as gw:
+        video = clips["bounce"].path.read_bytes()
+        host, port = gw.base_url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            head = (
+                f"POST /v1/files?filename=a.mp4 HTTP/1.1\r\nHost: {host}\r\n"
+                f"Authorization: {gw.headers['Authorization']}\r\nContent-Type: video/mp4\r\n"
+                f"Content-Length: {len(video)}\r\n\r\n"
+            )
+            writer.write(head.encode() + video[: len(video) // 2])  # the rest never comes
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 15)  # until the server closes
+        finally:
+            writer.close()
+        status_line, _, rest = answer.partition(b"\r\n")
+        assert status_line.startswith(b"HTTP/1.1 408"), answer[:300]
+        assert json.loads(rest.partition(b"\r\n\r\n")[2])["code"] == "request_body_timeout"
+
+        assert (await gw.sql("SELECT count(*) FROM files"))[0][0] == 0
+
+        def no_leftovers() -> bool:  # neither a temporary file nor a stored one
+            return not [
+                p
+                for where in ("tmp", "files")
+                for p in (gw.settings.data_dir / where).rglob("*")
+                if p.is_file()
+            ]
+
+        await eventually(no_leftovers, what="the half upload's temporary file to be removed")
+        # The API goes on serving.
+        assert (await gw.client.get("/v1/jobs", headers=gw.headers)).status_code == 200

@@ -28,13 +28,19 @@ def kling(gw, clip: Clip) -> dict:  # type: ignore[no-untyped-def]
 
 async def _ledger(gw) -> list[tuple]:  # type: ignore[no-untyped-def]
     return await gw.sql(
-        "SELECT upstream_request_id, status, cost_micros, orphan, outcome FROM usage_records "
+        "SELECT upstream_request_id, status, cost_micros, orphan, outcome, cost_nanos "
+        "FROM usage_records "
         "ORDER BY created_at"
     )
 
 
 def _micros(usd: float) -> int:
     return int((Decimal(str(usd)) * 1_000_000).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def _nanos(usd: float) -> int:
+    """fal's exact cost of a request (the emulator's billing event: cost_estimate_nano_usd)."""
+    return round(usd * 1e9)
 
 
 async def test_ledger_equals_the_emulators_bill_for_a_mixed_run(gateway, clips) -> None:
@@ -107,7 +113,14 @@ async def test_ledger_equals_the_emulators_bill_for_a_mixed_run(gateway, clips) 
         # The tenant sees it in its usage and its export.
         summary = (await gw.client.get("/v1/usage?group_by=model", headers=gw.headers)).json()
         total = sum(Decimal(g["cost_usd"]) for g in summary["data"])
-        assert total == Decimal(summary["total_cost_usd"]) == Decimal(sum(mine.values())) / 10**6
+        # Exact: each request at fal's precision, the total rounded once from fal's own sum.
+        assert {r[0]: r[5] for r in ours} == {r["request_id"]: _nanos(r["cost"]) for r in bill}
+        fal_total = Decimal(sum(_nanos(r["cost"]) for r in bill)) / 10**9
+        assert (
+            total
+            == Decimal(summary["total_cost_usd"])
+            == fal_total.quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)
+        )
         export = (await gw.client.get("/v1/usage/export.csv", headers=gw.headers)).text
         rows = list(csv.DictReader(io.StringIO(export)))
         assert {r["request_id"] for r in rows} == set(mine)
@@ -232,12 +245,13 @@ async def test_a_runner_422_is_billed_as_fal_bills_it(gateway, clips) -> None:
         assert billed["billed"] and billed["unit_quantity"] > 0, billed
         assert done["usage"]["status"] == "settled"
         assert float(done["usage"]["units"]) == pytest.approx(billed["unit_quantity"])
-        assert _micros(billed["cost"]) == await _cost_of(gw, rid)
+        assert _nanos(billed["cost"]) == await _cost_of(gw, rid)
 
 
 async def _cost_of(gw, request_id: str) -> int:  # type: ignore[no-untyped-def]
+    """The ledger's exact cost of a request (nano-dollars)."""
     ((cost, flagged),) = await gw.sql(
-        "SELECT cost_micros, flagged FROM usage_records WHERE upstream_request_id = :r",
+        "SELECT cost_nanos, flagged FROM usage_records WHERE upstream_request_id = :r",
         r=request_id,
     )
     assert flagged  # a 422 that cost money is always flagged for a look

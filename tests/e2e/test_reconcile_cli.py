@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
+from app.config import AmbiguousSubmitPolicy
 from tests.support.clips import Clip
 from tests.support.waiting import eventually
 
@@ -59,8 +60,10 @@ async def test_reconcile_reports_every_difference(gateway, clips: dict[str, Clip
             what="fal's bill to list the stranger",
         )
         tampered = (await gw.sql("SELECT upstream_request_id FROM usage_records LIMIT 1"))[0][0]
+        # One nano-dollar off: the same micro-dollars, a different bill.
         await gw.sql(
-            "UPDATE usage_records SET cost_micros = 1 WHERE upstream_request_id = :r", r=tampered
+            "UPDATE usage_records SET cost_nanos = cost_nanos + 1 WHERE upstream_request_id = :r",
+            r=tampered,
         )
         dirty = _foley(gw, "usage", "reconcile", *window, "--json")
         assert dirty.returncode == 1, dirty.stderr
@@ -125,3 +128,58 @@ async def test_operator_cli_prices_and_budgets(gateway) -> None:
         assert r.status_code == 403
         actors = await gw.sql("SELECT DISTINCT actor FROM audit_events WHERE actor LIKE 'cli:%'")
         assert len(actors) == 1
+
+
+async def test_reconcile_bills_a_tagged_orphan_to_its_tenant_and_job_once(
+    gateway, clips: dict[str, Clip]
+) -> None:
+    # fal cannot say (its platform API refuses the gateway's key, no webhook will come): the
+    # ambiguous submit fails the job, though fal ran the request and billed it. fal reports the
+    # request's tags (X-Fal-Tags: foley.tenant, foley.job) in its billing events.
+    async with gateway(
+        public=False,
+        ambiguous_submit_grace=timedelta(seconds=1),
+        ambiguous_submit_policy=AmbiguousSubmitPolicy.fail,
+        fal_admin_key=None,
+    ) as gw:
+        gw.emu.control(ambiguous_submit_rate=1.0, ambiguous_submit_hold_s=0.2, tag_reporting=True)
+        url = gw.video_url(clips["bounce"])
+        job = await gw.create({"model": "thinksound", "input": {"video_url": url}})
+        failed = await gw.wait(job["id"], timeout=30)
+        assert failed["error"]["code"] == "upstream_submit_ambiguous", failed
+        [sent] = gw.emu.submits()
+        rid = sent["request_id"]
+
+        def billed() -> list[dict]:  # type: ignore[type-arg]
+            return [r for r in gw.emu.usage_records() if r["request_id"] == rid and r["billed"]]
+
+        await eventually(billed, timeout=30, interval=0.1, what="fal's bill of the request")
+        fal_nanos = round(billed()[0]["cost"] * 1e9)
+        today = datetime.now(UTC).date()
+        window = ("--from", str(today), "--to", str(today + timedelta(days=1)))
+        seen = _foley(gw, "usage", "reconcile", *window, "--json")
+        assert seen.returncode == 1, seen.stderr
+        [missing] = json.loads(seen.stdout)["differences"]
+        assert (missing["kind"], missing["request_id"]) == ("missing_in_ledger", rid)
+        assert (missing["tenant_id"], missing["job_id"]) == (gw.tenant_id, job["id"])
+        assert await gw.sql("SELECT count(*) FROM usage_records") == [(0,)]
+        runs = [
+            _foley(gw, "usage", "reconcile", *window, "--json", "--bill-orphans") for _ in range(2)
+        ]
+        assert [run.returncode for run in runs] == [0, 0], [run.stderr for run in runs]
+        first, second = (json.loads(run.stdout) for run in runs)
+        assert [
+            (b["request_id"], b["tenant_id"], b["job_id"]) for b in first["billed_orphans"]
+        ] == [(rid, gw.tenant_id, job["id"])]
+        assert second["billed_orphans"] == [] and second["differences"] == []
+        assert second["ledger_total_usd_exact"] == second["fal_total_usd_exact"]
+        rows = await gw.sql(
+            "SELECT upstream_request_id, tenant_id::text, job_id::text, cost_nanos, status::text "
+            "FROM usage_records"
+        )
+        assert rows == [(rid, gw.tenant_id, job["id"], fal_nanos, "settled")]  # billed once
+        # The job and the tenant's usage show what fal billed.
+        usage = (await gw.get(job["id"]))["usage"]
+        assert usage["cost_usd_exact"] == second["fal_total_usd_exact"]
+        summary = (await gw.client.get("/v1/usage", headers=gw.headers)).json()
+        assert summary["total_cost_usd"] == second["fal_total_usd"]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections import Counter
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from tests.support.clips import Clip
 from tests.support.waiting import eventually
@@ -71,6 +72,59 @@ async def test_fal_concurrency_cap_holds_across_workers(gateway, clips: dict[str
         assert peak == 2, f"fal saw {peak} requests at once with a cap of 2"
 
 
+def _worker_process(gw, lease: timedelta, log: Path) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
+    """A worker as operators run it: its own process, to be SIGKILLed."""
+    s = gw.settings
+    env = {
+        **os.environ,
+        "FOLEY_ENV": "test",
+        "FOLEY_DATA_DIR": str(s.data_dir),
+        "FOLEY_DATABASE_URL": s.database_url or "",
+        "FOLEY_PUBLIC_URL": s.public_url or "",
+        "FOLEY_LEASE_DURATION": str(lease.total_seconds()),
+        "FOLEY_FAL_QUEUE_URL": s.fal_queue_url,
+        "FOLEY_FAL_REST_URL": s.fal_rest_url,
+        "FOLEY_FAL_CDN_URL": s.fal_cdn_url,
+        "FAL_KEY": s.fal_key.get_secret_value() if s.fal_key else "",
+        "FOLEY_WORKER_POLL_INTERVAL": "0.2",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.entrypoints", "worker"],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def _job_on_a_killed_worker(  # type: ignore[no-untyped-def]
+    gw, video_url: str, lease: timedelta, log: Path, ready
+) -> dict:
+    """A ThinkSound job sent by a worker process, SIGKILLed once ``ready()``: fal receives the
+    request and runs it but holds the answer to the submit (30 s), so the worker is still
+    mid-dispatch, holding the job's lease, when it dies."""
+    gw.emu.control(ambiguous_submit_rate=1.0, ambiguous_submit_hold_s=30)
+    worker = _worker_process(gw, lease, log)
+    try:
+        job = await gw.create({"model": "thinksound", "input": {"video_url": video_url}})
+        await eventually(ready, timeout=30, what="the moment to kill the worker")
+        assert len(gw.emu.submits()) == 1, log.read_text()
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+    return job
+
+
+async def _finished_by(gw, job_id: str, owner: str, timeout: float) -> dict:  # type: ignore[no-untyped-def]
+    gw.emu.control(ambiguous_submit_rate=0.0)
+    worker = gw.make_worker(owner=owner)
+    task = asyncio.create_task(worker.run(shutdown_grace_s=5))
+    try:
+        return await gw.wait(job_id, timeout=timeout)
+    finally:
+        worker.stop()
+        await task
+
+
 async def test_worker_killed_mid_dispatch_loses_nothing_and_sends_once(
     gateway, clips: dict[str, Clip], tmp_path
 ) -> None:
@@ -78,48 +132,14 @@ async def test_worker_killed_mid_dispatch_loses_nothing_and_sends_once(
     async with gateway(
         public=True, workers=0, lease_duration=lease, ambiguous_submit_grace=timedelta(seconds=30)
     ) as gw:
-        # fal receives the request, runs it, and the answer to the submit never comes back.
-        gw.emu.control(ambiguous_submit_rate=1.0, ambiguous_submit_hold_s=30)
-        s = gw.settings
-        env = {
-            **os.environ,
-            "FOLEY_ENV": "test",
-            "FOLEY_DATA_DIR": str(s.data_dir),
-            "FOLEY_DATABASE_URL": s.database_url or "",
-            "FOLEY_PUBLIC_URL": s.public_url or "",
-            "FOLEY_LEASE_DURATION": str(lease.total_seconds()),
-            "FOLEY_FAL_QUEUE_URL": s.fal_queue_url,
-            "FOLEY_FAL_REST_URL": s.fal_rest_url,
-            "FOLEY_FAL_CDN_URL": s.fal_cdn_url,
-            "FAL_KEY": s.fal_key.get_secret_value() if s.fal_key else "",
-            "FOLEY_WORKER_POLL_INTERVAL": "0.2",
-        }
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "app.entrypoints", "worker"],
-            env=env,
-            stdout=(tmp_path / "worker.log").open("wb"),
-            stderr=subprocess.STDOUT,
+        # Killed as soon as the submit reached fal: the answer is still in the air.
+        job = await _job_on_a_killed_worker(
+            gw, gw.video_url(clips["bounce"]), lease, tmp_path / "worker.log", gw.emu.submits
         )
-        try:
-            job = await gw.create(
-                {"model": "thinksound", "input": {"video_url": gw.video_url(clips["bounce"])}}
-            )
-            await eventually(gw.emu.submits, timeout=30, what="the worker's submit to reach fal")
-            assert len(gw.emu.submits()) == 1, (tmp_path / "worker.log").read_text()
-        finally:
-            worker.send_signal(signal.SIGKILL)  # mid-dispatch: the submit is still in the air
-            worker.wait(10)
         rows = await gw.sql("SELECT submit_state, lease_owner IS NOT NULL FROM jobs")
         assert rows == [("sending", True)]
-        gw.emu.control(ambiguous_submit_rate=0.0)
         # A new worker takes over once the dead one's lease expires.
-        survivor = gw.make_worker(owner="survivor")
-        task = asyncio.create_task(survivor.run(shutdown_grace_s=5))
-        try:
-            done = await gw.wait(job["id"], timeout=40)
-        finally:
-            survivor.stop()
-            await task
+        done = await _finished_by(gw, job["id"], "survivor", timeout=40)
         assert done["status"] == "succeeded", done
         assert len(gw.emu.submits()) == 1  # the webhook named the job: never sent again
         assert done["upstream"]["request_id"] == gw.emu.submits()[0]["request_id"]
@@ -263,3 +283,75 @@ async def test_a_stream_of_new_job_wake_ups_does_not_put_off_polling(
         finally:
             worker.stop()
             await running
+
+
+async def test_a_dead_workers_completed_job_is_taken_over_within_seconds(
+    gateway, clips: dict[str, Clip], tmp_path
+) -> None:
+    lease = timedelta(seconds=60)
+    async with gateway(
+        public=True, workers=0, lease_duration=lease, ambiguous_submit_grace=timedelta(seconds=60)
+    ) as gw:
+
+        async def completed_under_the_lease() -> bool:
+            # fal's webhook, naming the job, is stored while the worker (beating) holds it.
+            rows = await gw.sql(
+                "SELECT j.upstream_completed AND j.lease_expires_at > now() "
+                "AND b.beat_at IS NOT NULL FROM jobs j "
+                "LEFT JOIN worker_beats b ON b.owner = j.lease_owner"
+            )
+            return bool(rows and rows[0][0])
+
+        job = await _job_on_a_killed_worker(
+            gw,
+            gw.video_url(clips["bounce"]),
+            lease,
+            tmp_path / "worker.log",
+            completed_under_the_lease,
+        )
+        killed_at = asyncio.get_running_loop().time()
+        done = await _finished_by(gw, job["id"], "survivor", timeout=30)
+        took = asyncio.get_running_loop().time() - killed_at
+        assert done["status"] == "succeeded", done
+        # The dead worker's silence (5 s) and a claim, not its 60 s lease.
+        assert took < 10, f"taken over after {took:.1f} s"
+        assert len(gw.emu.submits()) == 1
+        assert done["upstream"]["request_id"] == gw.emu.submits()[0]["request_id"]
+
+
+async def test_after_the_database_returns_jobs_at_fal_are_looked_at_again_at_once(
+    gateway, clips: dict[str, Clip]
+) -> None:
+    # What fal reported while the database was away is lost (webhooks answered 503 until fal
+    # gave up, status streams could not write). Here nothing would report the job's end for a
+    # minute (no webhooks, no status stream, polls a minute apart): the worker's LISTEN coming
+    # back after a loss makes every job at fal due at once.
+    async with gateway(
+        public=False,
+        status_streams=False,
+        poll_interval_min=timedelta(seconds=60),
+        poll_interval_max=timedelta(seconds=60),
+        worker_poll_interval=timedelta(seconds=60),
+    ) as gw:
+        gw.emu.control(run_time=0.5)
+        url = gw.video_url(clips["bounce"])
+        job = await gw.create({"model": "thinksound-audio", "input": {"video_url": url}})
+        started = await gw.wait(job["id"], until=lambda j: j["upstream"]["request_id"] is not None)
+        request_id = started["upstream"]["request_id"]
+
+        async def done_at_fal_and_put_off() -> bool:
+            rows = await gw.sql(
+                "SELECT lease_owner IS NULL AND next_action_at > now() + interval '30 seconds' "
+                "FROM jobs WHERE id = :id",
+                id=job["id"],
+            )
+            return bool(rows[0][0]) and gw.emu.job(request_id)["status"] == "COMPLETED"
+
+        await eventually(done_at_fal_and_put_off, what="fal done, the job's next look far off")
+        assert (await gw.get(job["id"]))["status"] != "succeeded"
+        await gw.sql(  # the database "restarts" for the worker: its LISTEN connection ends
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+        )
+        done = await gw.wait(job["id"], timeout=20)  # not the minute its poll was away
+        assert done["status"] == "succeeded", done

@@ -38,6 +38,27 @@ def test_tags_are_kept_with_the_request_and_never_reach_the_model(
     assert fast_emu.job(untagged["request_id"])["tags"] == {}
 
 
+def test_the_request_log_names_each_created_requests_tags(
+    fast_emu: EmulatorProcess, fast_client: httpx.Client
+) -> None:
+    """A gateway counts the requests each of its jobs made at fal from the log, by its tag."""
+    tagged = submit(
+        fast_client, fast_emu.base_url, KLING, VIDEO, headers={"X-Fal-Tags": "job=j-1,bad key=x"}
+    )
+    untagged = submit(fast_client, fast_emu.base_url, KLING, VIDEO)
+    fast_emu.control(ingress_error_rates={"503": 1.0})
+    refused = fast_client.post(
+        f"{fast_emu.base_url}/{KLING}", json=VIDEO, headers={"X-Fal-Tags": "job=j-2"}
+    )
+    assert refused.status_code == 503
+    tags = [(e["request_id"], e["tags"]) for e in fast_emu.submits(KLING)]
+    assert tags == [
+        (tagged["request_id"], {"job": "j-1"}),
+        (untagged["request_id"], {}),
+        (None, None),
+    ]
+
+
 @pytest.mark.parametrize(
     ("header", "kept"),
     [

@@ -37,12 +37,14 @@ class FakeJob:
     started_at: datetime | None = None
     cancel_requested_at: datetime | None = None
     cancel_sent_at: datetime | None = None
+    cancel_after_at: datetime | None = None
     inference_s: float | None = None
     queue_position: int | None = None
     logs: list[dict[str, Any]] = field(default_factory=list)
     next_action_at: datetime | None = T0
     # what the store does besides the row: counted here
     settled: int = 0
+    billed: str | None = None  # the settled outcome's kind (None: nothing reached fal)
     events: list[str] = field(default_factory=list)
 
 
@@ -60,6 +62,7 @@ def apply(
         job.next_action_at = None
     if t.settle is not None:
         job.settled += 1
+        job.billed = t.settle.outcome.kind if t.settle.outcome else None
     job.events += [kind for kind, _ in t.events]
     return t
 
@@ -252,6 +255,55 @@ def test_a_run_never_seen_running_gets_its_start_from_fals_inference_time() -> N
     assert job.started_at == now - timedelta(seconds=4)
 
 
+def test_a_deadline_aborts_a_job_that_never_left_the_gateway() -> None:
+    job = FakeJob(cancel_after_at=T0 + timedelta(seconds=90))
+    t = apply(job, lc.DeadlinePassed(), T0 + timedelta(seconds=30))  # not yet: nothing
+    assert not t.events and job.status is JobStatus.queued
+    t = apply(job, lc.DeadlinePassed(), T0 + timedelta(seconds=90))
+    assert job.status is JobStatus.aborted and job.events == ["job.aborted"]
+    assert t.changes["error"]["code"] == "aborted"
+    assert job.settled == 1 and job.billed is None  # the reservation released, nothing billed
+
+
+def test_a_job_is_next_due_no_later_than_its_deadline() -> None:
+    job = FakeJob(cancel_after_at=T0 + timedelta(seconds=5))
+    apply(job, lc.SubmitStarting(), T0)
+    apply(job, submitted(watched=True), T0 + timedelta(seconds=1))  # would be T0 + 31 s
+    assert job.next_action_at == T0 + timedelta(seconds=5)
+
+
+@pytest.mark.parametrize(
+    ("started", "status", "billed"),
+    [(False, JobStatus.aborted, "canceled_queued"), (True, JobStatus.canceled, "canceled_running")],
+)
+def test_a_deadline_cancels_at_fal_and_aborts_what_never_ran(
+    started: bool, status: JobStatus, billed: str
+) -> None:
+    job = FakeJob(cancel_after_at=T0 + timedelta(seconds=60))
+    apply(job, lc.SubmitStarting(), T0)
+    apply(job, submitted(), T0)
+    if started:
+        apply(job, lc.Progress(True, None, None, polled=False), T0 + timedelta(seconds=10))
+    t = apply(job, lc.DeadlinePassed(), T0 + timedelta(seconds=60))
+    assert t.wake == "cancel" and job.cancel_requested_at == T0 + timedelta(seconds=60)
+    assert job.events[-1] == "job.cancel_requested"
+    apply(job, lc.CancelSent(not_found=False), T0 + timedelta(seconds=61))
+    cancelled = ResultCancelled(499, "client_cancelled", "Request was cancelled by the client")
+    apply(job, lc.Ended(cancelled, 3.0 if started else None, None), T0 + timedelta(seconds=62))
+    assert job.status is status and job.billed == billed
+    assert job.events[-1] == f"job.{status.value}"
+
+
+def test_a_tenants_cancel_before_the_deadline_stays_a_cancel() -> None:
+    job = FakeJob(cancel_after_at=T0 + timedelta(seconds=60))
+    apply(job, lc.SubmitStarting(), T0)
+    apply(job, submitted(), T0)
+    apply(job, lc.CancelRequested(), T0 + timedelta(seconds=5))
+    apply(job, lc.DeadlinePassed(), T0 + timedelta(seconds=60))  # a cancel is under way
+    apply(job, lc.CancelSent(not_found=True), T0 + timedelta(seconds=61))
+    assert job.status is JobStatus.canceled
+
+
 def test_the_preflight_gives_up_after_three_tries() -> None:
     job = FakeJob()
     apply(job, lc.InputUnavailable("refused"), T0)
@@ -319,6 +371,7 @@ EVENTS = st.one_of(
     st.builds(lc.CancelSent, st.booleans()),
     st.builds(lc.RetryLater, st.just("x")),
     st.just(lc.Reschedule()),
+    st.just(lc.DeadlinePassed()),
 )
 SEQUENCES = st.lists(st.tuples(EVENTS, st.integers(0, 90)), max_size=40)
 # The events around a submit, without those that end the job: sequences that reach the
@@ -336,10 +389,15 @@ SUBMIT_EVENTS = st.one_of(
 SUBMIT_SEQUENCES = st.lists(st.tuples(SUBMIT_EVENTS, st.integers(0, 150)), max_size=30)
 
 
-def run(events: list[tuple[lc.Event, int]], policy: lc.Policy) -> tuple[FakeJob, int]:
+def run(
+    events: list[tuple[lc.Event, int]], policy: lc.Policy, *, deadline_s: int | None = None
+) -> tuple[FakeJob, int]:
     """The job after the events (each ``seconds`` after the one before); how many submits left
-    while a request from an earlier one may still have existed at fal."""
-    job = FakeJob()
+    while a request from an earlier one may still have existed at fal. ``deadline_s``: the
+    job's Cancel-After, from its creation."""
+    deadline = None if deadline_s is None else T0 + timedelta(seconds=deadline_s)
+    job = FakeJob(cancel_after_at=deadline)
+    ran = False
     maybe_at_fal = 0
     overlapping = 0
     now = T0
@@ -366,7 +424,15 @@ def run(events: list[tuple[lc.Event, int]], policy: lc.Policy) -> tuple[FakeJob,
                 maybe_at_fal -= 1
         if not job.status.terminal:
             assert job.next_action_at is not None, f"stranded after {event}"
+            if deadline is not None and job.cancel_requested_at is None:
+                assert job.next_action_at <= deadline, f"due after the deadline: {event}"
         assert job.settled == (1 if job.status.terminal else 0)
+        ran = ran or job.status is JobStatus.processing or job.started_at is not None
+        if job.status is JobStatus.aborted:
+            # Only a deadline aborts, only a job fal never ran, and it costs nothing.
+            assert deadline is not None and now >= deadline
+            assert not ran and job.billed in (None, "canceled_queued")
+            assert job.events[-1] == "job.aborted"
     return job, overlapping
 
 
@@ -376,6 +442,15 @@ def test_usage_settles_exactly_once_and_nothing_is_stranded(
     events: list[tuple[lc.Event, int]],
 ) -> None:
     run(events, POLICY)
+
+
+@settings(max_examples=400, deadline=None)
+@given(SEQUENCES, st.integers(0, 900))
+def test_a_cancel_after_deadline_is_kept_and_aborts_only_what_never_ran(
+    events: list[tuple[lc.Event, int]], deadline_s: int
+) -> None:
+    _, overlapping = run(events, POLICY, deadline_s=deadline_s)
+    assert overlapping == 0
 
 
 @settings(max_examples=1000, deadline=None)

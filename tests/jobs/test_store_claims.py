@@ -7,12 +7,13 @@ from collections import Counter
 from datetime import timedelta
 
 import httpx
+import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.jobs import lifecycle, store
 from app.jobs.store import JobStore
-from app.models import Job, JobStatus, SubmitState
+from app.models import Job, JobStatus, SubmitState, WorkerBeat
 from tests.conftest import ADMIN, TenantCreds, make_tenant
 from tests.support.driver import TransactionPool
 
@@ -160,3 +161,96 @@ async def test_weights_share_the_account(
     claimed = await _claim(driver_pool, limit=12)
     counts = Counter(await _owner_tenants(sessionmaker, claimed))
     assert counts == {heavy.id: 8, tenant.id: 4}
+
+
+async def test_a_completed_job_of_a_worker_that_stopped_beating_is_taken_over_at_once(
+    api: httpx.AsyncClient,
+    tenant: TenantCreds,
+    sessionmaker: async_sessionmaker,
+    driver_pool: TransactionPool,
+) -> None:
+    ids = [uuid.UUID(i) for i in await _queue(api, tenant, 4)]
+    owners = {ids[0]: "dead", ids[1]: "dead", ids[2]: "busy", ids[3]: "never-beat"}
+    job_store = JobStore(sessionmaker, driver_pool, policy=lifecycle.Policy(), bill_422=False)
+    for job_id, owner in owners.items():
+        async with sessionmaker() as s, s.begin():  # each job held by its owner, at fal
+            await s.execute(
+                update(Job).where(Job.id == job_id).values(lease_owner=owner, next_action_at=None)
+            )
+        await job_store.apply(job_id, lifecycle.SubmitStarting(), owner=owner)
+        await job_store.apply(
+            job_id, lifecycle.Submitted(f"req-{job_id}", "s", "r", "c", 0), owner=owner
+        )
+        async with sessionmaker() as s, s.begin():  # due, but its step holds the lease (60 s)
+            await s.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(
+                    lease_owner=owner,
+                    lease_expires_at=func.now() + LEASE,
+                    next_action_at=func.now(),
+                )
+            )
+    for owner in ("dead", "busy"):
+        await store.beat(driver_pool, owner)
+    async with sessionmaker() as s, s.begin():  # "dead" last beat 10 s ago
+        await s.execute(
+            update(WorkerBeat)
+            .where(WorkerBeat.owner == "dead")
+            .values(beat_at=func.statement_timestamp() - timedelta(seconds=10))
+        )
+    # fal reported all but ids[1] complete (a webhook, a stream, a poll: whoever saw it).
+    for job_id in (ids[0], ids[2], ids[3]):
+        await job_store.apply(job_id, lifecycle.CompletionReported(), owner=None)
+    stale = timedelta(seconds=5)
+    claimed = await store.claim_follow_ups(driver_pool, "survivor", LEASE, 10, stale)
+    # Only the completed job of the dead worker: the busy one beats, the running one may still
+    # be submitting or polling (its lease runs its course), one never seen beating is not judged.
+    assert [(j.id, j.lease_owner) for j in claimed] == [(ids[0], "survivor")]
+    # Its old owner, were it alive after all, writes nothing more.
+    with pytest.raises(store.LeaseLost):
+        await job_store.apply(ids[0], lifecycle.RetryLater("late"), owner="dead")
+    # With a longer patience, the dead worker is not dead yet.
+    async with sessionmaker() as s, s.begin():
+        await s.execute(update(Job).where(Job.id == ids[0]).values(lease_owner="dead"))
+    assert (
+        await store.claim_follow_ups(driver_pool, "survivor", LEASE, 10, timedelta(seconds=30))
+        == []
+    )
+
+
+async def test_queued_jobs_claimed_by_a_worker_that_stopped_beating_are_taken_over_at_once(
+    api: httpx.AsyncClient,
+    tenant: TenantCreds,
+    sessionmaker: async_sessionmaker,
+    driver_pool: TransactionPool,
+) -> None:
+    """A worker killed between its dispatch claim and its submit leaves 'pending' jobs (nothing
+    sent): they neither hold the account's slots nor wait for the lease."""
+    await _queue(api, tenant, 3)
+    stale = timedelta(seconds=5)
+    dead = await store.claim_dispatches(driver_pool, "dead", LEASE, 2, 3, None, stale)
+    busy = await store.claim_dispatches(driver_pool, "busy", LEASE, 1, 3, None, stale)
+    assert len(dead) == 2 and len(busy) == 1
+    for owner in ("dead", "busy"):
+        await store.beat(driver_pool, owner)
+    # All three slots are leased to live workers: nothing more is claimed.
+    assert await store.claim_dispatches(driver_pool, "survivor", LEASE, 3, 3, None, stale) == []
+    async with sessionmaker() as s, s.begin():  # "dead" last beat 10 s ago
+        await s.execute(
+            update(WorkerBeat)
+            .where(WorkerBeat.owner == "dead")
+            .values(beat_at=func.statement_timestamp() - timedelta(seconds=10))
+        )
+    taken = await store.claim_dispatches(driver_pool, "survivor", LEASE, 3, 3, None, stale)
+    # The dead worker's two, not the busy one's (it beats: its lease runs its course).
+    assert sorted(j.id for j in taken) == sorted(j.id for j in dead)
+    assert {j.lease_owner for j in taken} == {"survivor"}
+    # Its old owner, were it alive after all, can no longer mark them sending.
+    job_store = JobStore(sessionmaker, driver_pool, policy=lifecycle.Policy(), bill_422=False)
+    with pytest.raises(store.LeaseLost):
+        await job_store.mark_sending(dead[0], "dead", lifecycle.SubmitStarting())
+    async with sessionmaker() as s:
+        row = await s.get(Job, dead[0].id)
+        assert row is not None
+        assert row.submit_state is SubmitState.pending and row.lease_owner == "survivor"

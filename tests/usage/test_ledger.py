@@ -30,6 +30,7 @@ async def test_success_is_settled_once_at_the_price_in_force(
     assert rec.status is UsageStatus.settled
     assert rec.units == d("6.7337") and rec.unit == "compute_second"
     assert rec.unit_price_micros == 1000 and rec.cost_micros == 6734  # half-up to a micro-dollar
+    assert rec.cost_nanos == 6_733_700  # exact: fal's precision
     assert rec.price_id is not None
     view = (await api.get(f"/v1/jobs/{job['id']}", headers=tenant.headers)).json()["usage"]
     assert view == {
@@ -37,11 +38,14 @@ async def test_success_is_settled_once_at_the_price_in_force(
         "units": "6.7337",
         "estimated_cost_usd": view["estimated_cost_usd"],
         "cost_usd": "0.006734",
+        "cost_usd_exact": "0.006733700",
         "status": "settled",
     }
     async with sessionmaker() as s:
         daily = (await s.scalars(select(UsageDaily))).all()
-    assert [(r.requests, r.cost_micros, r.job_status) for r in daily] == [(1, 6734, "succeeded")]
+    assert [(r.requests, r.cost_micros, r.cost_nanos, r.job_status) for r in daily] == [
+        (1, 6734, 6_733_700, "succeeded")
+    ]
 
 
 async def test_the_same_request_is_never_recorded_twice(

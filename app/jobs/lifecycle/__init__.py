@@ -12,6 +12,7 @@ answer, here, and it is tested without Postgres or fal (tests/jobs/test_lifecycl
        │ cancel               ▼
        ▼                 starting ──▶ processing ──▶ succeeded | failed | canceled
     canceled                  (fal: IN_QUEUE)   (IN_PROGRESS)   (COMPLETED, then the result)
+    (aborted: its Cancel-After deadline passed before it started running at fal)
 
 Rules the tests hold the machine to:
 * a terminal job absorbs every event (nothing changes, nothing is billed again);
@@ -20,7 +21,9 @@ Rules the tests hold the machine to:
   by another submit, except an ambiguous one under the operator's explicit ``retry`` policy,
   once;
 * a live job always has a next action time: nothing is stranded, and every job ends, at the
-  latest when it times out.
+  latest when it times out;
+* a job with a Cancel-After deadline is next due no later than that deadline until it is
+  canceled; it ends ``aborted`` (at no cost) only if it never ran at fal.
 """
 
 from app.jobs.lifecycle.decide import decide, failure_code, upstream_error
@@ -31,6 +34,7 @@ from app.jobs.lifecycle.events import (
     CancelRequested,
     CancelSent,
     CompletionReported,
+    DeadlinePassed,
     Ended,
     Event,
     FoundMidSend,
@@ -73,6 +77,7 @@ __all__ = [
     "CancelRequested",
     "CancelSent",
     "CompletionReported",
+    "DeadlinePassed",
     "Ended",
     "Event",
     "FoundMidSend",

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from app.jobs.lifecycle import events as ev
+from app.jobs.lifecycle.endings import (
+    cancel_requested,
+    canceled,
+    deadline_passed,
+    error_of,
+    finish,
+    upstream_error,
+)
 from app.jobs.lifecycle.transitions import (
     MAX_LOG_LINES,
     MAX_PREFLIGHT_TRIES,
@@ -13,7 +22,6 @@ from app.jobs.lifecycle.transitions import (
     JobLike,
     NotApplicable,
     Policy,
-    Settle,
     Transition,
 )
 from app.models.job import JobStatus, SubmitState
@@ -23,34 +31,54 @@ from app.usage.billing import Outcome, failure_kind
 
 def decide(job: JobLike, event: ev.Event, *, now: datetime, policy: Policy) -> Transition:
     """The transition ``event`` makes of ``job``. A terminal job absorbs everything (a late
-    webhook, a duplicate step), except a cancel request, which is refused."""
+    webhook, a duplicate step), except a cancel request, which is refused. A job whose
+    Cancel-After deadline is ahead is never next due after it: a worker acts on it then."""
+    transition = _decide(job, event, now=now, policy=policy)
+    due = transition.next_action_at
+    deadline = job.cancel_after_at
+    if (
+        deadline is not None
+        and isinstance(due, datetime)
+        and due > deadline
+        and job.cancel_requested_at is None
+        and "cancel_requested_at" not in transition.changes
+    ):
+        return replace(transition, next_action_at=deadline)
+    return transition
+
+
+def _decide(job: JobLike, event: ev.Event, *, now: datetime, policy: Policy) -> Transition:
     if job.status.terminal:
         if isinstance(event, ev.CancelRequested):
             raise NotApplicable(f"already {job.status.value}")
         return NOTHING
     match event:
         case ev.CancelRequested():
-            return _cancel_requested(job, now)
+            return cancel_requested(job, now)
+        case ev.DeadlinePassed():
+            return deadline_passed(job, now)
         case ev.TimedOut(limit=limit):
-            return _finish(
+            return finish(
                 job,
                 now,
                 JobStatus.failed,
-                error=_error("timeout", f"The job did not finish within {limit}."),
+                error=error_of("timeout", f"The job did not finish within {limit}."),
                 billed=Outcome("unknown", job.inference_s) if job.upstream_request_id else None,
             )
         case ev.InputRejected(code=code, message=message, details=details):
-            return _finish(
-                job, now, JobStatus.failed, error=_error(code, message, details=details or None)
+            return finish(
+                job, now, JobStatus.failed, error=error_of(code, message, details=details or None)
             )
         case ev.InputUnavailable(message=message):
             tries = job.poll_count + 1
             if tries >= MAX_PREFLIGHT_TRIES:
-                return _finish(
+                return finish(
                     job,
                     now,
                     JobStatus.failed,
-                    error=_error("video_unreachable", f"The input could not be fetched: {message}"),
+                    error=error_of(
+                        "video_unreachable", f"The input could not be fetched: {message}"
+                    ),
                     changes={"poll_count": tries},
                 )
             return Transition(
@@ -59,7 +87,9 @@ def decide(job: JobLike, event: ev.Event, *, now: datetime, policy: Policy) -> T
         case ev.SubmitStarting():
             return _submit_starting(job, event, now)
         case ev.BudgetRefused(code=code, message=message, details=details):
-            return _finish(job, now, JobStatus.failed, error=_error(code, message, details=details))
+            return finish(
+                job, now, JobStatus.failed, error=error_of(code, message, details=details)
+            )
         case ev.Submitted():
             return _submitted(job, event, now, policy)
         case ev.SubmitAmbiguous(reason=reason):
@@ -85,11 +115,11 @@ def decide(job: JobLike, event: ev.Event, *, now: datetime, policy: Policy) -> T
             state = SubmitState.submitted if created else job.submit_state
             if not created and state is SubmitState.sending:
                 state = SubmitState.pending
-            return _finish(
+            return finish(
                 job,
                 now,
                 JobStatus.failed,
-                error=_error(code, message, upstream),
+                error=error_of(code, message, upstream),
                 changes={"submit_state": state},
             )
         case ev.FoundMidSend():
@@ -143,7 +173,14 @@ def decide(job: JobLike, event: ev.Event, *, now: datetime, policy: Policy) -> T
             if job.upstream_completed:
                 return NOTHING
             changes: dict[str, Any] = {"upstream_completed": True, "queue_position": None}
-            events = _ran(job, now, inference_s, changes)
+            # Completed after our cancel, never seen running, no compute time: fal dropped it
+            # from its queue (it never ran, so it was not started).
+            dropped = (
+                job.cancel_requested_at is not None
+                and job.status is JobStatus.starting
+                and not inference_s
+            )
+            events = () if dropped else _ran(job, now, inference_s, changes)
             events += _new_logs(job, logs, changes)
             if inference_s is not None:
                 changes["inference_s"] = inference_s
@@ -157,7 +194,7 @@ def decide(job: JobLike, event: ev.Event, *, now: datetime, policy: Policy) -> T
             inference = inference_s if inference_s is not None else job.inference_s
             changes["inference_s"] = inference
             log_events = _new_logs(job, logs, changes)
-            return _finish(
+            return finish(
                 job,
                 now,
                 JobStatus.succeeded,
@@ -168,11 +205,11 @@ def decide(job: JobLike, event: ev.Event, *, now: datetime, policy: Policy) -> T
             )
         case ev.OutputsUnavailable(code=code, message=message, output=output, inference_s=seconds):
             inference = seconds if seconds is not None else job.inference_s
-            return _finish(
+            return finish(
                 job,
                 now,
                 JobStatus.failed,
-                error=_error(code, message),
+                error=error_of(code, message),
                 # fal ran it and bills it, even though we could not fetch the files.
                 billed=Outcome("succeeded", inference),
                 changes={
@@ -184,12 +221,13 @@ def decide(job: JobLike, event: ev.Event, *, now: datetime, policy: Policy) -> T
         case ev.Ended():
             return _ended(job, event, now)
         case ev.CancelSent(not_found=not_found):
-            if not_found:
-                return _finish(
+            if not_found:  # dropped from fal's queue: it never ran
+                status, error = canceled(job, ran=False, message="Canceled.")
+                return finish(
                     job,
                     now,
-                    JobStatus.canceled,
-                    error=_error("canceled", "Canceled."),
+                    status,
+                    error=error,
                     billed=Outcome("canceled_queued"),
                     changes={"cancel_sent_at": now},
                 )
@@ -203,74 +241,6 @@ def decide(job: JobLike, event: ev.Event, *, now: datetime, policy: Policy) -> T
         case ev.Reschedule(at=at):
             return Transition(next_action_at=at or now)
     raise TypeError(f"not a lifecycle event: {event!r}")  # pragma: no cover
-
-
-def _error(
-    code: str,
-    message: str,
-    upstream: dict[str, Any] | None = None,
-    *,
-    details: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message, "upstream": upstream}
-    if details is not None:
-        error["details"] = details
-    return error
-
-
-def upstream_error(status_code: int, error_type: str | None, detail: Any) -> dict[str, Any]:
-    return {"status_code": status_code, "error_type": error_type, "detail": detail}
-
-
-def _finish(
-    job: JobLike,
-    now: datetime,
-    status: JobStatus,
-    *,
-    error: dict[str, Any] | None = None,
-    billed: Outcome | None = None,
-    changes: dict[str, Any] | None = None,
-    inference_s: float | None = None,
-    before: tuple[tuple[str, dict[str, Any]], ...] = (),
-) -> Transition:
-    """The job's final state; its usage settled (``billed``: how its fal request ended, None when
-    none reached fal) and its reservation released, in the same transaction."""
-    out = dict(changes or {})
-    out.update(status=status, error=error, completed_at=now, queue_position=None)
-    if job.started_at is None and status is JobStatus.succeeded and inference_s is not None:
-        # Never seen running (a short run between two looks, or a webhook): fal's own inference
-        # time is the best account of when it started.
-        out["started_at"] = max(
-            job.submitted_at or job.created_at, now - timedelta(seconds=inference_s)
-        )
-    data: dict[str, Any] = {"status": status.value}
-    if error is not None:
-        data["error"] = error
-    return Transition(
-        changes=out,
-        next_action_at=None,
-        events=(*before, (f"job.{status.value}", data)),
-        settle=Settle(billed),
-        wake="job_finished",
-    )
-
-
-def _cancel_requested(job: JobLike, now: datetime) -> Transition:
-    if job.status is JobStatus.queued and job.submit_state is SubmitState.pending:
-        return _finish(
-            job,
-            now,
-            JobStatus.canceled,
-            error=_error("canceled", "Canceled before it was sent upstream."),
-        )
-    if job.cancel_requested_at is not None:
-        return NOTHING
-    return Transition(
-        changes={"cancel_requested_at": now},
-        next_action_at=now,
-        events=(("job.cancel_requested", {}),),
-        wake="cancel",
-    )
 
 
 def _submit_starting(job: JobLike, event: ev.SubmitStarting, now: datetime) -> Transition:
@@ -344,17 +314,15 @@ def _ambiguous_due(job: JobLike, now: datetime, policy: Policy) -> Transition:
             events=(("job.submit_retrying", {"reason": "no webhook named the ambiguous submit"}),),
         )
     if job.cancel_requested_at is not None:
-        return _finish(
-            job,
-            now,
-            JobStatus.canceled,
-            error=_error("canceled", "Canceled; the submit's outcome was unknown."),
+        status, error = canceled(
+            job, ran=False, message="Canceled; the submit's outcome was unknown."
         )
-    return _finish(
+        return finish(job, now, status, error=error)
+    return finish(
         job,
         now,
         JobStatus.failed,
-        error=_error(
+        error=error_of(
             "upstream_submit_ambiguous",
             "The submit to fal may or may not have been received, and no webhook named it "
             "within the grace period; it was not retried to avoid a second paid request.",
@@ -426,26 +394,28 @@ def _ended(job: JobLike, event: ev.Ended, now: datetime) -> Transition:
     before = _new_logs(job, event.logs, changes)
     if isinstance(outcome, ResultCancelled):
         ran = job.started_at is not None or bool(inference)
-        return _finish(
+        status, error = canceled(
+            job,
+            ran=ran,
+            message="Canceled while running at fal.",
+            upstream=upstream_error(outcome.status_code, outcome.error_type, outcome.detail),
+        )
+        return finish(
             job,
             now,
-            JobStatus.canceled,
+            status,
             billed=Outcome("canceled_running" if ran else "canceled_queued", inference),
-            error=_error(
-                "canceled",
-                "Canceled while running at fal.",
-                upstream_error(outcome.status_code, outcome.error_type, outcome.detail),
-            ),
+            error=error,
             changes=changes,
             before=before,
         )
     if isinstance(outcome, ResultNotFound):
-        return _finish(
+        return finish(
             job,
             now,
             JobStatus.failed,
             billed=Outcome("unknown", inference),
-            error=_error(
+            error=error_of(
                 "upstream_result_expired",
                 "fal no longer has this request's result (results are kept about an hour).",
                 upstream_error(404, None, outcome.detail),
@@ -453,12 +423,12 @@ def _ended(job: JobLike, event: ev.Ended, now: datetime) -> Transition:
             changes=changes,
             before=before,
         )
-    return _finish(
+    return finish(
         job,
         now,
         JobStatus.failed,
         billed=Outcome(failure_kind(outcome.status_code), inference),
-        error=_error(
+        error=error_of(
             failure_code(outcome),
             outcome.message,
             upstream_error(outcome.status_code, outcome.error_type, outcome.detail),

@@ -15,6 +15,12 @@ class CancelRequested:
 
 
 @dataclass(frozen=True)
+class DeadlinePassed:
+    """The job's Cancel-After deadline passed: abort it if it never left the gateway, else
+    cancel it at fal (it ends aborted if fal never ran it)."""
+
+
+@dataclass(frozen=True)
 class TimedOut:
     """The job outlived ``FOLEY_JOB_TIMEOUT`` (a cancel was sent to fal if it was there)."""
 
@@ -197,6 +203,7 @@ class Reschedule:
 
 Event = (
     CancelRequested
+    | DeadlinePassed
     | TimedOut
     | InputRejected
     | InputUnavailable

@@ -27,6 +27,7 @@ class JobLike(Protocol):
     started_at: datetime | None
     cancel_requested_at: datetime | None
     cancel_sent_at: datetime | None
+    cancel_after_at: datetime | None
     inference_s: float | None
     queue_position: int | None
     logs: list[dict[str, Any]]

@@ -9,6 +9,7 @@ state and picks up from there.
 
     dispatch.py    queued → 'sending' → submitted (or ambiguous, or back to pending)
     follow_up.py   a webhook, the status stream's news or a poll; cancel; time-out
+    (a Cancel-After deadline that passed is decided here first: app.jobs.lifecycle)
     finalize.py    a success: fetch, measure and store the outputs
 """
 
@@ -35,8 +36,16 @@ async def run_step(ctx: StepContext, job: Job) -> None:
     try:
         if job.status.terminal:
             return
-        if utcnow() - job.created_at > ctx.settings.job_timeout:
+        now = utcnow()
+        if now - job.created_at > ctx.settings.job_timeout:
             await time_out(ctx, job)
+        elif (
+            job.cancel_after_at is not None
+            and job.cancel_requested_at is None
+            and now >= job.cancel_after_at
+        ):
+            # Cancel-After: aborted here if never sent, else a cancel for fal (the next step)
+            await ctx.apply(job.id, lifecycle.DeadlinePassed())
         elif job.submit_state is SubmitState.pending:
             await dispatch(ctx, job)
         elif job.submit_state is SubmitState.sending:

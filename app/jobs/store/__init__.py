@@ -19,6 +19,7 @@ from app.jobs.store.claims import (
     give_back,
     job_from_row,
 )
+from app.jobs.store.liveness import beat, beat_period, forget, prune_beats
 from app.jobs.store.rows import (
     NewJob,
     by_ids,
@@ -40,7 +41,7 @@ from app.jobs.store.transitions import (
     LeaseLost,
     notify_workers,
 )
-from app.jobs.store.upkeep import mark_data_removed, settle_blocked
+from app.jobs.store.upkeep import look_again_at_fal, mark_data_removed, settle_blocked
 
 __all__ = [
     "DISPATCH_LOCK",
@@ -52,12 +53,15 @@ __all__ = [
     "JobStore",
     "LeaseLost",
     "NewJob",
+    "beat",
+    "beat_period",
     "by_ids",
     "claim_dispatches",
     "claim_follow_ups",
     "cursor_of",
     "events_for_tenant",
     "extend_leases",
+    "forget",
     "get_for_tenant",
     "give_back",
     "insert",
@@ -65,7 +69,9 @@ __all__ = [
     "job_from_row",
     "list_for_tenant",
     "lock_for_tenant",
+    "look_again_at_fal",
     "mark_data_removed",
     "notify_workers",
+    "prune_beats",
     "settle_blocked",
 ]

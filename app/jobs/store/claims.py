@@ -20,7 +20,8 @@ DISPATCH_LOCK = 72190002
 # lease on it. Claims use ``FOR UPDATE SKIP LOCKED`` so any number of workers can claim at once
 # without two taking one job; the lease (not the row lock, which ends with the claim's
 # transaction) keeps the job ours while a step works on it, and its expiry is how a dead worker's
-# jobs come back. Times are ``statement_timestamp()``: a claim is judged when it runs.
+# jobs come back (a completed job at once: its owner stopped beating, liveness.py). Times are
+# ``statement_timestamp()``: a claim is judged when it runs.
 
 
 def _decoder(column: Any) -> Any:
@@ -52,9 +53,18 @@ _CLAIM_FOLLOW_UP = f"""
     WHERE id IN (
         SELECT id FROM jobs
         WHERE status IN ('queued', 'starting', 'processing')
-          AND NOT (status = 'queued' AND submit_state = 'pending')
+          -- a job never sent is the dispatch's, unless its Cancel-After passed (then it is
+          -- aborted even while the account's concurrency keeps the dispatch from taking it)
+          AND (NOT (status = 'queued' AND submit_state = 'pending')
+               OR cancel_after_at <= statement_timestamp())
           AND next_action_at <= statement_timestamp()
-          AND (lease_expires_at IS NULL OR lease_expires_at < statement_timestamp())
+          AND (lease_expires_at IS NULL OR lease_expires_at < statement_timestamp()
+               -- fal reported it complete and its lease holder stopped beating: taken over at
+               -- once, not after the lease (liveness.py says why that is safe)
+               OR (upstream_completed AND EXISTS (
+                   SELECT 1 FROM worker_beats b
+                   WHERE b.owner = jobs.lease_owner
+                     AND b.beat_at < statement_timestamp() - $4::interval)))
         ORDER BY next_action_at
         LIMIT $3
         FOR UPDATE SKIP LOCKED
@@ -67,13 +77,17 @@ _CLAIM_FOLLOW_UP = f"""
 # first interleaves tenants round-robin (weighted), so a tenant with 1,000 queued jobs cannot
 # starve one with a single job, and a tenant never exceeds its own in-flight cap. The account's
 # free concurrency (room) bounds the whole claim.
-# $1 owner, $2 lease, $3 limit, $4 the account's concurrency, $5 the default per-tenant cap.
+# $1 owner, $2 lease, $3 limit, $4 the account's concurrency, $5 the default per-tenant cap,
+# $6 how long a lease holder may be silent before it counts as dead (liveness.py).
+_OWNER_SILENT = """EXISTS (
+    SELECT 1 FROM worker_beats b
+    WHERE b.owner = jobs.lease_owner AND b.beat_at < statement_timestamp() - $6::interval)"""
 _CLAIM_DISPATCH = f"""
     WITH in_flight AS (
         SELECT tenant_id, count(*) AS n FROM jobs
         WHERE status IN ('queued', 'starting', 'processing')
           AND (submit_state <> 'pending'
-               OR (lease_expires_at IS NOT NULL AND lease_expires_at > statement_timestamp()))
+               OR (lease_expires_at > statement_timestamp() AND NOT {_OWNER_SILENT}))
           -- fal reported it complete (stream, poll or webhook): it holds no slot at fal any
           -- more, whoever still has to fetch its result
           AND NOT upstream_completed
@@ -89,7 +103,11 @@ _CLAIM_DISPATCH = f"""
         FROM jobs
         WHERE status = 'queued' AND submit_state = 'pending'
           AND next_action_at <= statement_timestamp()
-          AND (lease_expires_at IS NULL OR lease_expires_at < statement_timestamp())
+          -- a dead worker's claim is taken over at once: nothing of it reached fal ('pending'
+          -- is written 'sending', under the lease, before a request leaves), and a worker
+          -- wrongly judged dead can no longer mark it sending (its lease is gone)
+          AND (lease_expires_at IS NULL OR lease_expires_at < statement_timestamp()
+               OR {_OWNER_SILENT})
     ),
     picked AS (
         SELECT q.id
@@ -109,14 +127,19 @@ _CLAIM_DISPATCH = f"""
 
 
 async def claim_follow_ups(
-    driver: DriverPool, owner: str, lease: timedelta, limit: int
+    driver: DriverPool,
+    owner: str,
+    lease: timedelta,
+    limit: int,
+    stale_after: timedelta = timedelta(seconds=5),
 ) -> list[Job]:
-    """Jobs already at (or possibly at) fal that need a look, a finalize or a cancel. One
+    """Jobs already at (or possibly at) fal that need a look, a finalize or a cancel; with them,
+    completed jobs leased to a worker that has not beaten for ``stale_after`` (a dead one). One
     statement, committed by itself."""
     if limit <= 0:
         return []
     async with driver.acquire() as conn:
-        rows = await conn.fetch(_CLAIM_FOLLOW_UP, owner, lease, limit)
+        rows = await conn.fetch(_CLAIM_FOLLOW_UP, owner, lease, limit, stale_after)
     return [job_from_row(r) for r in rows]
 
 
@@ -127,9 +150,12 @@ async def claim_dispatches(
     limit: int,
     fal_concurrency: int,
     default_tenant_cap: int | None = None,
+    stale_after: timedelta = timedelta(seconds=5),
 ) -> list[Job]:
     """Queued jobs to send to fal: no more than the account's free concurrency, each tenant
-    within its own in-flight cap, tenants interleaved by weighted fair share. The count of
+    within its own in-flight cap, tenants interleaved by weighted fair share. A queued job
+    claimed by a worker that stopped beating for ``stale_after`` (killed before it sent
+    anything) is neither counted in flight nor left waiting for its lease. The count of
     requests in flight and the claim are one decision even with many workers: they run under a
     transaction-level advisory lock."""
     if limit <= 0:
@@ -146,7 +172,7 @@ async def claim_dispatches(
             DISPATCH_LOCK,
         )
         rows = await conn.fetch(
-            _CLAIM_DISPATCH, owner, lease, limit, fal_concurrency, default_tenant_cap
+            _CLAIM_DISPATCH, owner, lease, limit, fal_concurrency, default_tenant_cap, stale_after
         )
     return [job_from_row(r) for r in rows]
 

@@ -53,6 +53,7 @@ class NewJob:
     completed_at: datetime | None = None
     webhook_url: str | None = None
     webhook_events: list[str] | None = None
+    cancel_after_at: datetime | None = None
 
     def row(self) -> dict[str, Any]:
         """Column → value; the columns left out take their defaults (the job has not run)."""
@@ -73,6 +74,7 @@ class NewJob:
             "estimated_cost_micros": self.estimated_cost_micros,
             "reserved_micros": self.reserved_micros,
             "budget_period_start": self.budget_period_start,
+            "cancel_after_at": self.cancel_after_at,
             # due at once: the first worker to look claims it
             "next_action_at": self.created_at,
             "webhook_url": self.webhook_url,

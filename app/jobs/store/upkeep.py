@@ -1,4 +1,5 @@
-"""The housekeeping's writes to jobs: retention's marks, usage that waited for a price."""
+"""The housekeeping's writes to jobs: retention's marks, usage that waited for a price, and
+the look at fal a database outage calls for."""
 
 from __future__ import annotations
 
@@ -7,8 +8,28 @@ import uuid
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.driver import DriverPool
 from app.models import Job, JobStatus
 from app.usage import ledger
+
+# Jobs at fal become due now, unless a step holds them (its own next look is already planned).
+_LOOK_AGAIN = """
+    UPDATE jobs SET next_action_at = statement_timestamp()
+    WHERE status IN ('starting', 'processing')
+      AND next_action_at > statement_timestamp()
+      AND (lease_expires_at IS NULL OR lease_expires_at < statement_timestamp())
+"""
+
+
+async def look_again_at_fal(driver: DriverPool) -> int:
+    """After the database was unreachable: what fal reported meanwhile (webhooks answered 503
+    until fal gave up, status streams that could not write) is lost, and the jobs it finished
+    would hold their slots until their next poll, up to the poll interval later. Every job at
+    fal is looked at now instead: one status request each, at most the account's concurrency.
+    Only the time of the next look moves; what is done then is the lifecycle's decision."""
+    async with driver.acquire() as conn:
+        status = await conn.execute(_LOOK_AGAIN)
+    return int(status.split()[-1])
 
 
 async def mark_data_removed(

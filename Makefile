@@ -26,5 +26,5 @@ bench: setup  ## every benchmark (bench/README.md), ~15 min; one of them: make b
 		$(UV) run --frozen python bench/$${name}_bench.py || exit 1; \
 	done
 
-chaos: setup  ## issue 10's chaos scenarios against real processes, ~10 min; exits 1 naming a failed condition
+chaos: setup  ## the chaos scenarios against real processes, ~10 min; exits 1 naming a failed condition
 	$(UV) run --frozen python bench/chaos_bench.py $(CHAOS_ARGS)

@@ -1,4 +1,4 @@
-"""Chaos: the gateway's real processes under the faults of issue 10, judged by its "Done when".
+"""Chaos: the gateway's real processes under faults, judged against its targets.
 
     .venv/bin/python bench/chaos_bench.py                    # every scenario, ~10 min (make chaos)
     .venv/bin/python bench/chaos_bench.py --only faults --jobs 100
@@ -9,7 +9,7 @@ One `foley api`, three `foley worker`, the fal emulator (fast mode, 10 slots, re
 for 10 s under 10 creates/s), `faults` (~30 % mixed upstream faults), `api` (the API SIGKILLed
 with 40 creates in flight, each retried with its Idempotency-Key). Each prints jobs accepted /
 terminal / lost, requests created at fal per job, `foley usage reconcile` against the emulator's
-bill, and its own figures; the run exits 1 when any condition of issue 10 fails, naming it.
+bill, and its own figures; the run exits 1 when any condition fails, naming it.
 See bench/README.md.
 """
 
@@ -115,7 +115,7 @@ async def run_all(run: Run, args: Any) -> list[Outcome]:
 
 
 def summary(outcomes: list[Outcome]) -> int:
-    print("\n== summary: issue 10's conditions")
+    print("\n== summary: the conditions")
     table = report.Table(
         ("scenario", "<22"), ("accepted/terminal/lost", "<22"), ("failed conditions", "<")
     )

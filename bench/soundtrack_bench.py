@@ -26,7 +26,7 @@ from harness import report
 from harness.run import Run, parse, parser
 
 VERSIONS = ("av", "numpy", "scipy", "pyloudnorm")
-# Issue 14's budgets.
+# The budgets.
 CPU_BUDGET_PER_VIDEO_S = 0.05
 MEMORY_BUDGET_MIB = 100
 

@@ -10,7 +10,7 @@ events are committed into `job_events` one at a time (the trigger announces each
 transition) and the time from the commit's return to the event read by the stream's client is
 recorded. Load: the API's accept throughput (closed loop, as gateway_bench) alone, then with
 `--streams` event streams and `--held` `Prefer: wait=60` requests open on it, and its RSS before
-and after opening them. Targets (issue 11): ≤ 10 ms p50 on the wire; ≤ 100 MB extra RSS;
+and after opening them. Targets: ≤ 10 ms p50 on the wire; ≤ 100 MB extra RSS;
 throughput with them open ≥ 0.8× without.
 """
 

@@ -1,4 +1,4 @@
-"""The chaos scenarios (issue 10): the gateway's real processes (one `foley api`, three
+"""The chaos scenarios: the gateway's real processes (one `foley api`, three
 `foley worker`, the fal emulator, an embedded Postgres of the run's own) under faults, and the
 figures each is judged by. `bench/chaos_bench.py` runs them at full size and prints them;
 `tests/e2e/test_chaos.py` runs them small and asserts the same invariants.
@@ -41,7 +41,7 @@ AMBIGUOUS = "upstream_submit_ambiguous"
 # The account's concurrency at the emulator and the gateway's view of it (its default).
 FAL_SLOTS = 10
 
-# Issue 10's "30 % mixed upstream faults": about 3 jobs in 10 meet at least one of them
+# "30 % mixed upstream faults": about 3 jobs in 10 meet at least one of them
 # (1 - 0.86 * 0.94 * 0.84 ≈ 0.32).
 MIXED_FAULTS: dict[str, Any] = {
     "ingress_error_rates": {"502": 0.03, "503": 0.03, "429": 0.03},
@@ -75,7 +75,7 @@ class Sizes:
     kill_run_time: str = "2..4"  # longer runs: a backlog lasts through the kills
     kill_create_rate: float = 30.0
     baseline_s: float = 10.0  # dispatch at its normal rate, before the first kill
-    recovery_s: float = 5.0  # issue 10: dispatch back to its normal rate within this
+    recovery_s: float = 5.0  # dispatch back to its normal rate within this
     # database outage
     outage_before_s: float = 10.0
     outage_s: float = 10.0
@@ -91,7 +91,7 @@ class Sizes:
 
 @dataclass
 class Outcome:
-    """One scenario's figures, and the conditions (issue 10's "Done when") it failed."""
+    """One scenario's figures, and the conditions it failed."""
 
     name: str
     accepted: int = 0

@@ -1,7 +1,7 @@
 """The chaos suite, bounded: the scenarios of `make chaos` (bench/harness/chaos.py) with a few
 jobs each, against the same real processes (`foley api`, three `foley worker`, the emulator,
 an embedded Postgres of this module's own that is stopped and started), asserting the
-invariants of issue 10. Unlike `make chaos`, one cluster serves the four scenarios in turn
+invariants the gateway keeps under faults. Unlike `make chaos`, one cluster serves the four scenarios in turn
 (starting the processes is most of the time here), so the money is reconciled once, over all
 of them. Each scenario runs once (a module fixture); each invariant is a test, so one that
 fails for a known cause is marked alone.
@@ -49,7 +49,7 @@ SIZES = chaos.Sizes(
     # A dead worker's leases and an ambiguous submit's first lookup bound how long the killed
     # workers' jobs take to end: the defaults (60 s, 10 s) would make this module minutes long.
     # A worker is judged dead after 2 s without a beat (default 5): a takeover that waits for
-    # that is well under the 5 s of issue 10, one that waits for the lease well over it.
+    # that is well under the 5 s allowed, one that waits for the lease well over it.
     settings={
         "FOLEY_LEASE_DURATION": "10",
         "FOLEY_AMBIGUOUS_LOOKUP_DELAY": "2",

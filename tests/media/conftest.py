@@ -57,7 +57,7 @@ def write_sine(
 # --- the soundtrack tests: long clips made once per session, and what they look at ------------
 
 KLING_LIMITS = {"min_s": 3.0, "max_s": 20.0, "overlap_s": 1.0}
-# The 65 s clip of issue 14: five shots, so the plan has scene cuts to choose from.
+# A 65 s clip: five shots, so the plan has scene cuts to choose from.
 SHOTS_65S = (12.0, 17.0, 9.0, 14.0, 13.0)
 
 

@@ -1,5 +1,5 @@
 """What a soundtrack costs: CPU of stitching + mixing + loudness against the video's length, and
-the peak memory of a whole 10-minute run (issue 14: <= 0.05x the length, <= 100 MB extra).
+the peak memory of a whole 10-minute run (targets: <= 0.05x the length, <= 100 MB extra).
 
 The inputs (tests.support.soundtrack_run.long_inputs) are small clips at 5 fps with a dialogue
 track and one generated WAV per Kling-sized segment, made once per session.
@@ -14,7 +14,7 @@ import pytest
 from app.media import AudioFormat, AudioMode, probe
 from tests.support.soundtrack_run import LongInputs, long_inputs, measure_in_child, step_cpu
 
-# CPU of stitching + mixing + loudness per second of video (issue 14's budget).
+# CPU of stitching + mixing + loudness per second of video (the budget: <= 0.05x).
 CPU_PER_VIDEO_SECOND = 0.05
 PEAK_EXTRA_MIB = 100
 

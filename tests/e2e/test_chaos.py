@@ -1,10 +1,9 @@
 """The chaos suite, bounded: the scenarios of `make chaos` (bench/harness/chaos.py) with a few
 jobs each, against the same real processes (`foley api`, three `foley worker`, the emulator,
 an embedded Postgres of this module's own that is stopped and started), asserting the
-invariants the gateway keeps under faults. Unlike `make chaos`, one cluster serves the four scenarios in turn
-(starting the processes is most of the time here), so the money is reconciled once, over all
-of them. Each scenario runs once (a module fixture); each invariant is a test, so one that
-fails for a known cause is marked alone.
+invariants the gateway keeps under faults. Unlike `make chaos`, one cluster serves the four
+scenarios in turn (starting the processes is most of the time here), so the money is reconciled
+once, over all of them. Each scenario runs once (a module fixture); each invariant is a test.
 """
 
 from __future__ import annotations

@@ -31,10 +31,14 @@ from typing import Any
 
 import httpx
 
+from app.models.job import TERMINAL_STATUSES
 from harness import fal
 from harness.database import Database, OwnPostgres, connect, sql
 from harness.gateway import Api, Tenant, gateway_env, start_worker, wait_finished
 from harness.procs import PY, REPO, BenchError, Proc, Procs
+
+# The app's own list: a job aborted by its Cancel-After is as finished as any other.
+TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)
 
 MODELS = ("thinksound", "thinksound-audio", "kling-video-to-audio")
 AMBIGUOUS = "upstream_submit_ambiguous"
@@ -108,7 +112,7 @@ class Outcome:
 
     @property
     def terminal(self) -> int:
-        return sum(n for s, n in self.statuses.items() if s in ("succeeded", "failed", "canceled"))
+        return sum(n for s, n in self.statuses.items() if s in TERMINAL)
 
     def require(self, ok: bool, condition: str) -> None:
         if not ok:
@@ -363,9 +367,7 @@ async def judge(
     found = {r["id"]: r for r in rows}
     out.statuses = Counter(r["status"] for r in rows)
     out.failed_by_code = Counter(r["code"] or "?" for r in rows if r["status"] == "failed")
-    out.lost = [
-        a for a in accepted if a not in found or found[a]["status"] not in TERMINAL_STATUSES
-    ]
+    out.lost = [a for a in accepted if a not in found or found[a]["status"] not in TERMINAL]
     per_job = created_requests(await cl.requests_since(since))
     out.requests_per_job = Counter(per_job.get(a, 0) for a in accepted)
     out.double_submits = [a for a in accepted if per_job.get(a, 0) > 1]
@@ -382,9 +384,6 @@ async def check_money(cl: Cluster, out: Outcome) -> None:
     emulator's bill are that long)."""
     out.reconcile_exit, out.reconcile = await asyncio.to_thread(reconcile, cl.env, cl.opened_at)
     out.require(out.reconcile_exit == 0, "reconcile exit 0 (ledger = the emulator's bill)")
-
-
-TERMINAL_STATUSES = ("succeeded", "failed", "canceled")
 
 
 def window_start() -> datetime:

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import MutableHeaders
 
 from app.auth.dependencies import CurrentTenant, current_principal
@@ -63,10 +63,6 @@ CREATE_BODY = {
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}}},
 }
 _FLAG = TypeAdapter(bool)
-
-
-class _Accepted(BaseModel):
-    id: uuid.UUID
 
 
 async def _job_create(request: Request) -> JobCreate:
@@ -205,7 +201,8 @@ async def create_job(request: Request) -> Response:
     wait = _wait(request)
     if wait is None:
         return Response(accepted.body, accepted.status, headers, JSON)
-    job = await _held(request, tenant, _Accepted.model_validate_json(accepted.body).id, wait)
+    assert accepted.job_id is not None  # not a replay: the job was stored just now
+    job = await _held(request, tenant, accepted.job_id, wait)
     _applied(headers, wait)
     status = 201 if job.status.terminal else accepted.status
     return Response(job.model_dump_json().encode(), status, headers, JSON)

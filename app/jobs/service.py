@@ -25,6 +25,7 @@ from app.jobs.store import JobStore, NewJob
 from app.kit.clock import utcnow
 from app.kit.idempotency import IdempotencyGuard, StoredResponse, request_fingerprint
 from app.kit.money import micros_to_usd
+from app.kit.pagination import InvalidCursor
 from app.kit.problems import (
     BadRequest,
     Conflict,
@@ -51,10 +52,6 @@ class JobNotCancelable(Conflict):
     code = "job_not_cancelable"
 
 
-class InvalidCursor(BadRequest):
-    code = "invalid_cursor"
-
-
 class TenantSuspended(ProblemError):
     status = 403
     code = "tenant_suspended"
@@ -66,6 +63,7 @@ class Accepted:
     body: bytes  # JSON
     headers: dict[str, str]
     replayed: bool
+    job_id: uuid.UUID | None = None  # the job just stored (None: a replayed answer)
 
 
 def resolve_model(name: str) -> ModelSpec:
@@ -352,7 +350,7 @@ async def accept_job(
     finally:
         if guard is not None:
             await guard.done()
-    return Accepted(202, out, {**headers, **rate_headers}, replayed=False)
+    return Accepted(202, out, {**headers, **rate_headers}, replayed=False, job_id=job.id)
 
 
 async def get_job(session: AsyncSession, tenant: Tenant, job_id: uuid.UUID) -> Job:

@@ -6,6 +6,8 @@ from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
+from app.kit.problems import BadRequest
+
 T = TypeVar("T")
 
 
@@ -20,3 +22,9 @@ class PageParams(BaseModel):
     limit: int = Field(default=20, ge=1, le=100)
     starting_after: str | None = None
     ending_before: str | None = None
+
+
+class InvalidCursor(BadRequest):
+    """A page's cursor names nothing the caller can see."""
+
+    code = "invalid_cursor"

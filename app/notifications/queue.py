@@ -14,7 +14,6 @@ from app.db.driver import DriverPool
 
 WAKE_CHANNEL = "foley_webhooks"
 WAKE_DELIVERIES = "delivery"  # deliveries made outside the fan-out (a test ping, a redelivery)
-WAKE_OUTBOX = "outbox"  # outbox rows without a job event's NOTIFY (budget thresholds)
 CLAIM_LOCK = 72190009
 
 

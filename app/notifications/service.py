@@ -15,7 +15,8 @@ from app.config import Settings
 from app.db.engine import unit_of_work
 from app.files.outbound import outbound_policy
 from app.kit.clock import utcnow
-from app.kit.problems import BadRequest, InputValidationError, NotFound
+from app.kit.pagination import InvalidCursor
+from app.kit.problems import InputValidationError, NotFound
 from app.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.netguard import UrlRefused, check_url
 from app.notifications import payloads, repository
@@ -32,10 +33,6 @@ class EndpointNotFound(NotFound):
 
 class DeliveryNotFound(NotFound):
     code = "webhook_delivery_not_found"
-
-
-class InvalidCursor(BadRequest):
-    code = "invalid_cursor"
 
 
 async def check_endpoint_url(url: str, settings: Settings) -> None:
@@ -121,7 +118,6 @@ async def update_endpoint(
         if body.enabled:
             endpoint.disabled_reason = None
             endpoint.failing_since = None
-    endpoint.updated_at = utcnow()
     await session.flush()
     return endpoint
 
@@ -143,7 +139,6 @@ async def rotate_secret(
     endpoint.previous_secret = endpoint.secret if grace > timedelta(0) else None
     endpoint.previous_expires_at = utcnow() + grace if grace > timedelta(0) else None
     endpoint.secret = secret
-    endpoint.updated_at = utcnow()
     await session.flush()
     return endpoint, secret
 
@@ -226,7 +221,6 @@ async def disable_endpoint(
             return
         endpoint.enabled = False
         endpoint.disabled_reason = reason[:200]
-        endpoint.updated_at = utcnow()
         await audit.record(
             session,
             actor="webhooks",

@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import timedelta
 
 import httpx
 
@@ -23,6 +22,7 @@ from app.netguard.addresses import IPAddress, connect_address
 from app.netguard.fetch import default_tls_context
 from app.netguard.policy import DEFAULT_PORTS, parse_url, vet_url
 from app.notifications.http1 import Answer, Http1Pool, ProtocolError
+from app.upstream.retry import parse_retry_after
 
 USER_AGENT = "foley-webhooks"
 # Vetted addresses of a name are reused this long (vetting is what costs: a DNS lookup).
@@ -86,7 +86,10 @@ class Transport:
         if 300 <= status < 400:
             return outcome(status, f"answered {status} (redirects are not followed)")
         text = answer.body[:ERROR_BODY_CHARS].decode("utf-8", "replace").strip()
-        retry_after = _retry_after(answer) if status in (429, 503) else None
+        wait_s = (
+            parse_retry_after(answer.headers.get("retry-after")) if status in (429, 503) else None
+        )
+        retry_after = None if wait_s is None else timedelta(seconds=wait_s)
         return outcome(status, f"answered {status}" + (f": {text}" if text else ""), retry_after)
 
     async def _send(
@@ -111,18 +114,3 @@ class Transport:
                 failure = exc  # nothing was sent: the next vetted address may take it
         assert failure is not None
         raise failure
-
-
-def _retry_after(answer: Answer) -> timedelta | None:
-    value = answer.headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return timedelta(seconds=int(value))
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(timedelta(0), when - datetime.now(UTC))

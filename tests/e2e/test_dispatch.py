@@ -9,7 +9,13 @@ from tests.support.clips import Clip
 
 async def _claim(gw, worker):  # type: ignore[no-untyped-def]
     return await store.claim_dispatches(
-        worker.driver, worker.owner, gw.settings.lease_duration, 10, 100
+        worker.driver,
+        worker.owner,
+        gw.settings.lease_duration,
+        10,
+        100,
+        None,
+        gw.settings.worker_stale_after,
     )
 
 

@@ -19,6 +19,7 @@ from tests.support.driver import TransactionPool
 
 KLING = {"model": "kling-video-to-audio", "input": {"video_url": "https://x.example/a.mp4"}}
 LEASE = timedelta(seconds=60)
+STALE = timedelta(seconds=5)  # a lease holder silent this long is dead
 STARTING = lifecycle.SubmitStarting(
     probe={"container": "mp4", "duration_s": 4.0},
     upstream_payload={"video_url": "https://cdn.example/a.mp4", "sound_effect_prompt": "x"},
@@ -34,7 +35,7 @@ def job_store(sessionmaker: async_sessionmaker, driver_pool: TransactionPool) ->
 async def _claimed(api: httpx.AsyncClient, tenant: TenantCreds, driver_pool, n: int) -> list[Job]:  # type: ignore[no-untyped-def]
     for _ in range(n):
         assert (await api.post("/v1/jobs", json=KLING, headers=tenant.headers)).status_code == 202
-    return await store.claim_dispatches(driver_pool, "w1", LEASE, n, 100)
+    return await store.claim_dispatches(driver_pool, "w1", LEASE, n, 100, None, STALE)
 
 
 COLUMNS = (

@@ -19,6 +19,7 @@ from tests.support.driver import TransactionPool
 
 KLING = {"model": "kling-video-to-audio", "input": {"video_url": "https://x.example/a.mp4"}}
 LEASE = timedelta(seconds=60)
+STALE = timedelta(seconds=5)  # a lease holder silent this long is dead
 
 
 async def _queue(api: httpx.AsyncClient, tenant: TenantCreds, n: int) -> list[str]:
@@ -41,7 +42,9 @@ async def _claim(
     cap: int = 1000,
     default_tenant_cap: int | None = None,
 ) -> list[uuid.UUID]:
-    jobs = await store.claim_dispatches(driver_pool, "w1", LEASE, limit, cap, default_tenant_cap)
+    jobs = await store.claim_dispatches(
+        driver_pool, "w1", LEASE, limit, cap, default_tenant_cap, STALE
+    )
     return [j.id for j in jobs]
 
 
@@ -52,7 +55,7 @@ async def test_a_claim_answers_the_rows_it_claimed(
     driver_pool: TransactionPool,
 ) -> None:
     (job_id,) = await _queue(api, tenant, 1)
-    (job,) = await store.claim_dispatches(driver_pool, "w1", LEASE, 5, 1000)
+    (job,) = await store.claim_dispatches(driver_pool, "w1", LEASE, 5, 1000, None, STALE)
     # Typed like a loaded row (the step works from it without reading the job again).
     assert job.id == uuid.UUID(job_id)
     assert job.status is JobStatus.queued and job.submit_state is SubmitState.pending
@@ -76,7 +79,7 @@ async def test_a_claim_answers_the_rows_it_claimed(
                 next_action_at=func.now(),
             )
         )
-    (follow_up,) = await store.claim_follow_ups(driver_pool, "w2", LEASE, 5)
+    (follow_up,) = await store.claim_follow_ups(driver_pool, "w2", LEASE, 5, STALE)
     assert follow_up.id == job.id and follow_up.lease_owner == "w2"
     assert follow_up.status is JobStatus.starting
     assert follow_up.submit_state is SubmitState.submitted

@@ -48,6 +48,15 @@ def job_from_row(row: asyncpg.Record) -> Job:
     return Job(**values)
 
 
+def _owner_silent(stale_after: str) -> str:
+    """The job's lease holder has not beaten for ``stale_after`` (a statement's parameter): a
+    dead worker (liveness.py)."""
+    return f"""EXISTS (
+        SELECT 1 FROM worker_beats b
+        WHERE b.owner = jobs.lease_owner
+          AND b.beat_at < statement_timestamp() - {stale_after}::interval)"""  # noqa: S608 (a parameter's placeholder, "$n")
+
+
 _CLAIM_FOLLOW_UP = f"""
     UPDATE jobs SET lease_owner = $1, lease_expires_at = statement_timestamp() + $2::interval
     WHERE id IN (
@@ -61,10 +70,7 @@ _CLAIM_FOLLOW_UP = f"""
           AND (lease_expires_at IS NULL OR lease_expires_at < statement_timestamp()
                -- fal reported it complete and its lease holder stopped beating: taken over at
                -- once, not after the lease (liveness.py says why that is safe)
-               OR (upstream_completed AND EXISTS (
-                   SELECT 1 FROM worker_beats b
-                   WHERE b.owner = jobs.lease_owner
-                     AND b.beat_at < statement_timestamp() - $4::interval)))
+               OR (upstream_completed AND {_owner_silent("$4")}))
         ORDER BY next_action_at
         LIMIT $3
         FOR UPDATE SKIP LOCKED
@@ -79,15 +85,12 @@ _CLAIM_FOLLOW_UP = f"""
 # free concurrency (room) bounds the whole claim.
 # $1 owner, $2 lease, $3 limit, $4 the account's concurrency, $5 the default per-tenant cap,
 # $6 how long a lease holder may be silent before it counts as dead (liveness.py).
-_OWNER_SILENT = """EXISTS (
-    SELECT 1 FROM worker_beats b
-    WHERE b.owner = jobs.lease_owner AND b.beat_at < statement_timestamp() - $6::interval)"""
 _CLAIM_DISPATCH = f"""
     WITH in_flight AS (
         SELECT tenant_id, count(*) AS n FROM jobs
         WHERE status IN ('queued', 'starting', 'processing')
           AND (submit_state <> 'pending'
-               OR (lease_expires_at > statement_timestamp() AND NOT {_OWNER_SILENT}))
+               OR (lease_expires_at > statement_timestamp() AND NOT {_owner_silent("$6")}))
           -- fal reported it complete (stream, poll or webhook): it holds no slot at fal any
           -- more, whoever still has to fetch its result
           AND NOT upstream_completed
@@ -107,7 +110,7 @@ _CLAIM_DISPATCH = f"""
           -- is written 'sending', under the lease, before a request leaves), and a worker
           -- wrongly judged dead can no longer mark it sending (its lease is gone)
           AND (lease_expires_at IS NULL OR lease_expires_at < statement_timestamp()
-               OR {_OWNER_SILENT})
+               OR {_owner_silent("$6")})
     ),
     picked AS (
         SELECT q.id
@@ -131,7 +134,7 @@ async def claim_follow_ups(
     owner: str,
     lease: timedelta,
     limit: int,
-    stale_after: timedelta = timedelta(seconds=5),
+    stale_after: timedelta,
 ) -> list[Job]:
     """Jobs already at (or possibly at) fal that need a look, a finalize or a cancel; with them,
     completed jobs leased to a worker that has not beaten for ``stale_after`` (a dead one). One
@@ -149,8 +152,8 @@ async def claim_dispatches(
     lease: timedelta,
     limit: int,
     fal_concurrency: int,
-    default_tenant_cap: int | None = None,
-    stale_after: timedelta = timedelta(seconds=5),
+    default_tenant_cap: int | None,
+    stale_after: timedelta,
 ) -> list[Job]:
     """Queued jobs to send to fal: no more than the account's free concurrency, each tenant
     within its own in-flight cap, tenants interleaved by weighted fair share. A queued job

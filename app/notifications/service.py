@@ -118,6 +118,9 @@ async def update_endpoint(
         if body.enabled:
             endpoint.disabled_reason = None
             endpoint.failing_since = None
+    # Set here, not left to the column's onupdate: a server-side value would be expired after
+    # the flush, and reading it back in an async session is a lazy load (an error).
+    endpoint.updated_at = utcnow()
     await session.flush()
     return endpoint
 
@@ -139,6 +142,7 @@ async def rotate_secret(
     endpoint.previous_secret = endpoint.secret if grace > timedelta(0) else None
     endpoint.previous_expires_at = utcnow() + grace if grace > timedelta(0) else None
     endpoint.secret = secret
+    endpoint.updated_at = utcnow()  # see update_endpoint
     await session.flush()
     return endpoint, secret
 
@@ -221,6 +225,7 @@ async def disable_endpoint(
             return
         endpoint.enabled = False
         endpoint.disabled_reason = reason[:200]
+        endpoint.updated_at = utcnow()  # see update_endpoint
         await audit.record(
             session,
             actor="webhooks",

@@ -67,6 +67,15 @@ class Job(UUIDPrimaryKey, Timestamps, Base):
         ),
         # Keyset pagination of a tenant's jobs, newest first.
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
+        # The result cache's lookup: a success that ran upstream, by its key, newest first.
+        Index(
+            "ix_jobs_cache_source",
+            "cache_key",
+            "completed_at",
+            postgresql_where=text(
+                "status = 'succeeded' AND cache_key IS NOT NULL AND cache_source_id IS NULL"
+            ),
+        ),
     )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(
@@ -142,6 +151,14 @@ class Job(UUIDPrimaryKey, Timestamps, Base):
     # (app.notifications.events maps ``webhook_events_filter`` to them).
     webhook_url: Mapped[str | None] = mapped_column(Text)
     webhook_events: Mapped[list[str] | None] = mapped_column(ARRAY(String(60)))
+
+    # The result cache (app.jobs.cache): asked for (per request or the tenant's default); the
+    # key once the input's content is known; the job whose result a hit reused.
+    cache_requested: Mapped[bool] = mapped_column(
+        nullable=False, default=False, server_default=text("false")
+    )
+    cache_key: Mapped[str | None] = mapped_column(String(64))
+    cache_source_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
 
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -32,7 +32,9 @@ class StoredFile(UUIDPrimaryKey, Timestamps, Base):
     kind: Mapped[FileKind] = mapped_column(
         Enum(FileKind, name="file_kind", values_callable=lambda e: [m.value for m in e])
     )
-    storage_key: Mapped[str] = mapped_column(String(500), nullable=False, unique=True)
+    # Not unique: a result-cache hit's rows point at its source's objects (retention deletes an
+    # object only once no present row uses it: app.files.retention).
+    storage_key: Mapped[str] = mapped_column(String(500), nullable=False, index=True)
     filename: Mapped[str] = mapped_column(String(255), nullable=False)
     content_type: Mapped[str] = mapped_column(String(100), nullable=False)
     size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)

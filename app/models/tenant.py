@@ -34,3 +34,7 @@ class Tenant(UUIDPrimaryKey, Timestamps, Base):
         Numeric(8, 3), nullable=False, default=1, server_default=text("1")
     )
     suspended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The tenant's jobs use the result cache unless a request says "cache": false.
+    cache_default: Mapped[bool] = mapped_column(
+        nullable=False, default=False, server_default=text("false")
+    )

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Numeric,
     String,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
@@ -32,13 +33,22 @@ class UsageStatus(enum.StrEnum):
 
 class UsageRecord(Base):
     """One row per billable upstream request: unique on fal's request id, so duplicate webhooks,
-    retries and crashed workers can never record a request twice."""
+    retries and crashed workers can never record a request twice. A result-cache hit is a row
+    with no request (``upstream_request_id`` NULL, model ``cache_hit``), one per job."""
 
     __tablename__ = "usage_records"
-    __table_args__ = (Index("ix_usage_records_tenant_created", "tenant_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_usage_records_tenant_created", "tenant_id", "created_at"),
+        Index(
+            "uq_usage_records_cache_hit_job",
+            "job_id",
+            unique=True,
+            postgresql_where=text("upstream_request_id IS NULL"),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
-    upstream_request_id: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)
+    upstream_request_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     tenant_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
     )

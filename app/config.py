@@ -240,6 +240,11 @@ class Settings(BaseSettings):
     retention_days: float | None = Field(
         default=None, gt=0, description="Delete inputs and outputs after this many days."
     )
+    result_cache_shared: bool = Field(
+        default=False,
+        description="The result cache answers a job with another tenant's stored success "
+        "(both asked for the cache). Off: never across tenants.",
+    )
 
     # --- money, limits ------------------------------------------------------------------------
     fal_admin_key: SecretStr | None = Field(

@@ -3,6 +3,7 @@ invariants under any sequence of events (hypothesis)."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,6 +43,8 @@ class FakeJob:
     queue_position: int | None = None
     logs: list[dict[str, Any]] = field(default_factory=list)
     next_action_at: datetime | None = T0
+    result: dict[str, Any] | None = None
+    cache_source_id: uuid.UUID | None = None
     # what the store does besides the row: counted here
     settled: int = 0
     billed: str | None = None  # the settled outcome's kind (None: nothing reached fal)
@@ -73,6 +76,13 @@ def log(msg: str) -> dict[str, Any]:
 
 def submitted(rid: str = "req-1", *, watched: bool = False) -> lc.Submitted:
     return lc.Submitted(rid, "https://q/s", "https://q/r", "https://q/c", 0, watched)
+
+
+SOURCE = uuid.UUID("00000000-0000-4000-8000-00000000501e")
+
+
+def cache_hit() -> lc.CacheHit:
+    return lc.CacheHit(SOURCE, {"prompt": "rain", "audio": {"file_id": "f"}}, "k" * 64)
 
 
 # --- examples -------------------------------------------------------------------------------------
@@ -304,6 +314,29 @@ def test_a_tenants_cancel_before_the_deadline_stays_a_cancel() -> None:
     assert job.status is JobStatus.canceled
 
 
+def test_a_cache_hit_ends_a_queued_job_at_once_without_a_request() -> None:
+    job = FakeJob()
+    t = apply(job, cache_hit(), T0)
+    assert job.status is JobStatus.succeeded and t.changes["completed_at"] == T0
+    assert job.submit_state is SubmitState.pending and job.upstream_request_id is None
+    assert job.result == {"prompt": "rain", "audio": {"file_id": "f"}}
+    assert job.cache_source_id == SOURCE
+    assert t.settle == lc.Settle(lc.Outcome("cache_hit")) and job.settled == 1
+    assert t.record_request is None and t.reprice_micros is None
+    assert job.events == ["job.cache_hit", "job.succeeded"]
+    assert t.events[0] == ("job.cache_hit", {"source_job": str(SOURCE)})
+
+
+@pytest.mark.parametrize(
+    "state", [SubmitState.sending, SubmitState.submitted, SubmitState.ambiguous]
+)
+def test_a_cache_hit_never_overrides_a_request_that_may_exist_at_fal(state: SubmitState) -> None:
+    job = FakeJob(submit_state=state)
+    t = apply(job, cache_hit(), T0)
+    assert not job.status.terminal and job.settled == 0 and not t.events
+    assert t.changes == {} and job.next_action_at == T0  # its own step goes on
+
+
 def test_the_preflight_gives_up_after_three_tries() -> None:
     job = FakeJob()
     apply(job, lc.InputUnavailable("refused"), T0)
@@ -334,6 +367,7 @@ EVENTS = st.one_of(
     st.builds(lc.InputRejected, st.just("video_too_long"), st.just("too long")),
     st.builds(lc.InputUnavailable, st.just("refused")),
     st.builds(lc.SubmitStarting),
+    st.builds(cache_hit),
     st.builds(lc.BudgetRefused, st.just("budget_exceeded"), st.just("over")),
     st.builds(submitted, st.sampled_from(["req-1", "req-2"])),
     st.builds(lc.SubmitAmbiguous, st.just("timeout")),
@@ -378,6 +412,7 @@ SEQUENCES = st.lists(st.tuples(EVENTS, st.integers(0, 90)), max_size=40)
 # ambiguous cases (and a resubmit, were the machine wrong) often.
 SUBMIT_EVENTS = st.one_of(
     st.builds(lc.SubmitStarting),
+    st.builds(cache_hit),
     st.builds(submitted, st.sampled_from(["req-1", "req-2"])),
     st.builds(lc.SubmitAmbiguous, st.just("timeout")),
     st.builds(lc.SubmitFailed, st.just("503"), st.none()),
@@ -428,6 +463,12 @@ def run(
                 assert job.next_action_at <= deadline, f"due after the deadline: {event}"
         assert job.settled == (1 if job.status.terminal else 0)
         ran = ran or job.status is JobStatus.processing or job.started_at is not None
+        if job.cache_source_id is not None:
+            # A hit: only on a job no request of which may exist at fal (never sent, or
+            # certainly refused before fal's queue); it ends the job at once, billed as a hit.
+            assert job.status is JobStatus.succeeded and job.billed == "cache_hit"
+            assert maybe_at_fal <= 0 and not ran and job.upstream_request_id is None
+            assert job.events[-2:] == ["job.cache_hit", "job.succeeded"]
         if job.status is JobStatus.aborted:
             # Only a deadline aborts, only a job fal never ran, and it costs nothing.
             assert deadline is not None and now >= deadline

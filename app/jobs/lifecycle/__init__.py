@@ -23,7 +23,9 @@ Rules the tests hold the machine to:
 * a live job always has a next action time: nothing is stranded, and every job ends, at the
   latest when it times out;
 * a job with a Cancel-After deadline is next due no later than that deadline until it is
-  canceled; it ends ``aborted`` (at no cost) only if it never ran at fal.
+  canceled; it ends ``aborted`` (at no cost) only if it never ran at fal;
+* a result-cache hit (``CacheHit``) ends a job that never left the gateway ``succeeded`` at
+  once, settled once at the cache's price, with no request to fal.
 """
 
 from app.jobs.lifecycle.decide import decide, failure_code, upstream_error
@@ -31,6 +33,7 @@ from app.jobs.lifecycle.events import (
     AmbiguousDue,
     Attached,
     BudgetRefused,
+    CacheHit,
     CancelRequested,
     CancelSent,
     CompletionReported,
@@ -74,6 +77,7 @@ __all__ = [
     "AmbiguousDue",
     "Attached",
     "BudgetRefused",
+    "CacheHit",
     "CancelRequested",
     "CancelSent",
     "CompletionReported",

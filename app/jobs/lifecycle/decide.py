@@ -86,6 +86,8 @@ def _decide(job: JobLike, event: ev.Event, *, now: datetime, policy: Policy) -> 
             )
         case ev.SubmitStarting():
             return _submit_starting(job, event, now)
+        case ev.CacheHit():
+            return _cache_hit(job, event, now)
         case ev.BudgetRefused(code=code, message=message, details=details):
             return finish(
                 job, now, JobStatus.failed, error=error_of(code, message, details=details)
@@ -256,11 +258,38 @@ def _submit_starting(job: JobLike, event: ev.SubmitStarting, now: datetime) -> T
         changes["input_probe"] = event.probe
     if event.upstream_payload is not None:
         changes["upstream_payload"] = event.upstream_payload
+    if event.cache_key is not None:
+        changes["cache_key"] = event.cache_key
     # The lease is kept: the same step sends the request next.
     return Transition(
         changes=changes,
         reprice_micros=event.estimated_cost_micros,
         events=(("job.submitting", {"attempt": job.submit_attempts + 1}),),
+    )
+
+
+# How a result-cache hit is billed: the cache's own price (app.usage.ledger), never fal's.
+CACHE_HIT = "cache_hit"
+
+
+def _cache_hit(job: JobLike, event: ev.CacheHit, now: datetime) -> Transition:
+    if job.status is not JobStatus.queued or job.submit_state is not SubmitState.pending:
+        # A request may exist at fal (or another step is sending it): that run decides the job.
+        return Transition(next_action_at=now)
+    changes: dict[str, Any] = {
+        "result": event.result,
+        "cache_key": event.cache_key,
+        "cache_source_id": event.source_job,
+    }
+    if event.probe is not None:
+        changes["input_probe"] = event.probe
+    return finish(
+        job,
+        now,
+        JobStatus.succeeded,
+        billed=Outcome(CACHE_HIT),
+        changes=changes,
+        before=(("job.cache_hit", {"source_job": str(event.source_job)}),),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -51,6 +52,19 @@ class SubmitStarting:
     probe: dict[str, Any] | None = None
     upstream_payload: dict[str, Any] | None = None
     estimated_cost_micros: int | None = None
+    cache_key: str | None = None  # a cache miss: kept, so that its success can answer others
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    """A stored success answers this job (app.jobs.cache): its result is reused, nothing is sent
+    upstream. Only for a job that never left the gateway; the hit is billed at the cache's own
+    price. ``result`` names the job's own file rows (pointing at the source's objects)."""
+
+    source_job: uuid.UUID
+    result: dict[str, Any]
+    cache_key: str
+    probe: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +222,7 @@ Event = (
     | InputRejected
     | InputUnavailable
     | SubmitStarting
+    | CacheHit
     | BudgetRefused
     | Submitted
     | SubmitAmbiguous

@@ -1,6 +1,10 @@
 """Retention: after ``FOLEY_RETENTION_DAYS`` a tenant's uploads and job outputs are deleted from
 storage by the worker. The rows stay (size, hash, probe: what there was), marked deleted; the
-job says ``data_removed: true`` (Replicate's convention) and the file endpoints answer 410."""
+job says ``data_removed: true`` (Replicate's convention) and the file endpoints answer 410.
+
+Retention is by row: a result-cache hit's rows point at its source's objects (app.jobs.cache),
+and each row expires on its own date. An object is deleted with the last present row that uses
+it, so removing one job's files never takes another's."""
 
 from __future__ import annotations
 
@@ -33,13 +37,27 @@ async def remove_expired(session: AsyncSession, storage: Storage, retention_days
     if not files:
         return 0
     now = utcnow()
+    ids = [f.id for f in files]
+    # Objects a present row outside this batch still uses (a cache hit's, or its source's).
+    kept = set(
+        (
+            await session.scalars(
+                select(StoredFile.storage_key).where(
+                    StoredFile.storage_key.in_({f.storage_key for f in files}),
+                    StoredFile.deleted_at.is_(None),
+                    StoredFile.id.not_in(ids),
+                )
+            )
+        ).all()
+    )
     for f in files:
-        await storage.delete(f.storage_key)  # idempotent: a retry after a crash is harmless
+        if f.storage_key not in kept:
+            await storage.delete(f.storage_key)  # idempotent: a retry after a crash is harmless
         f.deleted_at = now
     await store.mark_data_removed(
         session,
         job_ids={f.job_id for f in files if f.job_id is not None},
         upload_ids=[f.id for f in files if f.job_id is None],
     )
-    log.info("retention removed files", count=len(files))
+    log.info("retention removed files", count=len(files), objects_kept=len(kept))
     return len(files)

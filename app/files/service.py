@@ -213,3 +213,58 @@ async def replace_job_outputs(
                 source_url=out.source_url,
             )
         )
+
+
+async def planned_shares(
+    session: AsyncSession, source_job_id: uuid.UUID
+) -> dict[uuid.UUID, uuid.UUID] | None:
+    """For a result-cache hit: a new id for each of the source job's output rows (old → new),
+    the rows share-locked (retention skips them until the hit commits). None when any of them
+    is gone (deleted by retention), or there are none: no hit then."""
+    rows = (
+        await session.scalars(
+            select(StoredFile).where(StoredFile.job_id == source_job_id).with_for_update(read=True)
+        )
+    ).all()
+    if not rows or any(f.deleted_at is not None for f in rows):
+        return None
+    return {f.id: uuid.uuid4() for f in rows}
+
+
+async def share_job_outputs(
+    session: AsyncSession,
+    *,
+    source_job_id: uuid.UUID,
+    tenant_id: uuid.UUID,
+    job_id: uuid.UUID,
+    new_ids: dict[uuid.UUID, uuid.UUID],
+) -> None:
+    """Record a cache hit's outputs, in the transaction that makes the job succeed: rows of its
+    own (its tenant's, its ids) pointing at the source's storage objects. Nothing is copied: a
+    hit costs no storage and no time, and retention deletes an object only once no present row
+    uses it (app.files.retention)."""
+    rows = (
+        await session.scalars(
+            select(StoredFile).where(
+                StoredFile.job_id == source_job_id, StoredFile.id.in_(list(new_ids))
+            )
+        )
+    ).all()
+    await session.execute(delete(StoredFile).where(StoredFile.job_id == job_id))
+    for f in rows:
+        session.add(
+            StoredFile(
+                id=new_ids[f.id],
+                tenant_id=tenant_id,
+                job_id=job_id,
+                kind=f.kind,
+                storage_key=f.storage_key,
+                filename=f.filename,
+                content_type=f.content_type,
+                size_bytes=f.size_bytes,
+                sha256=f.sha256,
+                media=f.media,
+                source_url=f.source_url,
+            )
+        )
+    await session.flush()

@@ -23,7 +23,12 @@ OutcomeKind = Literal[
     "canceled_queued",
     "canceled_running",
     "unknown",
+    "cache_hit",
 ]
+
+
+# A result-cache hit: no request reached fal; priced as the pseudo-model of that name.
+CACHE_HIT = "cache_hit"
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,8 @@ def billable_units(unit: str, outcome: Outcome, *, bill_422: bool) -> Decimal | 
     seconds = None if outcome.inference_s is None else Decimal(str(outcome.inference_s))
     if outcome.kind == "unknown":  # e.g. the result expired before we read it
         return None
+    if outcome.kind == CACHE_HIT:  # a stored success reused: one hit, at the cache's price
+        return Decimal(1)
     if outcome.kind == "succeeded":
         if unit == "video":
             return Decimal(1)

@@ -35,8 +35,8 @@ from app.kit.clock import utcnow
 from app.kit.money import NANOS_PER_MICRO, cost_nanos, nanos_to_micros
 from app.models import Job, Tenant, UsageDaily, UsageRecord, UsageStatus
 from app.usage import budgets
-from app.usage.billing import Outcome, billable_units
-from app.usage.prices import price_at
+from app.usage.billing import CACHE_HIT, Outcome, billable_units
+from app.usage.prices import HIT_UNIT, price_at
 
 log = structlog.get_logger(__name__)
 
@@ -102,7 +102,12 @@ async def settle_job(
     ``outcome`` is None when no request reached fal (canceled here, refused at submit): there is
     nothing on the ledger and the reservation is simply released."""
     cost = 0
-    if outcome is not None and job.upstream_request_id is not None:
+    if outcome is not None and outcome.kind == CACHE_HIT:
+        record = await _cache_hit_record(session, job)
+        if not await _price(session, record, outcome, job, bill_422=bill_422):
+            return False
+        cost = record.cost_micros or 0
+    elif outcome is not None and job.upstream_request_id is not None:
         record = await _locked_record(session, job.upstream_request_id)
         if record is None:  # submitted before the ledger existed, or attached late
             await record_request(session, job, job.upstream_request_id, unit=unit_of(job))
@@ -119,6 +124,42 @@ async def settle_job(
         cost_micros=cost,
     )
     return True
+
+
+_RECORD_CACHE_HIT = """
+    INSERT INTO usage_records (id, upstream_request_id, tenant_id, job_id, model, endpoint, unit,
+        estimated_cost_micros, status, orphan, flagged, created_at)
+    VALUES ($1, NULL, $2, $3, $4, $5, $6, $7, 'estimated', false, false, $8)
+    ON CONFLICT (job_id) WHERE upstream_request_id IS NULL DO NOTHING
+"""
+
+
+async def _cache_hit_record(session: AsyncSession, job: Job) -> UsageRecord:
+    """The job's hit on the ledger (once: unique per job), row-locked."""
+    raw = await (await session.connection()).get_raw_connection()
+    await raw.driver_connection.execute(
+        _RECORD_CACHE_HIT,
+        uuid.uuid4(),
+        job.tenant_id,
+        job.id,
+        CACHE_HIT,
+        job.endpoint,
+        HIT_UNIT,
+        job.estimated_cost_micros,
+        utcnow(),
+    )
+    record = await _hit_of(session, job.id)
+    assert record is not None
+    return record
+
+
+async def _hit_of(session: AsyncSession, job_id: uuid.UUID) -> UsageRecord | None:
+    stmt = select(UsageRecord).where(
+        UsageRecord.job_id == job_id, UsageRecord.upstream_request_id.is_(None)
+    )
+    return (
+        await session.scalars(stmt.with_for_update().execution_options(populate_existing=True))
+    ).first()
 
 
 async def _locked_record(session: AsyncSession, request_id: str) -> UsageRecord | None:
@@ -308,6 +349,11 @@ def unpriced_job_ids() -> Select[tuple[uuid.UUID]]:
 
 async def blocked_outcome(session: AsyncSession, job: Job) -> Outcome | None:
     """How the job's request ended, as recorded when its settlement was blocked."""
+    if job.cache_source_id is not None:
+        hit = await _hit_of(session, job.id)
+        if hit is None or hit.status is not UsageStatus.unpriced:
+            return None
+        return Outcome(CACHE_HIT)
     if job.upstream_request_id is None:
         return None
     record = await _locked_record(session, job.upstream_request_id)

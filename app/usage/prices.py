@@ -13,8 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit import service as audit
 from app.catalog.registry import CATALOG
 from app.kit.clock import utcnow
-from app.kit.problems import Conflict
+from app.kit.problems import Conflict, InputValidationError
 from app.models import Price
+from app.usage.billing import CACHE_HIT
+
+HIT_UNIT = "hit"
 
 
 class PriceExists(Conflict):
@@ -50,11 +53,23 @@ async def add_price(
     effective_from: datetime | None = None,
     actor: str = "admin",
 ) -> Price:
-    """A price for a model of the catalog (an alias is stored as the model's id): a price for a
-    model the gateway cannot call would never be used, so it is refused (unknown_model)."""
+    """A price for a model of the catalog (an alias is stored as the model's id), or for
+    ``cache_hit`` (what a result-cache hit costs): a price for a model the gateway cannot call
+    would never be used, so it is refused (unknown_model)."""
     if unit_price_micros < 0:
         raise ValueError("a price cannot be negative")
-    model = CATALOG.require(model).id
+    # A result-cache hit is priced as the pseudo-model "cache_hit" (app.usage.ledger).
+    model = model if model == CACHE_HIT else CATALOG.require(model).id
+    if (model == CACHE_HIT) != (unit == HIT_UNIT):
+        raise InputValidationError(
+            [
+                {
+                    "param": "unit",
+                    "code": "invalid_unit",
+                    "message": f"cache_hit is priced per {HIT_UNIT}, and only it is",
+                }
+            ]
+        )
     when = effective_from or utcnow()
     existing = await session.scalar(
         select(Price.id).where(Price.model == model, Price.effective_from == when)

@@ -188,7 +188,12 @@ async def reconcile(
     fal = {rid: e for rid, e in by_id.items() if start <= _instant(e.get("timestamp")) < end}
     recorded = (
         await session.scalars(
-            select(UsageRecord).where(UsageRecord.created_at >= start, UsageRecord.created_at < end)
+            select(UsageRecord).where(
+                UsageRecord.created_at >= start,
+                UsageRecord.created_at < end,
+                # a result-cache hit sent nothing to fal: not fal's to bill
+                UsageRecord.upstream_request_id.is_not(None),
+            )
         )
     ).all()
     # Recorded in the window but billed in another period: that period's.

@@ -13,6 +13,7 @@ from app.kit.examples import with_examples
 from app.kit.money import UsdAmount
 from app.kit.text import UtcDatetime, column_text
 from app.models import Price
+from app.usage.billing import CACHE_HIT
 
 
 class BudgetOut(BaseModel):
@@ -105,13 +106,15 @@ class PriceIn(BaseModel):
         }
     )
     model: PriceModel = Field(  # type: ignore[valid-type]
-        description="A model of GET /v1/models, by id or alias (stored under its id).",
+        description="A model of GET /v1/models, by id or alias (stored under its id), or "
+        "cache_hit: what a result-cache hit costs (unit hit).",
         # the catalog's names, for the schema; others are refused as unknown_model
-        json_schema_extra={"enum": CATALOG.names()},
+        json_schema_extra={"enum": [*CATALOG.names(), CACHE_HIT]},
     )
     unit: str = Field(
-        pattern="^(video|compute_second|output_second)$",
-        description="What one unit is: a video, a compute second at fal, an output second.",
+        pattern="^(video|compute_second|output_second|hit)$",
+        description="What one unit is: a video, a compute second at fal, an output second; "
+        "hit for cache_hit (one reused result).",
     )
     unit_price_usd: UsdAmount = Field(description="USD per unit, a decimal string.")
     effective_from: UtcDatetime | None = Field(

@@ -238,18 +238,24 @@ async def share_job_outputs(
     tenant_id: uuid.UUID,
     job_id: uuid.UUID,
     new_ids: dict[uuid.UUID, uuid.UUID],
-) -> None:
+) -> bool:
     """Record a cache hit's outputs, in the transaction that makes the job succeed: rows of its
     own (its tenant's, its ids) pointing at the source's storage objects. Nothing is copied: a
     hit costs no storage and no time, and retention deletes an object only once no present row
-    uses it (app.files.retention)."""
+    uses it (app.files.retention). False (nothing written) when a source row is gone."""
     rows = (
         await session.scalars(
-            select(StoredFile).where(
-                StoredFile.job_id == source_job_id, StoredFile.id.in_(list(new_ids))
+            select(StoredFile)
+            .where(
+                StoredFile.job_id == source_job_id,
+                StoredFile.id.in_(list(new_ids)),
+                StoredFile.deleted_at.is_(None),
             )
+            .with_for_update(read=True)
         )
     ).all()
+    if len(rows) != len(new_ids):
+        return False
     await session.execute(delete(StoredFile).where(StoredFile.job_id == job_id))
     for f in rows:
         session.add(
@@ -268,3 +274,4 @@ async def share_job_outputs(
             )
         )
     await session.flush()
+    return True

@@ -38,10 +38,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from app.catalog.registry import ModelSpec
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.catalog.registry import CATALOG, ModelSpec
+from app.config import Settings
+from app.files import service as files
+from app.jobs.store.cache import find_source
+from app.kit.clock import utcnow
+from app.models import Job
+from app.usage.billing import CACHE_HIT
+from app.usage.prices import price_at
 
 KEY_VERSION = 1
 
@@ -123,3 +135,89 @@ def with_file_ids(result: Any, new_ids: Mapping[str, str]) -> Any:
     if isinstance(result, list):
         return [with_file_ids(v, new_ids) for v in result]
     return result
+
+
+def key_of(
+    *,
+    model: str,
+    endpoint: str,
+    job_input: Mapping[str, Any],
+    upstream_payload: Mapping[str, Any],
+    input_sha256: str | None,
+) -> str | None:
+    """The key of a job that asked for the cache, once its input's hash is known; None when it
+    cannot be cached (no hash yet, or no explicit seed for a model that takes one)."""
+    spec = CATALOG.resolve(model)
+    if input_sha256 is None or spec is None or skipped_reason(spec, job_input) is not None:
+        return None
+    return cache_key(
+        input_sha256=input_sha256,
+        endpoint=endpoint,
+        upstream_payload=upstream_payload,
+        seed=job_input.get("seed"),
+    )
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A stored success that answers a job: its result naming the job's own file rows (new ids
+    for the source's), and what a hit costs now (None: no cache_hit price in force)."""
+
+    source_id: uuid.UUID
+    key: str
+    result: dict[str, Any]
+    file_ids: dict[uuid.UUID, uuid.UUID]
+    price_micros: int | None
+
+
+class SourceGone(Exception):
+    """The source's files were removed between the lookup and the hit's transaction."""
+
+
+async def look_up(
+    session: AsyncSession,
+    key: str,
+    *,
+    tenant_id: uuid.UUID,
+    settings: Settings,
+    exclude: uuid.UUID | None = None,
+) -> Hit | None:
+    """The hit for ``key``, if a stored success answers it: the tenant's own, or any tenant's
+    when the operator shares the cache; never one whose files retention removed or is due to."""
+    horizon = None
+    if settings.retention_days is not None:
+        horizon = utcnow() - timedelta(days=settings.retention_days)
+    source = await find_source(
+        session,
+        key,
+        tenant_id=None if settings.result_cache_shared else tenant_id,
+        completed_after=horizon,
+        exclude=exclude,
+    )
+    if source is None:
+        return None
+    file_ids = await files.planned_shares(session, source.id)
+    if file_ids is None:
+        return None
+    price = await price_at(session, CACHE_HIT, utcnow())
+    renamed = {str(old): str(new) for old, new in file_ids.items()}
+    return Hit(
+        source_id=source.id,
+        key=key,
+        result=with_file_ids(source.result, renamed),
+        file_ids=file_ids,
+        price_micros=None if price is None else price.unit_price_micros,
+    )
+
+
+async def record_files(session: AsyncSession, job: Job, hit: Hit) -> None:
+    """The hit's file rows, in the transaction that makes the job succeed (SourceGone when
+    retention removed the source's files meanwhile: the transaction is then rolled back)."""
+    if not await files.share_job_outputs(
+        session,
+        source_job_id=hit.source_id,
+        tenant_id=job.tenant_id,
+        job_id=job.id,
+        new_ids=hit.file_ids,
+    ):
+        raise SourceGone(str(hit.source_id))

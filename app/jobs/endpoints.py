@@ -192,6 +192,7 @@ async def create_job(request: Request) -> Response:
         path=request.url.path if idempotency_key else "",
         idempotency_key=idempotency_key,
         cancel_after=cancel_in,
+        job_store=state.job_store,
     )
     headers = dict(accepted.headers)
     if accepted.replayed:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -64,6 +65,8 @@ class Checked:
     probe: dict[str, Any]
     duration_s: float | None
     video_url: str | None  # set when the upstream needs a new URL (uploads)
+    # The input's content hash (the result cache's key): the fetcher's, computed as it read.
+    sha256: str | None = None
 
 
 def check_limits(spec: ModelSpec, media: MediaInfo, size: int, settings: Settings) -> None:
@@ -110,6 +113,7 @@ def check_limits(spec: ModelSpec, media: MediaInfo, size: int, settings: Setting
 class Fetched:
     size_bytes: int
     body: bytes | None  # the input itself when small enough to keep in memory, else in ``dest``
+    sha256: str | None = None
 
     def source(self, dest: Path) -> Path | bytes:
         return dest if self.body is None else self.body
@@ -139,7 +143,7 @@ async def fetch_input(
         ) from exc
     except OutboundRefused as exc:
         raise InputRejected("video_unreachable", exc.detail, **exc.extra) from exc
-    return Fetched(result.size_bytes, result.body)
+    return Fetched(result.size_bytes, result.body, result.sha256)
 
 
 def _decode_data_uri(url: str, dest: Path, max_bytes: int, in_memory_max: int) -> Fetched:
@@ -160,10 +164,11 @@ def _decode_data_uri(url: str, dest: Path, max_bytes: int, in_memory_max: int) -
         raise InputRejected(
             "video_too_large", f"The input is larger than {max_bytes} bytes.", max_bytes=max_bytes
         )
+    digest = hashlib.sha256(data).hexdigest()
     if len(data) <= in_memory_max:
-        return Fetched(len(data), data)
+        return Fetched(len(data), data, digest)
     dest.write_bytes(data)
-    return Fetched(len(data), None)
+    return Fetched(len(data), None, digest)
 
 
 async def preflight(
@@ -186,7 +191,9 @@ async def preflight(
         video_url = None
         if fal is not None:
             video_url = await deliver_upload(upload, settings, storage, fal, tmp_dir, secret)
-        return Checked(_probe_out(media, upload.size_bytes), media.duration_s, video_url)
+        return Checked(
+            _probe_out(media, upload.size_bytes), media.duration_s, video_url, upload.sha256
+        )
     max_bytes = min(spec.limits.max_bytes or settings.max_input_bytes, settings.max_input_bytes)
     dest = tmp_dir / f"preflight-{job_id}-{secrets.token_hex(4)}"
     try:
@@ -206,7 +213,7 @@ async def preflight(
                 "video_unreadable", f"The input is not a readable video: {exc}", size_bytes=size
             ) from exc
         check_limits(spec, media, size, settings)
-        return Checked(_probe_out(media, size), media.duration_s, None)
+        return Checked(_probe_out(media, size), media.duration_s, None, fetched.sha256)
     finally:
         dest.unlink(missing_ok=True)
 

@@ -6,6 +6,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from app.catalog.registry import CATALOG
+from app.jobs import cache
 from app.jobs.schemas import JobOut
 from app.jobs.store import NewJob
 from app.models import Job
@@ -39,6 +41,11 @@ def present_job(job: Job | NewJob, base_url: str, usage: dict[str, Any] | None =
             "audio": _media(job.result.get("audio"), base_url),
         }
     self_url = job_url(base_url, job.id)
+    cached = None
+    if job.cache_requested:
+        spec = CATALOG.resolve(job.model)
+        reason = None if spec is None else cache.skipped_reason(spec, job.input)
+        cached = cache.presented(True, job.cache_source_id, reason)
     # One validation of plain data (not a model per part): this runs for every job shown.
     return JobOut.model_validate(
         {
@@ -61,6 +68,7 @@ def present_job(job: Job | NewJob, base_url: str, usage: dict[str, Any] | None =
                 "total_s": _seconds(job.created_at, job.completed_at),
             },
             "usage": usage,
+            "cache": cached,
             "data_removed": job.data_removed,
             "probe": job.input_probe,
             "metadata": job.job_metadata,

@@ -7,7 +7,15 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    TypeAdapter,
+    create_model,
+    model_validator,
+)
 
 from app.catalog.registry import CATALOG, ModelSpec
 from app.kit.examples import with_examples
@@ -35,6 +43,11 @@ class JobCreate(BaseModel):
                 "music_prompt": "calm piano",
             },
         },
+        {
+            "model": "thinksound",
+            "input": {"video_url": "https://example.com/clip.mp4", "prompt": "rain", "seed": 7},
+            "cache": True,
+        },
     )
 
     model: ModelName = Field(description="A model id or alias from GET /v1/models.")  # type: ignore[valid-type]
@@ -52,6 +65,13 @@ class JobCreate(BaseModel):
     webhook_events_filter: list[WebhookFilter] | None = Field(
         default=None, min_length=1, description=FILTER_DESCRIPTION
     )
+    cache: StrictBool | None = Field(
+        default=None,
+        description="true: reuse a stored success with the same input content, model, "
+        "parameters and seed, at once and without a request to fal (a model that takes a seed "
+        "needs an explicit one); false: never; omitted: the tenant's cache_default.",
+        examples=[True],
+    )
 
     @model_validator(mode="after")
     def _filter_needs_webhook(self) -> JobCreate:
@@ -61,6 +81,8 @@ class JobCreate(BaseModel):
 
 
 WEBHOOK_FIELDS = ("webhook", "webhook_events_filter")
+# The fields every variant of a job creation shares with JobCreate.
+SHARED_FIELDS = (*WEBHOOK_FIELDS, "cache")
 
 
 def _variant(spec: ModelSpec, name: str) -> type[BaseModel]:
@@ -76,7 +98,7 @@ def _variant(spec: ModelSpec, name: str) -> type[BaseModel]:
         metadata=(Metadata, Field(default_factory=dict, description=METADATA_DESCRIPTION)),
         **{
             name: (JobCreate.model_fields[name].annotation, JobCreate.model_fields[name])
-            for name in WEBHOOK_FIELDS
+            for name in SHARED_FIELDS
         },
     )
 
@@ -170,6 +192,18 @@ class JobUsage(BaseModel):
     )
 
 
+class CacheOut(BaseModel):
+    hit: bool = Field(description="The result is a stored success's, reused (nothing sent to fal).")
+    source_job: uuid.UUID | None = Field(
+        default=None, description="The job that ran upstream and produced the result, on a hit."
+    )
+    reason: str | None = Field(
+        default=None,
+        description="Why the cache could not be used: seed_required (the model takes a seed and "
+        "none was given).",
+    )
+
+
 class JobOut(BaseModel):
     object: Literal["job"] = Field(default="job", description="Always job.")
     id: uuid.UUID = Field(description="The job's id.")
@@ -191,7 +225,14 @@ class JobOut(BaseModel):
         default=None, description="The input as measured before it was sent (preflight)."
     )
     usage: JobUsage | None = Field(
-        default=None, description="The job's upstream request on the ledger (once sent to fal)."
+        default=None,
+        description="The job's upstream request on the ledger (once sent to fal), or its "
+        "result-cache hit (unit hit).",
+    )
+    cache: CacheOut | None = Field(
+        default=None,
+        description="The result cache, when the job asked for it: {hit: true, source_job} when "
+        "a stored success answered it, else {hit: false}. null: not asked for.",
     )
     metadata: dict[str, Any] = Field(description="Your key/value pairs, as given.")
     created_at: datetime = Field(description="When the job was accepted.")
@@ -213,7 +254,7 @@ class JobEventOut(BaseModel):
     type: str = Field(
         description="job.created, job.submitting, job.started, job.processing, job.logs, "
         "job.cancel_requested, job.submit_retrying, job.submit_ambiguous, job.attached, "
-        "job.succeeded, job.failed, job.canceled, job.aborted"
+        "job.cache_hit, job.succeeded, job.failed, job.canceled, job.aborted"
     )
     data: dict[str, Any] = Field(description="What changed (status, error, logs …).")
     created_at: datetime = Field(description="When the transition was committed.")

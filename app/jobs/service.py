@@ -17,7 +17,7 @@ from app.config import Settings
 from app.db.driver import DriverPool
 from app.files import service as files_service
 from app.files.outbound import check_video_url, outbound_policy
-from app.jobs import lifecycle, store
+from app.jobs import cache, lifecycle, store
 from app.jobs.preflight import InputRejected, InputUnavailable, preflight
 from app.jobs.presenter import job_url, present_job
 from app.jobs.schemas import JobCreate, JobOut
@@ -76,6 +76,7 @@ def build_job(
     *,
     estimated_cost_micros: int = 0,
     cancel_after: timedelta | None = None,
+    cache_default: bool = False,
 ) -> NewJob:
     """Validate against the model's schema and build the row (nothing is written)."""
     spec = resolve_model(body.model)
@@ -100,6 +101,7 @@ def build_job(
         if body.webhook
         else None,
         cancel_after_at=None if cancel_after is None else now + cancel_after,
+        cache_requested=cache.wanted(body.cache, cache_default),
     )
 
 
@@ -153,20 +155,53 @@ def _check_webhook(job: NewJob, settings: Settings) -> None:
 
 async def _estimate_and_reserve(
     session: AsyncSession, tenant: Tenant, job: NewJob, settings: Settings
-) -> NewJob:
+) -> tuple[NewJob, cache.Hit | None]:
     """The job with its estimate, reserved against the tenant's budget (if it has one now) in
-    the session's transaction."""
+    the session's transaction; and the result-cache hit that answers it, when its input is an
+    upload (its hash is known now) and a stored success matches (then the estimate is the
+    hit's price)."""
     spec = resolve_model(job.model)
     file = await check_input_source(session, tenant, job, settings)
-    duration = (file.media or {}).get("duration_s") if file is not None else None
-    estimate = await estimate_job(session, spec, settings, video_duration_s=duration)
-    job = _priced(job, estimate)
-    reservation = await budgets.reserve(session, tenant.id, estimate.cost_micros, model=job.model)
+    hit = None
+    if job.cache_requested and file is not None:
+        key = cache.key_of(
+            model=job.model,
+            endpoint=job.endpoint,
+            job_input=job.input,
+            upstream_payload=job.upstream_payload,
+            input_sha256=file.sha256,
+        )
+        if key is not None:
+            job = replace(job, cache_key=key)
+            hit = await cache.look_up(session, key, tenant_id=tenant.id, settings=settings)
+    if hit is not None:
+        cost_micros = hit.price_micros
+        job = replace(job, estimated_cost_micros=cost_micros or 0)
+    else:
+        duration = (file.media or {}).get("duration_s") if file is not None else None
+        estimate = await estimate_job(session, spec, settings, video_duration_s=duration)
+        job = _priced(job, estimate)
+        cost_micros = estimate.cost_micros
+    reservation = await budgets.reserve(session, tenant.id, cost_micros, model=job.model)
     if reservation is None:
-        return job
+        return job, hit
     return replace(
         job, reserved_micros=reservation.micros, budget_period_start=reservation.period_start
+    ), hit
+
+
+async def _answer_from_cache(
+    session: AsyncSession, job_store: JobStore, job: NewJob, hit: cache.Hit
+) -> Job:
+    """The job just inserted, answered by the cache in the same transaction: it is never seen
+    queued, and its 202 shows it succeeded."""
+    row = await store.lock_for_tenant(session, job.tenant_id, job.id)
+    assert row is not None
+    await job_store.write(
+        session, row, lifecycle.CacheHit(hit.source_id, hit.result, hit.key), owner=None
     )
+    await cache.record_files(session, row, hit)
+    return row
 
 
 def _priced(job: NewJob, estimate: Estimate) -> NewJob:
@@ -279,6 +314,7 @@ async def accept_job(
     path: str,
     idempotency_key: str | None,
     cancel_after: timedelta | None = None,
+    job_store: JobStore | None = None,
 ) -> Accepted:
     """Store a new job; answer what the client gets (202, or a replayed first answer).
 
@@ -286,7 +322,9 @@ async def accept_job(
     whatever must commit with it, in one transaction: the budget reservation and the idempotency
     record. When there is no idempotency key and no upload to look up, one statement inserts
     the row alone if the tenant has no budget (read from the database in that statement, never
-    from a cache); otherwise, or when it inserted nothing, the transaction does."""
+    from a cache); otherwise, or when it inserted nothing, the transaction does. A job that asked
+    for the result cache with an upload as its input is looked up here (``job_store`` given):
+    a hit is written in the same transaction, and the answer shows the job succeeded."""
     if tenant.suspended_at is not None:
         raise TenantSuspended(
             "This tenant is suspended: new jobs are refused (running jobs "
@@ -306,6 +344,7 @@ async def accept_job(
         body,
         estimated_cost_micros=cached.cost_micros or 0 if cached else 0,
         cancel_after=cancel_after,
+        cache_default=tenant.cache_default,
     )
     guard = None
     if idempotency_key is not None:
@@ -337,9 +376,14 @@ async def accept_job(
             inserted = await store.insert_unless_budgeted(pool, job)
         if not inserted:
             async with sessionmaker() as session:
-                job = await _estimate_and_reserve(session, tenant, job, settings)
+                job, hit = await _estimate_and_reserve(session, tenant, job, settings)
                 out = present_job(job, base_url).model_dump_json().encode()
                 await store.insert(session, job)
+                if hit is not None and job_store is not None:
+                    answered = await _answer_from_cache(session, job_store, job, hit)
+                    usage = await usage_service.usage_of_jobs(session, [job.id])
+                    out = present_job(answered, base_url, usage.get(job.id))
+                    out = out.model_dump_json().encode()
                 if guard is not None:
                     await guard.record(session, StoredResponse(202, json.loads(out), headers))
                 await session.commit()

@@ -24,6 +24,7 @@ STARTING = lifecycle.SubmitStarting(
     probe={"container": "mp4", "duration_s": 4.0},
     upstream_payload={"video_url": "https://cdn.example/a.mp4", "sound_effect_prompt": "x"},
     estimated_cost_micros=35_000,
+    cache_key="c" * 64,
 )
 
 
@@ -44,6 +45,7 @@ COLUMNS = (
     "input_probe",
     "upstream_payload",
     "estimated_cost_micros",
+    "cache_key",
     "lease_owner",
     "event_seq",
 )

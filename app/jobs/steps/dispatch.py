@@ -7,13 +7,16 @@ request may exist, and treats it as ambiguous instead of sending another.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.catalog.registry import CATALOG, ModelSpec
 from app.files.service import FileRemoved
-from app.jobs import lifecycle
+from app.jobs import cache, lifecycle
 from app.jobs.preflight import Checked, InputRejected, InputUnavailable, preflight
 from app.jobs.steps.context import StepContext, released_until
 from app.kit.clock import utcnow
@@ -34,16 +37,63 @@ async def dispatch(ctx: StepContext, job: Job) -> None:
     spec = CATALOG.resolve(job.model)
     assert spec is not None, f"model {job.model} left the catalog"
     starting = lifecycle.SubmitStarting()
+    # The result cache, before anything leaves: an upload's key was made at accept (and is
+    # looked up again here: a source may have succeeded since), a URL's once the preflight
+    # hashed what it fetched. A hit sends nothing upstream (not even an upload to fal's CDN).
+    if job.cache_requested and job.cache_key is not None:
+        if await _answered_from_cache(ctx, job, job.cache_key, None):
+            return
     if job.input_probe is None:
         checked = await _preflight(ctx, job, spec)
         if checked is None:
             return
         starting = await _starting(ctx, job, spec, checked)
+        if job.cache_requested and job.cache_key is None:
+            key = cache.key_of(
+                model=job.model,
+                endpoint=job.endpoint,
+                job_input=job.input,
+                upstream_payload=job.upstream_payload,
+                input_sha256=checked.sha256,
+            )
+            if key is not None:
+                if await _answered_from_cache(ctx, job, key, checked.probe):
+                    return
+                starting = replace(starting, cache_key=key)
     refused = await ctx.store.mark_sending(job, ctx.owner, starting)
     if refused is not None:  # canceled meanwhile, or no longer within its budget
         released_until.set(refused.next_action_at)
         return
     await _submit(ctx, job)
+
+
+async def _answered_from_cache(
+    ctx: StepContext, job: Job, key: str, probe: dict[str, Any] | None
+) -> bool:
+    """Whether the step is over because a stored success answered the job (then it is written
+    succeeded, its files are the source's objects)."""
+    async with ctx.sessionmaker() as session:
+        hit = await cache.look_up(
+            session, key, tenant_id=job.tenant_id, settings=ctx.settings, exclude=job.id
+        )
+    if hit is None:
+        return False
+    event = lifecycle.CacheHit(hit.source_id, hit.result, key, probe)
+
+    async def record_files(session: AsyncSession, row: Job) -> None:
+        if row.cache_source_id == hit.source_id:  # the hit was written, not refused
+            await cache.record_files(session, row, hit)
+
+    try:
+        applied = await ctx.apply(job.id, event, also=record_files)
+    except cache.SourceGone:
+        log.info("cache source removed meanwhile; running the job", job_id=str(job.id))
+        return False
+    if applied.job.cache_source_id is not None:
+        log.info("answered from the result cache", job_id=str(job.id), source=str(hit.source_id))
+    # Either way the step is over: a hit, or the job moved on meanwhile (canceled) and the
+    # transition said when it is next due.
+    return True
 
 
 async def _preflight(ctx: StepContext, job: Job, spec: ModelSpec) -> Checked | None:

@@ -54,6 +54,9 @@ class NewJob:
     webhook_url: str | None = None
     webhook_events: list[str] | None = None
     cancel_after_at: datetime | None = None
+    cache_requested: bool = False
+    cache_key: str | None = None
+    cache_source_id: uuid.UUID | None = None
 
     def row(self) -> dict[str, Any]:
         """Column → value; the columns left out take their defaults (the job has not run)."""
@@ -75,6 +78,8 @@ class NewJob:
             "reserved_micros": self.reserved_micros,
             "budget_period_start": self.budget_period_start,
             "cancel_after_at": self.cancel_after_at,
+            "cache_requested": self.cache_requested,
+            "cache_key": self.cache_key,
             # due at once: the first worker to look claims it
             "next_action_at": self.created_at,
             "webhook_url": self.webhook_url,

@@ -287,11 +287,14 @@ class JobStore:
                 estimate,
                 kind,
                 json.dumps(data),
+                changes.get("cache_key"),
             )
         if status != "INSERT 0 1":
             return False
         if payload is not None:
             job.upstream_payload = payload
+        if changes.get("cache_key") is not None:
+            job.cache_key = changes["cache_key"]
         job.submit_state = SubmitState.sending
         return True
 
@@ -416,7 +419,8 @@ _MARK_SENDING_ALONE = """
             submitted_at = $3, updated_at = now(), event_seq = event_seq + 1,
             input_probe = coalesce($4::jsonb, input_probe),
             upstream_payload = coalesce($5::jsonb, upstream_payload),
-            estimated_cost_micros = coalesce($6::bigint, estimated_cost_micros)
+            estimated_cost_micros = coalesce($6::bigint, estimated_cost_micros),
+            cache_key = coalesce($9, cache_key)
         WHERE id = $1 AND lease_owner = $2 AND submit_state = 'pending'
           AND budget_period_start IS NULL
           AND status IN ('queued', 'starting', 'processing')

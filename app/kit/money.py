@@ -104,4 +104,5 @@ def nanos_to_usd(nanos: int | None) -> str | None:
     """Nano-dollars as USD with nine decimals ("0.003034500"): an exact amount at the API."""
     if nanos is None:
         return None
-    return str((Decimal(nanos) / NANOS_PER_USD).quantize(_NINE_PLACES))
+    # Fixed-point always: str() of a zero with nine places is "0E-9".
+    return f"{(Decimal(nanos) / NANOS_PER_USD).quantize(_NINE_PLACES):f}"

@@ -67,6 +67,11 @@ class TenantUpdate(BaseModel):
     suspended: StrictBool | None = Field(
         default=None, description="true: refuse the tenant's new jobs (403 tenant_suspended)."
     )
+    cache_default: StrictBool | None = Field(
+        default=None,
+        description="true: the tenant's jobs use the result cache unless a request says "
+        '"cache": false (default false).',
+    )
 
     @field_validator("budget_period")
     @classmethod
@@ -92,6 +97,9 @@ class TenantOut(BaseModel):
     max_in_flight: int | None = Field(description="Requests at fal at once at most.")
     weight: float = Field(description="Share of fal's capacity when tenants compete.")
     suspended_at: datetime | None = Field(description="Since when new jobs are refused.")
+    cache_default: bool = Field(
+        default=False, description="The tenant's jobs use the result cache unless they opt out."
+    )
     created_at: datetime = Field(description="When the tenant was created.")
     budget: BudgetOut | None = Field(
         default=None, description="The current period: spent, reserved, remaining."
@@ -109,6 +117,7 @@ class TenantOut(BaseModel):
             max_in_flight=t.max_in_flight,
             weight=float(t.weight),
             suspended_at=t.suspended_at,
+            cache_default=t.cache_default,
             created_at=t.created_at,
             budget=BudgetOut.model_validate(budget) if budget else None,
         )

@@ -43,6 +43,7 @@ def tenant_snapshot(t: Tenant) -> dict[str, Any]:
         "max_in_flight": t.max_in_flight,
         "weight": float(t.weight),
         "suspended_at": t.suspended_at.isoformat() if t.suspended_at else None,
+        "cache_default": t.cache_default,
     }
 
 
@@ -111,6 +112,8 @@ async def update_tenant(
             setattr(tenant, field, getattr(patch, field))
     if "weight" in given and patch.weight is not None:
         tenant.weight = patch.weight
+    if "cache_default" in given and patch.cache_default is not None:
+        tenant.cache_default = patch.cache_default
     if "suspended" in given and patch.suspended is not None:
         if patch.suspended and tenant.suspended_at is None:
             tenant.suspended_at = utcnow()

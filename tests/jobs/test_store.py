@@ -185,3 +185,38 @@ async def test_a_transition_is_written_the_same_with_or_without_a_session(
         "job.logs",
     ]
     assert events[-1][2] == {"lines": [log]}
+
+
+async def test_what_is_found_in_the_transitions_transaction_is_written_under_the_lease(
+    api: httpx.AsyncClient,
+    tenant: TenantCreds,
+    sessionmaker: async_sessionmaker,
+    driver_pool: TransactionPool,
+    job_store: JobStore,
+) -> None:
+    (job,) = await _claimed(api, tenant, driver_pool, 1)
+    before = await _state(sessionmaker, job.id)
+    seen: list[str | None] = []
+
+    async def nothing(session, row):  # type: ignore[no-untyped-def]
+        seen.append(row.lease_owner)  # the locked row, as it stands
+        return None
+
+    assert await job_store.apply_found(job.id, nothing, owner="w1") is None
+    assert seen == ["w1"] and await _state(sessionmaker, job.id) == before
+    with pytest.raises(LeaseLost):
+        await job_store.apply_found(job.id, nothing, owner="w2")
+    also: list[str] = []
+
+    async def mark(session, row) -> None:  # type: ignore[no-untyped-def]
+        also.append(row.status.value)
+
+    async def hit(session, row):  # type: ignore[no-untyped-def]
+        return lifecycle.CacheHit(uuid.uuid4(), {"prompt": "x"}, "k" * 64), mark
+
+    applied = await job_store.apply_found(job.id, hit, owner="w1")
+    assert applied is not None and applied.job.status is JobStatus.succeeded
+    assert also == ["succeeded"]  # with the transition, after it
+    row, events = await _state(sessionmaker, job.id)
+    assert row["lease_owner"] is None
+    assert [e[1] for e in events] == ["job.created", "job.cache_hit", "job.succeeded"]

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.jobs import lifecycle
-from app.jobs.store import Also, Applied, JobStore
+from app.jobs.store import Also, Applied, Find, JobStore
 from app.models import Job
 from app.storage import Storage
 from app.upstream.fal import FalClient
@@ -58,6 +58,14 @@ class StepContext:
         """Write ``event``'s transition under our lease (LeaseLost if it is not ours any more)."""
         applied = await self.store.apply(job_id, event, owner=self.owner, also=also)
         released_until.set(applied.next_action_at)
+        return applied
+
+    async def apply_found(self, job_id: uuid.UUID, find: Find) -> Applied | None:
+        """``apply`` of what ``find`` reads in the transition's own transaction (None: it found
+        nothing, nothing was written and the lease is still ours)."""
+        applied = await self.store.apply_found(job_id, find, owner=self.owner)
+        if applied is not None:
+            released_until.set(applied.next_action_at)
         return applied
 
 

@@ -19,6 +19,7 @@ from app.files.service import FileRemoved
 from app.jobs import cache, lifecycle
 from app.jobs.preflight import Checked, InputRejected, InputUnavailable, preflight
 from app.jobs.steps.context import StepContext, released_until
+from app.jobs.store import Also
 from app.kit.clock import utcnow
 from app.models import Job, StoredFile, SubmitState
 from app.upstream.errors import (
@@ -71,26 +72,32 @@ async def _answered_from_cache(
     ctx: StepContext, job: Job, key: str, probe: dict[str, Any] | None
 ) -> bool:
     """Whether the step is over because a stored success answered the job (then it is written
-    succeeded, its files are the source's objects)."""
-    async with ctx.sessionmaker() as session:
+    succeeded, its files are the source's objects). Looked up in the hit's own transaction:
+    the source's rows are share-locked until it commits, so retention cannot take them
+    meanwhile, and a hit costs one transaction."""
+
+    async def find(session: AsyncSession, row: Job) -> tuple[lifecycle.Event, Also] | None:
         hit = await cache.look_up(
-            session, key, tenant_id=job.tenant_id, settings=ctx.settings, exclude=job.id
+            session, key, tenant_id=row.tenant_id, settings=ctx.settings, exclude=row.id
         )
-    if hit is None:
-        return False
-    event = lifecycle.CacheHit(hit.source_id, hit.result, key, probe)
+        if hit is None:
+            return None
 
-    async def record_files(session: AsyncSession, row: Job) -> None:
-        if row.cache_source_id == hit.source_id:  # the hit was written, not refused
-            await cache.record_files(session, row, hit)
+        async def record_files(session: AsyncSession, row: Job) -> None:
+            if row.cache_source_id == hit.source_id:  # the hit was written, not refused
+                await cache.record_files(session, row, hit)
 
-    try:
-        applied = await ctx.apply(job.id, event, also=record_files)
-    except cache.SourceGone:
-        log.info("cache source removed meanwhile; running the job", job_id=str(job.id))
+        return lifecycle.CacheHit(hit.source_id, hit.result, key, probe), record_files
+
+    applied = await ctx.apply_found(job.id, find)
+    if applied is None:
         return False
     if applied.job.cache_source_id is not None:
-        log.info("answered from the result cache", job_id=str(job.id), source=str(hit.source_id))
+        log.info(
+            "answered from the result cache",
+            job_id=str(job.id),
+            source=str(applied.job.cache_source_id),
+        )
     # Either way the step is over: a hit, or the job moved on meanwhile (canceled) and the
     # transition said when it is next due.
     return True

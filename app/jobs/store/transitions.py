@@ -57,6 +57,9 @@ class Applied:
 # Writes of other tables that must commit with the transition (an output's file rows, a webhook
 # event marked processed), given the session and the locked job.
 Also = Callable[[AsyncSession, Job], Awaitable[None]]
+# What happened, read from the database in the transaction of its transition (apply_found): the
+# event and what must commit with it, or None.
+Find = Callable[[AsyncSession, Job], Awaitable[tuple[lifecycle.Event, Also | None] | None]]
 
 
 class JobStore:
@@ -93,6 +96,24 @@ class JobStore:
                 return applied
         async with unit_of_work(self.sessionmaker) as session:
             job = await self._locked(session, job_id, owner)
+            applied = await self.write(session, job, event, owner=owner)
+            if also is not None:
+                await also(session, job)
+        return applied
+
+    async def apply_found(
+        self, job_id: uuid.UUID, find: Find, *, owner: str | None
+    ) -> Applied | None:
+        """``apply`` of the event ``find`` answers from the database, in the transaction it read
+        in, with the job row-locked: what it read (and locked) cannot change before the
+        transition commits, and looking costs no transaction of its own. None (nothing
+        written) when ``find`` answers None."""
+        async with unit_of_work(self.sessionmaker) as session:
+            job = await self._locked(session, job_id, owner)
+            found = await find(session, job)
+            if found is None:
+                return None
+            event, also = found
             applied = await self.write(session, job, event, owner=owner)
             if also is not None:
                 await also(session, job)

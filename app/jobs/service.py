@@ -154,7 +154,12 @@ def _check_webhook(job: NewJob, settings: Settings) -> None:
 
 
 async def _estimate_and_reserve(
-    session: AsyncSession, tenant: Tenant, job: NewJob, settings: Settings
+    session: AsyncSession,
+    tenant: Tenant,
+    job: NewJob,
+    settings: Settings,
+    *,
+    look_up: bool = True,
 ) -> tuple[NewJob, cache.Hit | None]:
     """The job with its estimate, reserved against the tenant's budget (if it has one now) in
     the session's transaction; and the result-cache hit that answers it, when its input is an
@@ -173,7 +178,8 @@ async def _estimate_and_reserve(
         )
         if key is not None:
             job = replace(job, cache_key=key)
-            hit = await cache.look_up(session, key, tenant_id=tenant.id, settings=settings)
+            if look_up:
+                hit = await cache.look_up(session, key, tenant_id=tenant.id, settings=settings)
     if hit is not None:
         cost_micros = hit.price_micros
         job = replace(job, estimated_cost_micros=cost_micros or 0)
@@ -376,10 +382,13 @@ async def accept_job(
             inserted = await store.insert_unless_budgeted(pool, job)
         if not inserted:
             async with sessionmaker() as session:
-                job, hit = await _estimate_and_reserve(session, tenant, job, settings)
+                job, hit = await _estimate_and_reserve(
+                    session, tenant, job, settings, look_up=job_store is not None
+                )
                 out = present_job(job, base_url).model_dump_json().encode()
                 await store.insert(session, job)
-                if hit is not None and job_store is not None:
+                if hit is not None:
+                    assert job_store is not None
                     answered = await _answer_from_cache(session, job_store, job, hit)
                     usage = await usage_service.usage_of_jobs(session, [job.id])
                     out = present_job(answered, base_url, usage.get(job.id))

@@ -15,7 +15,7 @@ from app.jobs import lifecycle, store
 from app.models import Job, Price, UsageRecord, UsageStatus
 from app.usage.reconcile import reconcile
 from tests.conftest import ADMIN, TenantCreds
-from tests.usage.conftest import KLING, job_store
+from tests.usage.conftest import KLING, job_store, set_tenant
 
 
 async def _hit(
@@ -38,7 +38,15 @@ async def _hit_record(sessionmaker: async_sessionmaker, job_id: str) -> UsageRec
 async def test_a_hit_is_one_record_without_a_request_at_the_seeded_free_price(
     api: httpx.AsyncClient, tenant: TenantCreds, sessionmaker: async_sessionmaker
 ) -> None:
-    job_id = await _hit(api, tenant, sessionmaker)
+    await set_tenant(api, tenant, budget_usd="1.00")
+    job = (await api.post("/v1/jobs", json=KLING, headers=tenant.headers)).json()
+    reserved = (await api.get("/v1/me", headers=tenant.headers)).json()["budget"]
+    assert reserved["reserved_usd"] == "0.035000"  # a URL job: the model's estimate, at accept
+    hit = lifecycle.CacheHit(uuid.uuid4(), {"prompt": "x"}, "k" * 64)
+    await job_store(sessionmaker).apply(uuid.UUID(job["id"]), hit, owner=None)
+    budget = (await api.get("/v1/me", headers=tenant.headers)).json()["budget"]
+    assert (budget["reserved_usd"], budget["spent_usd"]) == ("0.000000", "0.000000")
+    job_id = str(job["id"])
     rec = await _hit_record(sessionmaker, job_id)
     assert (rec.upstream_request_id, rec.model, rec.unit, rec.outcome) == (
         None,

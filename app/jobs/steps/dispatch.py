@@ -73,7 +73,7 @@ async def _answered_from_cache(
 ) -> bool:
     """Whether the step is over because a stored success answered the job (then it is written
     succeeded, its files are the source's objects). Looked up in the hit's own transaction:
-    the source's rows are share-locked until it commits, so retention cannot take them
+    the source's file rows are share-locked until it commits, so retention cannot take them
     meanwhile, and a hit costs one transaction."""
 
     async def find(session: AsyncSession, row: Job) -> tuple[lifecycle.Event, Also] | None:

@@ -33,7 +33,9 @@ async def find_source(
     """The newest success with this key that ran upstream (a hit is never a source) and whose
     files are still there; the tenant's own (``tenant_id``), or any tenant's (None: the operator
     shares the cache). ``completed_after``: retention's horizon (None: kept forever). The row is
-    share-locked: retention cannot mark it removed before the caller's transaction ends."""
+    not locked: what keeps the result is its file rows, which the caller share-locks next
+    (app.files.service.planned_shares) — retention locks those rows before it marks the job, so
+    locking the job here first could deadlock with it."""
     stmt = (
         select(Job.id, Job.tenant_id, Job.result)
         .where(
@@ -45,7 +47,6 @@ async def find_source(
         )
         .order_by(Job.completed_at.desc())
         .limit(1)
-        .with_for_update(read=True, of=Job)
     )
     if tenant_id is not None:
         stmt = stmt.where(Job.tenant_id == tenant_id)

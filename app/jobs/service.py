@@ -391,8 +391,8 @@ async def accept_job(
                     assert job_store is not None
                     answered = await _answer_from_cache(session, job_store, job, hit)
                     usage = await usage_service.usage_of_jobs(session, [job.id])
-                    out = present_job(answered, base_url, usage.get(job.id))
-                    out = out.model_dump_json().encode()
+                    shown = present_job(answered, base_url, usage.get(job.id))
+                    out = shown.model_dump_json().encode()
                 if guard is not None:
                     await guard.record(session, StoredResponse(202, json.loads(out), headers))
                 await session.commit()

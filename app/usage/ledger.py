@@ -103,10 +103,10 @@ async def settle_job(
     nothing on the ledger and the reservation is simply released."""
     cost = 0
     if outcome is not None and outcome.kind == CACHE_HIT:
-        record = await _cache_hit_record(session, job)
-        if not await _price(session, record, outcome, job, bill_422=bill_422):
+        hit = await _cache_hit_record(session, job)
+        if not await _price(session, hit, outcome, job, bill_422=bill_422):
             return False
-        cost = record.cost_micros or 0
+        cost = hit.cost_micros or 0
     elif outcome is not None and job.upstream_request_id is not None:
         record = await _locked_record(session, job.upstream_request_id)
         if record is None:  # submitted before the ledger existed, or attached late
@@ -375,7 +375,7 @@ async def settle_unpriced_orphans(session: AsyncSession, *, bill_422: bool) -> i
     done = 0
     for record in blocked:
         job = await session.get(Job, record.job_id) if record.job_id else None
-        if job is None:
+        if job is None or record.upstream_request_id is None:  # an orphan is always a request
             continue
         outcome = Outcome(record.outcome or "succeeded", job.inference_s)
         await settle_orphan(session, job, record.upstream_request_id, outcome, bill_422=bill_422)

@@ -197,17 +197,18 @@ async def reconcile(
         )
     ).all()
     # Recorded in the window but billed in another period: that period's.
-    ours = {
+    ours: dict[str, UsageRecord] = {
         r.upstream_request_id: r
         for r in recorded
-        if r.upstream_request_id in fal or r.upstream_request_id not in by_id
+        if r.upstream_request_id is not None
+        and (r.upstream_request_id in fal or r.upstream_request_id not in by_id)
     }
     earlier = [rid for rid in fal if rid not in ours]
     if earlier:  # billed in the window, recorded before it (or after: attached late)
         found = await session.scalars(
             select(UsageRecord).where(UsageRecord.upstream_request_id.in_(earlier))
         )
-        ours.update({r.upstream_request_id: r for r in found.all()})
+        ours.update({r.upstream_request_id: r for r in found.all() if r.upstream_request_id})
     totals: dict[tuple[str | None, str], Total] = {}
 
     def total(tenant_id: str | None, endpoint: str) -> Total:

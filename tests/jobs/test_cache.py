@@ -369,3 +369,26 @@ def test_the_key_is_the_content_the_endpoint_the_parameters_and_the_seed() -> No
     assert cache.skipped_reason(thinksound, {"seed": None}) == "seed_required"
     assert cache.skipped_reason(thinksound, {"seed": 0}) is None
     assert cache.skipped_reason(kling, {}) is None  # nothing to pin: the opt-in is the word
+
+
+async def test_a_model_without_a_seed_is_cached_as_asked(
+    api: httpx.AsyncClient,
+    tenant: TenantCreds,
+    sessionmaker: async_sessionmaker,
+    mp4_with_audio: Clip,
+    tmp_path: Path,
+) -> None:
+    file_id = await _upload(api, tenant, mp4_with_audio)
+    body = {
+        "model": "kling-video-to-audio",
+        "input": {"video_file_id": file_id, "prompt": "steps"},
+        "cache": True,
+    }
+    first = await _create(api, tenant, body)
+    assert first["status"] == "queued" and first["cache"]["hit"] is False
+    await _run_upstream(api, sessionmaker, first, tmp_path)
+    second = await _create(api, tenant, body)
+    assert second["status"] == "succeeded" and second["cache"]["source_job"] == first["id"]
+    # the defaults Kling is always sent are part of the key: another music prompt misses
+    other = {**body, "input": {**body["input"], "music_prompt": "calm piano"}}
+    assert (await _create(api, tenant, other))["status"] == "queued"

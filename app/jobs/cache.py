@@ -161,13 +161,18 @@ def key_of(
 @dataclass(frozen=True)
 class Hit:
     """A stored success that answers a job: its result naming the job's own file rows (new ids
-    for the source's), and what a hit costs now (None: no cache_hit price in force)."""
+    for the source's)."""
 
     source_id: uuid.UUID
     key: str
     result: dict[str, Any]
     file_ids: dict[uuid.UUID, uuid.UUID]
-    price_micros: int | None
+
+
+async def hit_price_micros(session: AsyncSession) -> int | None:
+    """What a hit costs now (None: no cache_hit price in force): a hit's budget estimate."""
+    price = await price_at(session, CACHE_HIT, utcnow())
+    return None if price is None else price.unit_price_micros
 
 
 class SourceGone(Exception):
@@ -199,14 +204,12 @@ async def look_up(
     file_ids = await files.planned_shares(session, source.id)
     if file_ids is None:
         return None
-    price = await price_at(session, CACHE_HIT, utcnow())
     renamed = {str(old): str(new) for old, new in file_ids.items()}
     return Hit(
         source_id=source.id,
         key=key,
         result=with_file_ids(source.result, renamed),
         file_ids=file_ids,
-        price_micros=None if price is None else price.unit_price_micros,
     )
 
 

@@ -181,7 +181,7 @@ async def _estimate_and_reserve(
             if look_up:
                 hit = await cache.look_up(session, key, tenant_id=tenant.id, settings=settings)
     if hit is not None:
-        cost_micros = hit.price_micros
+        cost_micros = await cache.hit_price_micros(session)
         job = replace(job, estimated_cost_micros=cost_micros or 0)
     else:
         duration = (file.media or {}).get("duration_s") if file is not None else None

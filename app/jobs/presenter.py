@@ -37,7 +37,12 @@ def present_job(job: Job | NewJob, base_url: str, usage: dict[str, Any] | None =
             "prompt": job.result.get("prompt"),
             "video": _media(job.result.get("video"), base_url),
             "audio": _media(job.result.get("audio"), base_url),
+            "samples": None,
         }
+        if job.result.get("samples"):
+            result["samples"] = [
+                {"audio": _media(sample.get("audio"), base_url)} for sample in job.result["samples"]
+            ]
     self_url = job_url(base_url, job.id)
     # One validation of plain data (not a model per part): this runs for every job shown.
     return JobOut.model_validate(

@@ -142,10 +142,62 @@ class MediaOut(BaseModel):
     duration_s: float | None = Field(default=None, description="Its length in seconds.")
 
 
+class SampleOut(BaseModel):
+    audio: MediaOut = Field(description="This sample's sound (one output of several).")
+
+
 class ResultOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "prompt": "footsteps on gravel",
+                    "video": None,
+                    "audio": {
+                        "file_id": "0b7c2f4e-2d1a-4f7e-9a51-1c1f0e3b9d10",
+                        "url": "https://foley.example/v1/files/0b7c2f4e-2d1a-4f7e-9a51-1c1f0e3b9d10",
+                        "content_type": "audio/wav",
+                        "size_bytes": 705644,
+                        "duration_s": 4.0,
+                    },
+                    "samples": [
+                        {
+                            "audio": {
+                                "file_id": "0b7c2f4e-2d1a-4f7e-9a51-1c1f0e3b9d10",
+                                "url": "https://foley.example/v1/files/"
+                                "0b7c2f4e-2d1a-4f7e-9a51-1c1f0e3b9d10",
+                                "content_type": "audio/wav",
+                                "size_bytes": 705644,
+                                "duration_s": 4.0,
+                            }
+                        },
+                        {
+                            "audio": {
+                                "file_id": "5e0d9a7b-8c3f-4b21-a6d4-7f2e1b0c9a83",
+                                "url": "https://foley.example/v1/files/"
+                                "5e0d9a7b-8c3f-4b21-a6d4-7f2e1b0c9a83",
+                                "content_type": "audio/wav",
+                                "size_bytes": 705644,
+                                "duration_s": 4.0,
+                            }
+                        },
+                    ],
+                }
+            ]
+        }
+    )
+
     prompt: str | None = Field(default=None, description="The prompt the model used.")
     video: MediaOut | None = Field(default=None, description="The video with its new sound.")
-    audio: MediaOut | None = Field(default=None, description="The sound on its own.")
+    audio: MediaOut | None = Field(
+        default=None,
+        description="The sound on its own (for a model making several samples: the first).",
+    )
+    samples: list[SampleOut] | None = Field(
+        default=None,
+        description="Every output of a model making several per job (Mirelo, Sonilo: "
+        "input.samples of them), in fal's order; null for single-output models.",
+    )
 
 
 class LogLine(BaseModel):

@@ -107,7 +107,9 @@ async def check_input_source(
     session: AsyncSession, tenant: Tenant, job: NewJob, settings: Settings
 ) -> StoredFile | None:
     """The input's source exists and may be fetched: the tenant's own upload, or a URL that is
-    not obviously internal (the worker vets it fully, with DNS, before fetching)."""
+    not obviously internal (the worker vets it fully, with DNS, before fetching); the same for
+    an audio input (a reference clip)."""
+    await _check_audio_sources(session, tenant, job, settings)
     if job.input_file_id is not None:
         try:
             file = await files_service.get_file(session, tenant.id, job.input_file_id)
@@ -130,6 +132,35 @@ async def check_input_source(
         return file
     _check_url(job, settings)
     return None
+
+
+async def _check_audio_sources(
+    session: AsyncSession, tenant: Tenant, job: NewJob, settings: Settings
+) -> None:
+    spec = resolve_model(job.model)
+    for audio in spec.audio_inputs:
+        url = job.input.get(audio.url_param)
+        if url:
+            check_video_url(url, outbound_policy(settings), param=f"input.{audio.url_param}")
+    try:
+        uploads = await files_service.named_audio_uploads(session, tenant.id, spec, job.input)
+        for param, file in uploads.items():
+            files_service.ensure_present(file)
+            if file.kind is not FileKind.input_upload or not (file.media or {}).get("audio"):
+                raise InputValidationError(
+                    [
+                        {
+                            "param": f"input.{param}",
+                            "code": "not_an_audio_upload",
+                            "message": "use an audio file uploaded with POST /v1/files",
+                        }
+                    ]
+                )
+    except (files_service.FileNotFound, files_service.FileRemoved) as exc:
+        bad = next(a.file_param for a in spec.audio_inputs if job.input.get(a.file_param))
+        raise InputValidationError(
+            [{"param": f"input.{bad}", "code": exc.code, "message": exc.detail}]
+        ) from exc
 
 
 def _check_url(job: NewJob, settings: Settings) -> None:
@@ -159,7 +190,9 @@ async def _estimate_and_reserve(
     spec = resolve_model(job.model)
     file = await check_input_source(session, tenant, job, settings)
     duration = (file.media or {}).get("duration_s") if file is not None else None
-    estimate = await estimate_job(session, spec, settings, video_duration_s=duration)
+    estimate = await estimate_job(
+        session, spec, settings, video_duration_s=duration, payload=job.upstream_payload
+    )
     job = _priced(job, estimate)
     reservation = await budgets.reserve(session, tenant.id, estimate.cost_micros, model=job.model)
     if reservation is None:
@@ -190,7 +223,9 @@ async def estimate_only(
     spec = resolve_model(job.model)
     file = await check_input_source(session, tenant, job, settings)
     duration = (file.media or {}).get("duration_s") if file is not None else None
-    estimate = await estimate_job(session, spec, settings, video_duration_s=duration)
+    estimate = await estimate_job(
+        session, spec, settings, video_duration_s=duration, payload=job.upstream_payload
+    )
     allowed, reason, view = True, None, None
     try:
         view = await budgets.check(session, tenant, estimate.cost_micros or 0)
@@ -250,6 +285,9 @@ async def validate_sync(
             tmp_dir=tmp,
             job_id=job.id,
             secret=secret,
+            audio_uploads=await files_service.named_audio_uploads(
+                session, tenant.id, spec, job.input
+            ),
         )
         verdict["probe"], duration = checked.probe, checked.duration_s
     except InputRejected as exc:
@@ -258,7 +296,9 @@ async def validate_sync(
         )
     except InputUnavailable as exc:
         verdict.update(valid=False, code="video_unreachable", message=str(exc))
-    estimate = await estimate_job(session, spec, settings, video_duration_s=duration)
+    estimate = await estimate_job(
+        session, spec, settings, video_duration_s=duration, payload=job.upstream_payload
+    )
     verdict["estimate"] = {
         "unit": estimate.unit,
         "units": str(estimate.units),
@@ -298,15 +338,16 @@ async def accept_job(
         rate_headers = (await limits.hit(sessionmaker, tenant.id, rate)).headers()
     # The estimate from the process's cache, when it has one (then, with no idempotency key and
     # no upload, one statement may store the job).
-    cached = None if idempotency_key else estimate_from_cache(resolve_model(body.model), settings)
+    job = build_job(tenant.id, body, cancel_after=cancel_after)  # a bad body never claims a key
+    cached = (
+        None
+        if idempotency_key
+        else estimate_from_cache(resolve_model(body.model), settings, payload=job.upstream_payload)
+    )
     if cached is not None and cached.cost_micros is None:
         log.error("no price in force for a model", model=body.model)
-    job = build_job(  # validation first: a bad body never claims a key
-        tenant.id,
-        body,
-        estimated_cost_micros=cached.cost_micros or 0 if cached else 0,
-        cancel_after=cancel_after,
-    )
+    if cached is not None:
+        job = replace(job, estimated_cost_micros=cached.cost_micros or 0)
     guard = None
     if idempotency_key is not None:
         guard = IdempotencyGuard(

@@ -10,7 +10,8 @@
   an error is logged and ``foley_usage_unpriced_total`` counts it. Never a silent $0.
 
 Billing rules (fal's, as far as fal documents them; the emulator bills the same way):
-success bills its units (one video, or ``metrics.inference_time`` compute seconds); a 5xx is
+success bills its units (one video, ``metrics.inference_time`` compute seconds, or the output
+seconds asked for times the samples); a 5xx is
 never billed; a 422 from the runner after fal accepted the request bills its compute seconds
 (``FOLEY_BILL_UPSTREAM_422``, on by default; off waives them), and is flagged either way; a
 request canceled while queued at fal costs nothing, one canceled while running bills its compute
@@ -150,10 +151,13 @@ async def _price(
             job_id=str(job.id),
         )
         return False
-    units = billable_units(price.unit, outcome, bill_422=bill_422)
+    spec = CATALOG.resolve(record.model)
+    output = spec.output_quantity(job.upstream_payload or {}) if spec is not None else None
+    units = billable_units(price.unit, outcome, bill_422=bill_422, output=output)
     if units is None:
-        # A compute-second success without fal's inference time: settle at the estimate rather
-        # than at $0, and flag it for reconciliation.
+        # A compute-second success without fal's inference time (or an output-second one
+        # without its length): settle at the estimate rather than at $0, and flag it for
+        # reconciliation.
         units = Decimal(0)
         record.cost_nanos = record.estimated_cost_micros * NANOS_PER_MICRO
         record.flagged = True

@@ -12,7 +12,8 @@ from datetime import timedelta
 import structlog
 
 from app.catalog.registry import CATALOG, ModelSpec
-from app.files.service import FileRemoved
+from app.files import service as files_service
+from app.files.service import FileNotFound, FileRemoved
 from app.jobs import lifecycle
 from app.jobs.preflight import Checked, InputRejected, InputUnavailable, preflight
 from app.jobs.steps.context import StepContext, released_until
@@ -43,6 +44,8 @@ async def dispatch(ctx: StepContext, job: Job) -> None:
     if refused is not None:  # canceled meanwhile, or no longer within its budget
         released_until.set(refused.next_action_at)
         return
+    if starting.upstream_payload is not None:  # what was committed is what is sent
+        job.upstream_payload = starting.upstream_payload
     await _submit(ctx, job)
 
 
@@ -50,9 +53,12 @@ async def _preflight(ctx: StepContext, job: Job, spec: ModelSpec) -> Checked | N
     """Check the input before any upstream request (see app.jobs.preflight). Returns what was
     measured, or None when the step ended here (rejected, or to be retried later)."""
     upload = None
-    if job.input_file_id is not None:
-        async with ctx.sessionmaker() as session:
+    async with ctx.sessionmaker() as session:
+        if job.input_file_id is not None:
             upload = await session.get(StoredFile, job.input_file_id)
+        audio_uploads = await files_service.named_audio_uploads(
+            session, job.tenant_id, spec, job.input
+        )
     try:
         return await preflight(
             spec=spec,
@@ -64,6 +70,7 @@ async def _preflight(ctx: StepContext, job: Job, spec: ModelSpec) -> Checked | N
             tmp_dir=ctx.tmp_dir,
             job_id=job.id,
             secret=ctx.tokens.secret,
+            audio_uploads=audio_uploads,
         )
     except InputRejected as exc:
         log.info(
@@ -73,7 +80,7 @@ async def _preflight(ctx: StepContext, job: Job, spec: ModelSpec) -> Checked | N
             **exc.measured,
         )
         await ctx.apply(job.id, lifecycle.InputRejected(exc.code, exc.message, exc.measured))
-    except (InputUnavailable, UpstreamError, FileRemoved) as exc:
+    except (InputUnavailable, UpstreamError, FileRemoved, FileNotFound) as exc:
         message = getattr(exc, "detail", None) or str(exc)
         log.warning("input not available yet; will retry", job_id=str(job.id), error=message)
         await ctx.apply(job.id, lifecycle.InputUnavailable(message))
@@ -83,16 +90,20 @@ async def _preflight(ctx: StepContext, job: Job, spec: ModelSpec) -> Checked | N
 async def _starting(
     ctx: StepContext, job: Job, spec: ModelSpec, checked: Checked
 ) -> lifecycle.SubmitStarting:
-    """What the preflight measured, to be written with 'sending': the probe, the URL fal gets for
-    an upload, and the estimate re-priced by the measured duration (prices are cached: this
-    session reads the database only when the cache is cold)."""
+    """What the preflight measured, to be written with 'sending': the probe, the payload with
+    what was measured (the output length models take; the URL fal gets for an upload), and the
+    estimate re-priced by it (prices are cached: this session reads the database only when the
+    cache is cold)."""
+    payload = spec.payload_for_probe(job.upstream_payload, checked.duration_s)
+    payload.update(checked.payload_updates)
+    if checked.video_url is not None:
+        payload["video_url"] = checked.video_url
     async with ctx.sessionmaker() as session:
         estimate = await estimate_job(
-            session, spec, ctx.settings, video_duration_s=checked.duration_s
+            session, spec, ctx.settings, video_duration_s=checked.duration_s, payload=payload
         )
-    payload = None
-    if checked.video_url is not None:
-        payload = {**job.upstream_payload, "video_url": checked.video_url}
+    if payload == job.upstream_payload:
+        payload = None
     return lifecycle.SubmitStarting(
         probe=checked.probe, upstream_payload=payload, estimated_cost_micros=estimate.cost_micros
     )

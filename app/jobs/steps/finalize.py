@@ -65,9 +65,18 @@ async def finalize(
         shutil.rmtree(workdir, ignore_errors=True)
 
     result: dict[str, Any] = {"prompt": _used_prompt(spec, job, output)}
+    samples = []
     for item in stored:
+        if item.sample is not None:
+            samples.append({"audio": _describe(item)})
+            continue
         name = "video" if item.kind is FileKind.output_video else "audio"
         result[name] = _describe(item)
+    if samples:
+        # Several outputs of one request: every one in samples, the first also as audio (what
+        # a client of single-output models reads).
+        result["samples"] = samples
+        result["audio"] = samples[0]["audio"]
 
     async def record_files(session: AsyncSession, row: Job) -> None:
         # A repeated finalize (after a crash) replaces the files of the one before.
@@ -95,6 +104,7 @@ class _StoredOutput:
     sha256: str
     media: MediaInfo
     source_url: str | None
+    sample: int | None = None  # its place among several outputs of one request
 
     def as_output(self) -> files.Output:
         return files.Output(
@@ -245,7 +255,45 @@ async def _fetch_outputs(
                 ctx, FileKind.output_audio, f"{prefix}/audio.m4a", m4a, "audio/mp4", media, None
             )
         )
+    if spec.outputs.audio_samples_field:
+        for index, url in enumerate(_file_urls(output, spec.outputs.audio_samples_field)):
+            stored.append(await _audio_output(ctx, url, workdir, f"{prefix}/sample-{index}", index))
     return stored
+
+
+def _file_urls(output: dict[str, Any], field: str) -> list[str]:
+    """Every file's URL of a list of files (one per sample); none at all is a broken answer."""
+    files = output.get(field)
+    if not isinstance(files, list) or not files:
+        raise PermanentUpstreamError(
+            f"the output has no list of files in '{field}'", operation="result"
+        )
+    urls = [f.get("url") if isinstance(f, dict) else None for f in files]
+    if not all(isinstance(url, str) for url in urls):
+        raise PermanentUpstreamError(
+            f"an item of '{field}' is not a file with a url", operation="result"
+        )
+    return urls  # type: ignore[return-value]
+
+
+async def _audio_output(
+    ctx: StepContext, url: str, workdir: Path, key: str, sample: int
+) -> _StoredOutput:
+    path = workdir / f"sample-{sample}.bin"
+    await download_output(ctx, url, path)
+    media = await asyncio.to_thread(probe, path)
+    ext = _EXT.get(media.container, "bin") if media.container != "mp4" else "m4a"
+    item = await _store(
+        ctx,
+        FileKind.output_audio,
+        f"{key}.{ext}",
+        path,
+        _AUDIO_TYPES.get(media.container, "application/octet-stream"),
+        media,
+        url,
+    )
+    item.sample = sample
+    return item
 
 
 async def download_output(ctx: StepContext, url: str, dest: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import av
 import numpy as np
 
-from emulator.catalog import ThinkSoundInput
+from emulator.catalog import MireloSfxInput, SoniloVideoToMusicInput, ThinkSoundInput
 from emulator.storage import FileStore, StoredFile
 
 SAMPLE_RATE = 44_100
@@ -129,6 +129,10 @@ class FastCache:
                     "audio": written["output.mp3"].as_fal_file(),
                 },
                 "fal-ai/mmaudio-v2": {"video": video},
+                "fal-ai/hunyuan-video-foley": {"video": video},
+                "fal-ai/controlfoley": {"video": video},
+                "mirelo-ai/sfx-v1.5/video-to-audio": {"audio": written["output.wav"].as_fal_file()},
+                "sonilo/v1.1/video-to-music": {"audio": written["output.wav"].as_fal_file()},
             }
         )
 
@@ -136,4 +140,8 @@ class FastCache:
         output = self.outputs[endpoint_id]
         if isinstance(inp, ThinkSoundInput) and inp.prompt.strip():
             return {**output, "prompt": inp.prompt}
+        if isinstance(inp, MireloSfxInput):  # one file per sample
+            return {"audio": [output["audio"]] * inp.num_samples}
+        if isinstance(inp, SoniloVideoToMusicInput):
+            return {"audio": output["audio"], "audios": [output["audio"]] * inp.num_samples}
         return output

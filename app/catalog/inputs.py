@@ -178,7 +178,7 @@ class MireloSfxInput(NormalizedInput):
     seed: Seed | None = Field(default=None, description="Fixes the upstream's randomness.")
     start_offset: number(ge=0, le=600) | None = Field(  # type: ignore[valid-type]
         default=None,
-        description="Seconds into the video where the sound starts (at most 10 s are made).",
+        description="Seconds into the video where the sound starts (0); at most 10 s are made.",
     )
 
 

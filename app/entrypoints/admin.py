@@ -208,7 +208,7 @@ def prices_list(model: Annotated[str | None, typer.Option()] = None) -> None:
 @prices_cli.command("set")
 def prices_set(
     model: str,
-    unit: Annotated[str, typer.Option(help="video | compute_second | output_second")],
+    unit: Annotated[str, typer.Option(help="video | compute_second | output_second | sample")],
     usd: Annotated[str, typer.Option(help='Price per unit in USD, e.g. "0.035".')],
     effective_from: Annotated[str | None, typer.Option(help="ISO 8601; default now.")] = None,
 ) -> None:

@@ -110,8 +110,9 @@ class PriceIn(BaseModel):
         json_schema_extra={"enum": CATALOG.names()},
     )
     unit: str = Field(
-        pattern="^(video|compute_second|output_second)$",
-        description="What one unit is: a video, a compute second at fal, an output second.",
+        pattern="^(video|compute_second|output_second|sample)$",
+        description="What one unit is: a video, a compute second at fal, an output second "
+        "(every sample's seconds counted), a sample (one output of several).",
     )
     unit_price_usd: UsdAmount = Field(description="USD per unit, a decimal string.")
     effective_from: UtcDatetime | None = Field(

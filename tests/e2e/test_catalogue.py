@@ -7,6 +7,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -384,3 +385,32 @@ async def test_reconcile_finds_no_difference_for_the_new_models(
         report = _foley(gw, "usage", "reconcile", *window)
         assert report.returncode == 0, report.stdout + report.stderr
         assert "no differences" in report.stdout
+
+
+async def test_retention_removes_every_sample(gateway, clips: dict[str, Clip]) -> None:
+    async with gateway(public=True, retention_days=0.5 / 86400) as gw:  # half a second
+        job = await gw.create(
+            {
+                "model": "sonilo-music",
+                "input": {"video_url": gw.video_url(clips["bounce"]), "samples": 3},
+            }
+        )
+        done = await gw.wait(job["id"])
+        urls = [s["audio"]["url"] for s in done["result"]["samples"]]
+        assert len(urls) == 3
+        retention = timedelta(days=gw.settings.retention_days)
+
+        async def past_retention() -> bool:
+            rows = await gw.sql(
+                "SELECT max(created_at) FROM files WHERE job_id = :j", j=uuid.UUID(job["id"])
+            )
+            return datetime.now(UTC) - retention > rows[0][0]
+
+        await eventually(past_retention, what="the job's files to outlive the retention")
+        await gw.workers[0].housekeep()
+        after = await gw.get(job["id"])
+        assert after["data_removed"] is True
+        for url in urls:
+            r = await gw.client.get(url, headers=gw.headers)
+            assert r.status_code == 410 and r.json()["code"] == "file_removed"
+        assert not list((gw.settings.data_dir / "files" / "jobs").rglob("sample-*"))

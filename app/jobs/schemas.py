@@ -35,6 +35,10 @@ class JobCreate(BaseModel):
                 "music_prompt": "calm piano",
             },
         },
+        {
+            "model": "mirelo-sfx",
+            "input": {"video_url": "https://example.com/clip.mp4", "prompt": "rain", "samples": 3},
+        },
     )
 
     model: ModelName = Field(description="A model id or alias from GET /v1/models.")  # type: ignore[valid-type]

@@ -109,7 +109,7 @@ async def check_input_source(
     """The input's source exists and may be fetched: the tenant's own upload, or a URL that is
     not obviously internal (the worker vets it fully, with DNS, before fetching); the same for
     an audio input (a reference clip)."""
-    await _check_audio_sources(session, tenant, job, settings)
+    await _check_audio_uploads(session, tenant, job)
     if job.input_file_id is not None:
         try:
             file = await files_service.get_file(session, tenant.id, job.input_file_id)
@@ -128,20 +128,27 @@ async def check_input_source(
                     }
                 ]
             )
+        _check_audio_urls(job, settings)
         _check_webhook(job, settings)
         return file
     _check_url(job, settings)
     return None
 
 
-async def _check_audio_sources(
-    session: AsyncSession, tenant: Tenant, job: NewJob, settings: Settings
-) -> None:
-    spec = resolve_model(job.model)
-    for audio in spec.audio_inputs:
+def _names_audio_upload(job: NewJob) -> bool:
+    return any(job.input.get(a.file_param) for a in resolve_model(job.model).audio_inputs)
+
+
+def _check_audio_urls(job: NewJob, settings: Settings) -> None:
+    for audio in resolve_model(job.model).audio_inputs:
         url = job.input.get(audio.url_param)
         if url:
             check_video_url(url, outbound_policy(settings), param=f"input.{audio.url_param}")
+
+
+async def _check_audio_uploads(session: AsyncSession, tenant: Tenant, job: NewJob) -> None:
+    """An audio input's upload: the tenant's, present, with an audio stream."""
+    spec = resolve_model(job.model)
     try:
         uploads = await files_service.named_audio_uploads(session, tenant.id, spec, job.input)
         for param, file in uploads.items():
@@ -164,6 +171,7 @@ async def _check_audio_sources(
 
 
 def _check_url(job: NewJob, settings: Settings) -> None:
+    _check_audio_urls(job, settings)
     url = job.input.get("video_url")
     if url:
         check_video_url(url, outbound_policy(settings))
@@ -370,7 +378,7 @@ async def accept_job(
     headers = {"Location": job_url(base_url, job.id)}
     try:
         inserted = False
-        if cached is not None and job.input_file_id is None:
+        if cached is not None and job.input_file_id is None and not _names_audio_upload(job):
             # Nothing to look up and nothing to record beside the row: unless the tenant has a
             # budget to reserve against (read in the statement itself), the row is all there is.
             _check_url(job, settings)

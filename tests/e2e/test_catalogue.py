@@ -244,6 +244,24 @@ async def test_controlfoley_reference_must_be_the_tenants_audio_upload(
             content=make_tone(tmp_path / "ref.wav", 3.0).read_bytes(),
             headers={"Authorization": f"Bearer {other_key}", "Content-Type": "audio/wav"},
         )
+        # a first job warms the estimate's cache: later creations may take the one-statement
+        # path, which must still look the reference up
+        await gw.create(
+            {"model": "controlfoley", "input": {"video_url": "https://x.example/a.mp4"}}
+        )
+        private = await gw.client.post(
+            "/v1/jobs",
+            json={
+                "model": "controlfoley",
+                "input": {
+                    "video_url": "https://x.example/a.mp4",
+                    "reference_audio_url": "http://10.1.2.3/ref.wav",
+                },
+            },
+            headers=gw.headers,
+        )
+        assert private.status_code == 422, private.text
+        assert private.json()["errors"][0]["param"] == "input.reference_audio_url"
         for file_id, code in (
             (theirs.json()["id"], "file_not_found"),
             (silent_video.json()["id"], "not_an_audio_upload"),
@@ -262,7 +280,7 @@ async def test_controlfoley_reference_must_be_the_tenants_audio_upload(
             assert r.status_code == 422, r.text
             error = r.json()["errors"][0]
             assert (error["param"], error["code"]) == ("input.reference_audio_file_id", code)
-        assert (await gw.sql("SELECT count(*) FROM jobs")) == [(0,)]
+        assert (await gw.sql("SELECT count(*) FROM jobs")) == [(1,)]
 
 
 @pytest.mark.parametrize("public", [True, False], ids=["webhook", "polling"])

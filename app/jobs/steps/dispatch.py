@@ -56,9 +56,13 @@ async def _preflight(ctx: StepContext, job: Job, spec: ModelSpec) -> Checked | N
     async with ctx.sessionmaker() as session:
         if job.input_file_id is not None:
             upload = await session.get(StoredFile, job.input_file_id)
-        audio_uploads = await files_service.named_audio_uploads(
-            session, job.tenant_id, spec, job.input
-        )
+        try:
+            audio_uploads = await files_service.named_audio_uploads(
+                session, job.tenant_id, spec, job.input
+            )
+        except FileNotFound as exc:  # checked at creation; gone only if its row was removed
+            await ctx.apply(job.id, lifecycle.InputRejected(exc.code, exc.detail, {}))
+            return None
     try:
         return await preflight(
             spec=spec,
@@ -80,7 +84,7 @@ async def _preflight(ctx: StepContext, job: Job, spec: ModelSpec) -> Checked | N
             **exc.measured,
         )
         await ctx.apply(job.id, lifecycle.InputRejected(exc.code, exc.message, exc.measured))
-    except (InputUnavailable, UpstreamError, FileRemoved, FileNotFound) as exc:
+    except (InputUnavailable, UpstreamError, FileRemoved) as exc:
         message = getattr(exc, "detail", None) or str(exc)
         log.warning("input not available yet; will retry", job_id=str(job.id), error=message)
         await ctx.apply(job.id, lifecycle.InputUnavailable(message))

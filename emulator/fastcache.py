@@ -3,7 +3,8 @@
 In fast mode a request does no media work (no download, no analysis, no rendering): it answers
 with these files. They are real, decodable media (a 4 s clip of a bouncing square with a click
 on every bounce), written directly with PyAV so that fast mode starts in well under a second and
-never imports the audio engine. Only ThinkSound's `prompt` follows the request.
+never imports the audio engine. Only ThinkSound's `prompt` and the number of files of a model
+making several (`num_samples`) follow the request.
 """
 
 from __future__ import annotations

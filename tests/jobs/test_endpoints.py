@@ -295,6 +295,33 @@ async def test_models_catalog(api: httpx.AsyncClient, tenant: TenantCreds) -> No
     assert (await api.get("/v1/models/nope", headers=tenant.headers)).status_code == 404
 
 
+async def test_models_catalog_shows_units_limits_and_several_outputs(
+    api: httpx.AsyncClient, tenant: TenantCreds
+) -> None:
+    r = await api.get("/v1/models", headers=tenant.headers)
+    models = {m["id"]: m for m in r.json()["data"]}
+    assert len(models) == 8
+    mirelo = models["mirelo-ai/sfx-v1.5/video-to-audio"]
+    assert mirelo["price"] == {"unit": "output_second", "price_usd": "0.010000"}
+    assert mirelo["outputs"] == ["audio", "samples"]
+    assert (mirelo["limits"]["min_duration_s"], mirelo["limits"]["max_duration_s"]) == (1.0, 10.0)
+    samples = mirelo["input_schema"]["properties"]["samples"]
+    assert (samples["minimum"], samples["maximum"], samples["default"]) == (2, 8, 2)
+    assert "duration" not in mirelo["input_schema"]["properties"]  # the gateway's to set
+    assert models["sonilo/v1.1/video-to-music"]["limits"]["max_duration_s"] == 600.0
+    assert models["fal-ai/hunyuan-video-foley"]["price"] == {"unit": "video", "price_usd": None}
+    control = models["fal-ai/controlfoley"]
+    assert control["limits"]["audio_inputs"] == [
+        {
+            "fields": ["reference_audio_url", "reference_audio_file_id"],
+            "min_duration_s": 2.0,
+            "max_duration_s": 4.0,
+        }
+    ]
+    r = await api.get("/v1/models/mmaudio", headers=tenant.headers)
+    assert r.json()["price"] == {"unit": "output_second", "price_usd": "0.001000"}
+
+
 async def test_health(api: httpx.AsyncClient, connection: AsyncConnection) -> None:
     assert (await api.get("/healthz")).json() == {"status": "ok"}
     r = await api.get("/readyz")

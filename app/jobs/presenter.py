@@ -37,6 +37,7 @@ def present_job(job: Job | NewJob, base_url: str, usage: dict[str, Any] | None =
             "prompt": job.result.get("prompt"),
             "video": _media(job.result.get("video"), base_url),
             "audio": _media(job.result.get("audio"), base_url),
+            "soundtrack": job.result.get("soundtrack"),
         }
     self_url = job_url(base_url, job.id)
     # One validation of plain data (not a model per part): this runs for every job shown.
@@ -68,6 +69,7 @@ def present_job(job: Job | NewJob, base_url: str, usage: dict[str, Any] | None =
             "started_at": job.started_at,
             "completed_at": job.completed_at,
             "cancel_after_at": job.cancel_after_at,
+            "output": job.output_options,
             "urls": {
                 "self": self_url,
                 "cancel": f"{self_url}/cancel",

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, model_validator
 
 from app.catalog.registry import CATALOG, ModelSpec
+from app.jobs.output_options import OutputOptions, SoundtrackOut
 from app.kit.examples import with_examples
 from app.kit.text import METADATA_DESCRIPTION, Metadata, bounded_text, column_text
 from app.models import Job, JobStatus
@@ -52,6 +53,12 @@ class JobCreate(BaseModel):
     webhook_events_filter: list[WebhookFilter] | None = Field(
         default=None, min_length=1, description=FILTER_DESCRIPTION
     )
+    output: OutputOptions | None = Field(
+        default=None,
+        description="What the finished sound is to be: mixed under the video's own track or "
+        "replacing it, or the audio alone; its format, sample rate and loudness (normalized to "
+        "-16 LUFS unless said otherwise). Without it the model's outputs are kept as they came.",
+    )
 
     @model_validator(mode="after")
     def _filter_needs_webhook(self) -> JobCreate:
@@ -60,7 +67,8 @@ class JobCreate(BaseModel):
         return self
 
 
-WEBHOOK_FIELDS = ("webhook", "webhook_events_filter")
+# The fields every model's job takes besides its input and metadata.
+COMMON_FIELDS = ("webhook", "webhook_events_filter", "output")
 
 
 def _variant(spec: ModelSpec, name: str) -> type[BaseModel]:
@@ -76,7 +84,7 @@ def _variant(spec: ModelSpec, name: str) -> type[BaseModel]:
         metadata=(Metadata, Field(default_factory=dict, description=METADATA_DESCRIPTION)),
         **{
             name: (JobCreate.model_fields[name].annotation, JobCreate.model_fields[name])
-            for name in WEBHOOK_FIELDS
+            for name in COMMON_FIELDS
         },
     )
 
@@ -146,6 +154,11 @@ class ResultOut(BaseModel):
     prompt: str | None = Field(default=None, description="The prompt the model used.")
     video: MediaOut | None = Field(default=None, description="The video with its new sound.")
     audio: MediaOut | None = Field(default=None, description="The sound on its own.")
+    soundtrack: SoundtrackOut | None = Field(
+        default=None,
+        description="How the finished sound was made (mode, format, loudness), when the job "
+        "asked for output options.",
+    )
 
 
 class LogLine(BaseModel):
@@ -199,6 +212,11 @@ class JobOut(BaseModel):
     completed_at: datetime | None = Field(description="When it reached a final status.")
     cancel_after_at: datetime | None = Field(
         default=None, description="When it is canceled if still unfinished (Cancel-After)."
+    )
+    output: OutputOptions | None = Field(
+        default=None,
+        description="The output options it was created with, every default filled in (null: "
+        "the model's outputs as they came).",
     )
     urls: JobUrls = Field(description="Links to act on the job.")
 

@@ -17,7 +17,7 @@ from app.jobs import lifecycle
 from app.jobs.preflight import Checked, InputRejected, InputUnavailable, preflight
 from app.jobs.steps.context import StepContext, released_until
 from app.kit.clock import utcnow
-from app.models import Job, StoredFile, SubmitState
+from app.models import Job, SubmitState
 from app.upstream.errors import (
     AmbiguousSubmitError,
     PermanentUpstreamError,
@@ -49,10 +49,7 @@ async def dispatch(ctx: StepContext, job: Job) -> None:
 async def _preflight(ctx: StepContext, job: Job, spec: ModelSpec) -> Checked | None:
     """Check the input before any upstream request (see app.jobs.preflight). Returns what was
     measured, or None when the step ended here (rejected, or to be retried later)."""
-    upload = None
-    if job.input_file_id is not None:
-        async with ctx.sessionmaker() as session:
-            upload = await session.get(StoredFile, job.input_file_id)
+    upload = await ctx.input_upload(job)
     try:
         return await preflight(
             spec=spec,

@@ -38,6 +38,7 @@ def present_job(job: Job | NewJob, base_url: str, usage: dict[str, Any] | None =
             "video": _media(job.result.get("video"), base_url),
             "audio": _media(job.result.get("audio"), base_url),
             "samples": None,
+            "soundtrack": job.result.get("soundtrack"),
         }
         if job.result.get("samples"):
             result["samples"] = [
@@ -73,6 +74,7 @@ def present_job(job: Job | NewJob, base_url: str, usage: dict[str, Any] | None =
             "started_at": job.started_at,
             "completed_at": job.completed_at,
             "cancel_after_at": job.cancel_after_at,
+            "output": job.output_options,
             "urls": {
                 "self": self_url,
                 "cancel": f"{self_url}/cancel",

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, model_validator
 
 from app.catalog.registry import CATALOG, ModelSpec
+from app.jobs.output_options import OutputOptions, SoundtrackOut
 from app.kit.examples import with_examples
 from app.kit.text import METADATA_DESCRIPTION, Metadata, bounded_text, column_text
 from app.models import Job, JobStatus
@@ -56,6 +57,12 @@ class JobCreate(BaseModel):
     webhook_events_filter: list[WebhookFilter] | None = Field(
         default=None, min_length=1, description=FILTER_DESCRIPTION
     )
+    output: OutputOptions | None = Field(
+        default=None,
+        description="What the finished sound is to be: mixed under the video's own track or "
+        "replacing it, or the audio alone; its format, sample rate and loudness (normalized to "
+        "-16 LUFS unless said otherwise). Without it the model's outputs are kept as they came.",
+    )
 
     @model_validator(mode="after")
     def _filter_needs_webhook(self) -> JobCreate:
@@ -64,7 +71,8 @@ class JobCreate(BaseModel):
         return self
 
 
-WEBHOOK_FIELDS = ("webhook", "webhook_events_filter")
+# The fields every model's job takes besides its input and metadata.
+COMMON_FIELDS = ("webhook", "webhook_events_filter", "output")
 
 
 def _variant(spec: ModelSpec, name: str) -> type[BaseModel]:
@@ -80,7 +88,7 @@ def _variant(spec: ModelSpec, name: str) -> type[BaseModel]:
         metadata=(Metadata, Field(default_factory=dict, description=METADATA_DESCRIPTION)),
         **{
             name: (JobCreate.model_fields[name].annotation, JobCreate.model_fields[name])
-            for name in WEBHOOK_FIELDS
+            for name in COMMON_FIELDS
         },
     )
 
@@ -202,6 +210,11 @@ class ResultOut(BaseModel):
         description="Every output of a model making several per job (Mirelo, Sonilo: "
         "input.samples of them), in fal's order; null for single-output models.",
     )
+    soundtrack: SoundtrackOut | None = Field(
+        default=None,
+        description="How the finished sound was made (mode, format, loudness), when the job "
+        "asked for output options.",
+    )
 
 
 class LogLine(BaseModel):
@@ -255,6 +268,11 @@ class JobOut(BaseModel):
     completed_at: datetime | None = Field(description="When it reached a final status.")
     cancel_after_at: datetime | None = Field(
         default=None, description="When it is canceled if still unfinished (Cancel-After)."
+    )
+    output: OutputOptions | None = Field(
+        default=None,
+        description="The output options it was created with, every default filled in (null: "
+        "the model's outputs as they came).",
     )
     urls: JobUrls = Field(description="Links to act on the job.")
 

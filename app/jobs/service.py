@@ -100,6 +100,7 @@ def build_job(
         if body.webhook
         else None,
         cancel_after_at=None if cancel_after is None else now + cancel_after,
+        output_options=None if body.output is None else body.output.stored(),
     )
 
 

@@ -90,6 +90,9 @@ class Job(UUIDPrimaryKey, Timestamps, Base):
     upstream_output: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     # The input as the gateway measured it before paying for anything (preflight).
     input_probe: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # What the caller asked of the finished sound (app.jobs.schemas.OutputOptions); None: the
+    # model's outputs as they came.
+    output_options: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     input_file_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("files.id", ondelete="SET NULL", use_alter=True)
     )

@@ -92,6 +92,24 @@ async def test_kling_always_gets_both_prompts(
         ),
         ({"model": "nope", "input": {"video_url": VIDEO}}, "model", "unknown_model"),
         ({"input": {"video_url": VIDEO}}, "model", "missing"),
+        (
+            {**thinksound(), "output": {"audio_format": "opus", "sample_rate": 44100}},
+            "output.sample_rate",
+            "rate_not_in_format",
+        ),
+        (
+            {**thinksound(), "output": {"mix": {"duck_db": 0}}},
+            "output.mix",
+            "mix_needs_mix_mode",
+        ),
+        ({**thinksound(), "output": {"audio_mode": "karaoke"}}, "output.audio_mode", "enum"),
+        ({**thinksound(), "output": {"sample_rate": 96000}}, "output.sample_rate", "literal_error"),
+        (
+            {**thinksound(), "output": {"loudness": {"target_lufs": 3}}},
+            "output.loudness.target_lufs",
+            "less_than",
+        ),
+        ({**thinksound(), "output": {"volume": 11}}, "output.volume", "extra_forbidden"),
     ],
 )
 async def test_bad_input_is_a_422_naming_the_field(
@@ -328,3 +346,40 @@ async def test_health(api: httpx.AsyncClient, connection: AsyncConnection) -> No
     assert r.status_code == 200, r.text
     assert r.json()["checks"] == {"database": "ok", "migrations": "ok"}
     await connection.execute(text("SELECT 1"))
+
+
+async def test_output_options_are_kept_with_every_default_filled_in(
+    api: httpx.AsyncClient, tenant: TenantCreds, connection: AsyncConnection
+) -> None:
+    plain = await api.post("/v1/jobs", json=thinksound(), headers=tenant.headers)
+    assert plain.json()["output"] is None  # the model's outputs as they came
+    r = await api.post(
+        "/v1/jobs", json={**thinksound(), "output": {"audio_mode": "mix"}}, headers=tenant.headers
+    )
+    assert r.status_code == 202, r.text
+    expected = {
+        "audio_mode": "mix",
+        "audio_format": "aac",
+        "sample_rate": 48000,
+        "channels": 2,
+        "loudness": {"target_lufs": -16.0, "true_peak_dbtp": -1.0},
+        "mix": {"original_gain_db": 0.0, "generated_gain_db": -4.0, "duck_db": 12.0},
+    }
+    assert r.json()["output"] == expected
+    stored = (
+        await connection.execute(
+            select(Job.output_options).where(Job.id == uuid.UUID(r.json()["id"]))
+        )
+    ).scalar_one()
+    assert stored == expected
+    is_null = (
+        await connection.execute(
+            text("SELECT output_options IS NULL FROM jobs WHERE id = :id"),
+            {"id": uuid.UUID(plain.json()["id"])},
+        )
+    ).scalar_one()
+    assert is_null  # SQL NULL, not JSON null
+    loud_off = await api.post(
+        "/v1/jobs", json={**thinksound(), "output": {"loudness": None}}, headers=tenant.headers
+    )
+    assert loud_off.json()["output"]["loudness"] is None

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.jobs import lifecycle
 from app.jobs.store import Also, Applied, JobStore
-from app.models import Job
+from app.models import Job, StoredFile
 from app.storage import Storage
 from app.upstream.fal import FalClient
 from app.upstream.platform import PlatformClient
@@ -59,6 +59,14 @@ class StepContext:
         applied = await self.store.apply(job_id, event, owner=self.owner, also=also)
         released_until.set(applied.next_action_at)
         return applied
+
+    async def input_upload(self, job: Job) -> StoredFile | None:
+        """The tenant's upload the job's input is (None: the input is a URL, or the upload's
+        row is gone)."""
+        if job.input_file_id is None:
+            return None
+        async with self.sessionmaker() as session:
+            return await session.get(StoredFile, job.input_file_id)
 
 
 def webhook_processed(event_id: uuid.UUID | None) -> Also | None:

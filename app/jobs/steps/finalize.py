@@ -4,6 +4,7 @@ expire), measured with PyAV and stored: the job then serves the gateway's own co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 import uuid
@@ -18,6 +19,8 @@ from app.catalog.registry import CATALOG, ModelSpec
 from app.files import service as files
 from app.files.outbound import outbound_policy
 from app.jobs import lifecycle
+from app.jobs.output_options import OutputOptions
+from app.jobs.steps import soundtrack
 from app.jobs.steps.context import StepContext, webhook_processed
 from app.media.errors import MediaError
 from app.media.extract import extract_audio
@@ -46,8 +49,24 @@ async def finalize(
     spec = CATALOG.resolve(job.model)
     assert spec is not None, f"model {job.model} left the catalog"
     workdir = Path(tempfile.mkdtemp(prefix=f"job-{job.id}-", dir=ctx.tmp_dir))
+    made: soundtrack.Soundtrack | None = None
     try:
-        stored = await _fetch_outputs(ctx, job, spec, output, workdir)
+        if job.output_options is None:
+            stored = await _fetch_outputs(ctx, job, spec, output, workdir)
+        else:
+            made = await _render(ctx, job, spec, output, workdir)
+            stored = [
+                await _store(
+                    ctx,
+                    item.kind,
+                    f"jobs/{job.tenant_id}/{job.id}/{item.name}",
+                    item.path,
+                    item.content_type,
+                    await asyncio.to_thread(probe, item.path),
+                    None,
+                )
+                for item in made.files
+            ]
     except (MediaError, PermanentUpstreamError) as exc:
         code = "output_unreadable" if isinstance(exc, MediaError) else "output_unavailable"
         await ctx.apply(
@@ -77,6 +96,8 @@ async def finalize(
         # a client of single-output models reads).
         result["samples"] = samples
         result["audio"] = samples[0]["audio"]
+    if made is not None:
+        result["soundtrack"] = made.describe()
 
     async def record_files(session: AsyncSession, row: Job) -> None:
         # A repeated finalize (after a crash) replaces the files of the one before.
@@ -294,6 +315,36 @@ async def _audio_output(
     )
     item.sample = sample
     return item
+
+
+async def _render(
+    ctx: StepContext, job: Job, spec: ModelSpec, output: dict[str, Any], workdir: Path
+) -> soundtrack.Soundtrack:
+    """The finished sound the job's output options ask for, made from the model's sound (its
+    audio file, else its video's track) on the model's video or the caller's original."""
+    options = OutputOptions.model_validate(job.output_options)
+    video_url = _file_url(output, spec.outputs.video_field)
+    sound_url = _file_url(output, spec.outputs.audio_field) or video_url
+    if sound_url is None and spec.outputs.audio_samples_field:
+        # A model making several samples: the finished sound is made of the first.
+        sound_url = _file_urls(output, spec.outputs.audio_samples_field)[0]
+    if sound_url is None:
+        raise PermanentUpstreamError("the output has no file with sound", operation="result")
+    sound = workdir / "sound.bin"
+    await download_output(ctx, sound_url, sound)
+    async with contextlib.AsyncExitStack() as stack:
+        if soundtrack.needs_original(options, model_video=video_url is not None):
+            upload = await ctx.input_upload(job)
+            picture = await stack.enter_async_context(
+                soundtrack.original_video(ctx, job, upload, workdir)
+            )
+        elif video_url == sound_url:
+            picture = sound
+        else:
+            assert video_url is not None
+            picture = workdir / "video.bin"
+            await download_output(ctx, video_url, picture)
+        return await asyncio.to_thread(soundtrack.render, options, picture, sound, workdir)
 
 
 async def download_output(ctx: StepContext, url: str, dest: Path) -> None:

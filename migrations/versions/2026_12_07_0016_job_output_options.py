@@ -5,7 +5,7 @@ audio mode, format, sample rate, loudness, mix gains), or NULL for the model's o
 as they came (every job before this revision).
 
 Revision ID: 0016
-Revises: 0010
+Revises: 0014
 Create Date: 2026-12-07 16:00:00
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0016"
-down_revision: str | None = "0010"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

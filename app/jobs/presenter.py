@@ -68,6 +68,8 @@ def present_job(job: Job | NewJob, base_url: str, usage: dict[str, Any] | None =
             "started_at": job.started_at,
             "completed_at": job.completed_at,
             "cancel_after_at": job.cancel_after_at,
+            "models": [c["model"] for c in job.candidates] if job.candidates else None,
+            "attempts": job.attempts or [],
             "urls": {
                 "self": self_url,
                 "cancel": f"{self_url}/cancel",

@@ -54,6 +54,8 @@ class NewJob:
     webhook_url: str | None = None
     webhook_events: list[str] | None = None
     cancel_after_at: datetime | None = None
+    candidates: list[dict[str, Any]] | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
 
     def row(self) -> dict[str, Any]:
         """Column → value; the columns left out take their defaults (the job has not run)."""
@@ -75,6 +77,8 @@ class NewJob:
             "reserved_micros": self.reserved_micros,
             "budget_period_start": self.budget_period_start,
             "cancel_after_at": self.cancel_after_at,
+            "candidates": self.candidates,
+            "attempts": self.attempts,
             # due at once: the first worker to look claims it
             "next_action_at": self.created_at,
             "webhook_url": self.webhook_url,
@@ -95,7 +99,7 @@ class NewJob:
         }
 
 
-_JSONB_COLUMNS = frozenset({"input", "upstream_payload", "metadata"})
+_JSONB_COLUMNS = frozenset({"input", "upstream_payload", "metadata", "candidates", "attempts"})
 
 
 @functools.cache
@@ -123,7 +127,7 @@ async def insert_unless_budgeted(driver: DriverPool, job: NewJob) -> bool:
     committed by itself — unless its tenant has a budget (then nothing is written and the caller
     inserts it with its reservation, ``insert``). True when inserted."""
     row = job.row()
-    params = [json.dumps(v) if c in _JSONB_COLUMNS else v for c, v in row.items()]
+    params = [json.dumps(v) if c in _JSONB_COLUMNS and v is not None else v for c, v in row.items()]
     params.append(json.dumps(job.created_event()["data"]))
     async with driver.acquire() as conn:
         status = await conn.execute(_insert_alone_sql(tuple(row)), *params)

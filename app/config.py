@@ -178,6 +178,12 @@ class Settings(BaseSettings):
         "request arrived (needs FOLEY_FAL_ADMIN_KEY or an admin-scope FAL_KEY).",
     )
     ambiguous_submit_policy: AmbiguousSubmitPolicy = AmbiguousSubmitPolicy.fail
+    fallback_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Models one job that names several may run on at most (the first included).",
+    )
     job_timeout: Duration = Field(
         default=timedelta(hours=1), description="A job still unfinished after this fails."
     )

@@ -272,7 +272,7 @@ class QueueEngine:
         job.status = Status.IN_PROGRESS
         job.started_at = time.time()
         knobs = self.emu.knobs
-        failure = pick(knobs.failure_rates, job.rng)
+        failure = pick(knobs.failure_rates_for(job.endpoint_id), job.rng)
         compute_s = knobs.run_time_for(job.endpoint_id).sample(job.rng)
         fast = self.emu.fast_cache
         if fast is not None and failure is None and compute_s <= 0 and job.input is not None:

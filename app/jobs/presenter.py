@@ -75,6 +75,8 @@ def present_job(job: Job | NewJob, base_url: str, usage: dict[str, Any] | None =
             "completed_at": job.completed_at,
             "cancel_after_at": job.cancel_after_at,
             "output": job.output_options,
+            "models": [c["model"] for c in job.candidates] if job.candidates else None,
+            "attempts": job.attempts or [],
             "urls": {
                 "self": self_url,
                 "cancel": f"{self_url}/cancel",

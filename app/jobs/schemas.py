@@ -18,6 +18,8 @@ from app.notifications.events import FILTER_DESCRIPTION, JOB_FILTERS
 
 ModelName = column_text(Job.model)
 WebhookUrl = bounded_text(2048, min_length=1)
+MAX_MODELS = 10
+ModelList = Annotated[list[ModelName], Field(min_length=1, max_length=MAX_MODELS)]  # type: ignore[valid-type]
 WebhookFilter = Literal[tuple(JOB_FILTERS)]  # type: ignore[valid-type]
 
 
@@ -42,7 +44,14 @@ class JobCreate(BaseModel):
         },
     )
 
-    model: ModelName = Field(description="A model id or alias from GET /v1/models.")  # type: ignore[valid-type]
+    model: ModelList | ModelName = Field(  # type: ignore[valid-type]
+        union_mode="left_to_right",
+        description="A model id or alias from GET /v1/models; or several, in order (the job "
+        "moves on to the next when one cannot run it: its limits or the budget refuse the "
+        "video, or fal fails for a reason that is not the input's); or auto (every model that "
+        "makes a video with sound and takes the input, in the catalog's order).",
+        examples=["thinksound", ["kling-video-to-audio", "thinksound"], "auto"],
+    )
     input: dict[str, Any] = Field(
         description="The normalized input: video_url, prompt, seed, plus the model's own fields "
         "(see each model's input_schema). Unknown fields are rejected."
@@ -93,13 +102,36 @@ def _variant(spec: ModelSpec, name: str) -> type[BaseModel]:
     )
 
 
+def _several() -> type[BaseModel]:
+    """JobCreate naming several models in order, or auto: the input is what each of them takes
+    (the fields they share: video_url or video_file_id, prompt …)."""
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        "JobCreateSeveralModels",
+        __doc__="A job that may run on several models: the first that can run it does (see "
+        "`model`). Its input must suit every model it names (auto: the models it suits).",
+        __config__=ConfigDict(extra="forbid"),
+        model=(
+            Annotated[list[ModelName], Field(min_length=1, max_length=MAX_MODELS)]  # type: ignore[valid-type]
+            | Literal["auto"],
+            Field(description=JobCreate.model_fields["model"].description),
+        ),
+        input=(dict[str, Any], JobCreate.model_fields["input"]),
+        metadata=(Metadata, Field(default_factory=dict, description=METADATA_DESCRIPTION)),
+        **{
+            name: (JobCreate.model_fields[name].annotation, JobCreate.model_fields[name])
+            for name in COMMON_FIELDS
+        },
+    )
+
+
 def job_create_schema() -> tuple[dict[str, Any], dict[str, Any]]:
     """The OpenAPI schema of a job creation: one variant per name of a model (its id and each
     alias), chosen by ``model`` (a discriminator whose mapping is one name to one variant: tools
     take a mapping's value for the branch's only tag). Requests are parsed by JobCreate, then by
     the model's own input class (app.jobs.service), which is what these variants describe."""
     variants = tuple(_variant(spec, name) for spec in CATALOG for name in (spec.id, *spec.aliases))
-    union = Annotated[Union[variants], Field(discriminator="model")]  # type: ignore[valid-type]  # noqa: UP007
+    one = Annotated[Union[variants], Field(discriminator="model")]  # type: ignore[valid-type]  # noqa: UP007
+    union = Union[one, _several()]  # type: ignore[valid-type]  # noqa: UP007
     schema = TypeAdapter(union).json_schema(ref_template="#/components/schemas/{model}")
     defs = schema.pop("$defs", {})
     schema["description"] = "A job: the model, its input (per model), your metadata."
@@ -239,6 +271,20 @@ class JobUsage(BaseModel):
     )
 
 
+class FallbackAttempt(BaseModel):
+    """A model the job fell back from."""
+
+    model: str = Field(description="The model it ran on.")
+    endpoint: str = Field(description="fal's endpoint.")
+    request_id: str | None = Field(description="fal's request (null: none was created).")
+    error: JobError = Field(description="Why the job moved on.")
+    started_at: datetime | None = Field(description="When it started running at fal.")
+    ended_at: datetime = Field(description="When the job moved on.")
+    cost_usd: str | None = Field(
+        description="What fal billed for it (null: nothing was created, or no price yet)."
+    )
+
+
 class JobOut(BaseModel):
     object: Literal["job"] = Field(default="job", description="Always job.")
     id: uuid.UUID = Field(description="The job's id.")
@@ -273,6 +319,16 @@ class JobOut(BaseModel):
         default=None,
         description="The output options it was created with, every default filled in (null: "
         "the model's outputs as they came).",
+    )
+    models: list[str] | None = Field(
+        default=None,
+        description="The models the job may run on, in order, when it named several (or auto); "
+        "`model` is the one it is on.",
+    )
+    attempts: list[FallbackAttempt] = Field(
+        default_factory=list,
+        description="The models it fell back from, in order: each with its request, the error "
+        "that moved the job on, and what fal billed for it.",
     )
     urls: JobUrls = Field(description="Links to act on the job.")
 

@@ -70,6 +70,68 @@ def resolve_model(name: str) -> ModelSpec:
     return CATALOG.require(name)
 
 
+# ``"model": "auto"``: every model of the catalog that makes a video with sound, in the
+# catalog's order, that takes the job's input.
+AUTO = "auto"
+
+
+def _named_models(model: str | list[str]) -> list[ModelSpec]:
+    """The models a job names, in order: one, several (it falls back from each to the next),
+    or ``auto``."""
+    if model == AUTO:
+        return [spec for spec in CATALOG if spec.outputs.video_field is not None]
+    if isinstance(model, str):
+        return [resolve_model(model)]
+    specs: list[ModelSpec] = []
+    for i, name in enumerate(model):
+        spec = CATALOG.require(name, param=f"model.{i}")
+        if spec in specs:
+            raise InputValidationError(
+                [
+                    {
+                        "param": f"model.{i}",
+                        "code": "duplicate_model",
+                        "message": f"{spec.id} is named twice",
+                    }
+                ]
+            )
+        specs.append(spec)
+    return specs
+
+
+def _candidates(body: JobCreate) -> tuple[list[tuple[ModelSpec, Any]], list[dict[str, Any]]]:
+    """Each model the job may run on with its validated input; the input must suit every model
+    it names (``auto``: the models it suits, at least one)."""
+    specs = _named_models(body.model)
+    suited: list[tuple[ModelSpec, Any]] = []
+    for spec in specs:
+        try:
+            suited.append((spec, spec.validate_input(body.input)))
+        except ValidationError as exc:
+            if body.model == AUTO:
+                continue
+            errors = validation_errors(exc.errors(), prefix="input")
+            if len(specs) > 1:
+                for error in errors:
+                    error["message"] = f"for {spec.id}: {error['message']}"
+            raise InputValidationError(errors) from exc
+    if not suited:
+        raise InputValidationError(
+            [
+                {
+                    "param": "input",
+                    "code": "no_model_takes_input",
+                    "message": "no model of the catalog takes this input; see GET /v1/models",
+                }
+            ]
+        )
+    named = [
+        {"model": spec.id, "endpoint": spec.endpoint, "upstream_payload": spec.upstream_payload(n)}
+        for spec, n in suited
+    ]
+    return suited, named
+
+
 def build_job(
     tenant_id: uuid.UUID,
     body: JobCreate,
@@ -77,12 +139,10 @@ def build_job(
     estimated_cost_micros: int = 0,
     cancel_after: timedelta | None = None,
 ) -> NewJob:
-    """Validate against the model's schema and build the row (nothing is written)."""
-    spec = resolve_model(body.model)
-    try:
-        normalized = spec.validate_input(body.input)
-    except ValidationError as exc:
-        raise InputValidationError(validation_errors(exc.errors(), prefix="input")) from exc
+    """Validate against the schema of each model it names and build the row (nothing is
+    written): it starts on the first."""
+    suited, named = _candidates(body)
+    spec, normalized = suited[0]
     now = utcnow()
     return NewJob(
         id=uuid.uuid4(),
@@ -101,6 +161,7 @@ def build_job(
         else None,
         cancel_after_at=None if cancel_after is None else now + cancel_after,
         output_options=None if body.output is None else body.output.stored(),
+        candidates=named if len(named) > 1 else None,
     )
 
 
@@ -351,11 +412,11 @@ async def accept_job(
     cached = (
         None
         if idempotency_key
-        else estimate_from_cache(resolve_model(body.model), settings, payload=job.upstream_payload)
+        else estimate_from_cache(resolve_model(job.model), settings, payload=job.upstream_payload)
     )
-    if cached is not None and cached.cost_micros is None:
-        log.error("no price in force for a model", model=body.model)
     if cached is not None:
+        if cached.cost_micros is None:
+            log.error("no price in force for a model", model=job.model)
         job = replace(job, estimated_cost_micros=cached.cost_micros or 0)
     guard = None
     if idempotency_key is not None:

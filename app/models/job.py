@@ -93,6 +93,12 @@ class Job(UUIDPrimaryKey, Timestamps, Base):
     # What the caller asked of the finished sound (app.jobs.schemas.OutputOptions); None: the
     # model's outputs as they came.
     output_options: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
+    # The models the job may run on, in order, each {model, endpoint, upstream_payload} (None:
+    # the one model it names), and the attempts it left behind (app.jobs.lifecycle.fallback).
+    candidates: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB(none_as_null=True))
+    attempts: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, nullable=False, default=list, server_default=text("'[]'::jsonb")
+    )
     input_file_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("files.id", ondelete="SET NULL", use_alter=True)
     )

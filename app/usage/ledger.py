@@ -122,6 +122,37 @@ async def settle_job(
     return True
 
 
+async def settle_request(
+    session: AsyncSession,
+    job: Job,
+    request_id: str,
+    outcome: Outcome,
+    *,
+    bill_422: bool,
+) -> UsageRecord | None:
+    """Settle one request of a job that goes on (an attempt it fell back from): priced and
+    charged to the budget period the job reserved in, its reservation kept for the next
+    model. Returns the settled record, or None when blocked (no price in force: it stays
+    ``unpriced`` until one exists and reconciliation settles it)."""
+    record = await _locked_record(session, request_id)
+    if record is None:
+        await record_request(session, job, request_id, unit=unit_of(job))
+        record = await _locked_record(session, request_id)
+        assert record is not None
+    if record.status is UsageStatus.settled:
+        return record
+    if not await _price(session, record, outcome, job, bill_422=bill_422):
+        return None
+    await budgets.settle(
+        session,
+        tenant_id=job.tenant_id,
+        period_start=job.budget_period_start,
+        reserved_micros=0,
+        cost_micros=record.cost_micros or 0,
+    )
+    return record
+
+
 async def _locked_record(session: AsyncSession, request_id: str) -> UsageRecord | None:
     stmt = select(UsageRecord).where(UsageRecord.upstream_request_id == request_id)
     return (await session.scalars(stmt.with_for_update())).first()

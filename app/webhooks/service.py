@@ -36,7 +36,7 @@ async def record_fal_webhook(
 ) -> str:
     """Store the event and point its job at it. Returns the outcome for metrics/logs:
     ``matched``, ``attached`` (an ambiguous submit found its request), ``orphan``,
-    ``duplicate`` or ``unmatched``."""
+    ``earlier_attempt`` (a model the job fell back from), ``duplicate`` or ``unmatched``."""
     claimed_job = _job_from_token(tokens, job_param, token_param)
     inserted = await session.execute(
         insert(FalWebhookEvent)
@@ -72,6 +72,10 @@ async def record_fal_webhook(
         )
         return "unmatched"
     event.job_id = job.id
+    if outcome == "earlier_attempt":
+        event.state = WebhookEventState.processed
+        event.processed_at = utcnow()
+        return outcome
     if outcome == "orphan":
         # Another request fal ran for this job (an ambiguous submit that was retried): not the
         # job's result, but billed by fal, so billed to the tenant.

@@ -110,6 +110,20 @@ async def test_kling_always_gets_both_prompts(
             "less_than",
         ),
         ({**thinksound(), "output": {"volume": 11}}, "output.volume", "extra_forbidden"),
+        ({**thinksound(), "model": ["thinksound", "nope"]}, "model.1", "unknown_model"),
+        (
+            {**thinksound(), "model": ["thinksound", "fal-ai/thinksound"]},
+            "model.1",
+            "duplicate_model",
+        ),
+        # Kling takes no seed: the input must suit every model named
+        (
+            {**thinksound(seed=3), "model": ["thinksound", "kling-video-to-audio"]},
+            "input.seed",
+            "extra_forbidden",
+        ),
+        ({**thinksound(), "model": []}, "model", "too_short"),
+        ({**thinksound(colour="red"), "model": "auto"}, "input", "no_model_takes_input"),
     ],
 )
 async def test_bad_input_is_a_422_naming_the_field(
@@ -383,3 +397,26 @@ async def test_output_options_are_kept_with_every_default_filled_in(
         "/v1/jobs", json={**thinksound(), "output": {"loudness": None}}, headers=tenant.headers
     )
     assert loud_off.json()["output"]["loudness"] is None
+
+
+async def test_a_job_naming_several_models_starts_on_the_first(
+    api: httpx.AsyncClient, tenant: TenantCreds, connection: AsyncConnection
+) -> None:
+    r = await api.post(
+        "/v1/jobs",
+        json={**thinksound(prompt="rain"), "model": ["kling-video-to-audio", "thinksound"]},
+        headers=tenant.headers,
+    )
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["model"] == "fal-ai/kling-video/video-to-audio"
+    assert job["models"] == ["fal-ai/kling-video/video-to-audio", "fal-ai/thinksound"]
+    assert job["attempts"] == []
+    (candidates,) = (
+        await connection.execute(select(Job.candidates).where(Job.id == uuid.UUID(job["id"])))
+    ).one()
+    # each with the payload fal gets for it (Kling always gets both prompts)
+    assert candidates[0]["upstream_payload"]["sound_effect_prompt"] == "rain"
+    assert candidates[1]["upstream_payload"] == {"video_url": VIDEO, "prompt": "rain"}
+    one = await api.post("/v1/jobs", json=thinksound(), headers=tenant.headers)
+    assert one.json()["models"] is None

@@ -98,4 +98,5 @@ def policy_of(settings: Settings) -> lifecycle.Policy:
         ambiguous_grace=settings.ambiguous_submit_grace,
         ambiguous_lookup=settings.ambiguous_lookup_delay if platform_key(settings) else None,
         retry_ambiguous=settings.ambiguous_submit_policy.value == "retry",
+        max_attempts=settings.fallback_max_attempts,
     )

@@ -55,6 +55,8 @@ class NewJob:
     webhook_events: list[str] | None = None
     cancel_after_at: datetime | None = None
     output_options: dict[str, Any] | None = None
+    candidates: list[dict[str, Any]] | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
 
     def row(self) -> dict[str, Any]:
         """Column → value; the columns left out take their defaults (the job has not run)."""
@@ -77,6 +79,8 @@ class NewJob:
             "budget_period_start": self.budget_period_start,
             "cancel_after_at": self.cancel_after_at,
             "output_options": self.output_options,
+            "candidates": self.candidates,
+            "attempts": self.attempts,
             # due at once: the first worker to look claims it
             "next_action_at": self.created_at,
             "webhook_url": self.webhook_url,
@@ -97,7 +101,9 @@ class NewJob:
         }
 
 
-_JSONB_COLUMNS = frozenset({"input", "upstream_payload", "metadata", "output_options"})
+_JSONB_COLUMNS = frozenset(
+    {"input", "upstream_payload", "metadata", "output_options", "candidates", "attempts"}
+)
 
 
 @functools.cache

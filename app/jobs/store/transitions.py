@@ -22,6 +22,7 @@ from app.jobs import lifecycle
 from app.jobs.store.claims import COLUMNS as _COLUMNS
 from app.jobs.store.claims import job_from_row
 from app.kit.clock import utcnow
+from app.kit.money import micros_to_usd
 from app.models import FalWebhookEvent, Job, JobEvent, SubmitState
 from app.upstream.queue import request_urls
 from app.usage import budgets, ledger
@@ -114,7 +115,11 @@ class JobStore:
             job = job_from_row(row)
             now = utcnow()
             transition = lifecycle.decide(job, event, now=now, policy=self.policy)
-            if transition.settle is not None or transition.reprice_micros is not None:
+            if (
+                transition.settle is not None
+                or transition.settle_request is not None
+                or transition.reprice_micros is not None
+            ):
                 return None
             changed = self._apply_to(job, transition, owner=owner)
             if changed:
@@ -210,6 +215,9 @@ class JobStore:
         owner: str | None,
         now: datetime,
     ) -> None:
+        if transition.settle_request is not None:
+            # Priced with the model it ran on, before the job moves on to the next.
+            await self._settle_attempt(session, job, transition)
         self._apply_to(job, transition, owner=owner)
         if transition.record_request is not None:
             await ledger.record_request(
@@ -232,6 +240,20 @@ class JobStore:
         await session.flush()
         if transition.wake is not None:
             await notify_workers(session, transition.wake)
+
+    async def _settle_attempt(
+        self, session: AsyncSession, job: Job, transition: lifecycle.Transition
+    ) -> None:
+        """Settle the request of the attempt the job falls back from, and write its cost on
+        that attempt (the last of ``attempts`` in the transition's changes)."""
+        assert transition.settle_request is not None
+        request = transition.settle_request
+        record = await ledger.settle_request(
+            session, job, request.request_id, request.outcome, bill_422=self.bill_422
+        )
+        attempts = transition.changes.get("attempts")
+        if record is not None and attempts and attempts[-1]["request_id"] == request.request_id:
+            attempts[-1]["cost_usd"] = micros_to_usd(record.cost_micros or 0)
 
     async def _settle(
         self, session: AsyncSession, job: Job, outcome: ledger.Outcome | None
@@ -331,6 +353,9 @@ class JobStore:
         if candidate.upstream_request_id == request_id:
             await self._due_now(session, candidate)
             return candidate, "matched"
+        if any(a.get("request_id") == request_id for a in candidate.attempts or []):
+            # The request of a model the job fell back from: settled when it did.
+            return candidate, "earlier_attempt"
         if candidate.upstream_request_id is None and candidate.submit_state in (
             SubmitState.sending,
             SubmitState.ambiguous,

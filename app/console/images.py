@@ -23,9 +23,9 @@ WAVE_HEIGHT = 120
 SPECTRUM_BINS = 256  # rows: an FFT of 512 samples (32 ms), 31 Hz a row
 
 # Light background, the console's accent for the wave (contrast 6.7:1 on white).
-_BACKGROUND = np.array([255, 255, 255], np.uint8)
-_WAVE = np.array([29, 78, 216], np.uint8)
-_AXIS = np.array([203, 213, 225], np.uint8)
+BACKGROUND_COLOUR = np.array([255, 255, 255], np.uint8)
+WAVE_COLOUR = np.array([29, 78, 216], np.uint8)
+AXIS_COLOUR = np.array([203, 213, 225], np.uint8)
 
 
 def decode_mono(path: Path) -> np.ndarray:
@@ -54,9 +54,9 @@ def decode_mono(path: Path) -> np.ndarray:
 def waveform(samples: np.ndarray) -> np.ndarray:
     """Each column the range (min to max) of its share of the samples, about a centre line."""
     image = np.empty((WAVE_HEIGHT, WIDTH, 3), np.uint8)
-    image[:] = _BACKGROUND
+    image[:] = BACKGROUND_COLOUR
     mid = WAVE_HEIGHT // 2
-    image[mid, :] = _AXIS
+    image[mid, :] = AXIS_COLOUR
     if samples.size == 0:
         return image
     edges = np.linspace(0, samples.size, WIDTH + 1).astype(int)
@@ -70,7 +70,7 @@ def waveform(samples: np.ndarray) -> np.ndarray:
     top = np.clip(mid - np.round(hi / peak * (mid - 2)), 0, WAVE_HEIGHT - 1)
     bottom = np.clip(mid - np.round(lo / peak * (mid - 2)), 0, WAVE_HEIGHT - 1)
     inside = (rows >= top[None, :]) & (rows <= bottom[None, :])
-    image[inside] = _WAVE
+    image[inside] = WAVE_COLOUR
     return image
 
 

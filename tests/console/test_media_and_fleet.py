@@ -16,7 +16,7 @@ from tests.support.clips import Clip
 
 def png_size(body: bytes) -> tuple[int, int]:
     assert body[:8] == b"\x89PNG\r\n\x1a\n"
-    length, kind = struct.unpack(">I4s", body[8:16])
+    _length, kind = struct.unpack(">I4s", body[8:16])
     assert kind == b"IHDR"
     width, height = struct.unpack(">II", body[16:24])
     return width, height

@@ -22,6 +22,7 @@ from app.console import sessions
 from tests.e2e.conftest import ADMIN, Gateway
 from tests.support.browser import LOOPBACK_ONLY_ARGS, chromium, only_loopback
 from tests.support.clips import Clip
+from tests.support.waiting import eventually
 
 ARTIFACTS = (
     Path(os.environ.get("FOLEY_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts"))
@@ -78,6 +79,14 @@ async def ready(page: Any) -> None:
     await page.wait_for_selector("body[data-ready]", state="attached", timeout=30_000)
     assert await page.get_attribute("body", "data-ready") == "true", await page.text_content(
         "#status"
+    )
+
+
+async def until(page: Any, predicate: str, arg: Any = None, what: str = "") -> Any:
+    """Evaluate ``predicate`` (a JS function) until it is truthy. Not page.wait_for_function: it
+    evaluates a string inside the page, which the console's CSP (no 'unsafe-eval') refuses."""
+    return await eventually(
+        lambda: page.evaluate(predicate, arg), timeout=30, interval=0.1, what=what or predicate
     )
 
 
@@ -138,15 +147,19 @@ async def test_the_console_in_a_browser(
         page.on(
             "requestfailed",
             # A media element or an event stream closed by a navigation is aborted: not a failure.
-            lambda request: None
-            if request.failure == "net::ERR_ABORTED"
-            else failed.append(f"{request.url} {request.failure}"),
+            lambda request: (
+                None
+                if request.failure == "net::ERR_ABORTED"
+                else failed.append(f"{request.url} {request.failure}")
+            ),
         )
         page.on(
             "console",
-            lambda message: csp_reports.append(message.text)
-            if "Content Security Policy" in message.text
-            else None,
+            lambda message: (
+                csp_reports.append(message.text)
+                if "Content Security Policy" in message.text
+                else None
+            ),
         )
         navigations: list[str] = []
         page.on(
@@ -203,10 +216,9 @@ async def test_the_console_in_a_browser(
         await expect(row).to_have_attribute("data-status", "queued")
         seen = len(navigations)
         async with running_worker(gw, "console-worker-1"):
-            await gw.wait(job_id, timeout=JOB_DEADLINE_MS / 1000)
-            job = await gw.get(job_id)
+            job = await gw.wait(job_id, timeout=JOB_DEADLINE_MS / 1000)
             assert job["status"] == "succeeded", json.dumps(job["error"])
-            await expect(row).to_have_attribute("data-status", "succeeded")
+            await expect(row).to_have_attribute("data-status", "succeeded", timeout=15_000)
         assert len(navigations) == seen
         await shot(page, "03-jobs-live")
 
@@ -214,22 +226,18 @@ async def test_the_console_in_a_browser(
         await page.goto(f"{base}/console/jobs/{job_id}")
         await ready(page)
         for video in ("#input-video", "#result-video"):
-            await page.wait_for_function(
-                f"document.querySelector('{video}').readyState >= 2", timeout=30_000
-            )
-            await page.evaluate(f"() => document.querySelector('{video}').play()")
-            await page.wait_for_function(
-                f"document.querySelector('{video}').currentTime > 0", timeout=30_000
-            )
-        await page.wait_for_function(
-            "document.querySelector('#result-audio').readyState >= 1", timeout=30_000
-        )
+            await until(page, "(v) => document.querySelector(v).readyState >= 2", video)
+            await page.evaluate("(v) => document.querySelector(v).play()", video)
+            await until(page, "(v) => document.querySelector(v).currentTime > 0", video)
+        await until(page, "() => document.querySelector('#result-audio').readyState >= 1")
         for image, height in (("#waveform", 120), ("#spectrogram", 256)):
-            await page.wait_for_function(
-                f"(() => {{ const i = document.querySelector('{image}');"
-                f" return i.complete && i.naturalWidth === 800 && i.naturalHeight === {height}; }})()",
-                timeout=30_000,
+            size = await until(
+                page,
+                "(i) => { const e = document.querySelector(i);"
+                " return e.complete && e.naturalWidth ? [e.naturalWidth, e.naturalHeight] : null; }",
+                image,
             )
+            assert size == [800, height]
         await expect(page.locator("#job-facts")).to_contain_text("a rubber ball bouncing")
         await expect(page.locator("#timeline li")).not_to_have_count(0)
         assert await page.locator("#timeline").text_content() is not None
@@ -277,14 +285,18 @@ async def test_the_console_in_a_browser(
         await page.get_by_role("button", name="Create key").click()
         secret = (await page.locator(".secret-value").text_content() or "").strip()
         assert secret.startswith("fk_live_")
-        assert (await gw.client.get("/v1/me", headers={"Authorization": f"Bearer {secret}"})).status_code == 200
+        assert (
+            await gw.client.get("/v1/me", headers={"Authorization": f"Bearer {secret}"})
+        ).status_code == 200
         created = page.locator(f'tr[data-prefix="{secret[:12]}"]')
         await expect(created.locator(".key-state")).to_have_text("active")
         await accessible(page)
         page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
         await created.get_by_role("button", name="Revoke").click()
         await expect(created.locator(".key-state")).to_contain_text("revoked")
-        assert (await gw.client.get("/v1/me", headers={"Authorization": f"Bearer {secret}"})).status_code == 401
+        assert (
+            await gw.client.get("/v1/me", headers={"Authorization": f"Bearer {secret}"})
+        ).status_code == 401
         await shot(page, "06-keys")
 
         # A mutation without the CSRF token is refused, even from the console's own page.
@@ -336,4 +348,3 @@ async def test_the_console_in_a_browser(
     assert left_loopback == []
     assert failed == []
     assert csp_reports == []
-

@@ -12,6 +12,7 @@ from app.main import create_app
 from tests.support.browser import LOOPBACK_ONLY_ARGS, chromium, only_loopback
 from tests.support.serve import serving
 
+
 @pytest.fixture
 async def served(settings: Settings, engine) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
     async with serving(create_app(settings, engine=engine), lifespan="off") as base_url:

@@ -10,8 +10,8 @@ moves it)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import contextlib
+import json
 import os
 import re
 from collections.abc import AsyncIterator, Callable
@@ -63,7 +63,8 @@ ACCESSIBILITY = r"""() => {
     const size = parseFloat(style.fontSize);
     const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
     if (ratio < (large ? 3 : 4.5)) {
-      problems.push(`contrast ${ratio.toFixed(2)}: ${el.tagName} "${el.textContent.trim().slice(0, 40)}"`);
+      const text = el.textContent.trim().slice(0, 40);
+      problems.push(`contrast ${ratio.toFixed(2)}: ${el.tagName} "${text}"`);
     }
   }
   return problems;
@@ -233,8 +234,8 @@ async def test_the_console_in_a_browser(
         for image, height in (("#waveform", 120), ("#spectrogram", 256)):
             size = await until(
                 page,
-                "(i) => { const e = document.querySelector(i);"
-                " return e.complete && e.naturalWidth ? [e.naturalWidth, e.naturalHeight] : null; }",
+                "(i) => { const e = document.querySelector(i); return e.complete"
+                " && e.naturalWidth ? [e.naturalWidth, e.naturalHeight] : null; }",
                 image,
             )
             assert size == [800, height]

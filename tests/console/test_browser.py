@@ -349,3 +349,86 @@ async def test_the_console_in_a_browser(
     assert left_loopback == []
     assert failed == []
     assert csp_reports == []
+
+
+async def test_compare_webhooks_and_the_operators_other_pages(
+    gateway: Callable[..., contextlib.AbstractAsyncContextManager[Gateway]],
+    clips: dict[str, Clip],
+) -> None:
+    executable = chromium()
+    from playwright.async_api import async_playwright, expect
+
+    left_loopback: list[str] = []
+    errors: list[str] = []
+    async with gateway() as gw, async_playwright() as p:
+        base = gw.base_url
+        browser = await p.chromium.launch(executable_path=str(executable), args=LOOPBACK_ONLY_ARGS)
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await only_loopback(page, left_loopback)
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(f"{base}/console/sign-in")
+        await page.get_by_label("Tenant API key or admin token").fill(gw.tenant_key)
+        await page.keyboard.press("Enter")
+        await page.wait_for_url(f"{base}/console/jobs")
+
+        # Compare: one clip through two models, side by side.
+        await page.goto(f"{base}/console/compare")
+        await ready(page)
+        await page.get_by_label("Video file").set_input_files(clips["bounce"].path)
+        await page.get_by_label("fal-ai/thinksound", exact=True).check()
+        await page.get_by_label("fal-ai/thinksound/audio", exact=True).check()
+        await page.get_by_role("button", name="Run on each model").click()
+        columns = page.locator("#compare-results section.column")
+        await expect(columns).to_have_count(2, timeout=30_000)
+        for model in ("fal-ai/thinksound", "fal-ai/thinksound/audio"):
+            column = page.get_by_role("region", name=model, exact=True)
+            await expect(column.locator('[data-status="succeeded"]')).to_be_visible(
+                timeout=JOB_DEADLINE_MS
+            )
+            await expect(column.locator("audio")).to_have_count(1)
+            await expect(column.locator("img")).to_have_count(1)
+        await expect(
+            page.get_by_role("region", name="fal-ai/thinksound", exact=True).locator("video")
+        ).to_have_count(1)
+        await accessible(page)
+        await shot(page, "11-compare")
+
+        # Webhooks: an endpoint added (its secret shown once), its deliveries listed.
+        await page.goto(f"{base}/console/webhooks")
+        await ready(page)
+        await page.get_by_label("URL").fill("http://127.0.0.1:9/hooks")
+        await page.get_by_label("job.succeeded").check()
+        await page.get_by_role("button", name="Add endpoint").click()
+        await expect(page.locator(".secret-value")).to_contain_text("whsec_")
+        await page.get_by_role("button", name="Ping http://127.0.0.1:9/hooks").click()
+        await page.get_by_role("button", name="Deliveries to http://127.0.0.1:9/hooks").click()
+        await expect(page.locator("#deliveries")).to_contain_text("ping")
+        await accessible(page)
+        await shot(page, "12-webhooks")
+
+        # The operator's remaining pages draw, and are accessible.
+        await page.goto(f"{base}/console/jobs")
+        await page.get_by_role("button", name="Sign out").click()
+        await page.wait_for_url(f"{base}/console/sign-in")
+        await page.get_by_label("Tenant API key or admin token").fill(ADMIN)
+        await page.keyboard.press("Enter")
+        await page.wait_for_url(f"{base}/console/admin/tenants")
+        await page.goto(f"{base}/console/admin/prices")
+        await ready(page)
+        await expect(page.locator("tbody tr")).not_to_have_count(0)
+        await page.get_by_label("Model (id or alias)").fill("thinksound")
+        await page.get_by_label("Unit", exact=True).fill("compute_second")
+        await page.get_by_label("USD per unit").fill("0.002")
+        await page.get_by_role("button", name="Add price").click()
+        await expect(page.locator("tbody")).to_contain_text("0.002")
+        await accessible(page)
+        await page.goto(f"{base}/console/admin/usage")
+        await ready(page)
+        await page.wait_for_selector("svg.chart rect.bar", timeout=30_000)
+        await expect(page.locator("#usage")).to_contain_text("e2e")
+        await accessible(page)
+        await shot(page, "13-admin-usage")
+        await browser.close()
+    assert left_loopback == []
+    assert errors == []

@@ -168,7 +168,7 @@ async function fleetPage() {
       replace(root,
         h("h2", {}, "fal's slots"),
         gauge({ label: `${f.fal_slots_in_use} of ${f.fal_slots} fal slots in use`, budget: f.fal_slots,
-          spent: f.fal_slots_in_use, reserved: 0 }),
+          spent: f.fal_slots_in_use, reserved: 0, caption: "fal's concurrency in use" }),
         h("p", { id: "slots" }, `${f.fal_slots_in_use} of ${f.fal_slots} in use`),
         h("h2", {}, `Workers (${f.workers_alive} alive)`),
         table(["Worker", "Started", "Last beat", "Alive"], f.workers.map((w) => h("tr", {},

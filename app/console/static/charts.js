@@ -53,12 +53,12 @@ export function barChart({ label, points, format = (v) => v.toFixed(4) }) {
 }
 
 // spent and reserved against the budget, as a bar: spent solid, reserved lighter.
-export function gauge({ label, budget, spent, reserved }) {
+export function gauge({ label, budget, spent, reserved, caption }) {
   const width = 480;
   const total = budget > 0 ? budget : 1;
   const spentWidth = Math.min(1, spent / total) * width;
   const reservedWidth = Math.min(1 - spentWidth / width, reserved / total) * width;
-  const share = budget > 0 ? Math.round(((spent + reserved) / budget) * 100) : 0;
+  const share = budget > 0 ? (((spent + reserved) / budget) * 100).toFixed(1) : "0";
   return svg(
     "svg",
     { viewBox: `0 0 ${width} 56`, role: "img", "aria-label": label, class: "gauge" },
@@ -66,6 +66,6 @@ export function gauge({ label, budget, spent, reserved }) {
     svg("rect", { x: 0, y: 8, width, height: 24, rx: 4, class: "gauge-track" }),
     svg("rect", { x: 0, y: 8, width: spentWidth, height: 24, rx: 4, class: "gauge-spent" }),
     svg("rect", { x: spentWidth, y: 8, width: reservedWidth, height: 24, class: "gauge-reserved" }),
-    svg("text", { x: 0, y: 50, class: "tick" }, `${share}% of the budget spent or reserved`),
+    svg("text", { x: 0, y: 50, class: "tick" }, caption || `${share}% of the budget spent or reserved`),
   );
 }

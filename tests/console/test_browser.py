@@ -402,6 +402,7 @@ async def test_compare_webhooks_and_the_operators_other_pages(
         await page.get_by_role("button", name="Add endpoint").click()
         await expect(page.locator(".secret-value")).to_contain_text("whsec_")
         await page.get_by_role("button", name="Ping http://127.0.0.1:9/hooks").click()
+        await expect(page.locator("#status")).to_have_text("Ping queued.")
         await page.get_by_role("button", name="Deliveries to http://127.0.0.1:9/hooks").click()
         await expect(page.locator("#deliveries")).to_contain_text("ping")
         await accessible(page)

@@ -165,6 +165,12 @@ export function button(label, onclick, attrs = {}) {
   return h("button", { type: "button", onclick, ...attrs }, label);
 }
 
+const FINAL_EVENTS = new Set(["job.succeeded", "job.failed", "job.canceled", "job.aborted"]);
+
+export function isFinal(event) {
+  return FINAL_EVENTS.has(event.type) || Boolean(event.data && TERMINAL.has(event.data.status));
+}
+
 // Follow one job's event stream; `onEvent(event)` for each, closed after the final one.
 export function follow(jobId, onEvent) {
   const source = new EventSource(`/v1/jobs/${jobId}/events`);
@@ -176,10 +182,7 @@ export function follow(jobId, onEvent) {
       return;
     }
     onEvent(event);
-    if (event.data && TERMINAL.has(event.data.status)) source.close();
-    if (["job.succeeded", "job.failed", "job.canceled", "job.aborted"].includes(event.type)) {
-      source.close();
-    }
+    if (isFinal(event)) source.close();
   };
   for (const type of JOB_EVENTS) source.addEventListener(type, handle);
   return source;

@@ -1,7 +1,7 @@
 // The tenant's pages: jobs, a job, a new job, compare, usage, keys, webhooks.
 import { barChart, gauge } from "./charts.js";
 import {
-  TERMINAL, api, button, content, field, fileIdOf, follow, h, isoDay, localPath, page,
+  TERMINAL, api, button, content, field, fileIdOf, follow, h, isFinal, isoDay, localPath, page,
   problemText, readOnly, replace, say, statusBadge, table, uid, usd, when,
 } from "./lib.js";
 
@@ -82,10 +82,12 @@ async function jobsPage() {
     for (const job of live.slice(0, MAX_STREAMS)) {
       if (streams.has(job.id)) continue;
       streams.set(job.id, follow(job.id, async (event) => {
-        update(await api(`/v1/jobs/${event.job_id}`));
-        if (TERMINAL.has((event.data || {}).status) || event.type.endsWith("succeeded")) {
-          streams.delete(event.job_id);
+        try {
+          update(await api(`/v1/jobs/${event.job_id}`));
+        } catch (error) {
+          say(problemText(error), "error");
         }
+        if (isFinal(event)) streams.delete(event.job_id);
       }));
     }
     clearTimeout(poll);
@@ -364,7 +366,7 @@ async function comparePage() {
             current.error ? h("p", { class: "error" }, `${current.error.code}: ${current.error.message}`) : null);
         };
         await draw();
-        follow(job.id, draw);
+        follow(job.id, () => draw().catch((e) => say(problemText(e), "error")));
       }
       say("");
     } catch (error) {
@@ -537,14 +539,22 @@ async function webhooksPage() {
     replace(list, endpoints.length ? table(["URL", "Events", "Enabled", ""], endpoints.map((ep) => h("tr", {},
       h("td", {}, ep.url), h("td", {}, (ep.events || ["every event"]).join(", ")),
       h("td", {}, ep.enabled ? "yes" : `no${ep.disabled_reason ? ` (${ep.disabled_reason})` : ""}`),
-      h("td", {}, button("Deliveries", () => showDeliveries(ep), { "aria-label": `Deliveries to ${ep.url}` }),
+      h("td", {}, button("Deliveries", () => showDeliveries(ep).catch((e) => say(problemText(e), "error")), { "aria-label": `Deliveries to ${ep.url}` }),
         readOnly ? null : [" ", button(ep.enabled ? "Pause" : "Enable", async () => {
-          await api(`/v1/webhook-endpoints/${ep.id}`, { method: "PATCH", json: { enabled: !ep.enabled } });
-          await load();
+          try {
+            await api(`/v1/webhook-endpoints/${ep.id}`, { method: "PATCH", json: { enabled: !ep.enabled } });
+            await load();
+          } catch (error) {
+            say(problemText(error), "error");
+          }
         }, { "aria-label": `${ep.enabled ? "Pause" : "Enable"} ${ep.url}` }), " ",
         button("Send a ping", async () => {
-          await api(`/v1/webhook-endpoints/${ep.id}/test`, { method: "POST" });
-          say("Ping queued.");
+          try {
+            await api(`/v1/webhook-endpoints/${ep.id}/test`, { method: "POST" });
+            say("Ping queued.");
+          } catch (error) {
+            say(problemText(error), "error");
+          }
         }, { "aria-label": `Ping ${ep.url}` })]))), "Your endpoints")
       : h("p", {}, "No webhook endpoints yet."));
   };

@@ -281,6 +281,10 @@ class Settings(BaseSettings):
     key_touch_interval: Duration = Field(
         default=timedelta(seconds=60), description="How often a key's last_used_at is written."
     )
+    console_session_ttl: Duration = Field(
+        default=timedelta(hours=12),
+        description="How long a console sign-in lasts (the session then ends; sign in again).",
+    )
 
     # --- outbound webhooks: telling tenants (app.notifications) ------------------------------
     tenant_webhook_retry_schedule: Annotated[list[Duration], NoDecode] = Field(

@@ -16,14 +16,15 @@ from app.account.endpoints import router as account_router
 from app.auth.throttle import FailedAuthThrottle
 from app.catalog.endpoints import router as models_router
 from app.config import Settings, get_settings
+from app.console.endpoints import router as console_router
 from app.db.driver import EngineDriver
 from app.db.engine import create_engine, create_sessionmaker, resolve_database_url
 from app.db.outage import install_outage_handler
 from app.files.endpoints import router as files_router
 from app.files.service import UploadTooLarge
 from app.health.endpoints import router as health_router
+from app.jobs.endpoints import fleet_router, validate_router
 from app.jobs.endpoints import router as jobs_router
-from app.jobs.endpoints import validate_router
 from app.jobs.hub import JobHub
 from app.jobs.notifier import WorkerNotifier
 from app.jobs.schemas import job_create_schema
@@ -41,6 +42,7 @@ from app.notifications.endpoints import router as webhook_endpoints_router
 from app.notifications.endpoints import secret_router as webhook_secret_router
 from app.notifications.openapi import install_webhooks
 from app.storage import storage_from_settings
+from app.tenants.endpoints import keys_router
 from app.tenants.endpoints import router as admin_router
 from app.upstream.fal import FalTimeouts, build_http_client
 from app.upstream.webhooks import FalWebhookVerifier
@@ -145,9 +147,12 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         webhook_endpoints_router,
         webhook_secret_router,
         account_router,
+        keys_router,
         admin_router,
         usage_admin_router,
         webhooks_admin_router,
+        fleet_router,
+        console_router,
     ):
         app.include_router(router)
 

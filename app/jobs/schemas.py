@@ -347,3 +347,28 @@ class JobEventOut(BaseModel):
     )
     data: dict[str, Any] = Field(description="What changed (status, error, logs …).")
     created_at: datetime = Field(description="When the transition was committed.")
+
+
+class FleetWorker(BaseModel):
+    owner: str = Field(description="The worker's name (host and process).")
+    started_at: datetime = Field(description="When it started.")
+    beat_at: datetime = Field(description="Its last heartbeat.")
+    alive: bool = Field(description="Beat within FOLEY_WORKER_STALE_AFTER.")
+
+
+class FleetStatus(BaseModel):
+    status: JobStatus = Field(description="An unfinished status.")
+    jobs: int = Field(description="Jobs in it now, across tenants.")
+    oldest_age_s: float | None = Field(description="Seconds since the oldest of them was created.")
+
+
+class FleetOut(BaseModel):
+    """What the gateway is doing now: its workers, its unfinished jobs, fal's slots."""
+
+    object: Literal["fleet"] = Field(default="fleet", description="Always fleet.")
+    workers: list[FleetWorker] = Field(description="Every worker that beat recently, latest first.")
+    workers_alive: int = Field(description="Workers that beat within FOLEY_WORKER_STALE_AFTER.")
+    live_jobs: list[FleetStatus] = Field(description="Unfinished jobs by status.")
+    finished_last_hour: dict[str, int] = Field(description="Jobs that ended in the last hour.")
+    fal_slots_in_use: int = Field(description="Requests at fal not yet reported complete.")
+    fal_slots: int = Field(description="fal's concurrency for the account (FOLEY_FAL_CONCURRENCY).")

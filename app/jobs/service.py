@@ -20,7 +20,7 @@ from app.files.outbound import check_video_url, outbound_policy
 from app.jobs import lifecycle, store
 from app.jobs.preflight import InputRejected, InputUnavailable, preflight
 from app.jobs.presenter import job_url, present_job
-from app.jobs.schemas import JobCreate, JobOut
+from app.jobs.schemas import FleetOut, FleetStatus, FleetWorker, JobCreate, JobOut
 from app.jobs.store import JobStore, NewJob
 from app.kit.clock import utcnow
 from app.kit.idempotency import IdempotencyGuard, StoredResponse, request_fingerprint
@@ -541,3 +541,34 @@ async def present(session: AsyncSession, jobs: list[Job], base_url: str) -> list
     """Job resources, with their usage read in one query for the whole page."""
     usage = await usage_service.usage_of_jobs(session, [j.id for j in jobs])
     return [present_job(j, base_url, usage.get(j.id)) for j in jobs]
+
+
+async def fleet(session: AsyncSession, settings: Settings) -> FleetOut:
+    """The operator's view of the gateway now (read-only, across tenants)."""
+    now = utcnow()
+    stale = settings.worker_stale_after
+    workers = [
+        FleetWorker(
+            owner=b.owner, started_at=b.started_at, beat_at=b.beat_at, alive=now - b.beat_at < stale
+        )
+        for b in await store.beats(session)
+    ]
+    live = [
+        FleetStatus(
+            status=c.status,
+            jobs=c.jobs,
+            oldest_age_s=(now - c.oldest_created_at).total_seconds()
+            if c.oldest_created_at
+            else None,
+        )
+        for c in await store.live_by_status(session)
+    ]
+    finished = await store.finished_since(session, now - timedelta(hours=1))
+    return FleetOut(
+        workers=workers,
+        workers_alive=sum(w.alive for w in workers),
+        live_jobs=live,
+        finished_last_hour={s.value: n for s, n in finished.items()},
+        fal_slots_in_use=await store.slots_in_use(session),
+        fal_slots=settings.fal_concurrency,
+    )

@@ -19,7 +19,8 @@ from app.jobs.store.claims import (
     give_back,
     job_from_row,
 )
-from app.jobs.store.liveness import beat, beat_period, forget, prune_beats
+from app.jobs.store.fleet import finished_since, live_by_status, slots_in_use
+from app.jobs.store.liveness import beat, beat_period, beats, forget, prune_beats
 from app.jobs.store.rows import (
     NewJob,
     by_ids,
@@ -55,12 +56,14 @@ __all__ = [
     "NewJob",
     "beat",
     "beat_period",
+    "beats",
     "by_ids",
     "claim_dispatches",
     "claim_follow_ups",
     "cursor_of",
     "events_for_tenant",
     "extend_leases",
+    "finished_since",
     "forget",
     "get_for_tenant",
     "give_back",
@@ -68,10 +71,12 @@ __all__ = [
     "insert_unless_budgeted",
     "job_from_row",
     "list_for_tenant",
+    "live_by_status",
     "lock_for_tenant",
     "look_again_at_fal",
     "mark_data_removed",
     "notify_workers",
     "prune_beats",
     "settle_blocked",
+    "slots_in_use",
 ]

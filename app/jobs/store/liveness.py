@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import delete, func
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.driver import DriverPool
@@ -55,3 +55,9 @@ async def prune_beats(session: AsyncSession, older_than: timedelta) -> int:
         delete(WorkerBeat).where(WorkerBeat.beat_at < func.statement_timestamp() - older_than)
     )
     return result.rowcount or 0
+
+
+async def beats(session: AsyncSession) -> list[WorkerBeat]:
+    """Every worker's last beat, latest first: what the operator's fleet view shows."""
+    stmt = select(WorkerBeat).order_by(WorkerBeat.beat_at.desc())
+    return list((await session.scalars(stmt)).all())

@@ -276,6 +276,10 @@ class JobStore:
             return None
         applied = await self.apply(job.id, starting, owner=owner)
         if applied.job.submit_state is SubmitState.sending and not applied.job.status.terminal:
+            # The caller sends ``job``: it must carry what was written, as the path above does
+            # (an upload's payload gains the URL fal fetches only here).
+            job.upstream_payload = applied.job.upstream_payload
+            job.submit_state = SubmitState.sending
             return None
         return applied
 

@@ -11,6 +11,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+import asyncpg
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -115,6 +116,17 @@ async def summary(
         "data": data,
         "total_cost_usd": micros_to_usd(nanos_to_micros(total)),
     }
+
+
+async def spend_this_month(conn: asyncpg.Connection) -> dict[uuid.UUID, int]:
+    """Each tenant's settled spend this calendar month (UTC) in nano-dollars, from the daily
+    rollups (a row per tenant × model × day × status: a month is a few hundred per tenant)."""
+    rows = await conn.fetch(
+        "SELECT tenant_id, sum(cost_nanos) AS nanos FROM usage_daily "
+        "WHERE day >= date_trunc('month', statement_timestamp() AT TIME ZONE 'UTC')::date "
+        "GROUP BY tenant_id"
+    )
+    return {row["tenant_id"]: int(row["nanos"] or 0) for row in rows}
 
 
 async def usage_of_jobs(

@@ -17,6 +17,7 @@ from app.jobs import lifecycle
 from app.jobs.preflight import Checked, InputRejected, InputUnavailable, preflight
 from app.jobs.steps.context import StepContext, released_until
 from app.kit.clock import utcnow
+from app.metrics import SUBMIT_LATENCY
 from app.models import Job, StoredFile, SubmitState
 from app.upstream.errors import (
     AmbiguousSubmitError,
@@ -143,6 +144,7 @@ async def _submit(ctx: StepContext, job: Job) -> None:
         )
         return
 
+    SUBMIT_LATENCY.labels(job.model).observe((utcnow() - job.created_at).total_seconds())
     applied = await ctx.apply(
         job.id,
         lifecycle.Submitted(

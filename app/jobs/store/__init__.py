@@ -19,7 +19,8 @@ from app.jobs.store.claims import (
     give_back,
     job_from_row,
 )
-from app.jobs.store.liveness import beat, beat_period, forget, prune_beats
+from app.jobs.store.liveness import beat, beat_period, forget, prune_beats, workers_alive
+from app.jobs.store.overview import LiveJobs, live_jobs
 from app.jobs.store.rows import (
     NewJob,
     by_ids,
@@ -52,6 +53,7 @@ __all__ = [
     "Applied",
     "JobStore",
     "LeaseLost",
+    "LiveJobs",
     "NewJob",
     "beat",
     "beat_period",
@@ -68,10 +70,12 @@ __all__ = [
     "insert_unless_budgeted",
     "job_from_row",
     "list_for_tenant",
+    "live_jobs",
     "lock_for_tenant",
     "look_again_at_fal",
     "mark_data_removed",
     "notify_workers",
     "prune_beats",
     "settle_blocked",
+    "workers_alive",
 ]

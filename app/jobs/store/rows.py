@@ -54,6 +54,7 @@ class NewJob:
     webhook_url: str | None = None
     webhook_events: list[str] | None = None
     cancel_after_at: datetime | None = None
+    traceparent: str | None = None
 
     def row(self) -> dict[str, Any]:
         """Column → value; the columns left out take their defaults (the job has not run)."""
@@ -75,6 +76,7 @@ class NewJob:
             "reserved_micros": self.reserved_micros,
             "budget_period_start": self.budget_period_start,
             "cancel_after_at": self.cancel_after_at,
+            "traceparent": self.traceparent,
             # due at once: the first worker to look claims it
             "next_action_at": self.created_at,
             "webhook_url": self.webhook_url,

@@ -1,0 +1,29 @@
+"""job trace context
+
+``jobs.traceparent``: the W3C ``traceparent`` of the request that accepted the job, when the
+gateway exports traces (``OTEL_EXPORTER_OTLP_ENDPOINT``), so the worker's steps — dispatch, the
+calls to fal, finalize — continue the accept's trace. Null otherwise, and for jobs accepted
+before. No index: it is read with the claimed row, never searched.
+
+Revision ID: 0012
+Revises: 0010
+Create Date: 2026-12-07 16:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0012"
+down_revision: str | None = "0010"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.add_column("jobs", sa.Column("traceparent", sa.String(length=100), nullable=True))
+
+
+def downgrade() -> None:
+    op.drop_column("jobs", "traceparent")

@@ -121,6 +121,19 @@ def current_traceparent() -> str | None:
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
 
+def current_ids() -> tuple[str, str] | None:
+    """The current span's trace and span ids in hex (the logs carry them), None when tracing is
+    off or no span is recording."""
+    if _state.tracer is None:
+        return None
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return f"{context.trace_id:032x}", f"{context.span_id:016x}"
+
+
 @contextmanager
 def job_span(
     name: str, traceparent: str | None, attributes: Mapping[str, str]

@@ -228,7 +228,7 @@ class FalTransport:
                 endpoint=where,
                 method=method,
                 status=response.status_code,
-                request_id=request_id,
+                fal_request_id=request_id,
                 attempt=attempt,
                 latency_ms=latency_ms,
             )

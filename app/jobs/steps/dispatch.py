@@ -156,7 +156,7 @@ async def _submit(ctx: StepContext, job: Job) -> None:
             watched=submitted.status_url is not None and ctx.watcher.has_room(job.id),
         ),
     )
-    log.info("submitted to fal", job_id=str(job.id), request_id=submitted.request_id)
+    log.info("submitted to fal", job_id=str(job.id), fal_request_id=submitted.request_id)
     if not applied.job.status.terminal:
         ctx.watcher.watch(applied.job)
 
@@ -182,7 +182,7 @@ async def resolve_ambiguous(ctx: StepContext, job: Job) -> None:
         log.warning(
             "ambiguous submit resolved by fal's platform API",
             job_id=str(job.id),
-            request_id=getattr(found, "request_id", None),
+            fal_request_id=getattr(found, "request_id", None),
             received=isinstance(found, lifecycle.Attached),
         )
         applied = await ctx.apply(job.id, found)

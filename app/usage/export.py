@@ -88,6 +88,15 @@ def export_query(
     return _SELECT.format(tenant=" AND tenant_id = $3"), [lo, hi, tenant_id]
 
 
+def planner_settings(tenant_id: uuid.UUID | None) -> tuple[str, ...]:
+    """What the export's transaction sets before its COPY. A tenant's rows are read in the
+    index's order, not sorted: the planner prices that index scan as random reads (tenants'
+    rows interleave in the heap), but a ledger is written in time order, so the scan reads the
+    heap nearly in order, and a sort made the first byte wait for the whole month (and spilled
+    to disk). An export of every tenant has no such index, and is sorted."""
+    return () if tenant_id is None else ("SET LOCAL enable_sort = off",)
+
+
 async def export_csv(
     driver: DriverPool, *, start: date, end: date, tenant_id: uuid.UUID | None
 ) -> AsyncIterator[bytes]:
@@ -101,13 +110,8 @@ async def export_csv(
     async def copy() -> None:
         try:
             async with driver.acquire() as conn, conn.transaction():
-                if tenant_id is not None:
-                    # A tenant's rows in the index's order, not a sort of them: the planner
-                    # prices the index scan as random reads (tenants' rows interleave), but a
-                    # ledger is written in time order, so the scan reads the heap nearly in
-                    # order; a sort made the first byte wait for the whole month and spilled
-                    # to disk. An export of every tenant has no such index and is sorted.
-                    await conn.execute("SET LOCAL enable_sort = off")
+                for setting in planner_settings(tenant_id):
+                    await conn.execute(setting)
                 await conn.copy_from_query(
                     query, *args, output=chunks.put, format="csv", header=True
                 )

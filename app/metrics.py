@@ -7,8 +7,9 @@ Labels are bounded by the code: models (the catalog), statuses, fal operations a
 classes; nothing per job or per request. The only per-tenant series are the database gauges
 (one per tenant with a budget or spend this month), so their count follows the tenants'.
 
-Cheap on a job's way: an observation is a dict lookup and an add (about a microsecond), a few
-per job step, against the lifecycle's CPU budget of 25 ms per job.
+Cheap on a job's way: an observation is a label lookup and an add under a lock, a few per job
+step; a step's whole instrumentation (these, its log context, the no-op span when traces are off)
+measured ~30 µs on a busy 2-core machine, against the lifecycle's CPU budget of 25 ms per job.
 """
 
 from __future__ import annotations

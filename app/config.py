@@ -107,6 +107,11 @@ class Settings(BaseSettings):
         description="The API's gauges of the database (jobs, queue, slots, spend, budgets) are "
         "read again by a scrape when older than this.",
     )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, the API's GET /metrics requires 'Authorization: Bearer <this>' "
+        "(it shows tenants' ids and spend).",
+    )
 
     # --- storage of state -------------------------------------------------------------------
     database_url: str | None = Field(

@@ -43,7 +43,7 @@ from app.notifications.endpoints import secret_router as webhook_secret_router
 from app.notifications.openapi import install_webhooks
 from app.storage import storage_from_settings
 from app.telemetry import tracing
-from app.telemetry.exposition import ApiMetrics
+from app.telemetry.exposition import ApiMetrics, check_metrics_token
 from app.telemetry.gauges import DatabaseGauges
 from app.telemetry.server_timing import ServerTimingMiddleware
 from app.tenants.endpoints import router as admin_router
@@ -164,6 +164,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
+        check_metrics_token(request.headers.get("authorization"), settings.metrics_token)
         exposition: ApiMetrics | None = getattr(request.app.state, "metrics", None)
         if exposition is None:  # built at the first scrape, on the pool the app runs with
             exposition = request.app.state.metrics = ApiMetrics(

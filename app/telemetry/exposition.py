@@ -10,13 +10,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from pydantic import SecretStr
 
+from app.kit.problems import Unauthorized
 from app.telemetry.gauges import DatabaseGauges
 
 log = structlog.get_logger(__name__)
+
+
+class MetricsTokenRequired(Unauthorized):
+    code = "invalid_metrics_token"
+
+
+def check_metrics_token(authorization: str | None, token: SecretStr | None) -> None:
+    """With FOLEY_METRICS_TOKEN set, the API's /metrics answers only the bearer of it."""
+    if token is None:
+        return
+    scheme, _, given = (authorization or "").partition(" ")
+    expected = token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        raise MetricsTokenRequired(
+            "GET /metrics needs 'Authorization: Bearer <FOLEY_METRICS_TOKEN>'.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 class ApiMetrics:

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from app.config import Settings
 from tests.conftest import ADMIN, TenantCreds, make_tenant
@@ -55,3 +56,18 @@ async def test_scrapes_within_the_interval_read_the_database_once(
     assert await sample(api, "foley_queue_depth") == 0
     assert (await api.post("/v1/jobs", json=KLING, headers=tenant.headers)).status_code == 202
     assert await sample(api, "foley_queue_depth") == 0
+
+
+async def test_with_a_metrics_token_only_its_bearer_is_answered(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    settings.metrics_token = SecretStr("metrics-" + "x" * 24)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {'x' * 8}"}):
+        r = await api.get("/metrics", headers=headers)
+        assert r.status_code == 401, headers
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["code"] == "invalid_metrics_token"
+        assert "foley_" not in r.text
+    r = await api.get("/metrics", headers={"Authorization": f"Bearer metrics-{'x' * 24}"})
+    assert r.status_code == 200
+    assert "foley_queue_depth" in r.text

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import IO, Any
+from collections.abc import MutableMapping
+from typing import Any, TextIO
 
 import structlog
 
 from app.telemetry import tracing
 
 
-def _trace_ids(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def _trace_ids(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     ids = tracing.current_ids()
     if ids is not None:
         event.setdefault("trace_id", ids[0])
@@ -28,7 +31,7 @@ def configure_logging(
     level: str = "INFO",
     fmt: str = "console",
     *,
-    file: IO[str] | None = None,
+    file: TextIO | None = None,
     cache_loggers: bool = True,
 ) -> None:
     """``file``: where lines go (stderr by default). ``cache_loggers``: each logger keeps this

@@ -26,6 +26,7 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from app.catalog.registry import CATALOG
 from app.db.driver import DriverPool
 from app.jobs import store
 from app.kit.clock import utcnow
@@ -128,8 +129,10 @@ class DatabaseGauges(Collector):
             labels=["model", "status"],
         )
         counts = {(j.model, j.status): j.jobs for j in r.live}
-        for model in sorted({j.model for j in r.live}):
-            for status in LIVE_STATUSES:  # a status emptied shows 0, not a vanished series
+        # Every model of the catalog in every live status: an emptied one shows 0, not a series
+        # that vanished (and a model that left the catalog, while it still has live jobs).
+        for model in sorted({spec.id for spec in CATALOG} | {j.model for j in r.live}):
+            for status in LIVE_STATUSES:
                 jobs.add_metric([model, status], counts.get((model, status), 0))
         yield jobs
         yield GaugeMetricFamily(

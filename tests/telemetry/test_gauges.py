@@ -43,6 +43,8 @@ async def test_jobs_queue_and_budgets_as_the_database_has_them(
     assert await sample(api, "foley_tenant_budget_remaining_usd", **mine) == pytest.approx(0.93)
     # A tenant without a budget has no budget series: per-tenant series are bounded by tenants.
     response = await api.get("/metrics")
+    # A model with no live job shows 0, not a missing series.
+    assert 'foley_jobs{model="fal-ai/thinksound",status="queued"} 0.0' in response.text
     assert f'tenant_id="{other_tenant.id}"' not in response.text
 
 

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import Request
 from starlette.responses import Response
 
 from app.account.endpoints import router as account_router
@@ -42,6 +43,10 @@ from app.notifications.endpoints import router as webhook_endpoints_router
 from app.notifications.endpoints import secret_router as webhook_secret_router
 from app.notifications.openapi import install_webhooks
 from app.storage import storage_from_settings
+from app.telemetry import tracing
+from app.telemetry.exposition import ApiMetrics, check_metrics_token
+from app.telemetry.gauges import DatabaseGauges
+from app.telemetry.server_timing import ServerTimingMiddleware
 from app.tenants.endpoints import keys_router
 from app.tenants.endpoints import router as admin_router
 from app.upstream.fal import FalTimeouts, build_http_client
@@ -129,6 +134,8 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         self_counting=frozenset({("POST", "/v1/files")}),
     )
     app.add_middleware(RequestIdMiddleware, on_error=internal_error)
+    # Outermost: it times everything the gateway does for a request.
+    app.add_middleware(ServerTimingMiddleware)
     install_problem_handlers(app)
     install_outage_handler(app)
     # The jobs routes sit on the app's own router, first, not included: routes are matched in
@@ -161,7 +168,21 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     install_openapi(app, components={"JobCreate": job_create_schema})
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(request: Request) -> Response:
+        check_metrics_token(request.headers.get("authorization"), settings.metrics_token)
+        exposition: ApiMetrics | None = getattr(request.app.state, "metrics", None)
+        if exposition is None:  # built at the first scrape, on the pool the app runs with
+            exposition = request.app.state.metrics = ApiMetrics(
+                DatabaseGauges(
+                    request.app.state.driver_pool,
+                    max_age=settings.metrics_refresh_interval,
+                    fal_slots=settings.fal_concurrency,
+                    worker_stale_after=settings.worker_stale_after,
+                )
+            )
+        return Response(await exposition.render(), media_type=CONTENT_TYPE_LATEST)
+
+    tracing.configure("foley-api")
+    tracing.instrument_app(app)
 
     return app

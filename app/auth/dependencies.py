@@ -113,6 +113,8 @@ class TenantKeyAuth(HTTPBearer):
             )
         state = request.app.state
         principal = await authenticate(state.sessionmaker, state.settings, key)
+        # Every log line of the request names the tenant (the request id's middleware unbinds it).
+        structlog.contextvars.bind_contextvars(tenant_id=str(principal.tenant.id))
         if principal.api_key.read_only and request.method not in SAFE_METHODS:
             raise ReadOnlyKey("This API key is read-only: it can only read (GET).")
         return principal

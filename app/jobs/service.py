@@ -34,9 +34,11 @@ from app.kit.problems import (
     ProblemError,
     validation_errors,
 )
+from app.metrics import JOBS_CREATED
 from app.models import FileKind, Job, JobEvent, JobStatus, StoredFile, Tenant
 from app.notifications.events import DEFAULT_JOB_FILTER, job_webhook_events
 from app.storage import Storage
+from app.telemetry import tracing
 from app.usage import budgets, limits
 from app.usage import service as usage_service
 from app.usage.estimates import Estimate, estimate_from_cache, estimate_job
@@ -162,6 +164,7 @@ def build_job(
         cancel_after_at=None if cancel_after is None else now + cancel_after,
         output_options=None if body.output is None else body.output.stored(),
         candidates=named if len(named) > 1 else None,
+        traceparent=tracing.current_traceparent(),
     )
 
 
@@ -438,6 +441,7 @@ async def accept_job(
                 replayed=True,
             )
     headers = {"Location": job_url(base_url, job.id)}
+    structlog.contextvars.bind_contextvars(job_id=str(job.id))
     try:
         inserted = False
         if cached is not None and job.input_file_id is None and not _names_audio_upload(job):
@@ -461,6 +465,7 @@ async def accept_job(
     finally:
         if guard is not None:
             await guard.done()
+    JOBS_CREATED.labels(job.model).inc()
     return Accepted(202, out, {**headers, **rate_headers}, replayed=False, job_id=job.id)
 
 

@@ -124,6 +124,9 @@ class Job(UUIDPrimaryKey, Timestamps, Base):
     cancel_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Cancel-After: when the job is canceled (aborted if it has not started running by then).
     cancel_after_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The W3C traceparent of the accepting request (only when traces are exported): the
+    # worker's steps continue that trace (app.telemetry.tracing).
+    traceparent: Mapped[str | None] = mapped_column(String(100))
 
     # worker bookkeeping: when the job next needs a worker, and who holds it
     next_action_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

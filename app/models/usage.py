@@ -35,7 +35,9 @@ class UsageRecord(Base):
     retries and crashed workers can never record a request twice."""
 
     __tablename__ = "usage_records"
-    __table_args__ = (Index("ix_usage_records_tenant_created", "tenant_id", "created_at"),)
+    # A tenant's requests in order, as the CSV export reads them (its ORDER BY created_at, id):
+    # the export streams from the index without sorting.
+    __table_args__ = (Index("ix_usage_records_tenant_created", "tenant_id", "created_at", "id"),)
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     upstream_request_id: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)

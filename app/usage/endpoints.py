@@ -14,6 +14,7 @@ from app.kit.money import micros_to_usd, usd_to_micros
 from app.kit.pagination import ListPage
 from app.kit.problems import InputValidationError, ProblemError, problems
 from app.usage import prices, reconcile, service
+from app.usage.export import export_csv
 from app.usage.schemas import PriceIn, PriceModel, PriceOut, UsageSummary
 from app.usage.service import GroupBy
 
@@ -52,7 +53,7 @@ async def usage_export(
     """Every billable request in the range, one CSV row each."""
     lo, hi = service.default_range(start, end)
     return _csv(
-        service.export_rows(request.app.state.sessionmaker, start=lo, end=hi, tenant_id=tenant.id),
+        export_csv(request.app.state.driver_pool, start=lo, end=hi, tenant_id=tenant.id),
         f"foley-usage-{lo}-{hi}.csv",
     )
 
@@ -81,7 +82,7 @@ async def admin_usage_export(
 ) -> StreamingResponse:
     lo, hi = service.default_range(start, end)
     return _csv(
-        service.export_rows(request.app.state.sessionmaker, start=lo, end=hi, tenant_id=tenant),
+        export_csv(request.app.state.driver_pool, start=lo, end=hi, tenant_id=tenant),
         f"foley-usage-all-{lo}-{hi}.csv",
     )
 

@@ -178,7 +178,7 @@ async def _price(
         log.error(
             "no price in force: usage not settled",
             model=record.model,
-            request_id=record.upstream_request_id,
+            fal_request_id=record.upstream_request_id,
             job_id=str(job.id),
         )
         return False

@@ -67,7 +67,7 @@ async def record_fal_webhook(
         event.state = WebhookEventState.unmatched
         log.warning(
             "fal webhook for an unknown request",
-            request_id=webhook.request_id,
+            fal_request_id=webhook.request_id,
             claimed_job=str(claimed_job) if claimed_job else None,
         )
         return "unmatched"
@@ -87,7 +87,7 @@ async def record_fal_webhook(
         log.warning(
             "fal ran a second request for a job; billed as an orphan",
             job_id=str(job.id),
-            request_id=webhook.request_id,
+            fal_request_id=webhook.request_id,
         )
         return "orphan"
     return outcome if deliveries == 1 else "duplicate"

@@ -18,6 +18,7 @@ from app.jobs import lifecycle
 from app.jobs.preflight import Checked, InputRejected, InputUnavailable, preflight
 from app.jobs.steps.context import StepContext, released_until
 from app.kit.clock import utcnow
+from app.metrics import SUBMIT_LATENCY
 from app.models import Job, StoredFile, SubmitState
 from app.upstream.errors import (
     AmbiguousSubmitError,
@@ -158,6 +159,7 @@ async def _submit(ctx: StepContext, job: Job) -> None:
         )
         return
 
+    SUBMIT_LATENCY.labels(job.model).observe((utcnow() - job.created_at).total_seconds())
     applied = await ctx.apply(
         job.id,
         lifecycle.Submitted(
@@ -169,7 +171,7 @@ async def _submit(ctx: StepContext, job: Job) -> None:
             watched=submitted.status_url is not None and ctx.watcher.has_room(job.id),
         ),
     )
-    log.info("submitted to fal", job_id=str(job.id), request_id=submitted.request_id)
+    log.info("submitted to fal", job_id=str(job.id), fal_request_id=submitted.request_id)
     if not applied.job.status.terminal:
         ctx.watcher.watch(applied.job)
 
@@ -195,7 +197,7 @@ async def resolve_ambiguous(ctx: StepContext, job: Job) -> None:
         log.warning(
             "ambiguous submit resolved by fal's platform API",
             job_id=str(job.id),
-            request_id=getattr(found, "request_id", None),
+            fal_request_id=getattr(found, "request_id", None),
             received=isinstance(found, lifecycle.Attached),
         )
         applied = await ctx.apply(job.id, found)

@@ -28,6 +28,7 @@ from app.media.normalize import fit_audio_to_video
 from app.media.probe import MediaInfo, probe
 from app.models import FileKind, Job
 from app.netguard import FetchError, OutboundRefused, SafeFetcher
+from app.telemetry import tracing
 from app.upstream.errors import (
     OutputUnavailableError,
     PermanentUpstreamError,
@@ -39,6 +40,18 @@ log = structlog.get_logger(__name__)
 
 
 async def finalize(
+    ctx: StepContext,
+    job: Job,
+    output: dict[str, Any],
+    inference_s: float | None,
+    logs: list[dict[str, Any]] | None,
+    webhook_event: uuid.UUID | None,
+) -> None:
+    with tracing.span("job.finalize"):
+        await _finalize(ctx, job, output, inference_s, logs, webhook_event)
+
+
+async def _finalize(
     ctx: StepContext,
     job: Job,
     output: dict[str, Any],

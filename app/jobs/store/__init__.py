@@ -20,7 +20,15 @@ from app.jobs.store.claims import (
     job_from_row,
 )
 from app.jobs.store.fleet import finished_since, live_by_status, slots_in_use
-from app.jobs.store.liveness import beat, beat_period, beats, forget, prune_beats
+from app.jobs.store.liveness import (
+    beat,
+    beat_period,
+    beats,
+    forget,
+    prune_beats,
+    workers_alive,
+)
+from app.jobs.store.overview import LiveJobs, live_jobs
 from app.jobs.store.rows import (
     NewJob,
     by_ids,
@@ -53,6 +61,7 @@ __all__ = [
     "Applied",
     "JobStore",
     "LeaseLost",
+    "LiveJobs",
     "NewJob",
     "beat",
     "beat_period",
@@ -72,6 +81,7 @@ __all__ = [
     "job_from_row",
     "list_for_tenant",
     "live_by_status",
+    "live_jobs",
     "lock_for_tenant",
     "look_again_at_fal",
     "mark_data_removed",
@@ -79,4 +89,5 @@ __all__ = [
     "prune_beats",
     "settle_blocked",
     "slots_in_use",
+    "workers_alive",
 ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import asyncpg
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -47,6 +48,15 @@ async def forget(driver: DriverPool, owner: str) -> None:
     """A worker that stopped cleanly (its leases given back) beats no more."""
     async with driver.acquire() as conn:
         await conn.execute("DELETE FROM worker_beats WHERE owner = $1", owner)
+
+
+async def workers_alive(conn: asyncpg.Connection, stale_after: timedelta) -> int:
+    """Workers that beat within ``stale_after`` (the operator's gauge)."""
+    count = await conn.fetchval(
+        "SELECT count(*) FROM worker_beats WHERE beat_at >= statement_timestamp() - $1::interval",
+        stale_after,
+    )
+    return int(count)
 
 
 async def prune_beats(session: AsyncSession, older_than: timedelta) -> int:

@@ -57,6 +57,7 @@ class NewJob:
     output_options: dict[str, Any] | None = None
     candidates: list[dict[str, Any]] | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    traceparent: str | None = None
 
     def row(self) -> dict[str, Any]:
         """Column → value; the columns left out take their defaults (the job has not run)."""
@@ -81,6 +82,7 @@ class NewJob:
             "output_options": self.output_options,
             "candidates": self.candidates,
             "attempts": self.attempts,
+            "traceparent": self.traceparent,
             # due at once: the first worker to look claims it
             "next_action_at": self.created_at,
             "webhook_url": self.webhook_url,

@@ -23,7 +23,8 @@ from app.jobs.store.claims import COLUMNS as _COLUMNS
 from app.jobs.store.claims import job_from_row
 from app.kit.clock import utcnow
 from app.kit.money import micros_to_usd
-from app.models import FalWebhookEvent, Job, JobEvent, SubmitState
+from app.metrics import JOBS_FINISHED
+from app.models import FalWebhookEvent, Job, JobEvent, JobStatus, SubmitState
 from app.upstream.queue import request_urls
 from app.usage import budgets, ledger
 
@@ -144,6 +145,7 @@ class JobStore:
                 )
             if transition.wake is not None:
                 await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, transition.wake)
+        _count_ending(job, transition)
         return Applied(job, transition, None if owner is None else job.next_action_at)
 
     async def write(
@@ -159,6 +161,7 @@ class JobStore:
                 refused = lifecycle.BudgetRefused(exc.code, exc.detail, exc.extra)
                 transition = lifecycle.decide(job, refused, now=now, policy=self.policy)
         await self._write(session, job, transition, owner=owner, now=now)
+        _count_ending(job, transition)
         due = None if owner is None else job.next_action_at
         return Applied(job, transition, due)
 
@@ -412,6 +415,12 @@ _INSERT_EVENTS = """
 _COLUMN_OF = {
     Job.__mapper__.get_property_by_column(column).key: column for column in Job.__table__.columns
 }
+
+
+def _count_ending(job: Job, transition: lifecycle.Transition) -> None:
+    status = transition.changes.get("status")
+    if status is not None and JobStatus(status).terminal:
+        JOBS_FINISHED.labels(job.model, JobStatus(status).value).inc()
 
 
 @functools.cache

@@ -281,6 +281,19 @@ async def bench(run: Run, args: Any) -> None:
                     "top" if s["toplevel"] else "nested",
                     s["query"][:100],
                 )
+            print(
+                "\n   the most time (execution includes waiting for a lock: serialization points)"
+            )
+            slow = report.Table(
+                ("ms/job", "7.3f"), ("calls/job", "9.2f"), ("ms/call", "8.3f"), ("statement", "<")
+            )
+            for s in sorted(stmts, key=lambda s: -s["ms"])[:5]:
+                slow.row(
+                    s["ms"] / args.jobs,
+                    s["calls"] / args.jobs,
+                    s["ms"] / max(1, s["calls"]),
+                    s["query"][:100],
+                )
             total = sum(s["calls"] for s in stmts if s["toplevel"])
             nested = sum(s["calls"] for s in stmts if not s["toplevel"])
             top.note(

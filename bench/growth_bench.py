@@ -1,7 +1,7 @@
 """Growth benchmark: the list, event and usage reads as the big tables grow, with `job_events`
 partitioned by month (migration 0011) and without (the schema before it, 0010).
 
-    .venv/bin/python bench/growth_bench.py                             # 100k then 1M jobs, ~15 min
+    .venv/bin/python bench/growth_bench.py                             # 30k then 300k jobs, ~10 min
     .venv/bin/python bench/growth_bench.py --jobs 50000,200000 --events-per-job 9
 
 Two databases on an embedded Postgres of the bench's own: one migrated to head, one to 0010.
@@ -337,8 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument(
         "--jobs",
         type=lambda s: [int(x) for x in s.split(",")],
-        default=[100_000, 1_000_000],
-        help="cumulative sizes, ascending [100000,1000000]",
+        default=[30_000, 300_000],
+        help="cumulative sizes, ascending [30000,300000]",
     )
     g.add_argument("--events-per-job", type=int, default=9, help="[9]")
     g.add_argument("--tenants", type=int, default=10, help="[10]")

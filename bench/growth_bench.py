@@ -1,21 +1,23 @@
-"""Growth benchmark: the list, event and usage reads as the big tables grow, with `job_events`
-partitioned by month (migration 0011) and without (the schema before it, 0010).
+"""Growth benchmark: the list, event and usage reads as the big tables grow, on the schema of
+migration 0011 (`job_events` partitioned by month, jobs indexed by tenant and status) and on the
+one before it (0010).
 
     .venv/bin/python bench/growth_bench.py                             # 30k then 300k jobs, ~10 min
     .venv/bin/python bench/growth_bench.py --jobs 50000,200000 --events-per-job 9
 
-Two databases on an embedded Postgres of the bench's own: one migrated to head, one to 0010.
-Both get the same year of synthetic history, generated in SQL and loaded in steps (each
+Two databases on an embedded Postgres of the bench's own: one migrated to head (0011), one to
+0010. Both get the same year of synthetic history, generated in SQL and loaded in steps (each
 `--jobs` figure is a cumulative size): jobs of `--tenants` tenants (the measured one holds
 1/`--tenants` of them) spread evenly over the last 12 months, `--events-per-job` events each
 (a succeeded job has about nine), one settled ledger row each and the daily rollups
 (`app.usage.ledger.rebuild_rollups`). After each step (VACUUM ANALYZE), on one connection with
 prepared statements, p50 and p95 of: the tenant's first page of jobs, a page six months back
-(keyset), a page filtered by a rare status; a job's events for random jobs of the year, as the
-gateway reads them (with the job's creation time: one partition) and without it (every
-partition probed); the tenant's usage summary for one month (`app.usage.service.summary`, in
-process); and the first 1,000 rows of a month's CSV export. Then the sizes of the tables and
-of the largest partition. See bench/README.md and docs/scaling.md.
+(keyset), a page filtered by a status 1 job in 50 has, by one none has, by a model none used;
+a job's events for random jobs of the year, as the gateway reads them (with the job's creation
+time: one partition) and without it (every partition probed); the tenant's usage summary for
+one month (`app.usage.service.summary`, in process); and the first 1,000 rows of a month's CSV
+export. Then the sizes of the tables and of the largest partition. See bench/README.md and
+docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ WITH j AS (
                       submit_state, submit_attempts, upstream_completed, poll_count, event_seq,
                       upstream_request_id, created_at, updated_at, completed_at)
     SELECT gen_random_uuid(), ($1::uuid[])[1 + g % $2], '{MODEL}', '{MODEL}',
-           CASE WHEN g % 50 = 7 THEN 'failed' ELSE 'succeeded' END::job_status,
+           CASE WHEN (g / $2) % 50 = 7 THEN 'failed' ELSE 'succeeded' END::job_status,
            '{{"video_url": "https://videos.example/clip.mp4", "prompt": "a ball"}}',
            '{{"video_url": "https://videos.example/clip.mp4"}}', '{{"order": "42"}}',
            'submitted', 1, true, 0, $3, 'req-' || g, t, t + interval '20 seconds',
@@ -97,8 +99,17 @@ READS = {
         f"SELECT {LIST_COLUMNS} FROM jobs WHERE tenant_id = $1 AND (created_at, id) < ($2, $3) "
         "ORDER BY created_at DESC, id DESC LIMIT 21"
     ),
-    "list: status=failed": (
+    "list: status=failed (1 job in 50)": (
         f"SELECT {LIST_COLUMNS} FROM jobs WHERE tenant_id = $1 AND status = 'failed' "
+        "ORDER BY created_at DESC, id DESC LIMIT 21"
+    ),
+    "list: status=canceled (none)": (
+        f"SELECT {LIST_COLUMNS} FROM jobs WHERE tenant_id = $1 AND status = 'canceled' "
+        "ORDER BY created_at DESC, id DESC LIMIT 21"
+    ),
+    "list: model=kling (none)": (
+        f"SELECT {LIST_COLUMNS} FROM jobs WHERE tenant_id = $1 "
+        "AND model = 'fal-ai/kling-video/video-to-audio' "
         "ORDER BY created_at DESC, id DESC LIMIT 21"
     ),
     # what app.jobs.store.events_for_tenant sends
@@ -113,13 +124,14 @@ READS = {
     "export: first 1,000 rows of a month": (
         "SELECT id, upstream_request_id, job_id, model, units, cost_nanos, created_at "
         "FROM usage_records WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3 "
-        "ORDER BY created_at LIMIT 1000"
+        "ORDER BY created_at, id LIMIT 1000"
     ),
 }
 
 
 async def make_databases(run: Run) -> dict[str, Database]:
-    """`partitioned` (head) and `unpartitioned` (0010) on the bench's own server."""
+    """`0011` (head: job_events partitioned, the status index) and `0010` (before it) on the
+    bench's own server."""
     from app.db.embedded import start_embedded_postgres
     from app.db.migrate import upgrade
     from tests.support.database import create_database
@@ -127,8 +139,8 @@ async def make_databases(run: Run) -> dict[str, Database]:
     PG_ROOT.mkdir(mode=0o755, exist_ok=True)
     server = await asyncio.to_thread(start_embedded_postgres, PG_ROOT, database="postgres")
     out = {}
-    for label, revision in (("partitioned", "head"), ("unpartitioned", "0010")):
-        name = f"foley_growth_{label}_{os.getpid()}"
+    for label, revision in (("0011", "head"), ("0010", "0010")):
+        name = f"foley_growth_r{label}_{os.getpid()}"
         url = await create_database(server, name, migrate=False)
         await asyncio.to_thread(upgrade, url, revision)
         db = Database(server_url=server, url=url, name=name, pg_root=PG_ROOT)
@@ -241,7 +253,9 @@ async def measure(db: Database, label: str, tenant: uuid.UUID, args: Any, table:
         params: dict[str, list[tuple]] = {
             "list: first page": [(tenant,)] * n,
             "list: page 6 months back": [(tenant, cursor["created_at"], cursor["id"])] * n,
-            "list: status=failed": [(tenant,)] * n,
+            "list: status=failed (1 job in 50)": [(tenant,)] * n,
+            "list: status=canceled (none)": [(tenant,)] * n,
+            "list: model=kling (none)": [(tenant,)] * n,
             "events of a job (with its created_at)": [
                 (tenant, r["id"], r["created_at"]) for r in sample
             ],
@@ -249,7 +263,7 @@ async def measure(db: Database, label: str, tenant: uuid.UUID, args: Any, table:
             "export: first 1,000 rows of a month": [(tenant, month, month_end)] * max(5, n // 10),
         }
         for name, statement in READS.items():
-            if "with its created_at" in name and label == "unpartitioned":
+            if "with its created_at" in name and label == "0010":
                 continue
             lat = await timed(conn, statement, params[name])
             table.row(label, name, *(report.pct(lat, p) * 1000 for p in (50, 95)), len(lat))
@@ -302,7 +316,7 @@ async def sizes(db: Database) -> str:
 
 async def bench(run: Run, args: Any) -> None:
     dbs = await make_databases(run)
-    print(await asyncio.to_thread(settings_note, dbs["partitioned"]))
+    print(await asyncio.to_thread(settings_note, dbs["0011"]))
     year_start = datetime.now(UTC) - timedelta(days=365)
     print(
         f"\n== a year of history, {args.tenants} tenants (the measured one: 1/{args.tenants} "
@@ -310,7 +324,7 @@ async def bench(run: Run, args: Any) -> None:
         f"{args.samples} samples per line (events: random jobs of the year)"
     )
     table = report.Table(
-        ("schema", "<13"), ("read", "<38"), ("p50 ms", "7.3f"), ("p95 ms", "7.3f"), ("n", "5d")
+        ("schema", "<6"), ("read", "<38"), ("p50 ms", "7.3f"), ("p95 ms", "7.3f"), ("n", "5d")
     )
     loaded = 0
     for size in args.jobs:
@@ -321,7 +335,7 @@ async def bench(run: Run, args: Any) -> None:
         tenant_ids = {}
         for label, db in dbs.items():
             tenant_ids[label] = await tenants(db, args.tenants)
-            took = await load(db, label == "partitioned", tenant_ids[label], loaded + 1, size,
+            took = await load(db, label == "0011", tenant_ids[label], loaded + 1, size,
                               args, span)  # fmt: skip
             print(f"   {label}: loaded to {size:,} jobs in {took:.0f} s", flush=True)
         for label, db in dbs.items():

@@ -55,6 +55,7 @@ class Cluster:
         self.env = self.apis[0].env
         self.workers: list[Proc] = []
         self._spawned = 0
+        self.video_url = ""  # an input the jobs of a run use (the caller's upload)
 
     async def start_apis(self) -> None:
         await asyncio.gather(*(asyncio.to_thread(api.start) for api in self.apis))

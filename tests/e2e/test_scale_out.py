@@ -76,7 +76,7 @@ async def cluster(
         settings={"FOLEY_FAL_CONCURRENCY": str(SLOTS), "FOLEY_WORKER_POLL_INTERVAL": "0.5"},
     )
     clip = make_bouncing_square(tmp / "clip.mp4", duration_s=4.0, width=160, height=120)
-    cl.video_url = emu.upload(clip.path, "video/mp4")  # type: ignore[attr-defined]
+    cl.video_url = emu.upload(clip.path, "video/mp4")
     await cl.start_apis()
     yield cl
     await cl.stop()
@@ -85,7 +85,7 @@ async def cluster(
 def body(cl: scale.Cluster, i: int) -> dict[str, Any]:
     return {
         "model": "thinksound-audio",
-        "input": {"video_url": cl.video_url, "seed": i},  # type: ignore[attr-defined]
+        "input": {"video_url": cl.video_url, "seed": i},
     }
 
 

@@ -343,6 +343,23 @@ async def bench(run: Run, args: Any) -> None:
         for label, db in dbs.items():
             table.note(f"{label} at {size:,} jobs: {await sizes(db)}")
         loaded = size
+    if args.time_upgrade:
+        await time_upgrade(dbs["0010"])
+
+
+async def time_upgrade(db: Database) -> None:
+    """Migration 0011 on the 0010 database as loaded: how long an installation of this size
+    waits (the copy of job_events holds its table's lock throughout)."""
+    from app.db.migrate import upgrade
+
+    n = (await sql(db, "SELECT count(*) AS n FROM job_events"))[0]["n"]
+    t0 = time.perf_counter()
+    await asyncio.to_thread(upgrade, db.url, "head")
+    took = time.perf_counter() - t0
+    print(
+        f"\n== migration 0011 on the 0010 database: {took:.1f} s for {n:,} job_events rows "
+        f"({n / took:,.0f} rows/s, the status index included)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -357,6 +374,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("--events-per-job", type=int, default=9, help="[9]")
     g.add_argument("--tenants", type=int, default=10, help="[10]")
     g.add_argument("--samples", type=int, default=200, help="timed reads per line [200]")
+    g.add_argument(
+        "--time-upgrade",
+        action="store_true",
+        help="at the end, time migration 0011 on the 0010 database",
+    )
     args = parse(p, argv)
     if args.events_per_job > len(EVENT_TYPES):
         p.error(f"--events-per-job: at most {len(EVENT_TYPES)}")

@@ -15,12 +15,13 @@ workers' housekeeping; a ``DEFAULT`` partition takes any row no month's partitio
 insert never fails for want of one) and is meant to stay empty. Nothing drops a partition:
 events are kept as long as their jobs, and jobs are kept (docs/scaling.md).
 
-With it, ``ix_jobs_tenant_status_created``: a tenant's jobs listed by status, newest first. Without
-it, ``?status=`` walks the tenant's jobs newest first until a page of that status is found, all
-of them when the tenant has none (a rare status scanned its whole history: measured growing with
-the table, docs/scaling.md); with it, a page is read directly whatever the history. Built
-without CONCURRENTLY (a migration runs in a transaction): on a large installation, create it
-CONCURRENTLY by hand first (the same definition; this migration then finds it).
+With it, ``ix_jobs_tenant_status_created`` and ``ix_jobs_tenant_model_created``: a tenant's jobs
+listed by status or by model, newest first. Without them, ``?status=`` and ``?model=`` walk the
+tenant's jobs newest first until a page of that status or model is found, all of them when the
+tenant has none (a rare one scanned the whole history: measured growing with the table,
+docs/scaling.md); with them, a page is read directly whatever the history. Built without
+CONCURRENTLY (a migration runs in a transaction): on a large installation, create them
+CONCURRENTLY by hand first (the same definitions; this migration then finds them).
 
 Existing rows are copied (ids kept) before the NOTIFY and outbox triggers are put on the new
 table: copying must not announce or deliver anything again. Downgrading copies them back into
@@ -62,6 +63,10 @@ def upgrade() -> None:
     op.execute(
         "CREATE INDEX IF NOT EXISTS ix_jobs_tenant_status_created "
         "ON jobs (tenant_id, status, created_at, id)"
+    )
+    op.execute(
+        "CREATE INDEX IF NOT EXISTS ix_jobs_tenant_model_created "
+        "ON jobs (tenant_id, model, created_at, id)"
     )
     op.execute("DROP TRIGGER job_events_notify ON job_events")
     op.execute("DROP TRIGGER job_events_outbox ON job_events")
@@ -142,6 +147,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP INDEX ix_jobs_tenant_status_created")
+    op.execute("DROP INDEX ix_jobs_tenant_model_created")
     op.execute(
         """
         CREATE TABLE job_events_unpartitioned (

@@ -358,7 +358,7 @@ async def time_upgrade(db: Database) -> None:
     took = time.perf_counter() - t0
     print(
         f"\n== migration 0011 on the 0010 database: {took:.1f} s for {n:,} job_events rows "
-        f"({n / took:,.0f} rows/s, the status index included)"
+        f"({n / took:,.0f} rows/s, the list indexes included)"
     )
 
 

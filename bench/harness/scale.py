@@ -8,10 +8,12 @@ limits, event streams from any API).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import json
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -190,39 +192,17 @@ def peak_in_flight_while_all_waiting(
     return peaks
 
 
-@dataclass
-class OwnerSampler:
-    """Which workers held leases on jobs, sampled from the jobs table while a run lasts (a
-    lease is cleared when its job ends, so only sampling sees who worked on what)."""
-
-    db: Database
-    interval: float = 0.05
-    owners_by_job: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    _task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        from harness.database import connect
-
-        conn = await connect(self.db)
-        try:
-            while True:
-                for r in await conn.fetch(
-                    "SELECT id::text AS id, lease_owner FROM jobs WHERE lease_owner IS NOT NULL"
-                ):
-                    self.owners_by_job[r["id"]].add(r["lease_owner"])
-                await asyncio.sleep(self.interval)
-        finally:
-            await conn.close()
-
-    def start(self) -> OwnerSampler:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    @property
-    def owners(self) -> set[str]:
-        return set().union(*self.owners_by_job.values()) if self.owners_by_job else set()
+def submitted_by_worker(workers: Iterable[Proc]) -> dict[str, list[str]]:
+    """Per worker (its log's name), the fal request ids it logged as submitted
+    (`upstream.submitted`, JSON logs): who sent what, in each worker's own words."""
+    out: dict[str, list[str]] = {}
+    for proc in workers:
+        ids = []
+        for line in proc.log.read_text(errors="replace").splitlines():
+            if '"upstream.submitted"' in line:
+                with contextlib.suppress(ValueError):
+                    entry = json.loads(line)
+                    if entry.get("event") == "upstream.submitted":
+                        ids.append(str(entry["request_id"]))
+        out[proc.log.name] = ids
+    return out

@@ -29,10 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 from harness import fal as harness_fal
 from harness import scale
-from harness.database import Database
+from harness.database import Database, connect
 from harness.gateway import Tenant
 from harness.procs import Procs
 
+from app.jobs.store import DISPATCH_LOCK
 from tests.conftest import RUN_ID
 from tests.support.clips import make_bouncing_square
 from tests.support.database import create_database, drop_database
@@ -117,6 +118,17 @@ async def scale_sql(cl: scale.Cluster, statement: str, *args: Any) -> list[Any]:
     return await sql(cl.db, statement, *args)
 
 
+async def claims_waiting(cluster: scale.Cluster) -> bool:
+    rows = await scale_sql(
+        cluster,
+        "SELECT count(*) AS n FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+        "WHERE d.datname = current_database() AND l.locktype = 'advisory' AND NOT l.granted "
+        "AND l.objid = $1",
+        DISPATCH_LOCK,
+    )
+    return bool(rows[0]["n"] >= WORKERS)
+
+
 @dataclass
 class Batch:
     tenants: list[Tenant]
@@ -140,7 +152,18 @@ async def batch(cluster: scale.Cluster) -> AsyncIterator[Batch]:
                 assert r.status_code == 202, r.text
                 ids.append(r.json()["id"])
             jobs[tenant.id] = ids
-    await cluster.start_workers(WORKERS)
+    # The dispatch claim's lock is held while the workers start, so none dispatches before all
+    # three are claiming (a worker up a few seconds before the others would run the whole batch
+    # alone): the backlog meets the three at once.
+    hold = await connect(cluster.db)
+    try:
+        await hold.execute("SELECT pg_advisory_lock($1)", DISPATCH_LOCK)
+        await cluster.start_workers(WORKERS)
+        await eventually(
+            lambda: claims_waiting(cluster), timeout=60, what="every worker's dispatch claim"
+        )
+    finally:
+        await hold.close()  # the lock goes with the session
     statuses = await finished(cluster, [j for ids in jobs.values() for j in ids])
     requests = await asyncio.to_thread(scale.fal_requests, cluster.emu)
     yield Batch(tenants, jobs, statuses, requests, scale.submitted_by_worker(cluster.workers))

@@ -479,9 +479,9 @@ async def get_job(session: AsyncSession, tenant: Tenant, job_id: uuid.UUID) -> J
 async def job_events(
     session: AsyncSession, tenant: Tenant, job_id: uuid.UUID, *, after: int, limit: int
 ) -> tuple[list[JobEvent], bool]:
-    await get_job(session, tenant, job_id)
+    job = await get_job(session, tenant, job_id)
     rows, has_more = await store.events_for_tenant(
-        session, tenant.id, job_id, after_seq=after, limit=limit
+        session, tenant.id, job_id, after_seq=after, limit=limit, job_created_at=job.created_at
     )
     return list(rows), has_more
 

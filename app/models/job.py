@@ -67,6 +67,11 @@ class Job(UUIDPrimaryKey, Timestamps, Base):
         ),
         # Keyset pagination of a tenant's jobs, newest first.
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
+        # The same filtered by status or model (`?status=`, `?model=`): a page of a rare one is
+        # read directly instead of walking the tenant's history (migration 0011,
+        # docs/scaling.md).
+        Index("ix_jobs_tenant_status_created", "tenant_id", "status", "created_at", "id"),
+        Index("ix_jobs_tenant_model_created", "tenant_id", "model", "created_at", "id"),
     )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(

@@ -50,7 +50,12 @@ from app.jobs.store.transitions import (
     LeaseLost,
     notify_workers,
 )
-from app.jobs.store.upkeep import look_again_at_fal, mark_data_removed, settle_blocked
+from app.jobs.store.upkeep import (
+    add_event_partitions,
+    look_again_at_fal,
+    mark_data_removed,
+    settle_blocked,
+)
 
 __all__ = [
     "DISPATCH_LOCK",
@@ -63,6 +68,7 @@ __all__ = [
     "LeaseLost",
     "LiveJobs",
     "NewJob",
+    "add_event_partitions",
     "beat",
     "beat_period",
     "beats",

@@ -100,6 +100,7 @@ class NewJob:
             "type": "job.created",
             "data": {"status": JobStatus.queued.value, "model": self.model},
             "created_at": self.created_at,
+            "job_created_at": self.created_at,
         }
 
 
@@ -123,8 +124,8 @@ def _insert_alone_sql(columns: tuple[str, ...]) -> str:
         f"WITH job AS (INSERT INTO jobs ({', '.join(columns)}) "  # noqa: S608 (columns are ours)
         f"SELECT {values} WHERE {budgets.no_budget_sql(f'${tenant}')} "
         "RETURNING id, tenant_id, created_at) "
-        "INSERT INTO job_events (job_id, tenant_id, seq, type, data, created_at) "
-        f"SELECT id, tenant_id, 1, 'job.created', ${n + 1}::jsonb, created_at FROM job"
+        "INSERT INTO job_events (job_id, tenant_id, seq, type, data, created_at, job_created_at) "
+        f"SELECT id, tenant_id, 1, 'job.created', ${n + 1}::jsonb, created_at, created_at FROM job"
     )
 
 
@@ -230,8 +231,10 @@ async def events_for_tenant(
     *,
     after_seq: int = 0,
     limit: int = 100,
+    job_created_at: datetime | None = None,
 ) -> tuple[Sequence[JobEvent], bool]:
-    """A job's events in order, after ``after_seq``. Returns (page, has_more)."""
+    """A job's events in order, after ``after_seq``. Returns (page, has_more). With the job's
+    ``created_at`` the read touches the one partition holding them, not every month's."""
     stmt = (
         select(JobEvent)
         .where(JobEvent.tenant_id == tenant_id, JobEvent.job_id == job_id)
@@ -239,5 +242,7 @@ async def events_for_tenant(
         .order_by(JobEvent.seq)
         .limit(limit + 1)
     )
+    if job_created_at is not None:
+        stmt = stmt.where(JobEvent.job_created_at == job_created_at)
     rows = list((await session.scalars(stmt)).all())
     return rows[:limit], len(rows) > limit

@@ -138,6 +138,7 @@ class JobStore:
                     list(range(first, job.event_seq + 1)),
                     [kind for kind, _ in transition.events],
                     [json.dumps(data) for _, data in transition.events],
+                    job.created_at,
                 )
             if transition.record_request is not None:
                 await ledger.record_request(
@@ -238,6 +239,7 @@ class JobStore:
                     type=kind,
                     data=data,
                     created_at=now,
+                    job_created_at=job.created_at,
                 )
             )
         await session.flush()
@@ -408,8 +410,8 @@ class JobStore:
 
 _LOCK_JOB = f"SELECT {_COLUMNS} FROM jobs WHERE id = $1 FOR UPDATE"  # noqa: S608 (our columns)
 _INSERT_EVENTS = """
-    INSERT INTO job_events (job_id, tenant_id, seq, type, data, created_at)
-    SELECT $1, $2, e.seq, e.type, e.data::jsonb, $3
+    INSERT INTO job_events (job_id, tenant_id, seq, type, data, created_at, job_created_at)
+    SELECT $1, $2, e.seq, e.type, e.data::jsonb, $3, $7
     FROM unnest($4::integer[], $5::text[], $6::text[]) AS e(seq, type, data)
 """
 _COLUMN_OF = {
@@ -458,10 +460,10 @@ _MARK_SENDING_ALONE = """
         WHERE id = $1 AND lease_owner = $2 AND submit_state = 'pending'
           AND budget_period_start IS NULL
           AND status IN ('queued', 'starting', 'processing')
-        RETURNING id, tenant_id, event_seq
+        RETURNING id, tenant_id, event_seq, created_at
     )
-    INSERT INTO job_events (job_id, tenant_id, seq, type, data, created_at)
-    SELECT id, tenant_id, event_seq, $7, $8::jsonb, $3 FROM job
+    INSERT INTO job_events (job_id, tenant_id, seq, type, data, created_at, job_created_at)
+    SELECT id, tenant_id, event_seq, $7, $8::jsonb, $3, created_at FROM job
 """
 
 

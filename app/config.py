@@ -102,6 +102,16 @@ class Settings(BaseSettings):
     env: Environment = Environment.development
     log_level: str = "INFO"
     log_format: Literal["console", "json"] = "console"
+    metrics_refresh_interval: Duration = Field(
+        default=timedelta(seconds=15),
+        description="The API's gauges of the database (jobs, queue, slots, spend, budgets) are "
+        "read again by a scrape when older than this.",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, the API's GET /metrics requires 'Authorization: Bearer <this>' "
+        "(it shows tenants' ids and spend).",
+    )
 
     # --- storage of state -------------------------------------------------------------------
     database_url: str | None = Field(
@@ -178,6 +188,12 @@ class Settings(BaseSettings):
         "request arrived (needs FOLEY_FAL_ADMIN_KEY or an admin-scope FAL_KEY).",
     )
     ambiguous_submit_policy: AmbiguousSubmitPolicy = AmbiguousSubmitPolicy.fail
+    fallback_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Models one job that names several may run on at most (the first included).",
+    )
     job_timeout: Duration = Field(
         default=timedelta(hours=1), description="A job still unfinished after this fails."
     )
@@ -192,6 +208,17 @@ class Settings(BaseSettings):
     lease_duration: Duration = timedelta(seconds=60)
     worker_poll_interval: Duration = Field(
         default=timedelta(seconds=2), description="Fallback wake-up when no NOTIFY arrives."
+    )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Serve the worker's Prometheus metrics at http://<host>:<port>/metrics; off "
+        "when unset (several workers on one host would fight over one port).",
+    )
+    worker_metrics_host: str = Field(
+        default="0.0.0.0",  # noqa: S104 (a scraper comes from another host: the point of it)
+        description="Address the worker's metrics endpoint binds.",
     )
     worker_stale_after: Duration = Field(
         default=timedelta(seconds=5),
@@ -279,6 +306,10 @@ class Settings(BaseSettings):
     )
     key_touch_interval: Duration = Field(
         default=timedelta(seconds=60), description="How often a key's last_used_at is written."
+    )
+    console_session_ttl: Duration = Field(
+        default=timedelta(hours=12),
+        description="How long a console sign-in lasts (the session then ends; sign in again).",
     )
 
     # --- outbound webhooks: telling tenants (app.notifications) ------------------------------

@@ -8,22 +8,24 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import Request
 from starlette.responses import Response
 
 from app.account.endpoints import router as account_router
 from app.auth.throttle import FailedAuthThrottle
 from app.catalog.endpoints import router as models_router
 from app.config import Settings, get_settings
+from app.console.endpoints import router as console_router
 from app.db.driver import EngineDriver
 from app.db.engine import create_engine, create_sessionmaker, resolve_database_url
 from app.db.outage import install_outage_handler
 from app.files.endpoints import router as files_router
 from app.files.service import UploadTooLarge
 from app.health.endpoints import router as health_router
+from app.jobs.endpoints import fleet_router, validate_router
 from app.jobs.endpoints import router as jobs_router
-from app.jobs.endpoints import validate_router
 from app.jobs.hub import JobHub
 from app.jobs.notifier import WorkerNotifier
 from app.jobs.schemas import job_create_schema
@@ -41,6 +43,11 @@ from app.notifications.endpoints import router as webhook_endpoints_router
 from app.notifications.endpoints import secret_router as webhook_secret_router
 from app.notifications.openapi import install_webhooks
 from app.storage import storage_from_settings
+from app.telemetry import tracing
+from app.telemetry.exposition import ApiMetrics, check_metrics_token
+from app.telemetry.gauges import DatabaseGauges
+from app.telemetry.server_timing import ServerTimingMiddleware
+from app.tenants.endpoints import keys_router
 from app.tenants.endpoints import router as admin_router
 from app.upstream.fal import FalTimeouts, build_http_client
 from app.upstream.webhooks import FalWebhookVerifier
@@ -127,6 +134,8 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         self_counting=frozenset({("POST", "/v1/files")}),
     )
     app.add_middleware(RequestIdMiddleware, on_error=internal_error)
+    # Outermost: it times everything the gateway does for a request.
+    app.add_middleware(ServerTimingMiddleware)
     install_problem_handlers(app)
     install_outage_handler(app)
     # The jobs routes sit on the app's own router, first, not included: routes are matched in
@@ -145,9 +154,12 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         webhook_endpoints_router,
         webhook_secret_router,
         account_router,
+        keys_router,
         admin_router,
         usage_admin_router,
         webhooks_admin_router,
+        fleet_router,
+        console_router,
     ):
         app.include_router(router)
 
@@ -156,7 +168,21 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     install_openapi(app, components={"JobCreate": job_create_schema})
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(request: Request) -> Response:
+        check_metrics_token(request.headers.get("authorization"), settings.metrics_token)
+        exposition: ApiMetrics | None = getattr(request.app.state, "metrics", None)
+        if exposition is None:  # built at the first scrape, on the pool the app runs with
+            exposition = request.app.state.metrics = ApiMetrics(
+                DatabaseGauges(
+                    request.app.state.driver_pool,
+                    max_age=settings.metrics_refresh_interval,
+                    fal_slots=settings.fal_concurrency,
+                    worker_stale_after=settings.worker_stale_after,
+                )
+            )
+        return Response(await exposition.render(), media_type=CONTENT_TYPE_LATEST)
+
+    tracing.configure("foley-api")
+    tracing.instrument_app(app)
 
     return app

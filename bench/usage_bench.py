@@ -432,6 +432,7 @@ async def captured_sql(db: Database, main: Tenant, month: tuple) -> dict:
 
     from app.db.engine import create_engine, create_sessionmaker
     from app.usage import service
+    from app.usage.export import export_query, planner_settings
 
     engine = create_engine(db.url, pool_size=1)
     captured: list[tuple[str, Any]] = []
@@ -452,14 +453,16 @@ async def captured_sql(db: Database, main: Tenant, month: tuple) -> dict:
                     await service.summary(session, group_by=group_by, **span)
                 out[f"inproc_{group_by}_ms"] = (time.perf_counter() - t0) / 20 * 1000
             out[f"summary_{group_by}"] = captured[-1]
-        rows = service.export_rows(sm, **span)
-        await rows.__anext__()  # the header and the first chunk: the query ran
-        await rows.aclose()
-        out["export"] = next(c for c in reversed(captured) if "usage_records" in c[0])
+        # The export's SELECT, as its COPY runs it (app.usage.export).
+        statement, params = export_query(**span)
+        out["export"] = (statement, tuple(params))
+        settings = {"export": planner_settings(span["tenant_id"])}
         event.remove(engine.sync_engine, "before_cursor_execute", grab)
         for name in ("summary_day", "summary_model", "export"):
             statement, params = out[name]
             async with engine.connect() as conn:
+                for setting in settings.get(name, ()):
+                    await conn.exec_driver_sql(setting)
                 result = await conn.exec_driver_sql(
                     f"EXPLAIN (ANALYZE, BUFFERS) {statement}", params
                 )

@@ -3,7 +3,11 @@
 Rules (fal documents only the first two; the rest are the emulator's stated choices):
 - Per-video models (Kling) bill one unit per successful request.
 - Per-compute-second models (ThinkSound) bill `metrics.inference_time` seconds.
-- Per-output-second models (MMAudio) bill the requested output duration of a success.
+- Per-output-second models (MMAudio, Mirelo, Sonilo) bill the requested output duration of a
+  success times its samples (fal's "per second of output and per sample"); Sonilo without a
+  duration bills the length it scored (the rest of the video).
+- A price fal does not publish (HunyuanVideo-Foley's) is billed all the same, and left out of
+  the pricing API.
 - 5xx answers (infrastructure failures, start timeouts) are never billed.
 - A 422 from the runner (media checks, download errors) bills the compute seconds spent before
   it on compute-second models when the knob `bill_runner_422` is on (default); other units: 0.
@@ -21,7 +25,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-Unit = Literal["video", "compute_seconds", "seconds"]
+Unit = Literal["video", "compute_seconds", "seconds", "samples"]
 Timeframe = Literal["minute", "hour", "day", "week", "month"]
 TIMEFRAMES: tuple[Timeframe, ...] = ("minute", "hour", "day", "week", "month")
 
@@ -31,6 +35,7 @@ class Price:
     unit_price: float
     unit: Unit
     currency: str = "USD"
+    published: bool = True  # listed by the pricing API
 
 
 @dataclass(slots=True)
@@ -164,7 +169,7 @@ class Ledger:
                 "currency": self.prices[endpoint_id].currency,
             }
             for endpoint_id in wanted
-            if endpoint_id in self.prices
+            if endpoint_id in self.prices and self.prices[endpoint_id].published
         ]
         return {"prices": prices, "next_cursor": None, "has_more": False}
 

@@ -60,6 +60,44 @@ class MMAudioV2Input(_Input):
     mask_away_clip: bool = False
 
 
+class HunyuanVideoFoleyInput(_Input):
+    video_url: str
+    text_prompt: str
+    negative_prompt: str = "noisy, harsh"
+    guidance_scale: float = Field(4.5, ge=1, le=10)
+    num_inference_steps: int = Field(50, ge=10, le=100)
+    seed: int | None = None
+
+
+class ControlFoleyInput(_Input):
+    video_url: str
+    prompt: str = ""
+    negative_prompt: str = ""
+    reference_audio_url: str | None = None
+    duration: float = Field(8.0, ge=1, le=30)
+    num_steps: int = Field(25, ge=4, le=50)
+    cfg_strength: float = Field(4.5, ge=0, le=20)
+    seed: int | None = None
+
+
+class MireloSfxInput(_Input):
+    video_url: str
+    text_prompt: str | None = None
+    num_samples: int = Field(2, ge=2, le=8)
+    duration: float = Field(10.0, ge=1, le=10)
+    seed: int | None = None
+    start_offset: float = Field(0.0, ge=0)
+
+
+class SoniloVideoToMusicInput(_Input):
+    video_url: str
+    prompt: str | None = None
+    num_samples: int = Field(1, ge=1, le=3)
+    start_offset: float | None = Field(None, ge=0, le=600)
+    # None: the rest of the video (the runner records what it scored, which is what is billed)
+    duration: float | None = Field(None, ge=1, le=600)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     endpoint_id: str
@@ -68,6 +106,8 @@ class ModelSpec:
     # Runs in a worker thread: (MediaContext) -> output dict. Resolved lazily from runners.
     runner: str
     max_input_mb: int | None = None
+    # Fields holding an audio file the runner needs beside the video (fetched like it).
+    audio_inputs: tuple[str, ...] = ()
 
     @property
     def app_path(self) -> str:
@@ -89,8 +129,12 @@ class ModelSpec:
             return seconds
         if status_code != 200:
             return 0.0
-        if unit == "seconds" and isinstance(inp, MMAudioV2Input):
-            return float(inp.duration)
+        samples = int(getattr(inp, "num_samples", 1) or 1)
+        if unit == "seconds":
+            # fal's "per second of output and per sample": the output asked for, every sample
+            return float(getattr(inp, "duration", 0.0) or 0.0) * samples
+        if unit == "samples":
+            return float(samples)
         return 1.0
 
 
@@ -114,6 +158,32 @@ MODELS: dict[str, ModelSpec] = {
             max_input_mb=100,
         ),
         ModelSpec("fal-ai/mmaudio-v2", MMAudioV2Input, Price(0.001, "seconds"), "mmaudio_v2"),
+        ModelSpec(
+            "fal-ai/hunyuan-video-foley",
+            HunyuanVideoFoleyInput,
+            # fal bills it but publishes no price: the pricing API leaves it out
+            Price(0.02, "video", published=False),
+            "hunyuan_video_foley",
+        ),
+        ModelSpec(
+            "fal-ai/controlfoley",
+            ControlFoleyInput,
+            Price(0.015, "video"),
+            "controlfoley",
+            audio_inputs=("reference_audio_url",),
+        ),
+        ModelSpec(
+            "mirelo-ai/sfx-v1.5/video-to-audio",
+            MireloSfxInput,
+            Price(0.01, "seconds"),
+            "mirelo_sfx",
+        ),
+        ModelSpec(
+            "sonilo/v1.1/video-to-music",
+            SoniloVideoToMusicInput,
+            Price(0.009, "seconds"),
+            "sonilo_video_to_music",
+        ),
     )
 }
 APPS: frozenset[str] = frozenset(spec.app_path for spec in MODELS.values())

@@ -110,6 +110,18 @@ MODEL_ERRORS: dict[str, str] = {
 INGRESS_CODES = (429, 500, 502, 503, 504)
 
 
+def _failure_rates(value: dict[str, float]) -> dict[str, float]:
+    known = INFRA_ERRORS.keys() | MODEL_ERRORS.keys()
+    for error_type, rate in value.items():
+        if error_type not in known:
+            raise ValueError(f"unknown error_type {error_type!r}; known: {sorted(known)}")
+        if not 0 <= rate <= 1:
+            raise ValueError("rates are probabilities between 0 and 1")
+    if sum(value.values()) > 1 + 1e-9:
+        raise ValueError("failure rates add up to more than 1")
+    return value
+
+
 class Knobs(BaseModel):
     """Everything that can change at run time through `POST /_emulator/control`."""
 
@@ -134,6 +146,10 @@ class Knobs(BaseModel):
     # Failures
     failure_rates: Annotated[dict[str, float], NoDecode] = Field(
         default_factory=dict, description="error_type -> probability that a run fails with it"
+    )
+    failure_rates_by_model: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="per-endpoint override of failure_rates (endpoint id -> error_type -> rate)",
     )
     ingress_error_rates: Annotated[dict[int, float], NoDecode] = Field(
         default_factory=dict, description="HTTP code -> probability a submit gets an nginx error"
@@ -192,18 +208,17 @@ class Knobs(BaseModel):
     def _pairs(cls, value: Any) -> Any:
         return _parse_pairs(value)
 
+    @field_validator("failure_rates_by_model")
+    @classmethod
+    def _failure_types_by_model(
+        cls, value: dict[str, dict[str, float]]
+    ) -> dict[str, dict[str, float]]:
+        return {endpoint: _failure_rates(rates) for endpoint, rates in value.items()}
+
     @field_validator("failure_rates")
     @classmethod
     def _failure_types(cls, value: dict[str, float]) -> dict[str, float]:
-        known = INFRA_ERRORS.keys() | MODEL_ERRORS.keys()
-        for error_type, rate in value.items():
-            if error_type not in known:
-                raise ValueError(f"unknown error_type {error_type!r}; known: {sorted(known)}")
-            if not 0 <= rate <= 1:
-                raise ValueError("rates are probabilities between 0 and 1")
-        if sum(value.values()) > 1 + 1e-9:
-            raise ValueError("failure rates add up to more than 1")
-        return value
+        return _failure_rates(value)
 
     @field_validator("ingress_error_rates")
     @classmethod
@@ -219,6 +234,9 @@ class Knobs(BaseModel):
 
     def run_time_for(self, endpoint_id: str) -> Distribution:
         return self.run_time_by_model.get(endpoint_id, self.run_time)
+
+    def failure_rates_for(self, endpoint_id: str) -> dict[str, float]:
+        return self.failure_rates_by_model.get(endpoint_id, self.failure_rates)
 
 
 class EmulatorSettings(BaseSettings, Knobs):

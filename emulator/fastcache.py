@@ -3,7 +3,8 @@
 In fast mode a request does no media work (no download, no analysis, no rendering): it answers
 with these files. They are real, decodable media (a 4 s clip of a bouncing square with a click
 on every bounce), written directly with PyAV so that fast mode starts in well under a second and
-never imports the audio engine. Only ThinkSound's `prompt` follows the request.
+never imports the audio engine. Only ThinkSound's `prompt` and the number of files of a model
+making several (`num_samples`) follow the request.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import av
 import numpy as np
 
-from emulator.catalog import ThinkSoundInput
+from emulator.catalog import MireloSfxInput, SoniloVideoToMusicInput, ThinkSoundInput
 from emulator.storage import FileStore, StoredFile
 
 SAMPLE_RATE = 44_100
@@ -129,6 +130,10 @@ class FastCache:
                     "audio": written["output.mp3"].as_fal_file(),
                 },
                 "fal-ai/mmaudio-v2": {"video": video},
+                "fal-ai/hunyuan-video-foley": {"video": video},
+                "fal-ai/controlfoley": {"video": video},
+                "mirelo-ai/sfx-v1.5/video-to-audio": {"audio": written["output.wav"].as_fal_file()},
+                "sonilo/v1.1/video-to-music": {"audio": written["output.wav"].as_fal_file()},
             }
         )
 
@@ -136,4 +141,8 @@ class FastCache:
         output = self.outputs[endpoint_id]
         if isinstance(inp, ThinkSoundInput) and inp.prompt.strip():
             return {**output, "prompt": inp.prompt}
+        if isinstance(inp, MireloSfxInput):  # one file per sample
+            return {"audio": [output["audio"]] * inp.num_samples}
+        if isinstance(inp, SoniloVideoToMusicInput):
+            return {"audio": output["audio"], "audios": [output["audio"]] * inp.num_samples}
         return output

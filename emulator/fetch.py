@@ -21,9 +21,9 @@ DOWNLOAD_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _DOWNLOAD_MSG = "Failed to download the file. Please check if the URL is accessible."
 
 
-def _too_large(url: str, max_bytes: int) -> ModelError:
+def _too_large(url: str, max_bytes: int, field: str) -> ModelError:
     return ModelError(
-        "video_url",
+        field,
         f"File size exceeds the maximum allowed size of {max_bytes // (1024 * 1024)} MB.",
         "file_too_large",
         url,
@@ -50,41 +50,50 @@ def _decode_data_uri(url: str) -> tuple[bytes, str | None]:
     return unquote_to_bytes(payload), content_type
 
 
-async def fetch_input(client: httpx.AsyncClient, url: str, dest_dir: Path, max_bytes: int) -> Path:
+async def fetch_input(
+    client: httpx.AsyncClient,
+    url: str,
+    dest_dir: Path,
+    max_bytes: int,
+    *,
+    field: str = "video_url",
+) -> Path:
+    """The file at ``url`` (the input's ``field``), in ``dest_dir``."""
     await asyncio.to_thread(dest_dir.mkdir, parents=True, exist_ok=True)
+    stem = "input" if field == "video_url" else field
     if url.startswith("data:"):
         try:
             data, content_type = _decode_data_uri(url)
         except (ValueError, binascii.Error) as exc:
-            raise ModelError("video_url", _DOWNLOAD_MSG, "file_download_error", url) from exc
+            raise ModelError(field, _DOWNLOAD_MSG, "file_download_error", url) from exc
         if len(data) > max_bytes:
-            raise _too_large(url, max_bytes)
-        path = dest_dir / f"input{_suffix_for(content_type, '')}"
+            raise _too_large(url, max_bytes, field)
+        path = dest_dir / f"{stem}{_suffix_for(content_type, '')}"
         await asyncio.to_thread(path.write_bytes, data)
         return path
 
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ModelError("video_url", _DOWNLOAD_MSG, "file_download_error", url)
+        raise ModelError(field, _DOWNLOAD_MSG, "file_download_error", url)
     try:
         async with client.stream("GET", url, timeout=DOWNLOAD_TIMEOUT) as response:
             if response.status_code != 200:
-                raise ModelError("video_url", _DOWNLOAD_MSG, "file_download_error", url)
+                raise ModelError(field, _DOWNLOAD_MSG, "file_download_error", url)
             declared = response.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-                raise _too_large(url, max_bytes)
+                raise _too_large(url, max_bytes, field)
             suffix = _suffix_for(response.headers.get("content-type"), parts.path)
-            path = dest_dir / f"input{suffix}"
+            path = dest_dir / f"{stem}{suffix}"
             size = 0
             handle = await asyncio.to_thread(path.open, "wb")
             try:
                 async for chunk in response.aiter_bytes(1 << 20):
                     size += len(chunk)
                     if size > max_bytes:
-                        raise _too_large(url, max_bytes)
+                        raise _too_large(url, max_bytes, field)
                     await asyncio.to_thread(handle.write, chunk)
             finally:
                 handle.close()
     except httpx.HTTPError as exc:
-        raise ModelError("video_url", _DOWNLOAD_MSG, "file_download_error", url) from exc
+        raise ModelError(field, _DOWNLOAD_MSG, "file_download_error", url) from exc
     return path

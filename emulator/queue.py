@@ -24,6 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
@@ -271,7 +272,7 @@ class QueueEngine:
         job.status = Status.IN_PROGRESS
         job.started_at = time.time()
         knobs = self.emu.knobs
-        failure = pick(knobs.failure_rates, job.rng)
+        failure = pick(knobs.failure_rates_for(job.endpoint_id), job.rng)
         compute_s = knobs.run_time_for(job.endpoint_id).sample(job.rng)
         fast = self.emu.fast_cache
         if fast is not None and failure is None and compute_s <= 0 and job.input is not None:
@@ -398,6 +399,13 @@ class QueueEngine:
             video = await fetch_input(
                 emu.http, getattr(inp, "video_url", ""), work_dir, max_mb * 1024 * 1024
             )
+            audio: dict[str, Path] = {}
+            for name in job.spec.audio_inputs:
+                if url := getattr(inp, name, None):
+                    self._log(job, f"Downloading {name}")
+                    audio[name] = await fetch_input(
+                        emu.http, url, work_dir, max_mb * 1024 * 1024, field=name
+                    )
             ctx = MediaContext(
                 request_id=job.request_id,
                 input=inp,
@@ -406,6 +414,7 @@ class QueueEngine:
                 store=emu.store,
                 log=log_from_thread,
                 thinksound_shortfall_s=emu.knobs.thinksound_shortfall_s,
+                audio_paths=audio,
             )
             media = emu.executor.submit(job.spec.runner_fn(), ctx)
             output = await asyncio.wrap_future(media)

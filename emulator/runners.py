@@ -8,13 +8,21 @@ The audio itself comes from `emulator.synth`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from emulator.catalog import KlingVideoToAudioInput, MMAudioV2Input, ThinkSoundInput
+from emulator.catalog import (
+    ControlFoleyInput,
+    HunyuanVideoFoleyInput,
+    KlingVideoToAudioInput,
+    MireloSfxInput,
+    MMAudioV2Input,
+    SoniloVideoToMusicInput,
+    ThinkSoundInput,
+)
 from emulator.errors import ModelError
 from emulator.storage import FileStore
 
@@ -24,6 +32,8 @@ if TYPE_CHECKING:
 SAMPLE_RATE = 44_100
 KLING_CONTAINERS = ("mp4", "mov")
 KLING_MIN_S, KLING_MAX_S = 3.0, 20.0
+HUNYUAN_AUDIO_MAX_S = 15.0  # HunyuanVideo-Foley's audio stops there, whatever the video
+CONTROLFOLEY_REFERENCE_S = (2.0, 4.0)
 _DURATION_SLACK_S = 1e-3  # container timestamps round; do not reject a 3.000 s clip as 2.9995
 
 
@@ -36,6 +46,7 @@ class MediaContext:
     store: FileStore
     log: Callable[[str], None]
     thinksound_shortfall_s: float = 0.0
+    audio_paths: dict[str, Path] = field(default_factory=dict)  # the audio inputs, fetched
 
 
 def _analyze(ctx: MediaContext) -> Any:
@@ -187,3 +198,169 @@ def mmaudio_v2(ctx: MediaContext) -> dict[str, Any]:
     out = ctx.work_dir / "mmaudio.mp4"
     synth.mux_audio_into_video(ctx.video_path, pcm, SAMPLE_RATE, out)
     return {"video": _store(ctx, out, "output.mp4", "video/mp4")}
+
+
+def hunyuan_video_foley(ctx: MediaContext) -> dict[str, Any]:
+    from emulator import synth
+
+    inp = ctx.input
+    assert isinstance(inp, HunyuanVideoFoleyInput)
+    analysis = _analyze(ctx)
+    ctx.log(f"Generating foley: {inp.num_inference_steps} steps, guidance {inp.guidance_scale}")
+    pcm = synth.render_audio(
+        analysis,
+        prompt=inp.text_prompt,
+        seed=inp.seed,
+        sample_rate=SAMPLE_RATE,
+        params={
+            "negative_prompt": inp.negative_prompt,
+            "num_inference_steps": inp.num_inference_steps,
+            "guidance_scale": inp.guidance_scale,
+        },
+    )
+    cut = round(HUNYUAN_AUDIO_MAX_S * SAMPLE_RATE)
+    if pcm.shape[1] > cut:
+        pcm[:, cut:] = 0.0
+    out = ctx.work_dir / "hunyuan.mp4"
+    synth.mux_audio_into_video(ctx.video_path, pcm, SAMPLE_RATE, out)
+    return {"video": _store(ctx, out, "output.mp4", "video/mp4")}
+
+
+def _audio_duration(path: Path, field_name: str, url: str | None) -> tuple[float, str]:
+    """An audio input's length in seconds and a digest of its bytes (its "timbre")."""
+    import hashlib
+
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise ValueError("no audio stream")
+            stream = container.streams.audio[0]
+            if stream.duration is not None and stream.time_base is not None:
+                seconds = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                seconds = container.duration / 1_000_000
+            else:
+                seconds = sum(float(f.samples) / f.sample_rate for f in container.decode(stream))
+    except (av.error.FFmpegError, ValueError) as exc:
+        raise ModelError(
+            field_name,
+            "The audio file could not be decoded. Please provide a valid audio file.",
+            "unsupported_audio_format",
+            url,
+        ) from exc
+    return seconds, hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def controlfoley(ctx: MediaContext) -> dict[str, Any]:
+    from emulator import synth
+
+    inp = ctx.input
+    assert isinstance(inp, ControlFoleyInput)
+    analysis = _analyze(ctx)
+    timbre = None
+    reference = ctx.audio_paths.get("reference_audio_url")
+    if reference is not None:
+        seconds, timbre = _audio_duration(reference, "reference_audio_url", inp.reference_audio_url)
+        low, high = CONTROLFOLEY_REFERENCE_S
+        if seconds < low - _DURATION_SLACK_S:
+            raise ModelError(
+                "reference_audio_url",
+                f"Reference audio is too short ({seconds:.2f} s). "
+                f"It must be between {low:g} and {high:g} seconds.",
+                "audio_duration_too_short",
+                inp.reference_audio_url,
+            )
+        if seconds > high + _DURATION_SLACK_S:
+            raise ModelError(
+                "reference_audio_url",
+                f"Reference audio is too long ({seconds:.2f} s). "
+                f"It must be between {low:g} and {high:g} seconds.",
+                "audio_duration_too_long",
+                inp.reference_audio_url,
+            )
+        ctx.log(f"Reference audio: {seconds:.2f} s")
+    ctx.log(f"Generating {inp.duration:g} s of audio: {inp.num_steps} steps")
+    pcm = synth.render_audio(
+        analysis,
+        prompt=inp.prompt,
+        seed=inp.seed,
+        sample_rate=SAMPLE_RATE,
+        params={
+            "negative_prompt": inp.negative_prompt,
+            "num_steps": inp.num_steps,
+            "cfg_strength": inp.cfg_strength,
+            "reference": timbre,
+        },
+    )
+    pcm = _fit(pcm, inp.duration)  # `duration` seconds, whatever the video's length (default 8)
+    out = ctx.work_dir / "controlfoley.mp4"
+    synth.mux_audio_into_video(ctx.video_path, pcm, SAMPLE_RATE, out)
+    return {"video": _store(ctx, out, "output.mp4", "video/mp4")}
+
+
+def _segment_error(offset: float, duration: float, video_s: float) -> ModelError:
+    return ModelError(
+        "duration",
+        f"start_offset + duration ({offset + duration:.2f} s) must not exceed the video's "
+        f"duration ({video_s:.2f} s).",
+        "value_error",
+        None,
+    )
+
+
+def mirelo_sfx(ctx: MediaContext) -> dict[str, Any]:
+    from emulator import synth
+
+    inp = ctx.input
+    assert isinstance(inp, MireloSfxInput)
+    analysis = _analyze(ctx)
+    if inp.start_offset + inp.duration > analysis.duration_s + _DURATION_SLACK_S:
+        raise _segment_error(inp.start_offset, inp.duration, analysis.duration_s)
+    start = round(inp.start_offset * SAMPLE_RATE)
+    files = []
+    for index in range(inp.num_samples):
+        ctx.log(f"Generating sample {index + 1} of {inp.num_samples}")
+        pcm = synth.render_audio(
+            analysis,
+            prompt=inp.text_prompt or "",
+            seed=inp.seed,
+            sample_rate=SAMPLE_RATE,
+            params={"sample": index},  # every sample its own take
+        )
+        pcm = _fit(pcm[:, start:], inp.duration)
+        out = ctx.work_dir / f"mirelo-{index}.wav"
+        synth.encode_audio(pcm, SAMPLE_RATE, out, "wav")
+        files.append(_store(ctx, out, f"sample-{index}.wav", "audio/wav"))
+    return {"audio": files}
+
+
+def sonilo_video_to_music(ctx: MediaContext) -> dict[str, Any]:
+    from emulator import synth
+    from emulator.synth.voices import music_bed
+
+    inp = ctx.input
+    assert isinstance(inp, SoniloVideoToMusicInput)
+    analysis = _analyze(ctx)
+    offset = inp.start_offset or 0.0
+    length = inp.duration if inp.duration is not None else analysis.duration_s - offset
+    if length <= 0 or offset + length > analysis.duration_s + _DURATION_SLACK_S:
+        raise _segment_error(offset, max(length, 0.0), analysis.duration_s)
+    # What was scored is what fal bills (per second of output and per sample).
+    inp.duration = round(length, 6)
+    prompt = inp.prompt or f"score for {synth.describe_video(analysis)}"
+    ctx.log(f"Scoring {length:.2f} s of music: {prompt!r}")
+    start, n = round(offset * SAMPLE_RATE), round(length * SAMPLE_RATE)
+    # The picture's accents under the bed, so the music moves with the cuts and hits.
+    accents = synth.render_audio(analysis, prompt="impacts", sample_rate=SAMPLE_RATE)
+    accents = _fit(accents[:, start:], length)
+    files = []
+    for index in range(inp.num_samples):
+        pcm = music_bed(f"{prompt} #{index}", n, SAMPLE_RATE) + 0.15 * accents
+        peak = float(np.max(np.abs(pcm))) or 1.0
+        pcm = (pcm * (0.89 / peak)).astype(np.float32)
+        out = ctx.work_dir / f"sonilo-{index}.m4a"
+        synth.encode_audio(pcm, SAMPLE_RATE, out, "m4a")
+        files.append(_store(ctx, out, f"music-{index}.m4a", "audio/mp4"))
+    return {"audio": files[0], "audios": files}

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.keys import hash_api_key
 from app.config import Settings
+from app.console import sessions as console_sessions
 from app.kit.clock import utcnow
 from app.kit.problems import Forbidden, Unauthorized
 from app.metrics import ADMIN_AUTH_FAILURES
@@ -44,6 +45,51 @@ class ReadOnlyKey(Forbidden):
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+class CsrfTokenInvalid(Forbidden):
+    code = "csrf_token_invalid"
+
+
+class NotATenantSession(Forbidden):
+    code = "operator_session"
+
+
+async def console_session(request: Request) -> console_sessions.SignedIn | None:
+    """The console session of the request's cookie, if any and live (once per request). Only a
+    request without an Authorization header is read this way: an API client's own key always
+    wins over whatever cookie a browser might also hold."""
+    if "console_session" in request.scope.get("state", {}):
+        return request.state.console_session  # type: ignore[no-any-return]
+    token = request.cookies.get(console_sessions.COOKIE)
+    signed_in = None
+    if token:
+        signed_in = await console_sessions.resolve(request.app.state.sessionmaker, token)
+    request.state.console_session = signed_in
+    return signed_in
+
+
+def check_csrf(request: Request, signed_in: console_sessions.SignedIn) -> None:
+    """A cookie is sent by the browser whoever made the page; the CSRF token only by ours."""
+    if request.method in SAFE_METHODS:
+        return
+    if not signed_in.csrf_matches(request.headers.get(console_sessions.CSRF_HEADER)):
+        raise CsrfTokenInvalid(
+            "A console request that changes something must carry its X-CSRF-Token header.",
+            param="X-CSRF-Token",
+        )
+
+
+async def _by_cookie(request: Request) -> Principal | None:
+    signed_in = await console_session(request)
+    if signed_in is None:
+        return None
+    if signed_in.api_key is None or signed_in.tenant is None:
+        raise NotATenantSession(
+            "The operator's console session has no tenant: tenant endpoints take a tenant key."
+        )
+    check_csrf(request, signed_in)
+    return Principal(tenant=signed_in.tenant, api_key=signed_in.api_key)
+
+
 class TenantKeyAuth(HTTPBearer):
     """The tenant's API key from ``Authorization: Bearer``, resolved to its tenant. One dependency
     that is also the OpenAPI security scheme: every FastAPI dependency costs a little on every
@@ -51,7 +97,14 @@ class TenantKeyAuth(HTTPBearer):
 
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
         # HTTPBearer's own parsing, without the credentials model it builds around the result
-        scheme, key = get_authorization_scheme_param(request.headers.get("authorization"))
+        authorization = request.headers.get("authorization")
+        if authorization is None and console_sessions.COOKIE in request.headers.get("cookie", ""):
+            principal = await _by_cookie(request)
+            if principal is not None:
+                if principal.api_key.read_only and request.method not in SAFE_METHODS:
+                    raise ReadOnlyKey("This API key is read-only: it can only read (GET).")
+                return principal
+        scheme, key = get_authorization_scheme_param(authorization)
         if scheme.lower() != "bearer" or not key:
             raise Unauthorized(
                 "Send your API key as 'Authorization: Bearer <key>'.",
@@ -60,6 +113,8 @@ class TenantKeyAuth(HTTPBearer):
             )
         state = request.app.state
         principal = await authenticate(state.sessionmaker, state.settings, key)
+        # Every log line of the request names the tenant (the request id's middleware unbinds it).
+        structlog.contextvars.bind_contextvars(tenant_id=str(principal.tenant.id))
         if principal.api_key.read_only and request.method not in SAFE_METHODS:
             raise ReadOnlyKey("This API key is read-only: it can only read (GET).")
         return principal
@@ -161,6 +216,11 @@ async def require_admin(
         raise Unauthorized(
             "Admin API disabled: FOLEY_ADMIN_TOKEN is not set.", code="admin_disabled"
         )
+    if credentials is None and console_sessions.COOKIE in request.headers.get("cookie", ""):
+        signed_in = await console_session(request)
+        if signed_in is not None and signed_in.admin:
+            check_csrf(request, signed_in)
+            return "admin:console"
     given = credentials.credentials if credentials else ""
     source = request.client.host if request.client else "unknown"
     throttle = request.app.state.admin_auth_throttle

@@ -8,9 +8,15 @@ from app.catalog.registry import ModelSpec
 
 
 class ModelPrice(BaseModel):
-    unit: str = Field(description="What the model is billed by: video, compute_second …")
+    unit: str = Field(
+        description="What the model is billed by: video, compute_second, output_second "
+        "(seconds of output, summed over every sample) or sample."
+    )
     # a decimal string: money never crosses the API as a binary float
-    price_usd: str = Field(description="The catalog's list price per unit, in USD.")
+    price_usd: str | None = Field(
+        description="fal's published price per unit, in USD; null where fal publishes none (the "
+        "operator's prices table prices it: GET /v1/admin/prices)."
+    )
 
 
 class ModelOut(BaseModel):
@@ -23,10 +29,14 @@ class ModelOut(BaseModel):
     endpoint: str = Field(description="fal's endpoint.")
     input_schema: dict[str, Any] = Field(description="The JSON schema of a job's input.")
     limits: dict[str, Any] = Field(
-        description="What an input must satisfy: containers, max_bytes, min/max_duration_s."
+        description="What an input must satisfy: containers, max_bytes, min/max_duration_s, "
+        "and audio_inputs (a reference clip's field and its min/max_duration_s)."
     )
     price: ModelPrice = Field(description="The list price.")
-    outputs: list[str] = Field(description="What a job returns: video, audio.")
+    outputs: list[str] = Field(
+        description="What a job returns: video, audio, and samples for a model making several "
+        "outputs per job."
+    )
 
     @classmethod
     def from_spec(cls, spec: ModelSpec) -> ModelOut:
@@ -37,7 +47,12 @@ class ModelOut(BaseModel):
             description=spec.description,
             endpoint=spec.endpoint,
             input_schema=spec.input_model.model_json_schema(),
-            limits=spec.limits.to_dict(),
-            price=ModelPrice(unit=spec.pricing.unit, price_usd=f"{spec.pricing.price_usd:.6f}"),
+            limits=spec.limits.with_audio_inputs(spec.audio_inputs),
+            price=ModelPrice(
+                unit=spec.pricing.unit,
+                price_usd=None
+                if spec.pricing.price_usd is None
+                else f"{spec.pricing.price_usd:.6f}",
+            ),
             outputs=spec.outputs.produces(),
         )

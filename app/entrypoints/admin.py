@@ -209,7 +209,8 @@ def prices_list(model: Annotated[str | None, typer.Option()] = None) -> None:
 def prices_set(
     model: str,
     unit: Annotated[
-        str, typer.Option(help="video | compute_second | output_second | hit (cache_hit)")
+        str,
+        typer.Option(help="video | compute_second | output_second | sample | hit (cache_hit)"),
     ],
     usd: Annotated[str, typer.Option(help='Price per unit in USD, e.g. "0.035".')],
     effective_from: Annotated[str | None, typer.Option(help="ISO 8601; default now.")] = None,

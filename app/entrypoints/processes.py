@@ -84,10 +84,12 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     from app.jobs.steps.context import platform_key
     from app.kit.process import freeze_startup_heap
     from app.storage import storage_from_settings
+    from app.telemetry import tracing
     from app.upstream.fal import FalClient, FalTimeouts, build_http_client
     from app.upstream.platform import PlatformClient
     from app.worker.runner import Worker
 
+    tracing.configure("foley-worker")
     if settings.fal_key is None:
         raise typer.BadParameter(
             "FAL_KEY is not set (or use `foley up`, which starts the emulator)"

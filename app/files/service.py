@@ -2,7 +2,8 @@
 
 Uploads are streamed into storage with a size cap (never whole in memory), hashed on the way,
 then probed with PyAV: the stored content type comes from the real container, not from what
-the client said, and something that is not a readable video is refused and deleted.
+the client said, and something that is neither a readable video nor a readable audio file (a
+model's reference clip) is refused and deleted.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.catalog.registry import ModelSpec
 from app.kit.problems import Gone, NotFound, ProblemError, Unprocessable
 from app.media.errors import MediaError
 from app.media.probe import MediaInfo, probe
@@ -37,6 +39,15 @@ VIDEO_TYPES = {
     "matroska": "video/x-matroska",
     "avi": "video/x-msvideo",
     "3gp": "video/3gpp",
+}
+AUDIO_TYPES = {
+    "mp3": "audio/mpeg",
+    "wav": "audio/wav",
+    "ogg": "audio/ogg",
+    "flac": "audio/flac",
+    "mp4": "audio/mp4",
+    "matroska": "audio/x-matroska",
+    "webm": "audio/webm",
 }
 
 
@@ -63,6 +74,19 @@ async def get_file(session: AsyncSession, tenant_id: uuid.UUID, file_id: uuid.UU
     if file is None:
         raise FileNotFound(f"No file {file_id}.", param="file_id")
     return file
+
+
+async def named_audio_uploads(
+    session: AsyncSession, tenant_id: uuid.UUID, spec: ModelSpec, job_input: Mapping[str, Any]
+) -> dict[str, StoredFile]:
+    """The tenant's uploads a job's audio inputs name, by their normalized field
+    (FileNotFound for one that is not the tenant's)."""
+    found = {}
+    for audio in spec.audio_inputs:
+        value = job_input.get(audio.file_param)
+        if value:
+            found[audio.file_param] = await get_file(session, tenant_id, uuid.UUID(str(value)))
+    return found
 
 
 def ensure_present(file: StoredFile) -> None:
@@ -114,13 +138,16 @@ async def store_upload(
     try:
         async with local_copy(storage, key, tmp_dir) as path:
             media: MediaInfo = await asyncio.to_thread(probe, path)
-        if media.video is None:
-            raise MediaError("no video stream")
+        if media.video is None and media.audio is None:
+            raise MediaError("no video or audio stream")
     except (MediaError, ValueError) as exc:
         await storage.delete(key)
-        raise VideoUnreadable(f"The upload is not a readable video: {exc}", param="file") from exc
+        raise VideoUnreadable(
+            f"The upload is not a readable video (nor audio): {exc}", param="file"
+        ) from exc
     # The type comes from the real container; the row's type is what downloads are served as.
-    content_type = VIDEO_TYPES.get(media.container, "application/octet-stream")
+    types = VIDEO_TYPES if media.video is not None else AUDIO_TYPES
+    content_type = types.get(media.container, "application/octet-stream")
     file = StoredFile(
         id=file_id,
         tenant_id=tenant_id,

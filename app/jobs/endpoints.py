@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import MutableHeaders
 
-from app.auth.dependencies import CurrentTenant, current_principal
+from app.auth.dependencies import AdminDep, CurrentTenant, current_principal
 from app.catalog.registry import CATALOG
 from app.db.session import SessionDep
 from app.jobs import service, stream
@@ -21,7 +21,7 @@ from app.jobs.docs import (
 )
 from app.jobs.holding import hold
 from app.jobs.preferences import cancel_after, last_event_id, wait_preference
-from app.jobs.schemas import JobCreate, JobEventOut, JobOut, ModelName
+from app.jobs.schemas import FleetOut, JobCreate, JobEventOut, JobOut, ModelName
 from app.kit.idempotency import MAX_KEY_LENGTH, check_key
 from app.kit.pagination import ListPage
 from app.kit.problems import InputValidationError, problems, validation_errors
@@ -31,6 +31,7 @@ from app.usage.schemas import EstimateOut, ValidationOut
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 validate_router = APIRouter(prefix="/v1/validate", tags=["jobs"])
+fleet_router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminDep])
 
 PROBLEMS = problems(s404="No such job for this tenant.")
 
@@ -351,3 +352,9 @@ async def list_job_events(
         has_more=has_more,
         url=f"/v1/jobs/{job_id}/events",
     )
+
+
+@fleet_router.get("/fleet", response_model=FleetOut)
+async def fleet(request: Request, session: SessionDep) -> FleetOut:
+    """The workers alive, unfinished jobs by status and age, and fal's slots in use."""
+    return await service.fleet(session, request.app.state.settings)

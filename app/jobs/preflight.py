@@ -8,6 +8,10 @@ job and its duration re-prices the budget reservation (ThinkSound bills by compu
 
 Uploads were probed when they were uploaded; for them this step also hands the file to fal:
 through fal's CDN upload flow, or as a signed, expiring gateway URL.
+
+An audio clip a model takes beside the video (ControlFoley's reference) is checked the same way:
+fetched or read from its upload, probed, held to the model's length range (``audio_*`` codes),
+and an upload handed to fal.
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ import binascii
 import hashlib
 import secrets
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from app.catalog.registry import ModelSpec
+from app.catalog.registry import AudioInput, ModelSpec
 from app.config import Settings
 from app.files import service as files_service
 from app.files.outbound import outbound_policy
@@ -67,6 +72,8 @@ class Checked:
     video_url: str | None  # set when the upstream needs a new URL (uploads)
     # The input's content hash (the result cache's key): the fetcher's, computed as it read.
     sha256: str | None = None
+    # fal's fields to set (an audio upload's URL for fal), beside video_url
+    payload_updates: dict[str, Any] = field(default_factory=dict)
 
 
 def check_limits(spec: ModelSpec, media: MediaInfo, size: int, settings: Settings) -> None:
@@ -106,6 +113,25 @@ def check_limits(spec: ModelSpec, media: MediaInfo, size: int, settings: Setting
             f"The input is {duration:.2f} s; {spec.id} needs at least {limits.min_duration_s:g} s.",
             duration_s=duration,
             min_duration_s=limits.min_duration_s,
+        )
+
+
+def check_start_offset(spec: ModelSpec, job_input: Mapping[str, Any], duration: float) -> None:
+    """A start offset must leave at least the model's shortest output of video after it."""
+    probed = spec.probed_duration
+    if probed is None or probed.offset_field is None:
+        return
+    name = spec.normalized_name(probed.offset_field)
+    offset = float(job_input.get(name) or 0) if name else 0.0
+    if duration - offset < probed.min_s:
+        raise InputRejected(
+            "start_offset_too_late",
+            f"The input is {duration:.2f} s; starting at {offset:g} s leaves less than "
+            f"{probed.min_s:g} s for {spec.id}.",
+            param=f"input.{name}",
+            duration_s=duration,
+            start_offset=offset,
+            min_output_s=probed.min_s,
         )
 
 
@@ -182,8 +208,55 @@ async def preflight(
     tmp_dir: Path,
     job_id: uuid.UUID,
     secret: bytes,
+    audio_uploads: Mapping[str, StoredFile] | None = None,
 ) -> Checked:
-    """``fal`` None: check only (``POST /v1/validate``); an upload is not handed to fal."""
+    """``fal`` None: check only (``POST /v1/validate``); an upload is not handed to fal.
+    ``audio_uploads``: the tenant's uploads an audio input names, by its normalized field."""
+    checked = await _check_video(
+        spec=spec,
+        job_input=job_input,
+        upload=upload,
+        settings=settings,
+        storage=storage,
+        fal=fal,
+        tmp_dir=tmp_dir,
+        job_id=job_id,
+        secret=secret,
+    )
+    if checked.duration_s is not None:
+        check_start_offset(spec, job_input, checked.duration_s)
+    updates: dict[str, Any] = {}
+    for audio in spec.audio_inputs:
+        url = await _check_audio(
+            audio,
+            job_input,
+            (audio_uploads or {}).get(audio.file_param),
+            settings=settings,
+            storage=storage,
+            fal=fal,
+            tmp_dir=tmp_dir,
+            job_id=job_id,
+            secret=secret,
+        )
+        if url is not None:
+            updates[audio.upstream_field] = url
+    if not updates:
+        return checked
+    return Checked(checked.probe, checked.duration_s, checked.video_url, updates)
+
+
+async def _check_video(
+    *,
+    spec: ModelSpec,
+    job_input: dict[str, Any],
+    upload: StoredFile | None,
+    settings: Settings,
+    storage: Storage,
+    fal: FalClient | None,
+    tmp_dir: Path,
+    job_id: uuid.UUID,
+    secret: bytes,
+) -> Checked:
     if upload is not None:
         files_service.ensure_present(upload)
         media = MediaInfo.from_dict(upload.media or {})
@@ -214,6 +287,84 @@ async def preflight(
             ) from exc
         check_limits(spec, media, size, settings)
         return Checked(_probe_out(media, size), media.duration_s, None, fetched.sha256)
+    finally:
+        dest.unlink(missing_ok=True)
+
+
+def check_audio(audio: AudioInput, media: MediaInfo, param: str) -> None:
+    """An audio input: an audio stream whose length is within the model's range."""
+    if media.audio is None or media.duration_s is None:
+        raise InputRejected(
+            "audio_unreadable", "The reference has no measurable audio stream.", param=param
+        )
+    duration = media.duration_s
+    if duration < audio.min_duration_s:
+        raise InputRejected(
+            "audio_too_short",
+            f"The reference audio is {duration:.2f} s; it must be at least "
+            f"{audio.min_duration_s:g} s.",
+            param=param,
+            duration_s=duration,
+            min_duration_s=audio.min_duration_s,
+        )
+    if duration > audio.max_duration_s:
+        raise InputRejected(
+            "audio_too_long",
+            f"The reference audio is {duration:.2f} s; it must be at most "
+            f"{audio.max_duration_s:g} s.",
+            param=param,
+            duration_s=duration,
+            max_duration_s=audio.max_duration_s,
+        )
+
+
+# A reference clip of a few seconds: a megabyte is generous (4 s of 48 kHz stereo WAV: 768 kB),
+# and a tenant's URL cannot make the worker fetch more.
+AUDIO_INPUT_MAX_BYTES = 8 * 1024 * 1024
+
+
+async def _check_audio(
+    audio: AudioInput,
+    job_input: Mapping[str, Any],
+    upload: StoredFile | None,
+    *,
+    settings: Settings,
+    storage: Storage,
+    fal: FalClient | None,
+    tmp_dir: Path,
+    job_id: uuid.UUID,
+    secret: bytes,
+) -> str | None:
+    """Check one audio input; the URL fal gets for an upload (None: the payload's URL stands,
+    or there is no such input)."""
+    if upload is not None:
+        param = f"input.{audio.file_param}"
+        files_service.ensure_present(upload)
+        check_audio(audio, MediaInfo.from_dict(upload.media or {}), param)
+        if fal is None:
+            return None
+        return await deliver_upload(upload, settings, storage, fal, tmp_dir, secret)
+    url = job_input.get(audio.url_param)
+    if not url:
+        return None
+    param = f"input.{audio.url_param}"
+    max_bytes = min(AUDIO_INPUT_MAX_BYTES, settings.max_input_bytes)
+    dest = tmp_dir / f"preflight-{job_id}-{secrets.token_hex(4)}"
+    try:
+        try:
+            fetched = await fetch_input(url, dest, settings, max_bytes, in_memory_max=max_bytes)
+        except InputRejected as exc:
+            code = exc.code.replace("video_", "audio_")
+            message = exc.message.replace("The input", "The reference audio")
+            raise InputRejected(code, message, param=param, **exc.measured) from exc
+        try:
+            media = await asyncio.to_thread(probe, fetched.source(dest))
+        except (MediaError, ValueError) as exc:
+            raise InputRejected(
+                "audio_unreadable", f"The reference audio cannot be read: {exc}", param=param
+            ) from exc
+        check_audio(audio, media, param)
+        return None
     finally:
         dest.unlink(missing_ok=True)
 

@@ -39,7 +39,13 @@ def present_job(job: Job | NewJob, base_url: str, usage: dict[str, Any] | None =
             "prompt": job.result.get("prompt"),
             "video": _media(job.result.get("video"), base_url),
             "audio": _media(job.result.get("audio"), base_url),
+            "samples": None,
+            "soundtrack": job.result.get("soundtrack"),
         }
+        if job.result.get("samples"):
+            result["samples"] = [
+                {"audio": _media(sample.get("audio"), base_url)} for sample in job.result["samples"]
+            ]
     self_url = job_url(base_url, job.id)
     cached = None
     if job.cache_requested:
@@ -76,6 +82,9 @@ def present_job(job: Job | NewJob, base_url: str, usage: dict[str, Any] | None =
             "started_at": job.started_at,
             "completed_at": job.completed_at,
             "cancel_after_at": job.cancel_after_at,
+            "output": job.output_options,
+            "models": [c["model"] for c in job.candidates] if job.candidates else None,
+            "attempts": job.attempts or [],
             "urls": {
                 "self": self_url,
                 "cancel": f"{self_url}/cancel",

@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from app.catalog.registry import CATALOG, ModelSpec
+from app.jobs.output_options import OutputOptions, SoundtrackOut
 from app.kit.examples import with_examples
 from app.kit.text import METADATA_DESCRIPTION, Metadata, bounded_text, column_text
 from app.models import Job, JobStatus
@@ -25,6 +26,8 @@ from app.notifications.events import FILTER_DESCRIPTION, JOB_FILTERS
 
 ModelName = column_text(Job.model)
 WebhookUrl = bounded_text(2048, min_length=1)
+MAX_MODELS = 10
+ModelList = Annotated[list[ModelName], Field(min_length=1, max_length=MAX_MODELS)]  # type: ignore[valid-type]
 WebhookFilter = Literal[tuple(JOB_FILTERS)]  # type: ignore[valid-type]
 
 
@@ -48,9 +51,20 @@ class JobCreate(BaseModel):
             "input": {"video_url": "https://example.com/clip.mp4", "prompt": "rain", "seed": 7},
             "cache": True,
         },
+        {
+            "model": "mirelo-sfx",
+            "input": {"video_url": "https://example.com/clip.mp4", "prompt": "rain", "samples": 3},
+        },
     )
 
-    model: ModelName = Field(description="A model id or alias from GET /v1/models.")  # type: ignore[valid-type]
+    model: ModelList | ModelName = Field(  # type: ignore[valid-type]
+        union_mode="left_to_right",
+        description="A model id or alias from GET /v1/models; or several, in order (the job "
+        "moves on to the next when one cannot run it: its limits or the budget refuse the "
+        "video, or fal fails for a reason that is not the input's); or auto (every model that "
+        "makes a video with sound and takes the input, in the catalog's order).",
+        examples=["thinksound", ["kling-video-to-audio", "thinksound"], "auto"],
+    )
     input: dict[str, Any] = Field(
         description="The normalized input: video_url, prompt, seed, plus the model's own fields "
         "(see each model's input_schema). Unknown fields are rejected."
@@ -72,6 +86,12 @@ class JobCreate(BaseModel):
         "needs an explicit one); false: never; omitted: the tenant's cache_default.",
         examples=[True],
     )
+    output: OutputOptions | None = Field(
+        default=None,
+        description="What the finished sound is to be: mixed under the video's own track or "
+        "replacing it, or the audio alone; its format, sample rate and loudness (normalized to "
+        "-16 LUFS unless said otherwise). Without it the model's outputs are kept as they came.",
+    )
 
     @model_validator(mode="after")
     def _filter_needs_webhook(self) -> JobCreate:
@@ -80,9 +100,8 @@ class JobCreate(BaseModel):
         return self
 
 
-WEBHOOK_FIELDS = ("webhook", "webhook_events_filter")
-# The fields every variant of a job creation shares with JobCreate.
-SHARED_FIELDS = (*WEBHOOK_FIELDS, "cache")
+# The fields every model's job takes besides its input and metadata.
+COMMON_FIELDS = ("webhook", "webhook_events_filter", "output", "cache")
 
 
 def _variant(spec: ModelSpec, name: str) -> type[BaseModel]:
@@ -98,7 +117,29 @@ def _variant(spec: ModelSpec, name: str) -> type[BaseModel]:
         metadata=(Metadata, Field(default_factory=dict, description=METADATA_DESCRIPTION)),
         **{
             name: (JobCreate.model_fields[name].annotation, JobCreate.model_fields[name])
-            for name in SHARED_FIELDS
+            for name in COMMON_FIELDS
+        },
+    )
+
+
+def _several() -> type[BaseModel]:
+    """JobCreate naming several models in order, or auto: the input is what each of them takes
+    (the fields they share: video_url or video_file_id, prompt …)."""
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        "JobCreateSeveralModels",
+        __doc__="A job that may run on several models: the first that can run it does (see "
+        "`model`). Its input must suit every model it names (auto: the models it suits).",
+        __config__=ConfigDict(extra="forbid"),
+        model=(
+            Annotated[list[ModelName], Field(min_length=1, max_length=MAX_MODELS)]  # type: ignore[valid-type]
+            | Literal["auto"],
+            Field(description=JobCreate.model_fields["model"].description),
+        ),
+        input=(dict[str, Any], JobCreate.model_fields["input"]),
+        metadata=(Metadata, Field(default_factory=dict, description=METADATA_DESCRIPTION)),
+        **{
+            name: (JobCreate.model_fields[name].annotation, JobCreate.model_fields[name])
+            for name in COMMON_FIELDS
         },
     )
 
@@ -109,7 +150,8 @@ def job_create_schema() -> tuple[dict[str, Any], dict[str, Any]]:
     take a mapping's value for the branch's only tag). Requests are parsed by JobCreate, then by
     the model's own input class (app.jobs.service), which is what these variants describe."""
     variants = tuple(_variant(spec, name) for spec in CATALOG for name in (spec.id, *spec.aliases))
-    union = Annotated[Union[variants], Field(discriminator="model")]  # type: ignore[valid-type]  # noqa: UP007
+    one = Annotated[Union[variants], Field(discriminator="model")]  # type: ignore[valid-type]  # noqa: UP007
+    union = Union[one, _several()]  # type: ignore[valid-type]  # noqa: UP007
     schema = TypeAdapter(union).json_schema(ref_template="#/components/schemas/{model}")
     defs = schema.pop("$defs", {})
     schema["description"] = "A job: the model, its input (per model), your metadata."
@@ -164,10 +206,67 @@ class MediaOut(BaseModel):
     duration_s: float | None = Field(default=None, description="Its length in seconds.")
 
 
+class SampleOut(BaseModel):
+    audio: MediaOut = Field(description="This sample's sound (one output of several).")
+
+
 class ResultOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "prompt": "footsteps on gravel",
+                    "video": None,
+                    "audio": {
+                        "file_id": "0b7c2f4e-2d1a-4f7e-9a51-1c1f0e3b9d10",
+                        "url": "https://foley.example/v1/files/0b7c2f4e-2d1a-4f7e-9a51-1c1f0e3b9d10",
+                        "content_type": "audio/wav",
+                        "size_bytes": 705644,
+                        "duration_s": 4.0,
+                    },
+                    "samples": [
+                        {
+                            "audio": {
+                                "file_id": "0b7c2f4e-2d1a-4f7e-9a51-1c1f0e3b9d10",
+                                "url": "https://foley.example/v1/files/"
+                                "0b7c2f4e-2d1a-4f7e-9a51-1c1f0e3b9d10",
+                                "content_type": "audio/wav",
+                                "size_bytes": 705644,
+                                "duration_s": 4.0,
+                            }
+                        },
+                        {
+                            "audio": {
+                                "file_id": "5e0d9a7b-8c3f-4b21-a6d4-7f2e1b0c9a83",
+                                "url": "https://foley.example/v1/files/"
+                                "5e0d9a7b-8c3f-4b21-a6d4-7f2e1b0c9a83",
+                                "content_type": "audio/wav",
+                                "size_bytes": 705644,
+                                "duration_s": 4.0,
+                            }
+                        },
+                    ],
+                }
+            ]
+        }
+    )
+
     prompt: str | None = Field(default=None, description="The prompt the model used.")
     video: MediaOut | None = Field(default=None, description="The video with its new sound.")
-    audio: MediaOut | None = Field(default=None, description="The sound on its own.")
+    audio: MediaOut | None = Field(
+        default=None,
+        description="The sound on its own (for a model making several samples: the first).",
+    )
+    samples: list[SampleOut] | None = Field(
+        default=None,
+        description="Every output of a model making several per job (Mirelo, Sonilo: "
+        "input.samples of them), in fal's order; null for single-output models.",
+    )
+    soundtrack: SoundtrackOut | None = Field(
+        default=None,
+        description="How the finished sound was made (mode, format, loudness), when the job "
+        "asked for output options.",
+    )
 
 
 class LogLine(BaseModel):
@@ -201,6 +300,20 @@ class CacheOut(BaseModel):
         default=None,
         description="Why the cache could not be used: seed_required (the model takes a seed and "
         "none was given).",
+    )
+
+
+class FallbackAttempt(BaseModel):
+    """A model the job fell back from."""
+
+    model: str = Field(description="The model it ran on.")
+    endpoint: str = Field(description="fal's endpoint.")
+    request_id: str | None = Field(description="fal's request (null: none was created).")
+    error: JobError = Field(description="Why the job moved on.")
+    started_at: datetime | None = Field(description="When it started running at fal.")
+    ended_at: datetime = Field(description="When the job moved on.")
+    cost_usd: str | None = Field(
+        description="What fal billed for it (null: nothing was created, or no price yet)."
     )
 
 
@@ -241,6 +354,21 @@ class JobOut(BaseModel):
     cancel_after_at: datetime | None = Field(
         default=None, description="When it is canceled if still unfinished (Cancel-After)."
     )
+    output: OutputOptions | None = Field(
+        default=None,
+        description="The output options it was created with, every default filled in (null: "
+        "the model's outputs as they came).",
+    )
+    models: list[str] | None = Field(
+        default=None,
+        description="The models the job may run on, in order, when it named several (or auto); "
+        "`model` is the one it is on.",
+    )
+    attempts: list[FallbackAttempt] = Field(
+        default_factory=list,
+        description="The models it fell back from, in order: each with its request, the error "
+        "that moved the job on, and what fal billed for it.",
+    )
     urls: JobUrls = Field(description="Links to act on the job.")
 
 
@@ -258,3 +386,28 @@ class JobEventOut(BaseModel):
     )
     data: dict[str, Any] = Field(description="What changed (status, error, logs …).")
     created_at: datetime = Field(description="When the transition was committed.")
+
+
+class FleetWorker(BaseModel):
+    owner: str = Field(description="The worker's name (host and process).")
+    started_at: datetime = Field(description="When it started.")
+    beat_at: datetime = Field(description="Its last heartbeat.")
+    alive: bool = Field(description="Beat within FOLEY_WORKER_STALE_AFTER.")
+
+
+class FleetStatus(BaseModel):
+    status: JobStatus = Field(description="An unfinished status.")
+    jobs: int = Field(description="Jobs in it now, across tenants.")
+    oldest_age_s: float | None = Field(description="Seconds since the oldest of them was created.")
+
+
+class FleetOut(BaseModel):
+    """What the gateway is doing now: its workers, its unfinished jobs, fal's slots."""
+
+    object: Literal["fleet"] = Field(default="fleet", description="Always fleet.")
+    workers: list[FleetWorker] = Field(description="Every worker that beat recently, latest first.")
+    workers_alive: int = Field(description="Workers that beat within FOLEY_WORKER_STALE_AFTER.")
+    live_jobs: list[FleetStatus] = Field(description="Unfinished jobs by status.")
+    finished_last_hour: dict[str, int] = Field(description="Jobs that ended in the last hour.")
+    fal_slots_in_use: int = Field(description="Requests at fal not yet reported complete.")
+    fal_slots: int = Field(description="fal's concurrency for the account (FOLEY_FAL_CONCURRENCY).")

@@ -20,7 +20,7 @@ from app.files.outbound import check_video_url, outbound_policy
 from app.jobs import cache, lifecycle, store
 from app.jobs.preflight import InputRejected, InputUnavailable, preflight
 from app.jobs.presenter import job_url, present_job
-from app.jobs.schemas import JobCreate, JobOut
+from app.jobs.schemas import FleetOut, FleetStatus, FleetWorker, JobCreate, JobOut
 from app.jobs.store import JobStore, NewJob
 from app.kit.clock import utcnow
 from app.kit.idempotency import IdempotencyGuard, StoredResponse, request_fingerprint
@@ -34,9 +34,11 @@ from app.kit.problems import (
     ProblemError,
     validation_errors,
 )
+from app.metrics import JOBS_CREATED
 from app.models import FileKind, Job, JobEvent, JobStatus, StoredFile, Tenant
 from app.notifications.events import DEFAULT_JOB_FILTER, job_webhook_events
 from app.storage import Storage
+from app.telemetry import tracing
 from app.usage import budgets, limits
 from app.usage import service as usage_service
 from app.usage.estimates import Estimate, estimate_from_cache, estimate_job
@@ -70,6 +72,68 @@ def resolve_model(name: str) -> ModelSpec:
     return CATALOG.require(name)
 
 
+# ``"model": "auto"``: every model of the catalog that makes a video with sound, in the
+# catalog's order, that takes the job's input.
+AUTO = "auto"
+
+
+def _named_models(model: str | list[str]) -> list[ModelSpec]:
+    """The models a job names, in order: one, several (it falls back from each to the next),
+    or ``auto``."""
+    if model == AUTO:
+        return [spec for spec in CATALOG if spec.outputs.video_field is not None]
+    if isinstance(model, str):
+        return [resolve_model(model)]
+    specs: list[ModelSpec] = []
+    for i, name in enumerate(model):
+        spec = CATALOG.require(name, param=f"model.{i}")
+        if spec in specs:
+            raise InputValidationError(
+                [
+                    {
+                        "param": f"model.{i}",
+                        "code": "duplicate_model",
+                        "message": f"{spec.id} is named twice",
+                    }
+                ]
+            )
+        specs.append(spec)
+    return specs
+
+
+def _candidates(body: JobCreate) -> tuple[list[tuple[ModelSpec, Any]], list[dict[str, Any]]]:
+    """Each model the job may run on with its validated input; the input must suit every model
+    it names (``auto``: the models it suits, at least one)."""
+    specs = _named_models(body.model)
+    suited: list[tuple[ModelSpec, Any]] = []
+    for spec in specs:
+        try:
+            suited.append((spec, spec.validate_input(body.input)))
+        except ValidationError as exc:
+            if body.model == AUTO:
+                continue
+            errors = validation_errors(exc.errors(), prefix="input")
+            if len(specs) > 1:
+                for error in errors:
+                    error["message"] = f"for {spec.id}: {error['message']}"
+            raise InputValidationError(errors) from exc
+    if not suited:
+        raise InputValidationError(
+            [
+                {
+                    "param": "input",
+                    "code": "no_model_takes_input",
+                    "message": "no model of the catalog takes this input; see GET /v1/models",
+                }
+            ]
+        )
+    named = [
+        {"model": spec.id, "endpoint": spec.endpoint, "upstream_payload": spec.upstream_payload(n)}
+        for spec, n in suited
+    ]
+    return suited, named
+
+
 def build_job(
     tenant_id: uuid.UUID,
     body: JobCreate,
@@ -78,12 +142,10 @@ def build_job(
     cancel_after: timedelta | None = None,
     cache_default: bool = False,
 ) -> NewJob:
-    """Validate against the model's schema and build the row (nothing is written)."""
-    spec = resolve_model(body.model)
-    try:
-        normalized = spec.validate_input(body.input)
-    except ValidationError as exc:
-        raise InputValidationError(validation_errors(exc.errors(), prefix="input")) from exc
+    """Validate against the schema of each model it names and build the row (nothing is
+    written): it starts on the first."""
+    suited, named = _candidates(body)
+    spec, normalized = suited[0]
     now = utcnow()
     return NewJob(
         id=uuid.uuid4(),
@@ -102,6 +164,9 @@ def build_job(
         else None,
         cancel_after_at=None if cancel_after is None else now + cancel_after,
         cache_requested=cache.wanted(body.cache, cache_default),
+        output_options=None if body.output is None else body.output.stored(),
+        candidates=named if len(named) > 1 else None,
+        traceparent=tracing.current_traceparent(),
     )
 
 
@@ -109,7 +174,9 @@ async def check_input_source(
     session: AsyncSession, tenant: Tenant, job: NewJob, settings: Settings
 ) -> StoredFile | None:
     """The input's source exists and may be fetched: the tenant's own upload, or a URL that is
-    not obviously internal (the worker vets it fully, with DNS, before fetching)."""
+    not obviously internal (the worker vets it fully, with DNS, before fetching); the same for
+    an audio input (a reference clip)."""
+    await _check_audio_uploads(session, tenant, job)
     if job.input_file_id is not None:
         try:
             file = await files_service.get_file(session, tenant.id, job.input_file_id)
@@ -128,13 +195,50 @@ async def check_input_source(
                     }
                 ]
             )
+        _check_audio_urls(job, settings)
         _check_webhook(job, settings)
         return file
     _check_url(job, settings)
     return None
 
 
+def _names_audio_upload(job: NewJob) -> bool:
+    return any(job.input.get(a.file_param) for a in resolve_model(job.model).audio_inputs)
+
+
+def _check_audio_urls(job: NewJob, settings: Settings) -> None:
+    for audio in resolve_model(job.model).audio_inputs:
+        url = job.input.get(audio.url_param)
+        if url:
+            check_video_url(url, outbound_policy(settings), param=f"input.{audio.url_param}")
+
+
+async def _check_audio_uploads(session: AsyncSession, tenant: Tenant, job: NewJob) -> None:
+    """An audio input's upload: the tenant's, present, with an audio stream."""
+    spec = resolve_model(job.model)
+    try:
+        uploads = await files_service.named_audio_uploads(session, tenant.id, spec, job.input)
+        for param, file in uploads.items():
+            files_service.ensure_present(file)
+            if file.kind is not FileKind.input_upload or not (file.media or {}).get("audio"):
+                raise InputValidationError(
+                    [
+                        {
+                            "param": f"input.{param}",
+                            "code": "not_an_audio_upload",
+                            "message": "use an audio file uploaded with POST /v1/files",
+                        }
+                    ]
+                )
+    except (files_service.FileNotFound, files_service.FileRemoved) as exc:
+        bad = next(a.file_param for a in spec.audio_inputs if job.input.get(a.file_param))
+        raise InputValidationError(
+            [{"param": f"input.{bad}", "code": exc.code, "message": exc.detail}]
+        ) from exc
+
+
 def _check_url(job: NewJob, settings: Settings) -> None:
+    _check_audio_urls(job, settings)
     url = job.input.get("video_url")
     if url:
         check_video_url(url, outbound_policy(settings))
@@ -185,7 +289,9 @@ async def _estimate_and_reserve(
         job = replace(job, estimated_cost_micros=cost_micros or 0)
     else:
         duration = (file.media or {}).get("duration_s") if file is not None else None
-        estimate = await estimate_job(session, spec, settings, video_duration_s=duration)
+        estimate = await estimate_job(
+            session, spec, settings, video_duration_s=duration, payload=job.upstream_payload
+        )
         job = _priced(job, estimate)
         cost_micros = estimate.cost_micros
     reservation = await budgets.reserve(session, tenant.id, cost_micros, model=job.model)
@@ -231,7 +337,9 @@ async def estimate_only(
     spec = resolve_model(job.model)
     file = await check_input_source(session, tenant, job, settings)
     duration = (file.media or {}).get("duration_s") if file is not None else None
-    estimate = await estimate_job(session, spec, settings, video_duration_s=duration)
+    estimate = await estimate_job(
+        session, spec, settings, video_duration_s=duration, payload=job.upstream_payload
+    )
     allowed, reason, view = True, None, None
     try:
         view = await budgets.check(session, tenant, estimate.cost_micros or 0)
@@ -291,6 +399,9 @@ async def validate_sync(
             tmp_dir=tmp,
             job_id=job.id,
             secret=secret,
+            audio_uploads=await files_service.named_audio_uploads(
+                session, tenant.id, spec, job.input
+            ),
         )
         verdict["probe"], duration = checked.probe, checked.duration_s
     except InputRejected as exc:
@@ -299,7 +410,9 @@ async def validate_sync(
         )
     except InputUnavailable as exc:
         verdict.update(valid=False, code="video_unreachable", message=str(exc))
-    estimate = await estimate_job(session, spec, settings, video_duration_s=duration)
+    estimate = await estimate_job(
+        session, spec, settings, video_duration_s=duration, payload=job.upstream_payload
+    )
     verdict["estimate"] = {
         "unit": estimate.unit,
         "units": str(estimate.units),
@@ -342,16 +455,18 @@ async def accept_job(
         rate_headers = (await limits.hit(sessionmaker, tenant.id, rate)).headers()
     # The estimate from the process's cache, when it has one (then, with no idempotency key and
     # no upload, one statement may store the job).
-    cached = None if idempotency_key else estimate_from_cache(resolve_model(body.model), settings)
-    if cached is not None and cached.cost_micros is None:
-        log.error("no price in force for a model", model=body.model)
     job = build_job(  # validation first: a bad body never claims a key
-        tenant.id,
-        body,
-        estimated_cost_micros=cached.cost_micros or 0 if cached else 0,
-        cancel_after=cancel_after,
-        cache_default=tenant.cache_default,
+        tenant.id, body, cancel_after=cancel_after, cache_default=tenant.cache_default
     )
+    cached = (
+        None
+        if idempotency_key
+        else estimate_from_cache(resolve_model(job.model), settings, payload=job.upstream_payload)
+    )
+    if cached is not None:
+        if cached.cost_micros is None:
+            log.error("no price in force for a model", model=job.model)
+        job = replace(job, estimated_cost_micros=cached.cost_micros or 0)
     guard = None
     if idempotency_key is not None:
         guard = IdempotencyGuard(
@@ -372,9 +487,10 @@ async def accept_job(
                 replayed=True,
             )
     headers = {"Location": job_url(base_url, job.id)}
+    structlog.contextvars.bind_contextvars(job_id=str(job.id))
     try:
         inserted = False
-        if cached is not None and job.input_file_id is None:
+        if cached is not None and job.input_file_id is None and not _names_audio_upload(job):
             # Nothing to look up and nothing to record beside the row: unless the tenant has a
             # budget to reserve against (read in the statement itself), the row is all there is.
             _check_url(job, settings)
@@ -403,6 +519,7 @@ async def accept_job(
     finally:
         if guard is not None:
             await guard.done()
+    JOBS_CREATED.labels(job.model).inc()
     return Accepted(202, out, {**headers, **rate_headers}, replayed=False, job_id=job.id)
 
 
@@ -416,9 +533,9 @@ async def get_job(session: AsyncSession, tenant: Tenant, job_id: uuid.UUID) -> J
 async def job_events(
     session: AsyncSession, tenant: Tenant, job_id: uuid.UUID, *, after: int, limit: int
 ) -> tuple[list[JobEvent], bool]:
-    await get_job(session, tenant, job_id)
+    job = await get_job(session, tenant, job_id)
     rows, has_more = await store.events_for_tenant(
-        session, tenant.id, job_id, after_seq=after, limit=limit
+        session, tenant.id, job_id, after_seq=after, limit=limit, job_created_at=job.created_at
     )
     return list(rows), has_more
 
@@ -483,3 +600,34 @@ async def present(session: AsyncSession, jobs: list[Job], base_url: str) -> list
     """Job resources, with their usage read in one query for the whole page."""
     usage = await usage_service.usage_of_jobs(session, [j.id for j in jobs])
     return [present_job(j, base_url, usage.get(j.id)) for j in jobs]
+
+
+async def fleet(session: AsyncSession, settings: Settings) -> FleetOut:
+    """The operator's view of the gateway now (read-only, across tenants)."""
+    now = utcnow()
+    stale = settings.worker_stale_after
+    workers = [
+        FleetWorker(
+            owner=b.owner, started_at=b.started_at, beat_at=b.beat_at, alive=now - b.beat_at < stale
+        )
+        for b in await store.beats(session)
+    ]
+    live = [
+        FleetStatus(
+            status=c.status,
+            jobs=c.jobs,
+            oldest_age_s=(now - c.oldest_created_at).total_seconds()
+            if c.oldest_created_at
+            else None,
+        )
+        for c in await store.live_by_status(session)
+    ]
+    finished = await store.finished_since(session, now - timedelta(hours=1))
+    return FleetOut(
+        workers=workers,
+        workers_alive=sum(w.alive for w in workers),
+        live_jobs=live,
+        finished_last_hour={s.value: n for s, n in finished.items()},
+        fal_slots_in_use=await store.slots_in_use(session),
+        fal_slots=settings.fal_concurrency,
+    )

@@ -59,10 +59,17 @@ async def open_stream(
     """The stream's response, its first events read (a job of another tenant is a 404, an
     unreachable database a 503, before anything is streamed)."""
 
+    created_at = None  # the job's, once read: each read then touches one partition
+
     async def read(after_seq: int) -> tuple[Sequence[JobEvent], bool]:
         async with sessionmaker() as session:
             return await store.events_for_tenant(
-                session, tenant.id, job_id, after_seq=after_seq, limit=PAGE
+                session,
+                tenant.id,
+                job_id,
+                after_seq=after_seq,
+                limit=PAGE,
+                job_created_at=created_at,
             )
 
     # Subscribed before the first read: an event committed in between still wakes the stream.
@@ -70,8 +77,9 @@ async def open_stream(
     try:
         async with sessionmaker() as session:
             job = await service.get_job(session, tenant, job_id)
+            created_at = job.created_at
             rows, more = await store.events_for_tenant(
-                session, tenant.id, job_id, after_seq=after, limit=PAGE
+                session, tenant.id, job_id, after_seq=after, limit=PAGE, job_created_at=created_at
             )
     except BaseException:
         sub.close()

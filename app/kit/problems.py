@@ -8,6 +8,7 @@ the service that raises them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, ClassVar
@@ -220,8 +221,19 @@ def problem_response(
 
 
 def _loc_to_param(loc: Sequence[Any]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    # pydantic names the member of a union a value failed in its loc (e.g. ``list[str]``,
+    # ``function-after[…]``): a type, not a field of the request.
+    parts = [
+        str(p) for p in loc if p not in ("body", "query", "path", "header") and not _union_member(p)
+    ]
     return ".".join(parts)
+
+
+def _union_member(part: Any) -> bool:
+    return isinstance(part, str) and _UNION_MEMBER.fullmatch(part) is not None
+
+
+_UNION_MEMBER = re.compile(r"[a-z][a-z-]*\[.*\]|str|int|float|bool")
 
 
 def validation_errors(errors: Sequence[Mapping[str, Any]], *, prefix: str = "") -> list[dict]:

@@ -1,5 +1,6 @@
 """A request id on every request: taken from ``X-Request-Id`` when the caller sends a sane one,
-generated otherwise, echoed on the response and bound to every log line.
+generated otherwise, echoed on the response and bound to every log line (with the tenant and
+the job, where the request binds them: app.auth, app.jobs.service).
 
 An exception no handler took is answered here, inside the request id's scope: Starlette's own
 last-resort handler sits outside every middleware, so its 500 carried no id (neither in the body
@@ -72,5 +73,6 @@ class RequestIdMiddleware:
                 raise  # half a response is out: only closing the connection can tell the client
             await self.on_error(scope, send_with_id)
         finally:
-            structlog.contextvars.unbind_contextvars("request_id")
+            # And what the request bound on its way: its tenant, the job it created.
+            structlog.contextvars.unbind_contextvars("request_id", "tenant_id", "job_id")
             _request_id.reset(token)

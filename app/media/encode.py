@@ -225,3 +225,22 @@ class replaced_path:
                 os.replace(self.tmp, self.path)
         finally:
             self.tmp.unlink(missing_ok=True)
+
+
+def copy_audio_track(
+    source_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *, fmt: AudioFormat
+) -> None:
+    """The first audio stream of `source_path` (a video `mux_onto_video` wrote in `fmt`) as an
+    audio file of its own, packet for packet: the audio alone, without encoding it again."""
+    spec = SPECS[fmt]
+    with replaced_path(Path(out_path)) as tmp, open_input(source_path) as source:
+        audio_in = primary_stream(source, "audio")
+        if audio_in is None:
+            raise MediaError("the file has no audio stream to copy")
+        with av.open(str(tmp), "w", format=spec.muxer) as target:
+            audio_out = target.add_stream_from_template(audio_in)
+            for packet in source.demux(audio_in):
+                if packet.size == 0:  # the demuxer's end-of-stream marker
+                    continue
+                packet.stream = audio_out
+                target.mux(packet)

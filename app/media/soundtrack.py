@@ -71,7 +71,7 @@ class SoundtrackResult:
 
 
 @dataclass(frozen=True)
-class _Video:
+class VideoTrack:
     duration_s: float
     has_audio: bool
 
@@ -97,7 +97,7 @@ def build_soundtrack(
     """
     check_format(audio_format, pcm)
     out_path = Path(out_path)
-    video = _measure_video(video_path)
+    video = measure_video(video_path)
     if mode is AudioMode.MIX and not video.has_audio:
         mode = AudioMode.REPLACE
     frames = pcm.frames(video.duration_s)
@@ -157,11 +157,11 @@ def _normalized(blocks: Iterable[np.ndarray], plan: GainPlan | None) -> Iterator
         first += block.shape[1]
 
 
-def _measure_video(video_path: str | os.PathLike[str]) -> _Video:
+def measure_video(video_path: str | os.PathLike[str]) -> VideoTrack:
     """The video stream's length (by its header), and whether there is audio."""
     with open_input(video_path) as container:
         video = primary_stream(container, "video")
         if video is None or not video.duration or not video.time_base:
             raise MediaUnreadableError("the file has no video stream with a duration")
         has_audio = primary_stream(container, "audio") is not None
-        return _Video(float(video.duration * video.time_base), has_audio)
+        return VideoTrack(float(video.duration * video.time_base), has_audio)

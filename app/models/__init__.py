@@ -4,6 +4,7 @@ from app.db.base import Base
 from app.models.api_key import ApiKey
 from app.models.audit_event import AuditEvent
 from app.models.budget import BudgetEvent, BudgetPeriod, RateLimitWindow
+from app.models.console_session import ConsoleSession
 from app.models.fal_webhook_event import FalWebhookEvent, WebhookEventState
 from app.models.idempotency_key import IdempotencyKey
 from app.models.job import TERMINAL_STATUSES, Job, JobStatus, SubmitState
@@ -29,6 +30,7 @@ __all__ = [
     "Base",
     "BudgetEvent",
     "BudgetPeriod",
+    "ConsoleSession",
     "DeliveryStatus",
     "FalWebhookEvent",
     "FileKind",

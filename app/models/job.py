@@ -67,6 +67,11 @@ class Job(UUIDPrimaryKey, Timestamps, Base):
         ),
         # Keyset pagination of a tenant's jobs, newest first.
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
+        # The same filtered by status or model (`?status=`, `?model=`): a page of a rare one is
+        # read directly instead of walking the tenant's history (migration 0011,
+        # docs/scaling.md).
+        Index("ix_jobs_tenant_status_created", "tenant_id", "status", "created_at", "id"),
+        Index("ix_jobs_tenant_model_created", "tenant_id", "model", "created_at", "id"),
         # The result cache's lookup: a success that ran upstream, by its key, newest first.
         Index(
             "ix_jobs_cache_source",
@@ -99,6 +104,15 @@ class Job(UUIDPrimaryKey, Timestamps, Base):
     upstream_output: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     # The input as the gateway measured it before paying for anything (preflight).
     input_probe: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # What the caller asked of the finished sound (app.jobs.schemas.OutputOptions); None: the
+    # model's outputs as they came.
+    output_options: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
+    # The models the job may run on, in order, each {model, endpoint, upstream_payload} (None:
+    # the one model it names), and the attempts it left behind (app.jobs.lifecycle.fallback).
+    candidates: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB(none_as_null=True))
+    attempts: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, nullable=False, default=list, server_default=text("'[]'::jsonb")
+    )
     input_file_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("files.id", ondelete="SET NULL", use_alter=True)
     )
@@ -124,6 +138,9 @@ class Job(UUIDPrimaryKey, Timestamps, Base):
     cancel_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Cancel-After: when the job is canceled (aborted if it has not started running by then).
     cancel_after_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The W3C traceparent of the accepting request (only when traces are exported): the
+    # worker's steps continue that trace (app.telemetry.tracing).
+    traceparent: Mapped[str | None] = mapped_column(String(100))
 
     # worker bookkeeping: when the job next needs a worker, and who holds it
     next_action_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -17,14 +17,21 @@ class JobEvent(Base):
     The log is the job's history (``GET /v1/jobs/{id}/events``) and the outbox notifications read:
     an event exists if and only if its transition committed. ``seq`` numbers a job's events from
     1 without gaps (taken from ``jobs.event_seq`` under the job's row lock); ``id`` orders all
-    events, for readers that follow every job at once. Kept as long as its job."""
+    events, for readers that follow every job at once. Kept as long as its job.
+
+    Partitioned by month of ``job_created_at``, the job's own creation time (migration 0011,
+    docs/scaling.md): a job's events share one partition, so ``(job_id, seq, job_created_at)``
+    is as unique as ``(job_id, seq)`` and a read that names the job's creation time touches
+    one partition. Partitions are made ahead by the workers' housekeeping."""
 
     __tablename__ = "job_events"
     __table_args__ = (
         # A job's history and "its events after N" (SSE resumption by Last-Event-ID).
-        Index("ix_job_events_job_seq", "job_id", "seq", unique=True),
+        # (job_created_at: a unique index must hold the partition key; one value per job)
+        Index("ix_job_events_job_seq", "job_id", "seq", "job_created_at", unique=True),
         # A tenant's events after a cursor (outbound notifications).
         Index("ix_job_events_tenant_id", "tenant_id", "id"),
+        {"postgresql_partition_by": "RANGE (job_created_at)"},
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
@@ -38,3 +45,5 @@ class JobEvent(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), nullable=False
     )
+    # The job's created_at: the partition key, part of the primary key as it must be.
+    job_created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)

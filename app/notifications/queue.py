@@ -10,6 +10,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import asyncpg
+
 from app.db.driver import DriverPool
 
 WAKE_CHANNEL = "foley_webhooks"
@@ -227,6 +229,16 @@ async def soonest_due(driver: DriverPool) -> datetime | None:
             "    SELECT 1 FROM webhook_endpoints e WHERE e.id = d.endpoint_id AND e.enabled)) "
             "ORDER BY d.next_attempt_at LIMIT 1"
         )
+
+
+async def backlog(conn: asyncpg.Connection) -> tuple[int, datetime | None]:
+    """Deliveries waiting for an attempt (paused endpoints' included), and the oldest one's due
+    time: the operator's gauges."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS n, min(next_attempt_at) AS oldest FROM webhook_deliveries "
+        "WHERE status = 'pending'"
+    )
+    return int(row["n"]), row["oldest"]
 
 
 async def give_back(driver: DriverPool, owner: str, ids: list[uuid.UUID]) -> None:

@@ -20,6 +20,7 @@ import structlog
 from app.config import Settings
 from app.db.driver import DriverPool
 from app.kit.clock import utcnow
+from app.metrics import DELIVERY_ATTEMPTS, DELIVERY_DURATION
 from app.notifications import queue
 from app.notifications.signing import signed_headers
 from app.notifications.transport import Outcome, Transport
@@ -30,6 +31,9 @@ log = structlog.get_logger(__name__)
 MAX_RETRY_AFTER = timedelta(hours=24)
 # Waiting for due work that another worker's in-flight deliveries hold back: look this often.
 BLOCKED_RECHECK_S = 0.1
+
+# What an attempt made of its delivery, as the metric says it.
+_ATTEMPT_OUTCOMES = {"succeeded": "succeeded", "pending": "retrying", "failed": "failed"}
 
 # Called with (endpoint id, reason) for each endpoint to disable.
 Disable = Callable[[uuid.UUID, str], Awaitable[None]]
@@ -161,6 +165,8 @@ class Sender:
             )
             self._done.append((claimed, done))
             self.attempts += 1
+            DELIVERY_ATTEMPTS.labels(_ATTEMPT_OUTCOMES[done.status]).inc()
+            DELIVERY_DURATION.observe(outcome.duration_ms / 1000)
             self._flush.set()
         finally:
             # The claim loop is woken once the outcome is written (its lease given back): before

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from fastapi import APIRouter
 
-from app.auth.dependencies import AdminActor, AdminDep
+from app.auth.dependencies import AdminActor, AdminDep, CurrentPrincipal, Principal
 from app.db.session import SessionDep
 from app.kit.pagination import ListPage
 from app.kit.problems import problems
@@ -23,6 +23,8 @@ from app.tenants.schemas import (
 from app.usage import budgets
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminDep])
+# A tenant's own keys, with the key it calls with (read-only keys only list them).
+keys_router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
 
 async def _out(session: SessionDep, tenant) -> TenantOut:  # type: ignore[no-untyped-def]
@@ -103,6 +105,76 @@ async def rotate_key(
     grace = timedelta(seconds=(body or ApiKeyRotate()).grace_seconds)
     old, new, secret = await service.rotate_api_key(
         session, tenant_id, key_id, grace=grace, actor=actor
+    )
+    created = ApiKeyCreated.model_validate({**ApiKeyOut.of(new).model_dump(), "key": secret})
+    return ApiKeyRotated(old=ApiKeyOut.of(old), new=created)
+
+
+def _actor(principal: Principal) -> str:
+    return f"key:{principal.api_key.prefix}"
+
+
+@keys_router.get("", response_model=ListPage[ApiKeyOut])
+async def list_own_keys(principal: CurrentPrincipal, session: SessionDep) -> ListPage[ApiKeyOut]:
+    """Your tenant's keys (never their secrets), oldest first."""
+    keys = await service.list_api_keys(session, principal.tenant.id)
+    return ListPage[ApiKeyOut](data=[ApiKeyOut.of(k) for k in keys], has_more=False)
+
+
+@keys_router.post(
+    "", response_model=ApiKeyCreated, status_code=201, responses=problems(s403="A read-only key.")
+)
+async def create_own_key(
+    principal: CurrentPrincipal, session: SessionDep, body: ApiKeyCreate | None = None
+) -> ApiKeyCreated:
+    """A new key for your tenant; its secret is in this answer only."""
+    body = body or ApiKeyCreate()
+    key, secret = await service.create_api_key(
+        session,
+        principal.tenant.id,
+        body.name,
+        read_only=body.read_only,
+        expires_at=body.expires_at,
+        actor=_actor(principal),
+    )
+    return ApiKeyCreated.model_validate({**ApiKeyOut.of(key).model_dump(), "key": secret})
+
+
+@keys_router.post(
+    "/{key_id}/revoke",
+    response_model=ApiKeyOut,
+    responses=problems(s404="No such key for this tenant.", s403="A read-only key."),
+)
+async def revoke_own_key(
+    key_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep
+) -> ApiKeyOut:
+    """The key stops working at once (and the console sessions signed in with it end)."""
+    key = await service.revoke_api_key(
+        session, principal.tenant.id, key_id, actor=_actor(principal)
+    )
+    return ApiKeyOut.of(key)
+
+
+@keys_router.post(
+    "/{key_id}/rotate",
+    response_model=ApiKeyRotated,
+    status_code=201,
+    responses=problems(
+        s404="No such key for this tenant.",
+        s409="The key is revoked: it cannot be rotated.",
+        s403="A read-only key.",
+    ),
+)
+async def rotate_own_key(
+    key_id: uuid.UUID,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    body: ApiKeyRotate | None = None,
+) -> ApiKeyRotated:
+    """A new key; the old one keeps working for `grace_seconds`, then expires."""
+    grace = timedelta(seconds=(body or ApiKeyRotate()).grace_seconds)
+    old, new, secret = await service.rotate_api_key(
+        session, principal.tenant.id, key_id, grace=grace, actor=_actor(principal)
     )
     created = ApiKeyCreated.model_validate({**ApiKeyOut.of(new).model_dump(), "key": secret})
     return ApiKeyRotated(old=ApiKeyOut.of(old), new=created)

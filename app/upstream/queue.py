@@ -136,7 +136,7 @@ class QueueOperations:
             log.info(
                 "upstream.submitted",
                 endpoint=endpoint_id,
-                request_id=submitted.request_id,
+                fal_request_id=submitted.request_id,
                 queue_position=submitted.queue_position,
             )
             return submitted

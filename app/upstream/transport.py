@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 import structlog
 
+from app.metrics import FAL_REQUESTS, fal_outcome
 from app.upstream.answers import error_fields
 from app.upstream.errors import (
     AmbiguousSubmitError,
@@ -192,7 +193,10 @@ class FalTransport:
                     operation=operation,
                 ) from exc
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                latency_ms = round((time.perf_counter() - started) * 1000, 1)
+                elapsed = time.perf_counter() - started
+                latency_ms = round(elapsed * 1000, 1)
+                failure = "timeout" if isinstance(exc, httpx.TimeoutException) else "transport"
+                FAL_REQUESTS.labels(operation, failure + "_error").observe(elapsed)
                 verdict = (
                     classify_submit_exception(exc) if is_submit else classify_call_exception(exc)
                 )
@@ -210,7 +214,9 @@ class FalTransport:
                     continue
                 raise _exception_error(verdict, exc, operation, attempt) from exc
 
-            latency_ms = round((time.perf_counter() - started) * 1000, 1)
+            elapsed = time.perf_counter() - started
+            latency_ms = round(elapsed * 1000, 1)
+            FAL_REQUESTS.labels(operation, fal_outcome(response.status_code)).observe(elapsed)
             request_id = response.headers.get(REQUEST_ID_HEADER)
             if is_submit:
                 verdict = classify_submit_response(response, policy)
@@ -222,7 +228,7 @@ class FalTransport:
                 endpoint=where,
                 method=method,
                 status=response.status_code,
-                request_id=request_id,
+                fal_request_id=request_id,
                 attempt=attempt,
                 latency_ms=latency_ms,
             )

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 
+import httpx
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
@@ -11,8 +12,9 @@ from app.auth.dependencies import AdminActor, AdminDep, CurrentTenant
 from app.db.session import SessionDep
 from app.kit.money import micros_to_usd, usd_to_micros
 from app.kit.pagination import ListPage
-from app.kit.problems import InputValidationError, problems
-from app.usage import prices, service
+from app.kit.problems import InputValidationError, ProblemError, problems
+from app.usage import prices, reconcile, service
+from app.usage.export import export_csv
 from app.usage.schemas import PriceIn, PriceModel, PriceOut, UsageSummary
 from app.usage.service import GroupBy
 
@@ -51,7 +53,7 @@ async def usage_export(
     """Every billable request in the range, one CSV row each."""
     lo, hi = service.default_range(start, end)
     return _csv(
-        service.export_rows(request.app.state.sessionmaker, start=lo, end=hi, tenant_id=tenant.id),
+        export_csv(request.app.state.driver_pool, start=lo, end=hi, tenant_id=tenant.id),
         f"foley-usage-{lo}-{hi}.csv",
     )
 
@@ -80,7 +82,7 @@ async def admin_usage_export(
 ) -> StreamingResponse:
     lo, hi = service.default_range(start, end)
     return _csv(
-        service.export_rows(request.app.state.sessionmaker, start=lo, end=hi, tenant_id=tenant),
+        export_csv(request.app.state.driver_pool, start=lo, end=hi, tenant_id=tenant),
         f"foley-usage-all-{lo}-{hi}.csv",
     )
 
@@ -131,3 +133,45 @@ async def add_price(body: PriceIn, session: SessionDep, actor: AdminActor) -> Pr
         actor=actor,
     )
     return _price_out(price)
+
+
+class ReconcileUnavailable(ProblemError):
+    status = 503
+    code = "reconcile_unavailable"
+
+
+# fal stamps a request's completion, the ledger its submission: read fal's events this much
+# around the window (as `foley usage reconcile` does).
+_RECONCILE_SLACK = timedelta(hours=2)
+
+
+@admin_router.get(
+    "/reconcile",
+    responses=problems(s503="No fal admin key (FOLEY_FAL_ADMIN_KEY or FAL_KEY), or fal failed."),
+)
+async def reconcile_report(
+    request: Request, session: SessionDep, start: From = None, end: To = None
+) -> dict[str, Any]:
+    """The ledger against fal's billing events over [from, to) (default: this month), as
+    `foley usage reconcile --json` reports it. Read-only: orphans are billed by the CLI's
+    `--bill-orphans` alone."""
+    settings = request.app.state.settings
+    key = settings.fal_admin_key or settings.fal_key
+    if key is None:
+        raise ReconcileUnavailable("Set FOLEY_FAL_ADMIN_KEY (or FAL_KEY) to read fal's billing.")
+    lo_day, hi_day = service.default_range(start, end)
+    lo = datetime.combine(lo_day, time(), UTC)
+    hi = datetime.combine(hi_day, time(), UTC)
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            events = await reconcile.fetch_billing_events(
+                http,
+                settings.fal_platform_url,
+                key.get_secret_value(),
+                lo - _RECONCILE_SLACK,
+                hi + _RECONCILE_SLACK,
+            )
+    except httpx.HTTPError as exc:
+        raise ReconcileUnavailable(f"fal's billing events could not be read: {exc}") from exc
+    report = await reconcile.reconcile(session, events, lo, hi)
+    return {"object": "reconcile_report", "ok": report.ok, **report.to_dict()}

@@ -2,14 +2,19 @@
 
 Kling is a flat price per video. ThinkSound bills compute seconds, known only after the run, so
 the estimate is the video's duration × the compute seconds per video second learnt from this
-gateway's settled jobs (a configured default until enough jobs are seen).
+gateway's settled jobs (a configured default until enough jobs are seen). Output-second models
+(MMAudio, Mirelo, Sonilo) bill what the payload asks for: the output length the gateway sends
+(the video's measured length; before it is measured, the default video length) × the samples;
+per-sample prices bill the samples.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -80,33 +85,40 @@ async def estimate_job(
     settings: Settings,
     *,
     video_duration_s: float | None = None,
+    payload: Mapping[str, Any] | None = None,
 ) -> Estimate:
+    """``payload``: the job's fal payload (how many samples it asks for)."""
+
     async def load_price() -> tuple[str, int] | None:
         price = await price_at(session, spec.id, utcnow())
         return (price.unit, price.unit_price_micros) if price else None
 
     price = await PRICE_CACHE.get_or_load(spec.id, load_price)
     ratio = None
-    if _unit(spec, price) != "video":
+    if _unit(spec, price) == "compute_second":
         ratio = await RATIO_CACHE.get_or_load(
             spec.id, lambda: compute_seconds_per_video_second(session, spec.id, settings)
         )
-    return _estimate(spec, settings, price, ratio, video_duration_s)
+    return _estimate(spec, settings, price, ratio, video_duration_s, payload)
 
 
 def estimate_from_cache(
-    spec: ModelSpec, settings: Settings, *, video_duration_s: float | None = None
+    spec: ModelSpec,
+    settings: Settings,
+    *,
+    video_duration_s: float | None = None,
+    payload: Mapping[str, Any] | None = None,
 ) -> Estimate | None:
     """The estimate when everything it needs is cached (no database); None otherwise."""
     fresh, price = PRICE_CACHE.peek(spec.id)
     if not fresh:
         return None
     ratio = None
-    if _unit(spec, price) != "video":
+    if _unit(spec, price) == "compute_second":
         fresh, ratio = RATIO_CACHE.peek(spec.id)
         if not fresh:
             return None
-    return _estimate(spec, settings, price, ratio, video_duration_s)
+    return _estimate(spec, settings, price, ratio, video_duration_s, payload)
 
 
 def _unit(spec: ModelSpec, price: tuple[str, int] | None) -> str:
@@ -119,11 +131,23 @@ def _estimate(
     price: tuple[str, int] | None,
     ratio: tuple[Decimal, str] | None,
     video_duration_s: float | None,
+    payload: Mapping[str, Any] | None,
 ) -> Estimate:
+    unit = _unit(spec, price)
     duration = video_duration_s
-    if ratio is not None and duration is None:
+    if (ratio is not None or unit == "output_second") and duration is None:
         duration = settings.estimate_default_video_s
-    return _computed(spec.id, _unit(spec, price), price, ratio, duration)
+    output_units = None
+    if unit in ("output_second", "sample"):
+        quantity = spec.output_quantity(spec.payload_for_probe(payload or {}, duration))
+        if unit == "sample":
+            output_units = Decimal(quantity.samples)
+        else:
+            seconds = quantity.seconds_per_sample
+            if seconds is None:  # a model without an output-length field: the video's
+                seconds = Decimal(str(duration))
+            output_units = seconds * quantity.samples
+    return _computed(spec.id, unit, price, ratio, duration, output_units)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -133,10 +157,13 @@ def _computed(
     price: tuple[str, int] | None,
     ratio: tuple[Decimal, str] | None,
     duration: float | None,
+    output_units: Decimal | None,
 ) -> Estimate:
     # Decimal arithmetic on every job creation, for a handful of distinct answers (most jobs
     # give no duration): computed once each. Estimates are immutable, so they are shared.
-    if ratio is None:  # billed per video
+    if output_units is not None:  # billed by what the payload asks for
+        units, basis = output_units.quantize(Decimal("0.000001")), "requested"
+    elif ratio is None:  # billed per video
         units, basis = Decimal(1), "flat"
     else:
         assert duration is not None

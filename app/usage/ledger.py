@@ -10,7 +10,8 @@
   an error is logged and ``foley_usage_unpriced_total`` counts it. Never a silent $0.
 
 Billing rules (fal's, as far as fal documents them; the emulator bills the same way):
-success bills its units (one video, or ``metrics.inference_time`` compute seconds); a 5xx is
+success bills its units (one video, ``metrics.inference_time`` compute seconds, or the output
+seconds asked for times the samples); a 5xx is
 never billed; a 422 from the runner after fal accepted the request bills its compute seconds
 (``FOLEY_BILL_UPSTREAM_422``, on by default; off waives them), and is flagged either way; a
 request canceled while queued at fal costs nothing, one canceled while running bills its compute
@@ -162,6 +163,37 @@ async def _hit_of(session: AsyncSession, job_id: uuid.UUID) -> UsageRecord | Non
     ).first()
 
 
+async def settle_request(
+    session: AsyncSession,
+    job: Job,
+    request_id: str,
+    outcome: Outcome,
+    *,
+    bill_422: bool,
+) -> UsageRecord | None:
+    """Settle one request of a job that goes on (an attempt it fell back from): priced and
+    charged to the budget period the job reserved in, its reservation kept for the next
+    model. Returns the settled record, or None when blocked (no price in force: it stays
+    ``unpriced`` until one exists and reconciliation settles it)."""
+    record = await _locked_record(session, request_id)
+    if record is None:
+        await record_request(session, job, request_id, unit=unit_of(job))
+        record = await _locked_record(session, request_id)
+        assert record is not None
+    if record.status is UsageStatus.settled:
+        return record
+    if not await _price(session, record, outcome, job, bill_422=bill_422):
+        return None
+    await budgets.settle(
+        session,
+        tenant_id=job.tenant_id,
+        period_start=job.budget_period_start,
+        reserved_micros=0,
+        cost_micros=record.cost_micros or 0,
+    )
+    return record
+
+
 async def _locked_record(session: AsyncSession, request_id: str) -> UsageRecord | None:
     stmt = select(UsageRecord).where(UsageRecord.upstream_request_id == request_id)
     return (await session.scalars(stmt.with_for_update())).first()
@@ -187,14 +219,17 @@ async def _price(
         log.error(
             "no price in force: usage not settled",
             model=record.model,
-            request_id=record.upstream_request_id,
+            fal_request_id=record.upstream_request_id,
             job_id=str(job.id),
         )
         return False
-    units = billable_units(price.unit, outcome, bill_422=bill_422)
+    spec = CATALOG.resolve(record.model)
+    output = spec.output_quantity(job.upstream_payload or {}) if spec is not None else None
+    units = billable_units(price.unit, outcome, bill_422=bill_422, output=output)
     if units is None:
-        # A compute-second success without fal's inference time: settle at the estimate rather
-        # than at $0, and flag it for reconciliation.
+        # A compute-second success without fal's inference time (or an output-second one
+        # without its length): settle at the estimate rather than at $0, and flag it for
+        # reconciliation.
         units = Decimal(0)
         record.cost_nanos = record.estimated_cost_micros * NANOS_PER_MICRO
         record.flagged = True

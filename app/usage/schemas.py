@@ -112,9 +112,10 @@ class PriceIn(BaseModel):
         json_schema_extra={"enum": [*CATALOG.names(), CACHE_HIT]},
     )
     unit: str = Field(
-        pattern="^(video|compute_second|output_second|hit)$",
-        description="What one unit is: a video, a compute second at fal, an output second; "
-        "hit for cache_hit (one reused result).",
+        pattern="^(video|compute_second|output_second|sample|hit)$",
+        description="What one unit is: a video, a compute second at fal, an output second "
+        "(every sample's seconds counted), a sample (one output of several); hit for cache_hit "
+        "(one reused result).",
     )
     unit_price_usd: UsdAmount = Field(description="USD per unit, a decimal string.")
     effective_from: UtcDatetime | None = Field(

@@ -1,20 +1,19 @@
-"""Reading usage: summaries from the daily rollups (fast at any ledger size), detailed CSV
-exports streamed from the ledger itself. A total is the sum of what each request cost in
+"""Reading usage: summaries from the daily rollups (fast at any ledger size); the detailed CSV
+export is app.usage.export. A total is the sum of what each request cost in
 nano-dollars, rounded to the micro-dollar once (docs/money.md)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Sequence
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+import asyncpg
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.kit.clock import utcnow
 from app.kit.money import micros_to_usd, nanos_to_micros, nanos_to_usd
@@ -119,101 +118,15 @@ async def summary(
     }
 
 
-CSV_COLUMNS = [
-    "tenant_id",
-    "request_id",
-    "job_id",
-    "model",
-    "endpoint",
-    "unit",
-    "units",
-    "unit_price_usd",
-    "cost_usd",
-    "estimated_cost_usd",
-    "status",
-    "outcome",
-    "flagged",
-    "orphan",
-    "created_at",
-    "settled_at",
-    "cost_usd_exact",
-]
-
-
-EXPORT_ROWS_PER_CHUNK = 1000
-
-
-async def export_rows(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    *,
-    start: date,
-    end: date,
-    tenant_id: uuid.UUID | None,
-) -> AsyncIterator[str]:
-    """The ledger as CSV, streamed with a server-side cursor (constant memory). It opens its own
-    session: the body is streamed after the request's session has closed."""
-    lo = datetime.combine(start, datetime.min.time(), tzinfo=UTC)
-    hi = datetime.combine(end, datetime.min.time(), tzinfo=UTC)
-    r = UsageRecord
-    stmt = (
-        select(
-            r.tenant_id,
-            r.upstream_request_id,
-            r.job_id,
-            r.model,
-            r.endpoint,
-            r.unit,
-            r.units,
-            r.unit_price_micros,
-            r.cost_micros,
-            r.estimated_cost_micros,
-            r.status,
-            r.outcome,
-            r.flagged,
-            r.orphan,
-            r.created_at,
-            r.settled_at,
-            r.cost_nanos,
-        )
-        .where(r.created_at >= lo, r.created_at < hi)
-        .order_by(r.created_at, r.id)
-        .execution_options(yield_per=2000)
+async def spend_this_month(conn: asyncpg.Connection) -> dict[uuid.UUID, int]:
+    """Each tenant's settled spend this calendar month (UTC) in nano-dollars, from the daily
+    rollups (a row per tenant × model × day × status: a month is a few hundred per tenant)."""
+    rows = await conn.fetch(
+        "SELECT tenant_id, sum(cost_nanos) AS nanos FROM usage_daily "
+        "WHERE day >= date_trunc('month', statement_timestamp() AT TIME ZONE 'UTC')::date "
+        "GROUP BY tenant_id"
     )
-    if tenant_id is not None:
-        stmt = stmt.where(r.tenant_id == tenant_id)
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(CSV_COLUMNS)
-    async with sessionmaker() as session:
-        result = await session.stream(stmt)
-        async for rows in result.partitions(EXPORT_ROWS_PER_CHUNK):
-            writer.writerows(
-                (
-                    row.tenant_id,
-                    row.upstream_request_id,
-                    row.job_id or "",
-                    row.model,
-                    row.endpoint,
-                    row.unit,
-                    "" if row.units is None else row.units.normalize(),
-                    micros_to_usd(row.unit_price_micros) or "",
-                    micros_to_usd(row.cost_micros) or "",
-                    micros_to_usd(row.estimated_cost_micros),
-                    row.status.value,
-                    row.outcome or "",
-                    str(row.flagged).lower(),
-                    str(row.orphan).lower(),
-                    row.created_at.isoformat(),
-                    row.settled_at.isoformat() if row.settled_at else "",
-                    nanos_to_usd(row.cost_nanos) or "",
-                )
-                for row in rows
-            )
-            yield buf.getvalue()
-            buf.seek(0)
-            buf.truncate()
-    if buf.tell():
-        yield buf.getvalue()
+    return {row["tenant_id"]: int(row["nanos"] or 0) for row in rows}
 
 
 async def usage_of_jobs(

@@ -74,6 +74,7 @@ async def fal_webhook(
             f"Webhook rejected: {exc.reason}.", code="webhook_signature_invalid"
         ) from exc
     except WebhookKeysUnavailableError as exc:
+        WEBHOOKS_REJECTED.labels(reason="keys_unavailable").inc()
         # fal retries non-2xx deliveries, so a 503 here loses nothing.
         raise WebhookKeysUnavailable("fal's signing keys cannot be fetched right now.") from exc
     outcome = await record_fal_webhook(

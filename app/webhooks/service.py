@@ -36,7 +36,7 @@ async def record_fal_webhook(
 ) -> str:
     """Store the event and point its job at it. Returns the outcome for metrics/logs:
     ``matched``, ``attached`` (an ambiguous submit found its request), ``orphan``,
-    ``duplicate`` or ``unmatched``."""
+    ``earlier_attempt`` (a model the job fell back from), ``duplicate`` or ``unmatched``."""
     claimed_job = _job_from_token(tokens, job_param, token_param)
     inserted = await session.execute(
         insert(FalWebhookEvent)
@@ -67,11 +67,15 @@ async def record_fal_webhook(
         event.state = WebhookEventState.unmatched
         log.warning(
             "fal webhook for an unknown request",
-            request_id=webhook.request_id,
+            fal_request_id=webhook.request_id,
             claimed_job=str(claimed_job) if claimed_job else None,
         )
         return "unmatched"
     event.job_id = job.id
+    if outcome == "earlier_attempt":
+        event.state = WebhookEventState.processed
+        event.processed_at = utcnow()
+        return outcome
     if outcome == "orphan":
         # Another request fal ran for this job (an ambiguous submit that was retried): not the
         # job's result, but billed by fal, so billed to the tenant.
@@ -83,7 +87,7 @@ async def record_fal_webhook(
         log.warning(
             "fal ran a second request for a job; billed as an orphan",
             job_id=str(job.id),
-            request_id=webhook.request_id,
+            fal_request_id=webhook.request_id,
         )
         return "orphan"
     return outcome if deliveries == 1 else "duplicate"

@@ -1,7 +1,7 @@
 """The worker's periodic chores: expired idempotency keys and rate windows, usage that waited
 for a price, ledger rows, webhook deliveries and files past retention, beats of workers long
-gone. Safe to run on every worker at once: each piece is idempotent or takes its rows with SKIP
-LOCKED."""
+gone, and the months of ``job_events`` partitions made ahead. Safe to run on every worker at
+once: each piece is idempotent, takes its rows with SKIP LOCKED, or is taken by one worker."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from app.config import Settings
 from app.db.engine import unit_of_work
 from app.files import retention
 from app.jobs import store
+from app.kit.clock import utcnow
 from app.kit.idempotency import prune_expired
 from app.notifications import repository as webhooks
 from app.storage import Storage
@@ -31,6 +32,7 @@ async def housekeep(
     sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, storage: Storage
 ) -> dict[str, int]:
     """One round; what it did, by chore."""
+    partitions = await _add_event_partitions(sessionmaker)
     async with unit_of_work(sessionmaker) as session:
         done = {
             "idempotency_keys": await prune_expired(session),
@@ -45,6 +47,7 @@ async def housekeep(
             ),
             "worker_beats_pruned": await store.prune_beats(session, GONE_WORKERS),
             "files_removed": 0,
+            "event_partitions_made": partitions,
         }
         if settings.retention_days is not None:
             done["files_removed"] = await retention.remove_expired(
@@ -53,6 +56,22 @@ async def housekeep(
     if any(n for key, n in done.items() if key != "rate_windows"):
         log.info("housekeeping", **done)
     return done
+
+
+async def _add_event_partitions(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    """In a transaction of its own: failing to take the table's lock in time (or a DEFAULT
+    partition already holding rows of a month to make) must not undo the other chores."""
+    try:
+        async with unit_of_work(sessionmaker) as session:
+            made = await store.add_event_partitions(session, utcnow())
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("could not make the job_events partitions ahead; retried next round")
+        return 0
+    if made:
+        log.info("job_events partitions made", partitions=made)
+    return len(made)
 
 
 async def run_housekeeping(

@@ -33,9 +33,11 @@ from app.jobs.steps import StepContext, released_until, run_step
 from app.jobs.steps.context import policy_of
 from app.jobs.store import NEW_JOBS_PAYLOAD, NOTIFY_CHANNEL, JobStore
 from app.kit.clock import utcnow
+from app.metrics import STEP_SLOTS, STEPS, STEPS_RUNNING
 from app.models import Job
 from app.notifications.tasks import Notifications
 from app.storage import Storage
+from app.telemetry.exposition import start_metrics_server
 from app.upstream.fal import FalClient
 from app.upstream.platform import PlatformClient
 from app.webhooks.tokens import JobTokens, resolve_webhook_secret
@@ -169,6 +171,13 @@ class Worker:
             concurrency=self.settings.worker_concurrency,
             fal_concurrency=self.settings.fal_concurrency,
         )
+        STEP_SLOTS.set(self.settings.worker_concurrency)
+        STEPS_RUNNING.set_function(lambda: len(self._running))
+        metrics_server = None
+        if self.settings.worker_metrics_port is not None:
+            metrics_server = await start_metrics_server(
+                self.settings.worker_metrics_host, self.settings.worker_metrics_port
+            )
         # Beating before the first claim: an owner name seen before (a restart) must not look
         # dead to the other workers for a moment.
         await self._beat()
@@ -205,6 +214,8 @@ class Worker:
             except Exception:
                 log.warning("could not remove the worker's beat", owner=self.owner)
             await self.watcher.aclose()
+            if metrics_server is not None:
+                metrics_server.close()
             log.info(
                 "worker stopped",
                 owner=self.owner,
@@ -262,6 +273,7 @@ class Worker:
             await run_step(self.ctx, job)
         finally:
             self.steps_run += 1
+            STEPS.inc()
             self._running.pop(job.id, None)
             due = released_until.get()
             if due is None or due <= utcnow():

@@ -249,3 +249,95 @@ class OwnPostgres:
         with contextlib.suppress(Exception):
             self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def system_postgres_bin() -> Path | None:
+    """The bin directory of an installed Postgres (>= 15) that has pg_stat_statements, else None
+    (the embedded server's build has no contrib modules)."""
+    for lib in sorted(
+        Path("/usr/lib/postgresql").glob("*/lib/pg_stat_statements.so"), reverse=True
+    ):
+        if int(lib.parent.parent.name) >= 15 and (lib.parent.parent / "bin" / "postgres").exists():
+            return lib.parent.parent / "bin"
+    return None
+
+
+class StatementsPostgres:
+    """A Postgres server of the run's own from the system's installation, started with
+    pg_stat_statements loaded (statements per job, by statement) under `root` (removed at
+    `close`). Only this run uses it, so its CPU is the run's. As root, it runs as the `postgres`
+    user (Postgres refuses root)."""
+
+    def __init__(self, root: Path, bin_dir: Path) -> None:
+        import pwd
+
+        self.root, self.bin = root, bin_dir
+        self.data = root / "postgres"  # postgres_cpu() reads <pg_root>/postgres/postmaster.pid
+        self.sock = root / "sock"
+        root.mkdir(mode=0o755, parents=True, exist_ok=True)
+        self.sock.mkdir(exist_ok=True)
+        self._prefix: list[str] = []
+        if os.getuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            for path in (root, self.sock):
+                os.chown(path, pw.pw_uid, pw.pw_gid)
+            self._prefix = ["runuser", "-u", "postgres", "--"]
+        self.user = "postgres" if os.getuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
+        run = partial_run(self._prefix)
+        run(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                self.user,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+            ]
+        )
+        options = (
+            f"-h '' -k {self.sock} -c shared_preload_libraries=pg_stat_statements "
+            "-c pg_stat_statements.track=all -c max_connections=300 -c shared_buffers=256MB"
+        )
+        run([str(bin_dir / "pg_ctl"), "-w", "-D", str(self.data), "-o", options,
+             "-l", str(root / "server.log"), "start"])  # fmt: skip
+        self.server_url = f"postgresql+asyncpg://{self.user}@/postgres?host={self.sock}"
+        asyncio.run(self._extension())
+
+    async def _extension(self, database: str = "postgres") -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(user=self.user, host=str(self.sock), database=database)
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        finally:
+            await conn.close()
+
+    def database(self, name: str) -> Database:
+        from tests.support.database import create_database as create
+
+        url = asyncio.run(create(self.server_url, name))
+        asyncio.run(self._extension(name))
+        return Database(server_url=self.server_url, url=url, name=name, pg_root=self.root)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            partial_run(self._prefix)(
+                [str(self.bin / "pg_ctl"), "-w", "-D", str(self.data), "stop", "-m", "fast"]
+            )
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def partial_run(prefix: list[str]) -> Callable[[list[str]], None]:
+    import subprocess
+
+    def run(cmd: list[str]) -> None:
+        done = subprocess.run([*prefix, *cmd], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            from harness.procs import BenchError
+
+            raise BenchError(f"{' '.join(cmd[:2])}: {(done.stderr or done.stdout).strip()[-500:]}")
+
+    return run

@@ -16,7 +16,7 @@ Downgrading removes what only the cache made: the hits' ledger rows (and the see
 the hits' file rows (their objects are their sources'), so the unique constraint holds again.
 
 Revision ID: 0015
-Revises: 0010
+Revises: 0014
 Create Date: 2026-12-07 16:00:00
 """
 
@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0015"
-down_revision: str | None = "0010"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -79,3 +79,79 @@ def test_non_postgres_urls_are_refused() -> None:
 
     with pytest.raises(ValueError, match="Postgres only"):
         normalize_database_url("sqlite:///x.db")
+
+
+async def test_job_events_keep_their_rows_ids_and_triggers_through_0011(pg_server: str) -> None:
+    # Partitioning job_events copies the rows (ids kept) before the NOTIFY and outbox triggers
+    # are in place: nothing is announced or delivered twice; downgrading copies them back.
+    url = await create_database(pg_server, f"foley_migrations_events_{RUN_ID}", migrate=False)
+    migrate.upgrade(url, "0010")
+    conn = await asyncpg.connect(**asyncpg_dsn(url))
+    try:
+        tenant = await conn.fetchval(
+            "INSERT INTO tenants (id, name) VALUES (gen_random_uuid(), 't') RETURNING id"
+        )
+        job = await conn.fetchval(
+            "INSERT INTO jobs (id, tenant_id, model, endpoint, status, input, upstream_payload, "
+            "metadata, submit_state, submit_attempts, upstream_completed, poll_count, "
+            "webhook_url, created_at) VALUES (gen_random_uuid(), $1, 'm', 'e', 'succeeded', "
+            "'{}', '{}', '{}', 'submitted', 1, true, 0, 'https://hooks.example/job', "
+            "'2026-10-15 12:00+00') RETURNING id",
+            tenant,
+        )
+        events = [(1, "job.created"), (2, "job.started"), (3, "job.succeeded")]
+        for seq, kind in events:
+            await conn.execute(
+                "INSERT INTO job_events (job_id, tenant_id, seq, type, data) "
+                "VALUES ($1, $2, $3, $4, '{}')",
+                job,
+                tenant,
+                seq,
+                kind,
+            )
+        before = await conn.fetch("SELECT id, seq, type FROM job_events ORDER BY id")
+        outbox = await conn.fetchval("SELECT count(*) FROM notification_outbox")
+        assert outbox == 2  # the trigger fired for the deliverable ones, once
+
+        migrate.upgrade(url)
+        after = await conn.fetch(
+            "SELECT id, seq, type, tableoid::regclass::text AS part, job_created_at "
+            "FROM job_events ORDER BY id"
+        )
+        assert [(r["id"], r["seq"], r["type"]) for r in after] == [tuple(r) for r in before]
+        assert {r["part"] for r in after} == {"job_events_y2026m10"}  # the job's month
+        assert {r["job_created_at"].isoformat() for r in after} == {"2026-10-15T12:00:00+00:00"}
+        assert await conn.fetchval("SELECT count(*) FROM notification_outbox") == outbox
+        # The identity goes on after the copied ids; the triggers fire on new events.
+        new_id = await conn.fetchval(
+            "INSERT INTO job_events (job_id, tenant_id, seq, type, data, job_created_at) "
+            "VALUES ($1, $2, 4, 'job.logs', '{}', '2026-10-15 12:00+00') RETURNING id",
+            job,
+            tenant,
+        )
+        assert new_id > before[-1]["id"]
+        assert await conn.fetchval("SELECT count(*) FROM notification_outbox") == outbox + 1
+        # (job_id, seq) stays unique: a job has one creation time, so one partition
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await conn.execute(
+                "INSERT INTO job_events (job_id, tenant_id, seq, type, data, job_created_at) "
+                "VALUES ($1, $2, 4, 'job.logs', '{}', '2026-10-15 12:00+00')",
+                job,
+                tenant,
+            )
+
+        migrate.downgrade(url, "0010")
+        back = await conn.fetch("SELECT id, seq, type FROM job_events ORDER BY id")
+        assert [tuple(r) for r in back] == [*[tuple(r) for r in before], (new_id, 4, "job.logs")]
+        assert await conn.fetchval("SELECT count(*) FROM notification_outbox") == outbox + 1
+        newer = await conn.fetchval(
+            "INSERT INTO job_events (job_id, tenant_id, seq, type, data) "
+            "VALUES ($1, $2, 5, 'job.logs', '{}') RETURNING id",
+            job,
+            tenant,
+        )
+        assert newer > new_id
+        assert await conn.fetchval("SELECT count(*) FROM notification_outbox") == outbox + 2
+    finally:
+        await conn.close()
+        await drop_database(pg_server, str(make_url(url).database))

@@ -43,8 +43,8 @@ async def test_every_committed_event_but_the_creation_is_announced_in_order(
                 raw = await sa_conn.get_raw_connection()
                 driver = raw.driver_connection
                 insert = (
-                    "INSERT INTO job_events (job_id, tenant_id, seq, type, data) "
-                    "SELECT id, tenant_id, $2, $3, '{}'::jsonb FROM jobs WHERE id = $1"
+                    "INSERT INTO job_events (job_id, tenant_id, seq, type, data, job_created_at) "
+                    "SELECT id, tenant_id, $2, $3, '{}'::jsonb, created_at FROM jobs WHERE id = $1"
                 )
                 job_id = uuid.UUID(job["id"])
                 tx = driver.transaction()

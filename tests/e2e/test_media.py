@@ -15,6 +15,7 @@ import av
 import pytest
 
 from app.media.samples import ensure_sample_video
+from tests.e2e.conftest import ADMIN
 from tests.support.clips import Clip, make_bouncing_square
 from tests.support.waiting import eventually
 
@@ -170,6 +171,26 @@ async def test_upload_then_job_through_fals_cdn(gateway, clips: dict[str, Clip])
             json={"model": "thinksound", "input": {"video_file_id": upload["id"]}},
         )
         assert r.status_code == 422 and r.json()["param"] == "input.video_file_id"
+
+
+async def test_an_upload_reaches_fal_for_a_tenant_with_a_budget(
+    gateway, clips: dict[str, Clip]
+) -> None:
+    # A budget sends 'sending' through the general transition (its reservation is re-priced):
+    # the URL fal fetches the upload from must still be in what is submitted.
+    async with gateway(public=True) as gw:
+        r = await gw.client.patch(
+            f"/v1/admin/tenants/{gw.tenant_id}",
+            json={"budget_usd": "5.00"},
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        )
+        assert r.status_code == 200, r.text
+        files = {"file": ("clip.mp4", Path(clips["bounce"].path).read_bytes(), "video/mp4")}
+        upload = (await gw.client.post("/v1/files", files=files, headers=gw.headers)).json()
+        job = await gw.create({"model": "thinksound", "input": {"video_file_id": upload["id"]}})
+        done = await gw.wait(job["id"])
+        assert done["status"] == "succeeded", done["error"]
+        assert done["usage"]["status"] == "settled"
 
 
 async def test_upload_delivered_as_a_signed_gateway_url(gateway, clips: dict[str, Clip]) -> None:

@@ -36,8 +36,8 @@ async def add_endpoint(gw, url: str, **fields: Any) -> dict[str, Any]:  # type: 
 
 # A job.logs event appended as the store would (each its own transaction here).
 APPEND_LOGS = (
-    "INSERT INTO job_events (job_id, tenant_id, seq, type, data) "
-    "SELECT id, tenant_id, $2, 'job.logs', '{}'::jsonb FROM jobs WHERE id = $1"
+    "INSERT INTO job_events (job_id, tenant_id, seq, type, data, job_created_at) "
+    "SELECT id, tenant_id, $2, 'job.logs', '{}'::jsonb, created_at FROM jobs WHERE id = $1"
 )
 
 

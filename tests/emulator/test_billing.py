@@ -118,3 +118,29 @@ def test_runner_422_bills_compute_seconds_unless_switched_off(
 def test_bad_platform_query_is_400(fast_emu: EmulatorProcess) -> None:
     assert _platform(fast_emu, "usage", start="yesterday").status_code == 400
     assert _platform(fast_emu, "usage", timeframe="decade").status_code == 400
+
+
+def test_output_seconds_are_billed_per_sample_and_hunyuan_is_billed_unpublished(
+    fast_emu: EmulatorProcess, fast_client: httpx.Client
+) -> None:
+    mirelo, _ = run(
+        fast_client,
+        fast_emu.base_url,
+        "mirelo-ai/sfx-v1.5/video-to-audio",
+        {**VIDEO, "num_samples": 3, "duration": 4.5},
+    )
+    record = _record(fast_emu, mirelo["request_id"])
+    assert (record["unit"], record["unit_quantity"]) == ("seconds", 13.5)
+    assert record["cost"] == round(13.5 * 0.01, 9)
+    mmaudio, _ = run(
+        fast_client, fast_emu.base_url, "fal-ai/mmaudio-v2", {**VIDEO, "prompt": "x", "duration": 4}
+    )
+    assert _record(fast_emu, mmaudio["request_id"])["unit_quantity"] == 4.0
+    hunyuan, _ = run(
+        fast_client, fast_emu.base_url, "fal-ai/hunyuan-video-foley", {**VIDEO, "text_prompt": "x"}
+    )
+    assert _record(fast_emu, hunyuan["request_id"])["cost"] == 0.02
+    prices = _platform(fast_emu, "pricing").json()["prices"]
+    listed = {p["endpoint_id"] for p in prices}
+    assert "fal-ai/hunyuan-video-foley" not in listed  # fal publishes no price for it
+    assert {"fal-ai/controlfoley", "sonilo/v1.1/video-to-music"} <= listed

@@ -304,3 +304,102 @@ def test_kling_input_over_100_mb_is_file_too_large(
     _, result = run(client, emu.base_url, KLING, {"video_url": oversized_url})
     item = _single_422(result)
     assert (item["loc"], item["type"]) == (["body", "video_url"], "file_too_large")
+
+
+# --- HunyuanVideo-Foley, ControlFoley, Mirelo, Sonilo ----------------------------------------
+HUNYUAN = "fal-ai/hunyuan-video-foley"
+CONTROLFOLEY = "fal-ai/controlfoley"
+MIRELO = "mirelo-ai/sfx-v1.5/video-to-audio"
+SONILO = "sonilo/v1.1/video-to-music"
+
+
+def test_hunyuan_requires_a_text_prompt_and_returns_the_video_with_audio(
+    emu: EmulatorProcess, client: httpx.Client, clip_url: str, clip: Clip, tmp_path: Path
+) -> None:
+    item = _single_422(client.post(f"{emu.base_url}/{HUNYUAN}", json={"video_url": clip_url}))
+    assert (item["loc"], item["type"]) == (["body", "text_prompt"], "missing")
+    bad = {"video_url": clip_url, "text_prompt": "steps", "guidance_scale": 11}
+    item = _single_422(client.post(f"{emu.base_url}/{HUNYUAN}", json=bad))
+    assert (item["loc"], item["type"]) == (["body", "guidance_scale"], "less_than_equal")
+    _, result = run(client, emu.base_url, HUNYUAN, {"video_url": clip_url, "text_prompt": "steps"})
+    body = result.json()
+    assert set(body) == {"video"}
+    streams = _probe(client, body["video"]["url"], tmp_path)
+    assert streams["audio"][1] == pytest.approx(clip.duration_s, abs=0.05)
+
+
+def test_controlfoley_takes_a_2_to_4_s_reference_clip(
+    emu: EmulatorProcess, client: httpx.Client, clip_url: str, tmp_path: Path
+) -> None:
+    from tests.support.clips import make_tone
+
+    good = emu.upload(make_tone(tmp_path / "ref.wav", 3.0), "audio/wav")
+    payload = {"video_url": clip_url, "reference_audio_url": good, "duration": 4.0}
+    _, result = run(client, emu.base_url, CONTROLFOLEY, payload)
+    assert result.status_code == 200, result.text
+    streams = _probe(client, result.json()["video"]["url"], tmp_path)
+    assert streams["audio"][1] == pytest.approx(4.0, abs=0.05)
+
+    long_clip = emu.upload(make_tone(tmp_path / "long.wav", 5.0), "audio/wav")
+    _, result = run(
+        client, emu.base_url, CONTROLFOLEY, {**payload, "reference_audio_url": long_clip}
+    )
+    item = _single_422(result)
+    assert (item["loc"], item["type"]) == (
+        ["body", "reference_audio_url"],
+        "audio_duration_too_long",
+    )
+    short = emu.upload(make_tone(tmp_path / "short.wav", 1.0), "audio/wav")
+    _, result = run(client, emu.base_url, CONTROLFOLEY, {**payload, "reference_audio_url": short})
+    assert _single_422(result)["type"] == "audio_duration_too_short"
+
+
+def test_controlfoley_defaults_to_8_s_of_audio(
+    emu: EmulatorProcess, client: httpx.Client, clip_url: str, tmp_path: Path
+) -> None:
+    _, result = run(client, emu.base_url, CONTROLFOLEY, {"video_url": clip_url})
+    streams = _probe(client, result.json()["video"]["url"], tmp_path)
+    assert streams["audio"][1] == pytest.approx(8.0, abs=0.05)  # the trap: not the video's 4 s
+
+
+def test_mirelo_returns_one_wav_per_sample(
+    emu: EmulatorProcess, client: httpx.Client, clip_url: str, tmp_path: Path
+) -> None:
+    item = _single_422(
+        client.post(f"{emu.base_url}/{MIRELO}", json={"video_url": clip_url, "num_samples": 1})
+    )
+    assert (item["loc"], item["type"]) == (["body", "num_samples"], "greater_than_equal")
+    payload = {"video_url": clip_url, "num_samples": 3, "duration": 2.5, "start_offset": 1.0}
+    _, result = run(client, emu.base_url, MIRELO, payload)
+    files = result.json()["audio"]
+    assert isinstance(files, list) and len(files) == 3
+    digests = set()
+    for file in files:
+        _assert_file(file, "audio/wav", ".wav")
+        streams = _probe(client, file["url"], tmp_path)
+        assert streams["audio"][1] == pytest.approx(2.5, abs=0.01)
+        digests.add(client.get(file["url"]).content)
+    assert len(digests) == 3  # three takes, not one thrice
+    _, result = run(client, emu.base_url, MIRELO, {**payload, "start_offset": 2.0})
+    item = _single_422(result)  # 2 s + 2.5 s runs past the 4 s video
+    assert (item["loc"], item["type"]) == (["body", "duration"], "value_error")
+
+
+def test_sonilo_scores_the_rest_of_the_video_per_sample(
+    emu: EmulatorProcess, client: httpx.Client, clip_url: str, clip: Clip, tmp_path: Path
+) -> None:
+    job, result = run(
+        client, emu.base_url, SONILO, {"video_url": clip_url, "num_samples": 2, "start_offset": 1}
+    )
+    body = result.json()
+    assert body["audio"] == body["audios"][0] and len(body["audios"]) == 2
+    for file in body["audios"]:
+        _assert_file(file, "audio/mp4", ".m4a")
+        streams = _probe(client, file["url"], tmp_path)
+        assert streams["audio"][1] == pytest.approx(clip.duration_s - 1, abs=0.05)
+    # billed what was scored: 3 s x 2 samples
+    assert emu.job(job["request_id"])["usage"]["unit_quantity"] == pytest.approx(6.0, abs=0.01)
+    item = _single_422(
+        client.post(f"{emu.base_url}/{SONILO}", json={"video_url": clip_url, "num_samples": 4})
+    )
+    assert (item["loc"], item["type"]) == (["body", "num_samples"], "less_than_equal")

@@ -1,5 +1,5 @@
-"""Uploads through `POST /v1/files`: a file that is not a whole, readable video is refused,
-deleted, and described to the tenant without our storage layout."""
+"""Uploads through `POST /v1/files`: a file that is not a whole, readable video (or audio
+file) is refused, deleted, and described to the tenant without our storage layout."""
 
 from __future__ import annotations
 
@@ -52,3 +52,18 @@ async def test_an_unreadable_upload_is_described_without_paths_or_tenant_ids(
     assert problem["detail"].startswith("The upload is not a readable video")
     for secret in (str(Path(settings.data_dir).resolve()), str(settings.data_dir), tenant.id):
         assert secret not in r.text
+
+
+async def test_an_audio_file_is_an_upload_typed_by_its_content(
+    api: httpx.AsyncClient, tenant: TenantCreds, tmp_path: Path
+) -> None:
+    from tests.support.clips import make_tone
+
+    # sent as video/mp4: the stored type comes from what the bytes are
+    r = await _upload(api, tenant, make_tone(tmp_path / "ref.wav", 2.5).read_bytes())
+
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["content_type"] == "audio/wav" and body["filename"] == "upload.wav"
+    assert body["probe"]["video"] is None
+    assert body["probe"]["duration_s"] == 2.5

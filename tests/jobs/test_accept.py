@@ -113,9 +113,10 @@ async def test_openapi_documents_the_create_parameters(api: httpx.AsyncClient) -
     def resolve(schema: dict) -> dict:
         return schemas[schema["$ref"].rsplit("/", 1)[-1]] if "$ref" in schema else schema
 
-    # One variant per model (a oneOf on `model`): each the same envelope.
-    variants = resolve(body["content"]["application/json"]["schema"])["oneOf"]
-    assert variants
+    # One variant per model (a oneOf on `model`), or one naming several: each the same envelope.
+    one_model, several = resolve(body["content"]["application/json"]["schema"])["anyOf"]
+    variants = [*resolve(one_model)["oneOf"], several]
+    assert len(variants) > 2
     for variant in map(resolve, variants):
         assert set(variant["required"]) == {"model", "input"}
         assert variant["additionalProperties"] is False
@@ -144,6 +145,35 @@ async def test_estimate_from_cache_only_when_warm(
     assert estimate_from_cache(spec, settings, video_duration_s=4.0) == loaded
     RATIO_CACHE.clear()  # compute seconds come from the learned ratio: it must be cached too
     assert estimate_from_cache(spec, settings, video_duration_s=4.0) is None
+
+
+async def test_output_second_estimates_count_the_samples_and_the_probed_length(
+    sessionmaker: async_sessionmaker, settings: Settings
+) -> None:
+    spec = CATALOG.require("mirelo-sfx")
+    payload = spec.upstream_payload(
+        spec.validate_input({"video_url": "https://media.example/clip.mp4", "samples": 4})
+    )
+    PRICE_CACHE.clear()
+    async with sessionmaker() as session:  # the migration's seeded prices ($0.01 / s)
+        probed = await estimate_job(session, spec, settings, video_duration_s=4.0, payload=payload)
+        unprobed = await estimate_job(session, spec, settings, payload=payload)
+    assert (probed.unit, probed.units, probed.cost_micros) == ("output_second", 16, 160_000)
+    # before the probe: the default video length, within the model's longest output (10 s)
+    expected = min(settings.estimate_default_video_s, 10.0) * 4
+    assert unprobed.units == pytest.approx(expected)
+    # no database needed once the price is cached: no learned ratio for output seconds
+    assert estimate_from_cache(spec, settings, video_duration_s=4.0, payload=payload) == probed
+
+
+async def test_a_model_fal_publishes_no_price_for_has_none_in_force(
+    sessionmaker: async_sessionmaker, settings: Settings
+) -> None:
+    spec = CATALOG.require("hunyuan-foley")
+    PRICE_CACHE.clear()
+    async with sessionmaker() as session:
+        estimate = await estimate_job(session, spec, settings, video_duration_s=4.0)
+    assert estimate.cost_micros is None  # refused where a budget is checked, never reserved at $0
 
 
 @pytest.mark.parametrize(

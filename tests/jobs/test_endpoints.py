@@ -92,6 +92,38 @@ async def test_kling_always_gets_both_prompts(
         ),
         ({"model": "nope", "input": {"video_url": VIDEO}}, "model", "unknown_model"),
         ({"input": {"video_url": VIDEO}}, "model", "missing"),
+        (
+            {**thinksound(), "output": {"audio_format": "opus", "sample_rate": 44100}},
+            "output.sample_rate",
+            "rate_not_in_format",
+        ),
+        (
+            {**thinksound(), "output": {"mix": {"duck_db": 0}}},
+            "output.mix",
+            "mix_needs_mix_mode",
+        ),
+        ({**thinksound(), "output": {"audio_mode": "karaoke"}}, "output.audio_mode", "enum"),
+        ({**thinksound(), "output": {"sample_rate": 96000}}, "output.sample_rate", "literal_error"),
+        (
+            {**thinksound(), "output": {"loudness": {"target_lufs": 3}}},
+            "output.loudness.target_lufs",
+            "less_than",
+        ),
+        ({**thinksound(), "output": {"volume": 11}}, "output.volume", "extra_forbidden"),
+        ({**thinksound(), "model": ["thinksound", "nope"]}, "model.1", "unknown_model"),
+        (
+            {**thinksound(), "model": ["thinksound", "fal-ai/thinksound"]},
+            "model.1",
+            "duplicate_model",
+        ),
+        # Kling takes no seed: the input must suit every model named
+        (
+            {**thinksound(seed=3), "model": ["thinksound", "kling-video-to-audio"]},
+            "input.seed",
+            "extra_forbidden",
+        ),
+        ({**thinksound(), "model": []}, "model", "too_short"),
+        ({**thinksound(colour="red"), "model": "auto"}, "input", "no_model_takes_input"),
     ],
 )
 async def test_bad_input_is_a_422_naming_the_field(
@@ -295,9 +327,96 @@ async def test_models_catalog(api: httpx.AsyncClient, tenant: TenantCreds) -> No
     assert (await api.get("/v1/models/nope", headers=tenant.headers)).status_code == 404
 
 
+async def test_models_catalog_shows_units_limits_and_several_outputs(
+    api: httpx.AsyncClient, tenant: TenantCreds
+) -> None:
+    r = await api.get("/v1/models", headers=tenant.headers)
+    models = {m["id"]: m for m in r.json()["data"]}
+    assert len(models) == 8
+    mirelo = models["mirelo-ai/sfx-v1.5/video-to-audio"]
+    assert mirelo["price"] == {"unit": "output_second", "price_usd": "0.010000"}
+    assert mirelo["outputs"] == ["audio", "samples"]
+    assert (mirelo["limits"]["min_duration_s"], mirelo["limits"]["max_duration_s"]) == (1.0, 10.0)
+    samples = mirelo["input_schema"]["properties"]["samples"]
+    assert (samples["minimum"], samples["maximum"], samples["default"]) == (2, 8, 2)
+    assert "duration" not in mirelo["input_schema"]["properties"]  # the gateway's to set
+    assert models["sonilo/v1.1/video-to-music"]["limits"]["max_duration_s"] == 600.0
+    assert models["fal-ai/hunyuan-video-foley"]["price"] == {"unit": "video", "price_usd": None}
+    control = models["fal-ai/controlfoley"]
+    assert control["limits"]["audio_inputs"] == [
+        {
+            "fields": ["reference_audio_url", "reference_audio_file_id"],
+            "min_duration_s": 2.0,
+            "max_duration_s": 4.0,
+        }
+    ]
+    r = await api.get("/v1/models/mmaudio", headers=tenant.headers)
+    assert r.json()["price"] == {"unit": "output_second", "price_usd": "0.001000"}
+
+
 async def test_health(api: httpx.AsyncClient, connection: AsyncConnection) -> None:
     assert (await api.get("/healthz")).json() == {"status": "ok"}
     r = await api.get("/readyz")
     assert r.status_code == 200, r.text
     assert r.json()["checks"] == {"database": "ok", "migrations": "ok"}
     await connection.execute(text("SELECT 1"))
+
+
+async def test_output_options_are_kept_with_every_default_filled_in(
+    api: httpx.AsyncClient, tenant: TenantCreds, connection: AsyncConnection
+) -> None:
+    plain = await api.post("/v1/jobs", json=thinksound(), headers=tenant.headers)
+    assert plain.json()["output"] is None  # the model's outputs as they came
+    r = await api.post(
+        "/v1/jobs", json={**thinksound(), "output": {"audio_mode": "mix"}}, headers=tenant.headers
+    )
+    assert r.status_code == 202, r.text
+    expected = {
+        "audio_mode": "mix",
+        "audio_format": "aac",
+        "sample_rate": 48000,
+        "channels": 2,
+        "loudness": {"target_lufs": -16.0, "true_peak_dbtp": -1.0},
+        "mix": {"original_gain_db": 0.0, "generated_gain_db": -4.0, "duck_db": 12.0},
+    }
+    assert r.json()["output"] == expected
+    stored = (
+        await connection.execute(
+            select(Job.output_options).where(Job.id == uuid.UUID(r.json()["id"]))
+        )
+    ).scalar_one()
+    assert stored == expected
+    is_null = (
+        await connection.execute(
+            text("SELECT output_options IS NULL FROM jobs WHERE id = :id"),
+            {"id": uuid.UUID(plain.json()["id"])},
+        )
+    ).scalar_one()
+    assert is_null  # SQL NULL, not JSON null
+    loud_off = await api.post(
+        "/v1/jobs", json={**thinksound(), "output": {"loudness": None}}, headers=tenant.headers
+    )
+    assert loud_off.json()["output"]["loudness"] is None
+
+
+async def test_a_job_naming_several_models_starts_on_the_first(
+    api: httpx.AsyncClient, tenant: TenantCreds, connection: AsyncConnection
+) -> None:
+    r = await api.post(
+        "/v1/jobs",
+        json={**thinksound(prompt="rain"), "model": ["kling-video-to-audio", "thinksound"]},
+        headers=tenant.headers,
+    )
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["model"] == "fal-ai/kling-video/video-to-audio"
+    assert job["models"] == ["fal-ai/kling-video/video-to-audio", "fal-ai/thinksound"]
+    assert job["attempts"] == []
+    (candidates,) = (
+        await connection.execute(select(Job.candidates).where(Job.id == uuid.UUID(job["id"])))
+    ).one()
+    # each with the payload fal gets for it (Kling always gets both prompts)
+    assert candidates[0]["upstream_payload"]["sound_effect_prompt"] == "rain"
+    assert candidates[1]["upstream_payload"] == {"video_url": VIDEO, "prompt": "rain"}
+    one = await api.post("/v1/jobs", json=thinksound(), headers=tenant.headers)
+    assert one.json()["models"] is None

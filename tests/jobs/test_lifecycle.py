@@ -42,6 +42,10 @@ class FakeJob:
     inference_s: float | None = None
     queue_position: int | None = None
     logs: list[dict[str, Any]] = field(default_factory=list)
+    model: str = "fal-ai/thinksound"
+    endpoint: str = "fal-ai/thinksound"
+    candidates: list[dict[str, Any]] | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
     next_action_at: datetime | None = T0
     result: dict[str, Any] | None = None
     cache_source_id: uuid.UUID | None = None
@@ -49,6 +53,8 @@ class FakeJob:
     settled: int = 0
     billed: str | None = None  # the settled outcome's kind (None: nothing reached fal)
     events: list[str] = field(default_factory=list)
+    settled_requests: list[str] = field(default_factory=list)  # fal requests settled, in order
+    peak_at_fal: int = 0  # the most requests that may have existed at fal at once
 
 
 def apply(
@@ -56,6 +62,8 @@ def apply(
 ) -> lc.Transition:
     """What app.jobs.store.JobStore does with a transition, minus the database."""
     t = lc.decide(job, event, now=now, policy=policy)
+    if t.settle_request is not None:
+        job.settled_requests.append(t.settle_request.request_id)
     for column, value in t.changes.items():
         if hasattr(job, column):
             setattr(job, column, value)
@@ -66,8 +74,17 @@ def apply(
     if t.settle is not None:
         job.settled += 1
         job.billed = t.settle.outcome.kind if t.settle.outcome else None
+        if t.settle.outcome is not None and job.upstream_request_id is not None:
+            job.settled_requests.append(job.upstream_request_id)
     job.events += [kind for kind, _ in t.events]
     return t
+
+
+def candidates(n: int) -> list[dict[str, Any]]:
+    return [
+        {"model": f"model-{i}", "endpoint": f"fal-ai/model-{i}", "upstream_payload": {"i": i}}
+        for i in range(n)
+    ]
 
 
 def log(msg: str) -> dict[str, Any]:
@@ -425,13 +442,17 @@ SUBMIT_SEQUENCES = st.lists(st.tuples(SUBMIT_EVENTS, st.integers(0, 150)), max_s
 
 
 def run(
-    events: list[tuple[lc.Event, int]], policy: lc.Policy, *, deadline_s: int | None = None
+    events: list[tuple[lc.Event, int]],
+    policy: lc.Policy,
+    *,
+    deadline_s: int | None = None,
+    models: int = 1,
 ) -> tuple[FakeJob, int]:
     """The job after the events (each ``seconds`` after the one before); how many submits left
     while a request from an earlier one may still have existed at fal. ``deadline_s``: the
-    job's Cancel-After, from its creation."""
+    job's Cancel-After, from its creation; ``models``: how many it names."""
     deadline = None if deadline_s is None else T0 + timedelta(seconds=deadline_s)
-    job = FakeJob(cancel_after_at=deadline)
+    job = FakeJob(cancel_after_at=deadline, candidates=candidates(models) if models > 1 else None)
     ran = False
     maybe_at_fal = 0
     overlapping = 0
@@ -445,9 +466,19 @@ def run(
             assert isinstance(event, lc.CancelRequested) and job.status.terminal
             continue
         after = t.changes.get("submit_state", before)
-        if before is SubmitState.pending and after is SubmitState.sending:
+        if "attempts" in t.changes:
+            # Fell back: only from a request that ended at fal, or from none.
+            assert before is not SubmitState.ambiguous, event
+            assert isinstance(
+                event, lc.Ended | lc.SubmitRefused | lc.InputRejected | lc.BudgetRefused
+            ), event
+            assert after is SubmitState.pending and job.status is JobStatus.queued
+            assert len(job.attempts) < policy.max_attempts
+            maybe_at_fal = 0
+        elif before is SubmitState.pending and after is SubmitState.sending:
             overlapping += maybe_at_fal > 0
             maybe_at_fal += 1
+            job.peak_at_fal = max(job.peak_at_fal, maybe_at_fal)
         if after is SubmitState.pending and before is not SubmitState.pending:
             # Back to pending only when no request can exist: fal refused it before its queue
             # (from 'sending'), or fal's own list shows it never arrived; the retry policy's
@@ -462,6 +493,7 @@ def run(
             if deadline is not None and job.cancel_requested_at is None:
                 assert job.next_action_at <= deadline, f"due after the deadline: {event}"
         assert job.settled == (1 if job.status.terminal else 0)
+        assert len(set(job.settled_requests)) == len(job.settled_requests), "billed twice"
         ran = ran or job.status is JobStatus.processing or job.started_at is not None
         if job.cache_source_id is not None:
             # A hit: only on a job no request of which may exist at fal (never sent, or
@@ -504,8 +536,11 @@ def test_never_a_second_upstream_request_by_our_doing(events: list[tuple[lc.Even
 @settings(max_examples=500, deadline=None)
 @given(st.one_of(SEQUENCES, SUBMIT_SEQUENCES, SUBMIT_SEQUENCES))
 def test_the_retry_policy_allows_one_resubmit_at_most(events: list[tuple[lc.Event, int]]) -> None:
-    _, overlapping = run(events, replace(POLICY, retry_ambiguous=True))
-    assert overlapping <= 1
+    # At most two requests of the job may exist at fal: the ambiguous one and its resubmit. (A
+    # resubmit that fal certainly refused, SubmitFailed, created nothing: the one after it is
+    # still the only resubmit that may exist.)
+    job, _ = run(events, replace(POLICY, retry_ambiguous=True))
+    assert job.peak_at_fal <= 2
 
 
 @settings(max_examples=300, deadline=None)
@@ -521,3 +556,107 @@ def test_a_terminal_job_absorbs_every_event(
             lc.decide(job, late, now=T0, policy=POLICY)
     else:
         assert lc.decide(job, late, now=T0, policy=POLICY) is lc.NOTHING
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(SEQUENCES, SUBMIT_SEQUENCES), st.integers(2, 4), st.integers(1, 4))
+def test_a_job_naming_several_models_bills_each_request_once_and_falls_back_safely(
+    events: list[tuple[lc.Event, int]], models: int, max_attempts: int
+) -> None:
+    """Any sequence of events on a job naming several models: never a second request while one
+    may exist at fal, each request settled once, at most max_attempts models, always an end."""
+    policy = replace(POLICY, max_attempts=max_attempts)
+    job, overlapping = run(events, policy, models=models)
+    assert overlapping == 0
+    assert len(job.attempts) <= min(models, max_attempts) - 1
+    apply(job, lc.TimedOut(timedelta(hours=1)), T0 + timedelta(hours=2), policy)
+    assert job.status.terminal and job.settled == 1
+
+
+def _runner_error(status: int = 503) -> lc.Ended:
+    failed = ResultFailed(status, None, "runner_disconnected", "Runner disconnected", True)
+    return lc.Ended(failed, 2.0, None)
+
+
+def test_a_runner_error_moves_the_job_to_its_next_model_and_bills_the_first() -> None:
+    job = FakeJob(candidates=candidates(2), model="model-0", endpoint="fal-ai/model-0")
+    apply(job, lc.SubmitStarting(), T0)
+    apply(job, submitted("req-1"), T0)
+    t = apply(job, _runner_error(), T0 + timedelta(seconds=5))
+    assert t.settle_request == lc.SettleRequest("req-1", lc.Outcome("upstream_5xx", 2.0))
+    assert t.settle is None and t.wake == "job" and t.next_action_at == T0 + timedelta(seconds=5)
+    assert (job.model, job.endpoint, job.status, job.submit_state) == (
+        "model-1",
+        "fal-ai/model-1",
+        JobStatus.queued,
+        SubmitState.pending,
+    )
+    assert job.upstream_request_id is None and job.submit_attempts == 0
+    (attempt,) = job.attempts
+    assert attempt["model"] == "model-0" and attempt["request_id"] == "req-1"
+    assert attempt["error"]["code"] == "upstream_runner_error"
+    assert job.events[-1] == "job.fallback"
+    # the second model runs it to the end: its own request, settled at the end
+    apply(job, lc.SubmitStarting(), T0 + timedelta(seconds=6))
+    apply(job, submitted("req-2"), T0 + timedelta(seconds=6))
+    apply(job, lc.Succeeded({}, {}, 1.0, None), T0 + timedelta(seconds=9))
+    assert job.status is JobStatus.succeeded and job.settled_requests == ["req-1", "req-2"]
+
+
+@pytest.mark.parametrize(
+    ("event", "falls_back"),
+    [
+        (lc.InputRejected("video_too_long", "too long", {"duration_s": 21.0}), True),
+        (lc.InputRejected("video_unreadable", "not a video"), False),
+        (lc.BudgetRefused("budget_exceeded", "over budget"), True),
+        (lc.SubmitRefused("upstream_account_locked", "locked", None, created=False), True),
+        (lc.SubmitRefused("upstream_validation", "bad input", None, created=False), False),
+    ],
+)
+def test_only_what_is_not_the_inputs_fault_moves_a_job_on(
+    event: lc.Event, falls_back: bool
+) -> None:
+    job = FakeJob(candidates=candidates(2), model="model-0")
+    if isinstance(event, lc.SubmitRefused):
+        apply(job, lc.SubmitStarting(), T0)
+    t = apply(job, event, T0)
+    assert ("attempts" in t.changes) is falls_back
+    assert job.status is (JobStatus.queued if falls_back else JobStatus.failed)
+    assert t.settle_request is None  # nothing was created at fal: nothing to bill
+
+
+def test_a_422_from_the_runner_or_a_cancel_ends_the_job_where_it_is() -> None:
+    job = FakeJob(candidates=candidates(2), model="model-0")
+    apply(job, lc.SubmitStarting(), T0)
+    apply(job, submitted("req-1"), T0)
+    validation = lc.Ended(ResultFailed(422, None, None, [{"msg": "bad"}], False), 1.0, None)
+    assert "attempts" not in lc.decide(job, validation, now=T0, policy=POLICY).changes
+    apply(job, lc.CancelRequested(), T0)
+    t = apply(job, _runner_error(), T0)
+    assert job.status is JobStatus.failed and "attempts" not in t.changes
+
+
+def test_the_last_model_fails_the_job_with_every_attempt_kept() -> None:
+    job = FakeJob(candidates=candidates(2), model="model-0")
+    for rid in ("req-1", "req-2"):
+        apply(job, lc.SubmitStarting(), T0)
+        apply(job, submitted(rid), T0)
+        apply(job, _runner_error(), T0)
+    assert job.status is JobStatus.failed and job.events[-1] == "job.failed"
+    assert [a["request_id"] for a in job.attempts] == ["req-1"]
+    assert job.settled_requests == ["req-1", "req-2"]
+
+
+def test_a_resubmit_fal_refused_is_not_a_second_request_at_fal() -> None:
+    """The retry policy's one resubmit of an ambiguous submit fails before reaching fal: the
+    submit after it is still the only other request that may exist (found by hypothesis)."""
+    events: list[tuple[lc.Event, int]] = [
+        (lc.SubmitStarting(), 0),
+        (lc.SubmitAmbiguous("timeout"), 0),
+        (lc.AmbiguousDue(), 200),
+        (lc.SubmitStarting(), 0),
+        (lc.SubmitFailed("503", None), 0),
+        (lc.SubmitStarting(), 10),
+    ]
+    job, _ = run(events, replace(POLICY, retry_ambiguous=True))
+    assert job.submit_state is SubmitState.sending and job.peak_at_fal == 2

@@ -69,3 +69,78 @@ async def test_an_unreadable_input_is_rejected_and_leaves_nothing(
 
     assert caught.value.code == "video_unreadable"
     assert list(work.iterdir()) == []
+
+
+async def _check_model(
+    model: str, job_input: dict[str, object], settings: Settings, tmp_dir: Path
+) -> preflight_module.Checked:
+    spec = CATALOG.require(model)
+    return await preflight(
+        spec=spec,
+        job_input=job_input,
+        upload=None,
+        settings=settings,
+        storage=LocalStorage(tmp_dir.parent / "storage"),
+        fal=None,
+        tmp_dir=tmp_dir,
+        job_id=uuid.uuid4(),
+        secret=b"",
+    )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "code"),
+    [(1.0, "audio_too_short"), (3.0, None), (4.5, "audio_too_long")],
+)
+async def test_a_reference_clip_is_probed_and_held_to_its_range(
+    settings: Settings, tmp_path: Path, seconds: float, code: str | None
+) -> None:
+    from tests.support.clips import make_tone
+
+    clip = make_bouncing_square(tmp_path / "clip.mp4", duration_s=2.0, width=96, height=64)
+    tone = make_tone(tmp_path / "ref.wav", seconds)
+    reference = "data:audio/wav;base64," + base64.b64encode(tone.read_bytes()).decode()
+    work = tmp_path / "work"
+    work.mkdir()
+    job_input = {"video_url": _data_uri(clip.path), "reference_audio_url": reference}
+    if code is None:
+        checked = await _check_model("controlfoley", job_input, settings, work)
+        assert checked.payload_updates == {}  # a URL stands as given
+    else:
+        with pytest.raises(InputRejected) as caught:
+            await _check_model("controlfoley", job_input, settings, work)
+        assert caught.value.code == code
+        assert caught.value.measured["param"] == "input.reference_audio_url"
+        assert caught.value.measured["duration_s"] == pytest.approx(seconds, abs=0.01)
+    assert list(work.iterdir()) == []
+
+
+async def test_a_reference_that_is_not_audio_is_unreadable(
+    settings: Settings, tmp_path: Path
+) -> None:
+    clip = make_bouncing_square(tmp_path / "clip.mp4", duration_s=2.0, width=96, height=64)
+    work = tmp_path / "work"
+    work.mkdir()
+    job_input = {"video_url": _data_uri(clip.path), "reference_audio_url": _data_uri(clip.path)}
+    with pytest.raises(InputRejected) as caught:  # a silent video has no audio stream
+        await _check_model("controlfoley", job_input, settings, work)
+    assert caught.value.code == "audio_unreadable"
+
+
+async def test_a_start_offset_must_leave_a_second_of_video(
+    settings: Settings, tmp_path: Path
+) -> None:
+    clip = make_bouncing_square(tmp_path / "clip.mp4", duration_s=2.0, width=96, height=64)
+    work = tmp_path / "work"
+    work.mkdir()
+    url = _data_uri(clip.path)
+    checked = await _check_model(
+        "mirelo-sfx", {"video_url": url, "start_offset": 1.0}, settings, work
+    )
+    assert checked.duration_s == pytest.approx(2.0, abs=0.05)
+    with pytest.raises(InputRejected) as caught:
+        await _check_model("mirelo-sfx", {"video_url": url, "start_offset": 1.5}, settings, work)
+    assert (caught.value.code, caught.value.measured["param"]) == (
+        "start_offset_too_late",
+        "input.start_offset",
+    )

@@ -3,37 +3,14 @@ asset comes from the gateway itself (app.kit.api_docs)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
 from app.config import Settings
 from app.main import create_app
+from tests.support.browser import LOOPBACK_ONLY_ARGS, chromium, only_loopback
 from tests.support.serve import serving
-
-CHROMIUM = Path("/usr/bin/chromium")
-
-
-def _chromium() -> Path:
-    """Debian's chromium, installed if missing (Playwright never downloads a browser here)."""
-    if CHROMIUM.exists():
-        return CHROMIUM
-    reason = "chromium is not installed and apt-get could not install it"
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
-        pytest.skip(f"{reason} (no apt-get, or not root)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)  # noqa: S603
-        if done.returncode != 0 and cmd[1] == "install":
-            pytest.skip(f"{reason}: {done.stderr.strip()[-300:]}")
-    if not CHROMIUM.exists():
-        pytest.skip(reason)
-    return CHROMIUM
 
 
 @pytest.fixture
@@ -52,30 +29,16 @@ async def served(settings: Settings, engine) -> AsyncIterator[str]:  # type: ign
     ],
 )
 async def test_docs_render_offline(served: str, path: str, rendered: str) -> None:
-    chromium = _chromium()
+    executable = chromium()
     from playwright.async_api import async_playwright
 
     left_loopback: list[str] = []
     failed: list[str] = []
     async with async_playwright() as p:
-        browser = await p.chromium.launch(
-            executable_path=str(chromium),
-            # Belt and braces: no name resolves but loopback, on top of the routing below.
-            args=["--no-sandbox", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"],
-        )
+        browser = await p.chromium.launch(executable_path=str(executable), args=LOOPBACK_ONLY_ARGS)
         try:
             page = await browser.new_page()
-
-            async def only_loopback(route, request) -> None:  # type: ignore[no-untyped-def]
-                if urlsplit(request.url).hostname == "127.0.0.1" or request.url.startswith(
-                    ("data:", "blob:")
-                ):
-                    await route.continue_()
-                else:
-                    left_loopback.append(request.url)
-                    await route.abort()
-
-            await page.route("**/*", only_loopback)
+            await only_loopback(page, left_loopback)
             page.on("requestfailed", lambda request: failed.append(request.url))
             await page.goto(served + path)
             await page.wait_for_selector(rendered, state="attached", timeout=30_000)

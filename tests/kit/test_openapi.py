@@ -142,7 +142,12 @@ def test_typed_responses(spec: dict[str, Any]) -> None:
 
 def test_a_jobs_input_is_described_per_model(spec: dict[str, Any]) -> None:
     body = spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]
-    job = resolve(spec, body["schema"])
+    one_model, several = resolve(spec, body["schema"])["anyOf"]
+    # a job naming several models (or auto): the input every one of them takes
+    several = resolve(spec, several)
+    assert set(several["properties"]["model"]["anyOf"][0]) >= {"type", "items", "minItems"}
+    assert several["properties"]["model"]["anyOf"][1] == {"const": "auto", "type": "string"}
+    job = resolve(spec, one_model)
     assert job["discriminator"]["propertyName"] == "model"
     mapping = job["discriminator"]["mapping"]
     assert set(mapping) == set(CATALOG.names())

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from app.media import AudioFormat, PcmFormat, file_suffix, probe
-from app.media.encode import check_format, mux_onto_video, write_audio_file
+from app.media.encode import check_format, copy_audio_track, mux_onto_video, write_audio_file
+from app.media.errors import MediaError
 from tests.media.conftest import decode_audio
 from tests.support.clips import Clip
 
@@ -84,3 +85,36 @@ def test_the_sound_goes_onto_the_video_copied_packet_for_packet(
 
 def probe_codec(fmt: AudioFormat) -> str:
     return {"wav": "pcm_s16le"}.get(fmt.value, fmt.value)
+
+
+@pytest.mark.parametrize("fmt", list(AudioFormat))
+def test_the_audio_alone_is_copied_out_of_the_video_packet_for_packet(
+    tmp_path: Path, mp4_with_audio: Clip, fmt: AudioFormat
+) -> None:
+    pcm = PcmFormat(48_000, 2)
+    video = tmp_path / f"video{file_suffix(fmt, with_video=True)}"
+    mux_onto_video(mp4_with_audio.path, tone_blocks(pcm, 4.0), video, fmt=fmt, pcm=pcm)
+    alone = tmp_path / f"audio{file_suffix(fmt, with_video=False)}"
+
+    copy_audio_track(video, alone, fmt=fmt)
+
+    with av.open(str(alone)) as copied, av.open(str(video)) as source:
+        # The same bytes (a WAV demuxer cuts PCM into packets of its own size)
+        assert b"".join(bytes(p) for p in copied.demux(audio=0) if p.size) == b"".join(
+            bytes(p) for p in source.demux(audio=0) if p.size
+        )
+    info = probe(alone)
+    assert info.video is None and info.audio is not None
+    assert info.audio.codec == probe_codec(fmt) and info.audio.sample_rate == 48_000
+    assert info.duration_s == pytest.approx(4.0, abs=0.03)
+    # ...decoding to the same sound (Ogg trims Opus's end padding, which MP4 leaves in)
+    ours, theirs = decode_audio(alone)[0], decode_audio(video)[0]
+    assert ours.shape[1] == pytest.approx(4.0 * 48_000, abs=0.03 * 48_000)
+    n = min(ours.shape[1], theirs.shape[1])
+    np.testing.assert_allclose(ours[:, :n], theirs[:, :n], atol=1e-6)
+
+
+def test_a_file_without_sound_has_no_audio_to_copy(tmp_path: Path, mp4_without_audio: Clip) -> None:
+    with pytest.raises(MediaError, match="no audio"):
+        copy_audio_track(mp4_without_audio.path, tmp_path / "a.m4a", fmt=AudioFormat.AAC)
+    assert list(tmp_path.iterdir()) == []

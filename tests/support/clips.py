@@ -329,3 +329,18 @@ def _write_sine(
         frame.pts = start
         out.mux(stream.encode(frame))
     out.mux(stream.encode(None))
+
+
+def make_tone(path: Path, seconds: float, *, frequency: float = 330.0, rate: int = 44100) -> Path:
+    """A mono 16-bit WAV of a sine tone, ``seconds`` long (a reference audio clip)."""
+    import wave
+
+    t = np.arange(round(seconds * rate)) / rate
+    pcm = (0.3 * np.sin(2 * np.pi * frequency * t) * 32767).astype("<i2")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(rate)
+        handle.writeframes(pcm.tobytes())
+    return path

@@ -167,7 +167,7 @@ async def test_each_call_is_logged_with_endpoint_status_request_id_attempt_laten
     with capture_logs() as logs:
         await make_client(replies(nginx(502), ok_submit())).submit(ENDPOINT, {})
     calls = [entry for entry in logs if entry["event"] == "upstream.call"]
-    assert [(c["status"], c["attempt"], c["request_id"]) for c in calls] == [
+    assert [(c["status"], c["attempt"], c["fal_request_id"]) for c in calls] == [
         (502, 1, None),
         (200, 2, RID),
     ]

@@ -22,6 +22,9 @@ Rules the tests hold the machine to:
   once;
 * a live job always has a next action time: nothing is stranded, and every job ends, at the
   latest when it times out;
+* a job that names several models moves on to the next only for a failure that is not the
+  input's fault, never after an ambiguous submit or a cancel, at most ``max_attempts`` times
+  (app.jobs.lifecycle.fallback); each request fal ran is settled once, when its attempt ends;
 * a job with a Cancel-After deadline is next due no later than that deadline until it is
   canceled; it ends ``aborted`` (at no cost) only if it never ran at fal;
 * a result-cache hit (``CacheHit``) ends a job that never left the gateway ``succeeded`` at
@@ -66,6 +69,7 @@ from app.jobs.lifecycle.transitions import (
     NotApplicable,
     Policy,
     Settle,
+    SettleRequest,
     Transition,
 )
 from app.usage.billing import Outcome
@@ -98,6 +102,7 @@ __all__ = [
     "Reschedule",
     "RetryLater",
     "Settle",
+    "SettleRequest",
     "SubmitAmbiguous",
     "SubmitFailed",
     "SubmitRefused",

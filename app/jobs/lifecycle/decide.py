@@ -15,6 +15,7 @@ from app.jobs.lifecycle.endings import (
     finish,
     upstream_error,
 )
+from app.jobs.lifecycle.fallback import fall_back_or
 from app.jobs.lifecycle.transitions import (
     MAX_LOG_LINES,
     MAX_PREFLIGHT_TRIES,
@@ -66,8 +67,10 @@ def _decide(job: JobLike, event: ev.Event, *, now: datetime, policy: Policy) -> 
                 billed=Outcome("unknown", job.inference_s) if job.upstream_request_id else None,
             )
         case ev.InputRejected(code=code, message=message, details=details):
-            return finish(
-                job, now, JobStatus.failed, error=error_of(code, message, details=details or None)
+            error = error_of(code, message, details=details or None)
+            ending = finish(job, now, JobStatus.failed, error=error)
+            return fall_back_or(
+                job, now, policy, ending, code=code, message=message, details=details or None
             )
         case ev.InputUnavailable(message=message):
             tries = job.poll_count + 1
@@ -89,8 +92,11 @@ def _decide(job: JobLike, event: ev.Event, *, now: datetime, policy: Policy) -> 
         case ev.CacheHit():
             return _cache_hit(job, event, now)
         case ev.BudgetRefused(code=code, message=message, details=details):
-            return finish(
+            ending = finish(
                 job, now, JobStatus.failed, error=error_of(code, message, details=details)
+            )
+            return fall_back_or(
+                job, now, policy, ending, code=code, message=message, details=details
             )
         case ev.Submitted():
             return _submitted(job, event, now, policy)
@@ -117,12 +123,17 @@ def _decide(job: JobLike, event: ev.Event, *, now: datetime, policy: Policy) -> 
             state = SubmitState.submitted if created else job.submit_state
             if not created and state is SubmitState.sending:
                 state = SubmitState.pending
-            return finish(
+            ending = finish(
                 job,
                 now,
                 JobStatus.failed,
                 error=error_of(code, message, upstream),
                 changes={"submit_state": state},
+            )
+            if created:  # it exists at fal: its own ending, whatever it costs
+                return ending
+            return fall_back_or(
+                job, now, policy, ending, code=code, message=message, upstream=upstream
             )
         case ev.FoundMidSend():
             if job.submit_state is not SubmitState.sending:
@@ -221,7 +232,7 @@ def _decide(job: JobLike, event: ev.Event, *, now: datetime, policy: Policy) -> 
                 },
             )
         case ev.Ended():
-            return _ended(job, event, now)
+            return _ended(job, event, now, policy)
         case ev.CancelSent(not_found=not_found):
             if not_found:  # dropped from fal's queue: it never ran
                 status, error = canceled(job, ran=False, message="Canceled.")
@@ -416,7 +427,7 @@ def _new_logs(
     return (("job.logs", {"lines": fresh[-MAX_LOG_LINES:]}),)
 
 
-def _ended(job: JobLike, event: ev.Ended, now: datetime) -> Transition:
+def _ended(job: JobLike, event: ev.Ended, now: datetime, policy: Policy) -> Transition:
     outcome = event.outcome
     inference = event.inference_s if event.inference_s is not None else job.inference_s
     changes: dict[str, Any] = {"upstream_completed": True, "inference_s": inference}
@@ -452,16 +463,27 @@ def _ended(job: JobLike, event: ev.Ended, now: datetime) -> Transition:
             changes=changes,
             before=before,
         )
-    return finish(
+    billed = Outcome(failure_kind(outcome.status_code), inference)
+    code = failure_code(outcome)
+    upstream = upstream_error(outcome.status_code, outcome.error_type, outcome.detail)
+    ending = finish(
         job,
         now,
         JobStatus.failed,
-        billed=Outcome(failure_kind(outcome.status_code), inference),
-        error=error_of(
-            failure_code(outcome),
-            outcome.message,
-            upstream_error(outcome.status_code, outcome.error_type, outcome.detail),
-        ),
+        billed=billed,
+        error=error_of(code, outcome.message, upstream),
+        changes=changes,
+        before=before,
+    )
+    return fall_back_or(
+        job,
+        now,
+        policy,
+        ending,
+        code=code,
+        message=outcome.message,
+        upstream=upstream,
+        billed=billed,
         changes=changes,
         before=before,
     )

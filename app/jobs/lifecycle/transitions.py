@@ -31,6 +31,12 @@ class JobLike(Protocol):
     inference_s: float | None
     queue_position: int | None
     logs: list[dict[str, Any]]
+    model: str
+    endpoint: str
+    # The models a job may run on, in order ({model, endpoint, upstream_payload}; None: one
+    # model), and the attempts it left behind (app.jobs.lifecycle.fallback).
+    candidates: list[dict[str, Any]] | None
+    attempts: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,7 @@ class Policy:
     # webhook can tell, until the grace runs out).
     ambiguous_lookup: timedelta | None = None
     retry_ambiguous: bool = False  # AmbiguousSubmitPolicy.retry
+    max_attempts: int = 3  # models one job may run on (FOLEY_FALLBACK_MAX_ATTEMPTS)
 
     def backoff(self, n: int) -> timedelta:
         lo = self.poll_min.total_seconds()
@@ -74,18 +81,31 @@ class Settle:
 
 
 @dataclass(frozen=True)
+class SettleRequest:
+    """Settle one fal request of the job now (an attempt it falls back from), keeping the job's
+    reservation for the model it moves on to."""
+
+    request_id: str
+    outcome: Outcome
+
+
+@dataclass(frozen=True)
 class Transition:
     changes: dict[str, Any] = field(default_factory=dict)  # column → new value
     next_action_at: datetime | Keep | None = KEEP
     events: tuple[tuple[str, dict[str, Any]], ...] = ()  # (type, data) for the job's event log
     settle: Settle | None = None
+    settle_request: SettleRequest | None = None
     record_request: str | None = None  # put this fal request on the usage ledger
     reprice_micros: int | None = None  # re-price the budget reservation (may refuse)
     wake: str | None = None  # NOTIFY payload: other workers have something to do now
 
     @property
     def noop(self) -> bool:
-        return not (self.changes or self.events or self.settle) and self.next_action_at is KEEP
+        return (
+            not (self.changes or self.events or self.settle or self.settle_request)
+            and self.next_action_at is KEEP
+        )
 
 
 NOTHING = Transition()

@@ -15,6 +15,8 @@ state and picks up from there.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import structlog
 
 from app.jobs import lifecycle
@@ -24,6 +26,7 @@ from app.jobs.steps.follow_up import follow_up, time_out
 from app.jobs.store import LeaseLost
 from app.kit.clock import utcnow
 from app.models import Job, SubmitState
+from app.telemetry import tracing
 
 log = structlog.get_logger(__name__)
 
@@ -31,34 +34,47 @@ __all__ = ["StepContext", "released_until", "run_step"]
 
 
 async def run_step(ctx: StepContext, job: Job) -> None:
-    """One step of ``job`` as its claim answered it (the row read while our lease was taken)."""
-    bound = log.bind(job_id=str(job.id))
-    try:
-        if job.status.terminal:
-            return
-        now = utcnow()
-        if now - job.created_at > ctx.settings.job_timeout:
-            await time_out(ctx, job)
-        elif (
-            job.cancel_after_at is not None
-            and job.cancel_requested_at is None
-            and now >= job.cancel_after_at
-        ):
-            # Cancel-After: aborted here if never sent, else a cancel for fal (the next step)
-            await ctx.apply(job.id, lifecycle.DeadlinePassed())
-        elif job.submit_state is SubmitState.pending:
-            await dispatch(ctx, job)
-        elif job.submit_state is SubmitState.sending:
-            await found_mid_send(ctx, job)
-        elif job.submit_state is SubmitState.ambiguous:
-            await resolve_ambiguous(ctx, job)
-        else:
-            await follow_up(ctx, job)
-    except LeaseLost:
-        bound.warning("lease lost; another worker has the job")
-    except Exception:
-        bound.exception("job step failed; retrying later")
+    """One step of ``job`` as its claim answered it (the row read while our lease was taken).
+    Every log line of the step carries the job and its tenant (the step runs in a task of its
+    own, so the binding ends with it); with tracing on, the step is a span in the trace of the
+    request that accepted the job."""
+    if job.status.terminal:
+        return
+    now = utcnow()
+    step: Callable[[StepContext, Job], Awaitable[None]]
+    if now - job.created_at > ctx.settings.job_timeout:
+        step = time_out
+    elif (
+        job.cancel_after_at is not None
+        and job.cancel_requested_at is None
+        and now >= job.cancel_after_at
+    ):
+        step = _deadline_passed
+    elif job.submit_state is SubmitState.pending:
+        step = dispatch
+    elif job.submit_state is SubmitState.sending:
+        step = found_mid_send
+    elif job.submit_state is SubmitState.ambiguous:
+        step = resolve_ambiguous
+    else:
+        step = follow_up
+    attributes = {"foley.job_id": str(job.id), "foley.tenant_id": str(job.tenant_id)}
+    with (
+        structlog.contextvars.bound_contextvars(job_id=str(job.id), tenant_id=str(job.tenant_id)),
+        tracing.job_span(f"job.{step.__name__}", job.traceparent, attributes),
+    ):
         try:
-            await ctx.apply(job.id, lifecycle.RetryLater("the step failed"))
-        except Exception:  # the lease will expire and the job comes back anyway
-            bound.exception("could not reschedule job")
+            await step(ctx, job)
+        except LeaseLost:
+            log.warning("lease lost; another worker has the job")
+        except Exception:
+            log.exception("job step failed; retrying later")
+            try:
+                await ctx.apply(job.id, lifecycle.RetryLater("the step failed"))
+            except Exception:  # the lease will expire and the job comes back anyway
+                log.exception("could not reschedule job")
+
+
+async def _deadline_passed(ctx: StepContext, job: Job) -> None:
+    """Cancel-After: aborted here if never sent, else a cancel for fal (the next step)."""
+    await ctx.apply(job.id, lifecycle.DeadlinePassed())

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.jobs import lifecycle
 from app.jobs.store import Also, Applied, Find, JobStore
-from app.models import Job
+from app.models import Job, StoredFile
 from app.storage import Storage
 from app.upstream.fal import FalClient
 from app.upstream.platform import PlatformClient
@@ -68,6 +68,14 @@ class StepContext:
             released_until.set(applied.next_action_at)
         return applied
 
+    async def input_upload(self, job: Job) -> StoredFile | None:
+        """The tenant's upload the job's input is (None: the input is a URL, or the upload's
+        row is gone)."""
+        if job.input_file_id is None:
+            return None
+        async with self.sessionmaker() as session:
+            return await session.get(StoredFile, job.input_file_id)
+
 
 def webhook_processed(event_id: uuid.UUID | None) -> Also | None:
     """The webhook event that told us how the job ended, marked processed in the job's
@@ -98,4 +106,5 @@ def policy_of(settings: Settings) -> lifecycle.Policy:
         ambiguous_grace=settings.ambiguous_submit_grace,
         ambiguous_lookup=settings.ambiguous_lookup_delay if platform_key(settings) else None,
         retry_ambiguous=settings.ambiguous_submit_policy.value == "retry",
+        max_attempts=settings.fallback_max_attempts,
     )

@@ -15,12 +15,14 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.catalog.registry import CATALOG, ModelSpec
-from app.files.service import FileRemoved
+from app.files import service as files_service
+from app.files.service import FileNotFound, FileRemoved
 from app.jobs import cache, lifecycle
 from app.jobs.preflight import Checked, InputRejected, InputUnavailable, preflight
 from app.jobs.steps.context import StepContext, released_until
 from app.jobs.store import Also
 from app.kit.clock import utcnow
+from app.metrics import SUBMIT_LATENCY
 from app.models import Job, StoredFile, SubmitState
 from app.upstream.errors import (
     AmbiguousSubmitError,
@@ -65,6 +67,8 @@ async def dispatch(ctx: StepContext, job: Job) -> None:
     if refused is not None:  # canceled meanwhile, or no longer within its budget
         released_until.set(refused.next_action_at)
         return
+    if starting.upstream_payload is not None:  # what was committed is what is sent
+        job.upstream_payload = starting.upstream_payload
     await _submit(ctx, job)
 
 
@@ -107,9 +111,16 @@ async def _preflight(ctx: StepContext, job: Job, spec: ModelSpec) -> Checked | N
     """Check the input before any upstream request (see app.jobs.preflight). Returns what was
     measured, or None when the step ended here (rejected, or to be retried later)."""
     upload = None
-    if job.input_file_id is not None:
-        async with ctx.sessionmaker() as session:
+    async with ctx.sessionmaker() as session:
+        if job.input_file_id is not None:
             upload = await session.get(StoredFile, job.input_file_id)
+        try:
+            audio_uploads = await files_service.named_audio_uploads(
+                session, job.tenant_id, spec, job.input
+            )
+        except FileNotFound as exc:  # checked at creation; gone only if its row was removed
+            await ctx.apply(job.id, lifecycle.InputRejected(exc.code, exc.detail, {}))
+            return None
     try:
         return await preflight(
             spec=spec,
@@ -121,6 +132,7 @@ async def _preflight(ctx: StepContext, job: Job, spec: ModelSpec) -> Checked | N
             tmp_dir=ctx.tmp_dir,
             job_id=job.id,
             secret=ctx.tokens.secret,
+            audio_uploads=audio_uploads,
         )
     except InputRejected as exc:
         log.info(
@@ -140,16 +152,20 @@ async def _preflight(ctx: StepContext, job: Job, spec: ModelSpec) -> Checked | N
 async def _starting(
     ctx: StepContext, job: Job, spec: ModelSpec, checked: Checked
 ) -> lifecycle.SubmitStarting:
-    """What the preflight measured, to be written with 'sending': the probe, the URL fal gets for
-    an upload, and the estimate re-priced by the measured duration (prices are cached: this
-    session reads the database only when the cache is cold)."""
+    """What the preflight measured, to be written with 'sending': the probe, the payload with
+    what was measured (the output length models take; the URL fal gets for an upload), and the
+    estimate re-priced by it (prices are cached: this session reads the database only when the
+    cache is cold)."""
+    payload = spec.payload_for_probe(job.upstream_payload, checked.duration_s)
+    payload.update(checked.payload_updates)
+    if checked.video_url is not None:
+        payload["video_url"] = checked.video_url
     async with ctx.sessionmaker() as session:
         estimate = await estimate_job(
-            session, spec, ctx.settings, video_duration_s=checked.duration_s
+            session, spec, ctx.settings, video_duration_s=checked.duration_s, payload=payload
         )
-    payload = None
-    if checked.video_url is not None:
-        payload = {**job.upstream_payload, "video_url": checked.video_url}
+    if payload == job.upstream_payload:
+        payload = None
     return lifecycle.SubmitStarting(
         probe=checked.probe, upstream_payload=payload, estimated_cost_micros=estimate.cost_micros
     )
@@ -200,6 +216,7 @@ async def _submit(ctx: StepContext, job: Job) -> None:
         )
         return
 
+    SUBMIT_LATENCY.labels(job.model).observe((utcnow() - job.created_at).total_seconds())
     applied = await ctx.apply(
         job.id,
         lifecycle.Submitted(
@@ -211,7 +228,7 @@ async def _submit(ctx: StepContext, job: Job) -> None:
             watched=submitted.status_url is not None and ctx.watcher.has_room(job.id),
         ),
     )
-    log.info("submitted to fal", job_id=str(job.id), request_id=submitted.request_id)
+    log.info("submitted to fal", job_id=str(job.id), fal_request_id=submitted.request_id)
     if not applied.job.status.terminal:
         ctx.watcher.watch(applied.job)
 
@@ -237,7 +254,7 @@ async def resolve_ambiguous(ctx: StepContext, job: Job) -> None:
         log.warning(
             "ambiguous submit resolved by fal's platform API",
             job_id=str(job.id),
-            request_id=getattr(found, "request_id", None),
+            fal_request_id=getattr(found, "request_id", None),
             received=isinstance(found, lifecycle.Attached),
         )
         applied = await ctx.apply(job.id, found)

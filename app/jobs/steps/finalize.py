@@ -4,6 +4,7 @@ expire), measured with PyAV and stored: the job then serves the gateway's own co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 import uuid
@@ -18,6 +19,8 @@ from app.catalog.registry import CATALOG, ModelSpec
 from app.files import service as files
 from app.files.outbound import outbound_policy
 from app.jobs import lifecycle
+from app.jobs.output_options import OutputOptions
+from app.jobs.steps import soundtrack
 from app.jobs.steps.context import StepContext, webhook_processed
 from app.media.errors import MediaError
 from app.media.extract import extract_audio
@@ -25,6 +28,7 @@ from app.media.normalize import fit_audio_to_video
 from app.media.probe import MediaInfo, probe
 from app.models import FileKind, Job
 from app.netguard import FetchError, OutboundRefused, SafeFetcher
+from app.telemetry import tracing
 from app.upstream.errors import (
     OutputUnavailableError,
     PermanentUpstreamError,
@@ -43,11 +47,39 @@ async def finalize(
     logs: list[dict[str, Any]] | None,
     webhook_event: uuid.UUID | None,
 ) -> None:
+    with tracing.span("job.finalize"):
+        await _finalize(ctx, job, output, inference_s, logs, webhook_event)
+
+
+async def _finalize(
+    ctx: StepContext,
+    job: Job,
+    output: dict[str, Any],
+    inference_s: float | None,
+    logs: list[dict[str, Any]] | None,
+    webhook_event: uuid.UUID | None,
+) -> None:
     spec = CATALOG.resolve(job.model)
     assert spec is not None, f"model {job.model} left the catalog"
     workdir = Path(tempfile.mkdtemp(prefix=f"job-{job.id}-", dir=ctx.tmp_dir))
+    made: soundtrack.Soundtrack | None = None
     try:
-        stored = await _fetch_outputs(ctx, job, spec, output, workdir)
+        if job.output_options is None:
+            stored = await _fetch_outputs(ctx, job, spec, output, workdir)
+        else:
+            made = await _render(ctx, job, spec, output, workdir)
+            stored = [
+                await _store(
+                    ctx,
+                    item.kind,
+                    f"jobs/{job.tenant_id}/{job.id}/{item.name}",
+                    item.path,
+                    item.content_type,
+                    await asyncio.to_thread(probe, item.path),
+                    None,
+                )
+                for item in made.files
+            ]
     except (MediaError, PermanentUpstreamError) as exc:
         code = "output_unreadable" if isinstance(exc, MediaError) else "output_unavailable"
         await ctx.apply(
@@ -65,9 +97,20 @@ async def finalize(
         shutil.rmtree(workdir, ignore_errors=True)
 
     result: dict[str, Any] = {"prompt": _used_prompt(spec, job, output)}
+    samples = []
     for item in stored:
+        if item.sample is not None:
+            samples.append({"audio": _describe(item)})
+            continue
         name = "video" if item.kind is FileKind.output_video else "audio"
         result[name] = _describe(item)
+    if samples:
+        # Several outputs of one request: every one in samples, the first also as audio (what
+        # a client of single-output models reads).
+        result["samples"] = samples
+        result["audio"] = samples[0]["audio"]
+    if made is not None:
+        result["soundtrack"] = made.describe()
 
     async def record_files(session: AsyncSession, row: Job) -> None:
         # A repeated finalize (after a crash) replaces the files of the one before.
@@ -95,6 +138,7 @@ class _StoredOutput:
     sha256: str
     media: MediaInfo
     source_url: str | None
+    sample: int | None = None  # its place among several outputs of one request
 
     def as_output(self) -> files.Output:
         return files.Output(
@@ -245,7 +289,75 @@ async def _fetch_outputs(
                 ctx, FileKind.output_audio, f"{prefix}/audio.m4a", m4a, "audio/mp4", media, None
             )
         )
+    if spec.outputs.audio_samples_field:
+        for index, url in enumerate(_file_urls(output, spec.outputs.audio_samples_field)):
+            stored.append(await _audio_output(ctx, url, workdir, f"{prefix}/sample-{index}", index))
     return stored
+
+
+def _file_urls(output: dict[str, Any], field: str) -> list[str]:
+    """Every file's URL of a list of files (one per sample); none at all is a broken answer."""
+    files = output.get(field)
+    if not isinstance(files, list) or not files:
+        raise PermanentUpstreamError(
+            f"the output has no list of files in '{field}'", operation="result"
+        )
+    urls = [f.get("url") if isinstance(f, dict) else None for f in files]
+    if not all(isinstance(url, str) for url in urls):
+        raise PermanentUpstreamError(
+            f"an item of '{field}' is not a file with a url", operation="result"
+        )
+    return urls  # type: ignore[return-value]
+
+
+async def _audio_output(
+    ctx: StepContext, url: str, workdir: Path, key: str, sample: int
+) -> _StoredOutput:
+    path = workdir / f"sample-{sample}.bin"
+    await download_output(ctx, url, path)
+    media = await asyncio.to_thread(probe, path)
+    ext = _EXT.get(media.container, "bin") if media.container != "mp4" else "m4a"
+    item = await _store(
+        ctx,
+        FileKind.output_audio,
+        f"{key}.{ext}",
+        path,
+        _AUDIO_TYPES.get(media.container, "application/octet-stream"),
+        media,
+        url,
+    )
+    item.sample = sample
+    return item
+
+
+async def _render(
+    ctx: StepContext, job: Job, spec: ModelSpec, output: dict[str, Any], workdir: Path
+) -> soundtrack.Soundtrack:
+    """The finished sound the job's output options ask for, made from the model's sound (its
+    audio file, else its video's track) on the model's video or the caller's original."""
+    options = OutputOptions.model_validate(job.output_options)
+    video_url = _file_url(output, spec.outputs.video_field)
+    sound_url = _file_url(output, spec.outputs.audio_field) or video_url
+    if sound_url is None and spec.outputs.audio_samples_field:
+        # A model making several samples: the finished sound is made of the first.
+        sound_url = _file_urls(output, spec.outputs.audio_samples_field)[0]
+    if sound_url is None:
+        raise PermanentUpstreamError("the output has no file with sound", operation="result")
+    sound = workdir / "sound.bin"
+    await download_output(ctx, sound_url, sound)
+    async with contextlib.AsyncExitStack() as stack:
+        if soundtrack.needs_original(options, model_video=video_url is not None):
+            upload = await ctx.input_upload(job)
+            picture = await stack.enter_async_context(
+                soundtrack.original_video(ctx, job, upload, workdir)
+            )
+        elif video_url == sound_url:
+            picture = sound
+        else:
+            assert video_url is not None
+            picture = workdir / "video.bin"
+            await download_output(ctx, video_url, picture)
+        return await asyncio.to_thread(soundtrack.render, options, picture, sound, workdir)
 
 
 async def download_output(ctx: StepContext, url: str, dest: Path) -> None:

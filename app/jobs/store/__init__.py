@@ -19,7 +19,16 @@ from app.jobs.store.claims import (
     give_back,
     job_from_row,
 )
-from app.jobs.store.liveness import beat, beat_period, forget, prune_beats
+from app.jobs.store.fleet import finished_since, live_by_status, slots_in_use
+from app.jobs.store.liveness import (
+    beat,
+    beat_period,
+    beats,
+    forget,
+    prune_beats,
+    workers_alive,
+)
+from app.jobs.store.overview import LiveJobs, live_jobs
 from app.jobs.store.rows import (
     NewJob,
     by_ids,
@@ -42,7 +51,12 @@ from app.jobs.store.transitions import (
     LeaseLost,
     notify_workers,
 )
-from app.jobs.store.upkeep import look_again_at_fal, mark_data_removed, settle_blocked
+from app.jobs.store.upkeep import (
+    add_event_partitions,
+    look_again_at_fal,
+    mark_data_removed,
+    settle_blocked,
+)
 
 __all__ = [
     "DISPATCH_LOCK",
@@ -54,15 +68,19 @@ __all__ = [
     "Find",
     "JobStore",
     "LeaseLost",
+    "LiveJobs",
     "NewJob",
+    "add_event_partitions",
     "beat",
     "beat_period",
+    "beats",
     "by_ids",
     "claim_dispatches",
     "claim_follow_ups",
     "cursor_of",
     "events_for_tenant",
     "extend_leases",
+    "finished_since",
     "forget",
     "get_for_tenant",
     "give_back",
@@ -70,10 +88,14 @@ __all__ = [
     "insert_unless_budgeted",
     "job_from_row",
     "list_for_tenant",
+    "live_by_status",
+    "live_jobs",
     "lock_for_tenant",
     "look_again_at_fal",
     "mark_data_removed",
     "notify_workers",
     "prune_beats",
     "settle_blocked",
+    "slots_in_use",
+    "workers_alive",
 ]

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import delete, func
+import asyncpg
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.driver import DriverPool
@@ -49,9 +50,24 @@ async def forget(driver: DriverPool, owner: str) -> None:
         await conn.execute("DELETE FROM worker_beats WHERE owner = $1", owner)
 
 
+async def workers_alive(conn: asyncpg.Connection, stale_after: timedelta) -> int:
+    """Workers that beat within ``stale_after`` (the operator's gauge)."""
+    count = await conn.fetchval(
+        "SELECT count(*) FROM worker_beats WHERE beat_at >= statement_timestamp() - $1::interval",
+        stale_after,
+    )
+    return int(count)
+
+
 async def prune_beats(session: AsyncSession, older_than: timedelta) -> int:
     """Beats of workers long gone (killed: they never said goodbye). Housekeeping's."""
     result = await session.execute(
         delete(WorkerBeat).where(WorkerBeat.beat_at < func.statement_timestamp() - older_than)
     )
     return result.rowcount or 0
+
+
+async def beats(session: AsyncSession) -> list[WorkerBeat]:
+    """Every worker's last beat, latest first: what the operator's fleet view shows."""
+    stmt = select(WorkerBeat).order_by(WorkerBeat.beat_at.desc())
+    return list((await session.scalars(stmt)).all())

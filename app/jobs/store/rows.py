@@ -54,6 +54,10 @@ class NewJob:
     webhook_url: str | None = None
     webhook_events: list[str] | None = None
     cancel_after_at: datetime | None = None
+    output_options: dict[str, Any] | None = None
+    candidates: list[dict[str, Any]] | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    traceparent: str | None = None
     cache_requested: bool = False
     cache_key: str | None = None
     cache_source_id: uuid.UUID | None = None
@@ -78,6 +82,10 @@ class NewJob:
             "reserved_micros": self.reserved_micros,
             "budget_period_start": self.budget_period_start,
             "cancel_after_at": self.cancel_after_at,
+            "output_options": self.output_options,
+            "candidates": self.candidates,
+            "attempts": self.attempts,
+            "traceparent": self.traceparent,
             "cache_requested": self.cache_requested,
             "cache_key": self.cache_key,
             # due at once: the first worker to look claims it
@@ -97,10 +105,13 @@ class NewJob:
             "type": "job.created",
             "data": {"status": JobStatus.queued.value, "model": self.model},
             "created_at": self.created_at,
+            "job_created_at": self.created_at,
         }
 
 
-_JSONB_COLUMNS = frozenset({"input", "upstream_payload", "metadata"})
+_JSONB_COLUMNS = frozenset(
+    {"input", "upstream_payload", "metadata", "output_options", "candidates", "attempts"}
+)
 
 
 @functools.cache
@@ -118,8 +129,8 @@ def _insert_alone_sql(columns: tuple[str, ...]) -> str:
         f"WITH job AS (INSERT INTO jobs ({', '.join(columns)}) "  # noqa: S608 (columns are ours)
         f"SELECT {values} WHERE {budgets.no_budget_sql(f'${tenant}')} "
         "RETURNING id, tenant_id, created_at) "
-        "INSERT INTO job_events (job_id, tenant_id, seq, type, data, created_at) "
-        f"SELECT id, tenant_id, 1, 'job.created', ${n + 1}::jsonb, created_at FROM job"
+        "INSERT INTO job_events (job_id, tenant_id, seq, type, data, created_at, job_created_at) "
+        f"SELECT id, tenant_id, 1, 'job.created', ${n + 1}::jsonb, created_at, created_at FROM job"
     )
 
 
@@ -128,7 +139,7 @@ async def insert_unless_budgeted(driver: DriverPool, job: NewJob) -> bool:
     committed by itself — unless its tenant has a budget (then nothing is written and the caller
     inserts it with its reservation, ``insert``). True when inserted."""
     row = job.row()
-    params = [json.dumps(v) if c in _JSONB_COLUMNS else v for c, v in row.items()]
+    params = [json.dumps(v) if c in _JSONB_COLUMNS and v is not None else v for c, v in row.items()]
     params.append(json.dumps(job.created_event()["data"]))
     async with driver.acquire() as conn:
         status = await conn.execute(_insert_alone_sql(tuple(row)), *params)
@@ -225,8 +236,10 @@ async def events_for_tenant(
     *,
     after_seq: int = 0,
     limit: int = 100,
+    job_created_at: datetime | None = None,
 ) -> tuple[Sequence[JobEvent], bool]:
-    """A job's events in order, after ``after_seq``. Returns (page, has_more)."""
+    """A job's events in order, after ``after_seq``. Returns (page, has_more). With the job's
+    ``created_at`` the read touches the one partition holding them, not every month's."""
     stmt = (
         select(JobEvent)
         .where(JobEvent.tenant_id == tenant_id, JobEvent.job_id == job_id)
@@ -234,5 +247,7 @@ async def events_for_tenant(
         .order_by(JobEvent.seq)
         .limit(limit + 1)
     )
+    if job_created_at is not None:
+        stmt = stmt.where(JobEvent.job_created_at == job_created_at)
     rows = list((await session.scalars(stmt)).all())
     return rows[:limit], len(rows) > limit

@@ -22,7 +22,9 @@ from app.jobs import lifecycle
 from app.jobs.store.claims import COLUMNS as _COLUMNS
 from app.jobs.store.claims import job_from_row
 from app.kit.clock import utcnow
-from app.models import FalWebhookEvent, Job, JobEvent, SubmitState
+from app.kit.money import micros_to_usd
+from app.metrics import JOBS_FINISHED
+from app.models import FalWebhookEvent, Job, JobEvent, JobStatus, SubmitState
 from app.upstream.queue import request_urls
 from app.usage import budgets, ledger
 
@@ -135,7 +137,11 @@ class JobStore:
             job = job_from_row(row)
             now = utcnow()
             transition = lifecycle.decide(job, event, now=now, policy=self.policy)
-            if transition.settle is not None or transition.reprice_micros is not None:
+            if (
+                transition.settle is not None
+                or transition.settle_request is not None
+                or transition.reprice_micros is not None
+            ):
                 return None
             changed = self._apply_to(job, transition, owner=owner)
             if changed:
@@ -153,6 +159,7 @@ class JobStore:
                     list(range(first, job.event_seq + 1)),
                     [kind for kind, _ in transition.events],
                     [json.dumps(data) for _, data in transition.events],
+                    job.created_at,
                 )
             if transition.record_request is not None:
                 await ledger.record_request(
@@ -160,6 +167,7 @@ class JobStore:
                 )
             if transition.wake is not None:
                 await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, transition.wake)
+        _count_ending(job, transition)
         return Applied(job, transition, None if owner is None else job.next_action_at)
 
     async def write(
@@ -175,6 +183,7 @@ class JobStore:
                 refused = lifecycle.BudgetRefused(exc.code, exc.detail, exc.extra)
                 transition = lifecycle.decide(job, refused, now=now, policy=self.policy)
         await self._write(session, job, transition, owner=owner, now=now)
+        _count_ending(job, transition)
         due = None if owner is None else job.next_action_at
         return Applied(job, transition, due)
 
@@ -231,6 +240,9 @@ class JobStore:
         owner: str | None,
         now: datetime,
     ) -> None:
+        if transition.settle_request is not None:
+            # Priced with the model it ran on, before the job moves on to the next.
+            await self._settle_attempt(session, job, transition)
         self._apply_to(job, transition, owner=owner)
         if transition.record_request is not None:
             await ledger.record_request(
@@ -248,11 +260,26 @@ class JobStore:
                     type=kind,
                     data=data,
                     created_at=now,
+                    job_created_at=job.created_at,
                 )
             )
         await session.flush()
         if transition.wake is not None:
             await notify_workers(session, transition.wake)
+
+    async def _settle_attempt(
+        self, session: AsyncSession, job: Job, transition: lifecycle.Transition
+    ) -> None:
+        """Settle the request of the attempt the job falls back from, and write its cost on
+        that attempt (the last of ``attempts`` in the transition's changes)."""
+        assert transition.settle_request is not None
+        request = transition.settle_request
+        record = await ledger.settle_request(
+            session, job, request.request_id, request.outcome, bill_422=self.bill_422
+        )
+        attempts = transition.changes.get("attempts")
+        if record is not None and attempts and attempts[-1]["request_id"] == request.request_id:
+            attempts[-1]["cost_usd"] = micros_to_usd(record.cost_micros or 0)
 
     async def _settle(
         self, session: AsyncSession, job: Job, outcome: ledger.Outcome | None
@@ -275,6 +302,10 @@ class JobStore:
             return None
         applied = await self.apply(job.id, starting, owner=owner)
         if applied.job.submit_state is SubmitState.sending and not applied.job.status.terminal:
+            # The caller sends ``job``: it must carry what was written, as the path above does
+            # (an upload's payload gains the URL fal fetches only here).
+            job.upstream_payload = applied.job.upstream_payload
+            job.submit_state = SubmitState.sending
             return None
         return applied
 
@@ -355,6 +386,9 @@ class JobStore:
         if candidate.upstream_request_id == request_id:
             await self._due_now(session, candidate)
             return candidate, "matched"
+        if any(a.get("request_id") == request_id for a in candidate.attempts or []):
+            # The request of a model the job fell back from: settled when it did.
+            return candidate, "earlier_attempt"
         if candidate.upstream_request_id is None and candidate.submit_state in (
             SubmitState.sending,
             SubmitState.ambiguous,
@@ -400,13 +434,19 @@ class JobStore:
 
 _LOCK_JOB = f"SELECT {_COLUMNS} FROM jobs WHERE id = $1 FOR UPDATE"  # noqa: S608 (our columns)
 _INSERT_EVENTS = """
-    INSERT INTO job_events (job_id, tenant_id, seq, type, data, created_at)
-    SELECT $1, $2, e.seq, e.type, e.data::jsonb, $3
+    INSERT INTO job_events (job_id, tenant_id, seq, type, data, created_at, job_created_at)
+    SELECT $1, $2, e.seq, e.type, e.data::jsonb, $3, $7
     FROM unnest($4::integer[], $5::text[], $6::text[]) AS e(seq, type, data)
 """
 _COLUMN_OF = {
     Job.__mapper__.get_property_by_column(column).key: column for column in Job.__table__.columns
 }
+
+
+def _count_ending(job: Job, transition: lifecycle.Transition) -> None:
+    status = transition.changes.get("status")
+    if status is not None and JobStatus(status).terminal:
+        JOBS_FINISHED.labels(job.model, JobStatus(status).value).inc()
 
 
 @functools.cache
@@ -445,10 +485,10 @@ _MARK_SENDING_ALONE = """
         WHERE id = $1 AND lease_owner = $2 AND submit_state = 'pending'
           AND budget_period_start IS NULL
           AND status IN ('queued', 'starting', 'processing')
-        RETURNING id, tenant_id, event_seq
+        RETURNING id, tenant_id, event_seq, created_at
     )
-    INSERT INTO job_events (job_id, tenant_id, seq, type, data, created_at)
-    SELECT id, tenant_id, event_seq, $7, $8::jsonb, $3 FROM job
+    INSERT INTO job_events (job_id, tenant_id, seq, type, data, created_at, job_created_at)
+    SELECT id, tenant_id, event_seq, $7, $8::jsonb, $3, created_at FROM job
 """
 
 

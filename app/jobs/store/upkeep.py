@@ -1,16 +1,53 @@
-"""The housekeeping's writes to jobs: retention's marks, usage that waited for a price, and
-the look at fal a database outage calls for."""
+"""The housekeeping's writes to jobs: retention's marks, usage that waited for a price, the
+look at fal a database outage calls for, and the months of ``job_events`` made ahead."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.driver import DriverPool
 from app.models import Job, JobStatus
 from app.usage import ledger
+
+# job_events is partitioned by month of its jobs' creation (migration 0011): the months made
+# ahead of the current one, so a job is never created in a month without its partition (its
+# events would land in the DEFAULT partition, which then blocks making that month's).
+EVENT_PARTITIONS_AHEAD = 2
+# pg_try_advisory_xact_lock key: one worker makes partitions at a time (the others skip).
+_PARTITIONS_LOCK = 72190003
+
+
+def _months(now: datetime, ahead: int) -> list[datetime]:
+    year, month = now.astimezone(UTC).year, now.astimezone(UTC).month
+    out = []
+    for i in range(ahead + 1):
+        y, m = divmod(month - 1 + i, 12)
+        out.append(datetime(year + y, m + 1, 1, tzinfo=UTC))
+    return out
+
+
+async def add_event_partitions(
+    session: AsyncSession, now: datetime, ahead: int = EVENT_PARTITIONS_AHEAD
+) -> list[str]:
+    """Make the ``job_events`` partitions of ``now``'s month and the ``ahead`` next that do not
+    exist yet; their names. Making one locks the parent table for a moment: it waits at most
+    2 s for that lock (a long transaction holding it only puts this off to the next round),
+    and only one worker does it at a time (another skips the round)."""
+    if not await session.scalar(
+        text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _PARTITIONS_LOCK}
+    ):
+        return []
+    await session.execute(text("SELECT set_config('lock_timeout', '2s', true)"))
+    made = []
+    for month in _months(now, ahead):
+        if await session.scalar(text("SELECT job_events_add_partition(:m)"), {"m": month}):
+            made.append(f"job_events_y{month.year:04d}m{month.month:02d}")
+    return made
+
 
 # Jobs at fal become due now, unless a step holds them (its own next look is already planned).
 _LOOK_AGAIN = """

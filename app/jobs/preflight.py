@@ -242,7 +242,13 @@ async def preflight(
             updates[audio.upstream_field] = url
     if not updates:
         return checked
-    return Checked(checked.probe, checked.duration_s, checked.video_url, updates)
+    return Checked(
+        checked.probe,
+        checked.duration_s,
+        checked.video_url,
+        sha256=checked.sha256,
+        payload_updates=updates,
+    )
 
 
 async def _check_video(

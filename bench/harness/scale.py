@@ -203,6 +203,6 @@ def submitted_by_worker(workers: Iterable[Proc]) -> dict[str, list[str]]:
                 with contextlib.suppress(ValueError):
                     entry = json.loads(line)
                     if entry.get("event") == "upstream.submitted":
-                        ids.append(str(entry["request_id"]))
+                        ids.append(str(entry["fal_request_id"]))
         out[proc.log.name] = ids
     return out

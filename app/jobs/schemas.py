@@ -14,8 +14,10 @@ from pydantic import (
     StrictBool,
     TypeAdapter,
     create_model,
+    field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from app.catalog.registry import CATALOG, ModelSpec
 from app.jobs.output_options import OutputOptions, SoundtrackOut
@@ -79,6 +81,12 @@ class JobCreate(BaseModel):
     webhook_events_filter: list[WebhookFilter] | None = Field(
         default=None, min_length=1, description=FILTER_DESCRIPTION
     )
+    prefer: ModelList | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="With model auto: the models to try first, in this order (each must be one "
+        "auto would try); auto's others follow in the catalog's order.",
+        examples=[["kling-video-to-audio"]],
+    )
     cache: StrictBool | None = Field(
         default=None,
         description="true: reuse a stored success with the same input content, model, "
@@ -98,6 +106,13 @@ class JobCreate(BaseModel):
         if self.webhook_events_filter is not None and self.webhook is None:
             raise ValueError("webhook_events_filter needs a webhook")
         return self
+
+    @field_validator("prefer")
+    @classmethod
+    def _prefer_needs_auto(cls, prefer: list[str] | None, info: Any) -> list[str] | None:
+        if prefer is not None and info.data.get("model") != "auto":
+            raise PydanticCustomError("prefer_needs_auto", "prefer goes with model auto", {})
+        return prefer
 
 
 # The fields every model's job takes besides its input and metadata.
@@ -139,7 +154,7 @@ def _several() -> type[BaseModel]:
         metadata=(Metadata, Field(default_factory=dict, description=METADATA_DESCRIPTION)),
         **{
             name: (JobCreate.model_fields[name].annotation, JobCreate.model_fields[name])
-            for name in COMMON_FIELDS
+            for name in (*COMMON_FIELDS, "prefer")
         },
     )
 

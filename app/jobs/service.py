@@ -77,11 +77,28 @@ def resolve_model(name: str) -> ModelSpec:
 AUTO = "auto"
 
 
-def _named_models(model: str | list[str]) -> list[ModelSpec]:
+def _named_models(model: str | list[str], prefer: list[str] | None = None) -> list[ModelSpec]:
     """The models a job names, in order: one, several (it falls back from each to the next),
-    or ``auto``."""
+    or ``auto`` (those it prefers first)."""
     if model == AUTO:
-        return [spec for spec in CATALOG if spec.outputs.video_field is not None]
+        auto = [spec for spec in CATALOG if spec.outputs.video_field is not None]
+        first: list[ModelSpec] = []
+        for i, name in enumerate(prefer or []):
+            spec = CATALOG.require(name, param=f"prefer.{i}")
+            if spec not in auto or spec in first:
+                raise InputValidationError(
+                    [
+                        {
+                            "param": f"prefer.{i}",
+                            "code": "not_an_auto_model" if spec not in auto else "duplicate_model",
+                            "message": f"{spec.id} is not a model auto tries (it makes no video)"
+                            if spec not in auto
+                            else f"{spec.id} is named twice",
+                        }
+                    ]
+                )
+            first.append(spec)
+        return [*first, *(spec for spec in auto if spec not in first)]
     if isinstance(model, str):
         return [resolve_model(model)]
     specs: list[ModelSpec] = []
@@ -104,7 +121,7 @@ def _named_models(model: str | list[str]) -> list[ModelSpec]:
 def _candidates(body: JobCreate) -> tuple[list[tuple[ModelSpec, Any]], list[dict[str, Any]]]:
     """Each model the job may run on with its validated input; the input must suit every model
     it names (``auto``: the models it suits, at least one)."""
-    specs = _named_models(body.model)
+    specs = _named_models(body.model, body.prefer)
     suited: list[tuple[ModelSpec, Any]] = []
     for spec in specs:
         try:

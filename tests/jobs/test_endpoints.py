@@ -124,6 +124,18 @@ async def test_kling_always_gets_both_prompts(
         ),
         ({**thinksound(), "model": []}, "model", "too_short"),
         ({**thinksound(colour="red"), "model": "auto"}, "input", "no_model_takes_input"),
+        ({**thinksound(), "prefer": ["kling-video-to-audio"]}, "prefer", "prefer_needs_auto"),
+        ({**thinksound(), "model": "auto", "prefer": ["nope"]}, "prefer.0", "unknown_model"),
+        (
+            {**thinksound(), "model": "auto", "prefer": ["thinksound-audio"]},
+            "prefer.0",
+            "not_an_auto_model",
+        ),
+        (
+            {**thinksound(), "model": "auto", "prefer": ["thinksound", "fal-ai/thinksound"]},
+            "prefer.1",
+            "duplicate_model",
+        ),
     ],
 )
 async def test_bad_input_is_a_422_naming_the_field(
@@ -420,3 +432,28 @@ async def test_a_job_naming_several_models_starts_on_the_first(
     assert candidates[1]["upstream_payload"] == {"video_url": VIDEO, "prompt": "rain"}
     one = await api.post("/v1/jobs", json=thinksound(), headers=tenant.headers)
     assert one.json()["models"] is None
+
+
+async def test_auto_tries_the_models_it_prefers_first(
+    api: httpx.AsyncClient, tenant: TenantCreds
+) -> None:
+    plain = await api.post(
+        "/v1/jobs", json={**thinksound(prompt="rain"), "model": "auto"}, headers=tenant.headers
+    )
+    preferred = await api.post(
+        "/v1/jobs",
+        json={
+            **thinksound(prompt="rain"),
+            "model": "auto",
+            "prefer": ["mmaudio", "kling-video-to-audio"],
+        },
+        headers=tenant.headers,
+    )
+    assert plain.status_code == preferred.status_code == 202, preferred.text
+    auto = plain.json()["models"]
+    assert preferred.json()["models"][:2] == [
+        "fal-ai/mmaudio-v2",
+        "fal-ai/kling-video/video-to-audio",
+    ]
+    assert sorted(preferred.json()["models"]) == sorted(auto)  # the same models, reordered
+    assert preferred.json()["model"] == "fal-ai/mmaudio-v2"

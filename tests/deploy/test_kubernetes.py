@@ -64,17 +64,28 @@ def base() -> list[Resource]:
     return build(DEPLOY / "base")
 
 
-@pytest.fixture(scope="module")
-def production(tmp_path_factory: pytest.TempPathFactory) -> list[Resource]:
-    """The production overlay as an operator renders it: secrets.env filled in from the
+def _rendered(tmp_path_factory: pytest.TempPathFactory, overlay_name: str) -> list[Resource]:
+    """An overlay as an operator renders it: the production secrets.env filled in from the
     example."""
     copy = tmp_path_factory.mktemp("deploy") / "kubernetes"
     shutil.copytree(DEPLOY, copy)
-    overlay = copy / "overlays" / "production"
-    example = read_env_file(overlay / "secrets.env.example")
+    production = copy / "overlays" / "production"
+    example = read_env_file(production / "secrets.env.example")
     assert set(FILLED_SECRETS) == set(example), "FILLED_SECRETS follows secrets.env.example"
-    (overlay / "secrets.env").write_text("".join(f"{k}={v}\n" for k, v in FILLED_SECRETS.items()))
-    return build(overlay)
+    (production / "secrets.env").write_text(
+        "".join(f"{k}={v}\n" for k, v in FILLED_SECRETS.items())
+    )
+    return build(copy / "overlays" / overlay_name)
+
+
+@pytest.fixture(scope="module")
+def production(tmp_path_factory: pytest.TempPathFactory) -> list[Resource]:
+    return _rendered(tmp_path_factory, "production")
+
+
+@pytest.fixture(scope="module")
+def queue_autoscaling(tmp_path_factory: pytest.TempPathFactory) -> list[Resource]:
+    return _rendered(tmp_path_factory, "queue-autoscaling")
 
 
 def by_kind(resources: list[Resource], kind: str) -> dict[str, Resource]:
@@ -117,7 +128,7 @@ def main_container(resources: list[Resource], component: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-@pytest.mark.parametrize("which", ["base", "production"])
+@pytest.mark.parametrize("which", ["base", "production", "queue_autoscaling"])
 def test_every_manifest_is_valid_for_kubernetes(
     which: str, version: str, request: pytest.FixtureRequest
 ) -> None:
@@ -385,3 +396,36 @@ def test_pods_run_locked_down(production: list[Resource], component: str) -> Non
         if container["name"] == component:
             data_dir = environment(production, container)["FOLEY_DATA_DIR"]
             assert "emptyDir" in mounts[data_dir]
+
+
+def test_workers_can_scale_on_the_queue(
+    production: list[Resource], queue_autoscaling: list[Resource]
+) -> None:
+    """The queue-autoscaling overlay is production with the workers' autoscaler on the jobs
+    waiting (an external metric the gateway exports), CPU kept beside it."""
+    hpa = by_kind(queue_autoscaling, "HorizontalPodAutoscaler")["foley-worker"]
+    kinds = {m["type"]: m for m in hpa["spec"]["metrics"]}
+    assert set(kinds) == {"External", "Resource"}
+    name = kinds["External"]["external"]["metric"]["name"]
+    assert name == "foley_queue_depth"
+    gauges = (ROOT / "app" / "telemetry" / "gauges.py").read_text()
+    assert f'"{name}"' in gauges  # a metric the API exports (tests/e2e/test_operations.py)
+    rules = (
+        DEPLOY / "overlays" / "queue-autoscaling" / "prometheus-adapter-rules.yaml"
+    ).read_text()
+    assert f"as: {name}" in rules
+    # everything else as production renders it
+    others = [
+        r
+        for r in queue_autoscaling
+        if r["metadata"]["name"] != "foley-worker" or r["kind"] != "HorizontalPodAutoscaler"
+    ]
+    expected = [
+        r
+        for r in production
+        if r["metadata"]["name"] != "foley-worker" or r["kind"] != "HorizontalPodAutoscaler"
+    ]
+    assert others == expected
+    base_hpa = by_kind(production, "HorizontalPodAutoscaler")["foley-worker"]
+    assert hpa["spec"]["behavior"] == base_hpa["spec"]["behavior"]
+    assert hpa["spec"]["maxReplicas"] == base_hpa["spec"]["maxReplicas"]

@@ -95,10 +95,11 @@ def midnight(d: date) -> datetime:
 LEDGER_SQL = f"""
 INSERT INTO usage_records (
     id, upstream_request_id, tenant_id, job_id, model, endpoint, unit, units, unit_price_micros,
-    price_id, estimated_cost_micros, cost_micros, status, outcome, flagged, orphan, job_status,
-    created_at, settled_at)
+    price_id, estimated_cost_micros, cost_micros, cost_nanos, status, outcome, flagged, orphan,
+    job_status, created_at, settled_at)
 SELECT gen_random_uuid(), gen_random_uuid()::text, tenant_id, NULL, model, model, unit, units,
-       price, price_id, est, round(units * price)::bigint, 'settled', outcome,
+       price, price_id, est, round(units * price)::bigint, round(units * price * 1000)::bigint,
+       'settled', outcome,
        outcome = 'upstream_422', false,
        CASE WHEN outcome = 'succeeded' THEN 'succeeded'
             WHEN outcome LIKE 'canceled%' THEN 'canceled' ELSE 'failed' END,

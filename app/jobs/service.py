@@ -9,18 +9,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.catalog.registry import CATALOG, ModelSpec
 from app.config import Settings
 from app.db.driver import DriverPool
 from app.files import service as files_service
-from app.files.outbound import check_video_url, outbound_policy
 from app.jobs import cache, lifecycle, store
+from app.jobs.choice import candidates, resolve_model
 from app.jobs.preflight import InputRejected, InputUnavailable, preflight
 from app.jobs.presenter import job_url, present_job
 from app.jobs.schemas import FleetOut, FleetStatus, FleetWorker, JobCreate, JobOut
+from app.jobs.sources import check_input_source, check_url, names_audio_upload
 from app.jobs.store import JobStore, NewJob
 from app.kit.clock import utcnow
 from app.kit.idempotency import IdempotencyGuard, StoredResponse, request_fingerprint
@@ -29,13 +28,11 @@ from app.kit.pagination import InvalidCursor
 from app.kit.problems import (
     BadRequest,
     Conflict,
-    InputValidationError,
     NotFound,
     ProblemError,
-    validation_errors,
 )
 from app.metrics import JOBS_CREATED
-from app.models import FileKind, Job, JobEvent, JobStatus, StoredFile, Tenant
+from app.models import Job, JobEvent, JobStatus, Tenant
 from app.notifications.events import DEFAULT_JOB_FILTER, job_webhook_events
 from app.storage import Storage
 from app.telemetry import tracing
@@ -68,89 +65,6 @@ class Accepted:
     job_id: uuid.UUID | None = None  # the job just stored (None: a replayed answer)
 
 
-def resolve_model(name: str) -> ModelSpec:
-    return CATALOG.require(name)
-
-
-# ``"model": "auto"``: every model of the catalog that makes a video with sound, in the
-# catalog's order, that takes the job's input.
-AUTO = "auto"
-
-
-def _named_models(model: str | list[str], prefer: list[str] | None = None) -> list[ModelSpec]:
-    """The models a job names, in order: one, several (it falls back from each to the next),
-    or ``auto`` (those it prefers first)."""
-    if model == AUTO:
-        auto = [spec for spec in CATALOG if spec.outputs.video_field is not None]
-        first: list[ModelSpec] = []
-        for i, name in enumerate(prefer or []):
-            spec = CATALOG.require(name, param=f"prefer.{i}")
-            if spec not in auto or spec in first:
-                raise InputValidationError(
-                    [
-                        {
-                            "param": f"prefer.{i}",
-                            "code": "not_an_auto_model" if spec not in auto else "duplicate_model",
-                            "message": f"{spec.id} is not a model auto tries (it makes no video)"
-                            if spec not in auto
-                            else f"{spec.id} is named twice",
-                        }
-                    ]
-                )
-            first.append(spec)
-        return [*first, *(spec for spec in auto if spec not in first)]
-    if isinstance(model, str):
-        return [resolve_model(model)]
-    specs: list[ModelSpec] = []
-    for i, name in enumerate(model):
-        spec = CATALOG.require(name, param=f"model.{i}")
-        if spec in specs:
-            raise InputValidationError(
-                [
-                    {
-                        "param": f"model.{i}",
-                        "code": "duplicate_model",
-                        "message": f"{spec.id} is named twice",
-                    }
-                ]
-            )
-        specs.append(spec)
-    return specs
-
-
-def _candidates(body: JobCreate) -> tuple[list[tuple[ModelSpec, Any]], list[dict[str, Any]]]:
-    """Each model the job may run on with its validated input; the input must suit every model
-    it names (``auto``: the models it suits, at least one)."""
-    specs = _named_models(body.model, body.prefer)
-    suited: list[tuple[ModelSpec, Any]] = []
-    for spec in specs:
-        try:
-            suited.append((spec, spec.validate_input(body.input)))
-        except ValidationError as exc:
-            if body.model == AUTO:
-                continue
-            errors = validation_errors(exc.errors(), prefix="input")
-            if len(specs) > 1:
-                for error in errors:
-                    error["message"] = f"for {spec.id}: {error['message']}"
-            raise InputValidationError(errors) from exc
-    if not suited:
-        raise InputValidationError(
-            [
-                {
-                    "param": "input",
-                    "code": "no_model_takes_input",
-                    "message": "no model of the catalog takes this input; see GET /v1/models",
-                }
-            ]
-        )
-    named = [
-        {"model": spec.id, "endpoint": spec.endpoint, "upstream_payload": spec.upstream_payload(n)}
-        for spec, n in suited
-    ]
-    return suited, named
-
-
 def build_job(
     tenant_id: uuid.UUID,
     body: JobCreate,
@@ -161,7 +75,7 @@ def build_job(
 ) -> NewJob:
     """Validate against the schema of each model it names and build the row (nothing is
     written): it starts on the first."""
-    suited, named = _candidates(body)
+    suited, named = candidates(body)
     spec, normalized = suited[0]
     now = utcnow()
     return NewJob(
@@ -185,93 +99,6 @@ def build_job(
         candidates=named if len(named) > 1 else None,
         traceparent=tracing.current_traceparent(),
     )
-
-
-async def check_input_source(
-    session: AsyncSession, tenant: Tenant, job: NewJob, settings: Settings
-) -> StoredFile | None:
-    """The input's source exists and may be fetched: the tenant's own upload, or a URL that is
-    not obviously internal (the worker vets it fully, with DNS, before fetching); the same for
-    an audio input (a reference clip)."""
-    await _check_audio_uploads(session, tenant, job)
-    if job.input_file_id is not None:
-        try:
-            file = await files_service.get_file(session, tenant.id, job.input_file_id)
-            files_service.ensure_present(file)
-        except (files_service.FileNotFound, files_service.FileRemoved) as exc:
-            raise InputValidationError(
-                [{"param": "input.video_file_id", "code": exc.code, "message": exc.detail}]
-            ) from exc
-        if file.kind is not FileKind.input_upload:
-            raise InputValidationError(
-                [
-                    {
-                        "param": "input.video_file_id",
-                        "code": "not_an_upload",
-                        "message": "use a file uploaded with POST /v1/files",
-                    }
-                ]
-            )
-        _check_audio_urls(job, settings)
-        _check_webhook(job, settings)
-        return file
-    _check_url(job, settings)
-    return None
-
-
-def _names_audio_upload(job: NewJob) -> bool:
-    return any(job.input.get(a.file_param) for a in resolve_model(job.model).audio_inputs)
-
-
-def _check_audio_urls(job: NewJob, settings: Settings) -> None:
-    for audio in resolve_model(job.model).audio_inputs:
-        url = job.input.get(audio.url_param)
-        if url:
-            check_video_url(url, outbound_policy(settings), param=f"input.{audio.url_param}")
-
-
-async def _check_audio_uploads(session: AsyncSession, tenant: Tenant, job: NewJob) -> None:
-    """An audio input's upload: the tenant's, present, with an audio stream."""
-    spec = resolve_model(job.model)
-    try:
-        uploads = await files_service.named_audio_uploads(session, tenant.id, spec, job.input)
-        for param, file in uploads.items():
-            files_service.ensure_present(file)
-            if file.kind is not FileKind.input_upload or not (file.media or {}).get("audio"):
-                raise InputValidationError(
-                    [
-                        {
-                            "param": f"input.{param}",
-                            "code": "not_an_audio_upload",
-                            "message": "use an audio file uploaded with POST /v1/files",
-                        }
-                    ]
-                )
-    except (files_service.FileNotFound, files_service.FileRemoved) as exc:
-        bad = next(a.file_param for a in spec.audio_inputs if job.input.get(a.file_param))
-        raise InputValidationError(
-            [{"param": f"input.{bad}", "code": exc.code, "message": exc.detail}]
-        ) from exc
-
-
-def _check_url(job: NewJob, settings: Settings) -> None:
-    _check_audio_urls(job, settings)
-    url = job.input.get("video_url")
-    if url:
-        check_video_url(url, outbound_policy(settings))
-    _check_webhook(job, settings)
-
-
-def _check_webhook(job: NewJob, settings: Settings) -> None:
-    url = job.webhook_url
-    if url is None:
-        return
-    if url.startswith("data:"):  # fine for a video, never a receiver
-        raise InputValidationError(
-            [{"param": "webhook", "code": "url_scheme_not_allowed", "message": "http(s) only"}]
-        )
-    # As cheap as the video's check (no DNS): the sender vets it fully at each attempt.
-    check_video_url(url, outbound_policy(settings), param="webhook")
 
 
 async def _estimate_and_reserve(
@@ -507,10 +334,10 @@ async def accept_job(
     structlog.contextvars.bind_contextvars(job_id=str(job.id))
     try:
         inserted = False
-        if cached is not None and job.input_file_id is None and not _names_audio_upload(job):
+        if cached is not None and job.input_file_id is None and not names_audio_upload(job):
             # Nothing to look up and nothing to record beside the row: unless the tenant has a
             # budget to reserve against (read in the statement itself), the row is all there is.
-            _check_url(job, settings)
+            check_url(job, settings)
             out = present_job(job, base_url).model_dump_json().encode()
             inserted = await store.insert_unless_budgeted(pool, job)
         if not inserted:

@@ -456,22 +456,25 @@ async def fleet(session: AsyncSession, settings: Settings) -> FleetOut:
         )
         for b in await store.beats(session)
     ]
-    live = [
-        FleetStatus(
-            status=c.status,
-            jobs=c.jobs,
-            oldest_age_s=(now - c.oldest_created_at).total_seconds()
-            if c.oldest_created_at
-            else None,
+    raw = await (await session.connection()).get_raw_connection()
+    groups = await store.live_jobs(raw.driver_connection)
+    live = []
+    for status in (JobStatus.queued, JobStatus.starting, JobStatus.processing):
+        mine = [g for g in groups if g.status == status.value]
+        oldest = min((g.oldest for g in mine), default=None)
+        live.append(
+            FleetStatus(
+                status=status,
+                jobs=sum(g.jobs for g in mine),
+                oldest_age_s=None if oldest is None else (now - oldest).total_seconds(),
+            )
         )
-        for c in await store.live_by_status(session)
-    ]
     finished = await store.finished_since(session, now - timedelta(hours=1))
     return FleetOut(
         workers=workers,
         workers_alive=sum(w.alive for w in workers),
         live_jobs=live,
         finished_last_hour={s.value: n for s, n in finished.items()},
-        fal_slots_in_use=await store.slots_in_use(session),
+        fal_slots_in_use=sum(g.at_fal for g in groups),
         fal_slots=settings.fal_concurrency,
     )

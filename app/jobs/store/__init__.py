@@ -19,7 +19,7 @@ from app.jobs.store.claims import (
     give_back,
     job_from_row,
 )
-from app.jobs.store.fleet import finished_since, live_by_status, slots_in_use
+from app.jobs.store.fleet import finished_since
 from app.jobs.store.liveness import (
     beat,
     beat_period,
@@ -88,7 +88,6 @@ __all__ = [
     "insert_unless_budgeted",
     "job_from_row",
     "list_for_tenant",
-    "live_by_status",
     "live_jobs",
     "lock_for_tenant",
     "look_again_at_fal",
@@ -96,6 +95,5 @@ __all__ = [
     "notify_workers",
     "prune_beats",
     "settle_blocked",
-    "slots_in_use",
     "workers_alive",
 ]

@@ -1,4 +1,5 @@
-"""The jobs table summed up for the operator's gauges (app.telemetry.gauges): one statement
+"""The jobs table summed up for the operator (the gauges of app.telemetry.gauges, the fleet view of
+``GET /v1/admin/fleet``): one statement
 over the live jobs only (the claims' partial index bounds it), however many jobs ever ran."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from datetime import datetime
 import asyncpg
 
 _LIVE_JOBS = """
-    SELECT model, status::text AS status, count(*) AS jobs,
+    SELECT model, status::text AS status, count(*) AS jobs, min(created_at) AS oldest,
            count(*) FILTER (WHERE status = 'queued' AND submit_state = 'pending') AS waiting,
            min(created_at) FILTER (WHERE status = 'queued' AND submit_state = 'pending')
                AS oldest_waiting,
@@ -30,6 +31,7 @@ class LiveJobs:
     model: str
     status: str
     jobs: int
+    oldest: datetime  # the oldest's creation
     waiting: int
     oldest_waiting: datetime | None
     at_fal: int

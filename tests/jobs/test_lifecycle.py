@@ -496,8 +496,8 @@ def run(
         assert len(set(job.settled_requests)) == len(job.settled_requests), "billed twice"
         ran = ran or job.status is JobStatus.processing or job.started_at is not None
         if job.cache_source_id is not None:
-            # A hit: only on a job no request of which may exist at fal (never sent, or
-            # certainly refused before fal's queue); it ends the job at once, billed as a hit.
+            # A hit: only on a job no request of which may exist at fal (never sent, on the
+            # model it is on); it ends the job at once, billed as a hit.
             assert job.status is JobStatus.succeeded and job.billed == "cache_hit"
             assert maybe_at_fal <= 0 and not ran and job.upstream_request_id is None
             assert job.events[-2:] == ["job.cache_hit", "job.succeeded"]
@@ -660,3 +660,17 @@ def test_a_resubmit_fal_refused_is_not_a_second_request_at_fal() -> None:
     ]
     job, _ = run(events, replace(POLICY, retry_ambiguous=True))
     assert job.submit_state is SubmitState.sending and job.peak_at_fal == 2
+
+
+def test_no_cache_hit_after_a_submit_the_retry_policy_sends_again() -> None:
+    """The ambiguous request may still run at fal: the job's own run decides it (found by
+    hypothesis)."""
+    job = FakeJob()
+    policy = replace(POLICY, retry_ambiguous=True)
+    apply(job, lc.SubmitStarting(), T0, policy)
+    apply(job, lc.SubmitAmbiguous("timeout"), T0, policy)
+    apply(job, lc.AmbiguousDue(), T0 + timedelta(seconds=200), policy)
+    assert job.submit_state is SubmitState.pending  # to be sent again
+    hit = lc.CacheHit(uuid.uuid4(), {"prompt": "x"}, "k" * 64, None)
+    t = apply(job, hit, T0 + timedelta(seconds=201), policy)
+    assert not job.status.terminal and t.settle is None and job.cache_source_id is None

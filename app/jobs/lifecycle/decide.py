@@ -284,8 +284,13 @@ CACHE_HIT = "cache_hit"
 
 
 def _cache_hit(job: JobLike, event: ev.CacheHit, now: datetime) -> Transition:
-    if job.status is not JobStatus.queued or job.submit_state is not SubmitState.pending:
-        # A request may exist at fal (or another step is sending it): that run decides the job.
+    if (
+        job.status is not JobStatus.queued
+        or job.submit_state is not SubmitState.pending
+        or job.submit_attempts > 0
+    ):
+        # A request may exist at fal (or another step is sending it, or one was sent before: an
+        # ambiguous submit the retry policy sends again may still run): that run decides it.
         return Transition(next_action_at=now)
     changes: dict[str, Any] = {
         "result": event.result,

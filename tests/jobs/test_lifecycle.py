@@ -453,7 +453,8 @@ def run(
     job's Cancel-After, from its creation; ``models``: how many it names."""
     deadline = None if deadline_s is None else T0 + timedelta(seconds=deadline_s)
     job = FakeJob(cancel_after_at=deadline, candidates=candidates(models) if models > 1 else None)
-    ran = False
+    ran = False  # on any model
+    ran_on_model = False  # on the model the job is on
     maybe_at_fal = 0
     overlapping = 0
     now = T0
@@ -475,11 +476,12 @@ def run(
             assert after is SubmitState.pending and job.status is JobStatus.queued
             assert len(job.attempts) < policy.max_attempts
             maybe_at_fal = 0
+            ran_on_model = False
         elif before is SubmitState.pending and after is SubmitState.sending:
             overlapping += maybe_at_fal > 0
             maybe_at_fal += 1
             job.peak_at_fal = max(job.peak_at_fal, maybe_at_fal)
-        if after is SubmitState.pending and before is not SubmitState.pending:
+        elif after is SubmitState.pending and before is not SubmitState.pending:
             # Back to pending only when no request can exist: fal refused it before its queue
             # (from 'sending'), or fal's own list shows it never arrived; the retry policy's
             # resubmit of an ambiguous one is the exception the policy test allows.
@@ -494,12 +496,13 @@ def run(
                 assert job.next_action_at <= deadline, f"due after the deadline: {event}"
         assert job.settled == (1 if job.status.terminal else 0)
         assert len(set(job.settled_requests)) == len(job.settled_requests), "billed twice"
-        ran = ran or job.status is JobStatus.processing or job.started_at is not None
+        running = job.status is JobStatus.processing or job.started_at is not None
+        ran, ran_on_model = ran or running, ran_on_model or running
         if job.cache_source_id is not None:
             # A hit: only on a job no request of which may exist at fal (never sent, on the
             # model it is on); it ends the job at once, billed as a hit.
             assert job.status is JobStatus.succeeded and job.billed == "cache_hit"
-            assert maybe_at_fal <= 0 and not ran and job.upstream_request_id is None
+            assert maybe_at_fal <= 0 and not ran_on_model and job.upstream_request_id is None
             assert job.events[-2:] == ["job.cache_hit", "job.succeeded"]
         if job.status is JobStatus.aborted:
             # Only a deadline aborts, only a job fal never ran, and it costs nothing.
@@ -674,3 +677,18 @@ def test_no_cache_hit_after_a_submit_the_retry_policy_sends_again() -> None:
     hit = lc.CacheHit(uuid.uuid4(), {"prompt": "x"}, "k" * 64, None)
     t = apply(job, hit, T0 + timedelta(seconds=201), policy)
     assert not job.status.terminal and t.settle is None and job.cache_source_id is None
+
+
+def test_a_deadline_after_a_fallback_from_a_model_that_ran_cancels_rather_than_aborts() -> None:
+    """aborted says the job cost nothing: not so once a model it fell back from ran at fal."""
+    job = FakeJob(candidates=candidates(2), cancel_after_at=T0 + timedelta(seconds=30))
+    apply(job, lc.SubmitStarting(), T0)
+    apply(job, submitted("req-1"), T0)
+    apply(job, _runner_error(), T0 + timedelta(seconds=5))
+    assert job.status is JobStatus.queued and job.attempts[0]["request_id"] == "req-1"
+    apply(job, lc.DeadlinePassed(), T0 + timedelta(seconds=30))
+    assert job.status is JobStatus.canceled and job.events[-1] == "job.canceled"
+    never_sent = FakeJob(candidates=candidates(2), cancel_after_at=T0 + timedelta(seconds=30))
+    apply(never_sent, lc.InputRejected("video_too_long", "too long"), T0)  # nothing sent
+    apply(never_sent, lc.DeadlinePassed(), T0 + timedelta(seconds=30))
+    assert never_sent.status is JobStatus.aborted

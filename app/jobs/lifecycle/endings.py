@@ -76,10 +76,16 @@ def canceled(
     job: JobLike, *, ran: bool, message: str, upstream: dict[str, Any] | None = None
 ) -> tuple[JobStatus, dict[str, Any]]:
     """How a canceled job ends: ``aborted`` (Replicate's meaning: terminated before it
-    started) when its deadline canceled it and it never ran at fal, else ``canceled``."""
-    if by_deadline(job) and not ran and job.started_at is None:
+    started) when its deadline canceled it and it never ran at fal, on any model it fell back
+    from either, else ``canceled``."""
+    if by_deadline(job) and not ran and job.started_at is None and not ran_before(job):
         return JobStatus.aborted, error_of("aborted", ABORTED_MESSAGE, upstream)
     return JobStatus.canceled, error_of("canceled", message, upstream)
+
+
+def ran_before(job: JobLike) -> bool:
+    """A model the job fell back from had a request at fal (it may have run, and cost)."""
+    return any(attempt.get("request_id") for attempt in job.attempts or [])
 
 
 def deadline_passed(job: JobLike, now: datetime) -> Transition:
@@ -88,6 +94,9 @@ def deadline_passed(job: JobLike, now: datetime) -> Transition:
     if job.cancel_requested_at is not None:
         return Transition(next_action_at=now)  # a cancel is under way already: it goes on
     if job.status is JobStatus.queued and job.submit_state is SubmitState.pending:
+        if ran_before(job):  # a model it fell back from ran at fal: not "at no cost"
+            message = "Canceled: its Cancel-After deadline passed."
+            return finish(job, now, JobStatus.canceled, error=error_of("canceled", message))
         return finish(job, now, JobStatus.aborted, error=error_of("aborted", ABORTED_MESSAGE))
     return Transition(
         changes={"cancel_requested_at": now},

@@ -267,8 +267,9 @@ LEDGER_FACTS = {  # name -> (statement, its parameters: none, the tenant, + a ti
         "range",
     ),
     # what the month summary must say: the settled ledger by settlement day (UTC)
+    # (summed exactly in nano-dollars, rounded once: docs/money.md)
     "month_cost": (
-        "SELECT coalesce(sum(cost_micros), 0)::bigint AS n FROM usage_records WHERE "
+        "SELECT coalesce(round(sum(cost_nanos) / 1000.0), 0)::bigint AS n FROM usage_records WHERE "
         "tenant_id = $1 AND status = 'settled' AND (settled_at AT TIME ZONE 'UTC')::date >= $2 "
         "AND (settled_at AT TIME ZONE 'UTC')::date < $3",
         "month",

@@ -64,6 +64,11 @@ def up(
             fal_cdn_url=emu,
             fal_platform_url=f"{emu}/v1",
         )
+        recorded = recorded_emulator(data_dir)
+        if recorded is not None and base_settings.fal_admin_key is None:
+            # Its platform API (billing, request lookups) takes the emulator's admin key, as
+            # fal's takes an admin-scope key: the console's reconcile, the worker's lookups.
+            overrides["fal_admin_key"] = recorded[1]
     public = base_settings.public_url or f"http://{host}:{port}"
     overrides["public_url"] = public
     if base_settings.admin_token is None:

@@ -86,6 +86,16 @@ async def test_up_serves_reconciles_with_its_emulator_and_stops_with_status_0(
         )  # fmt: skip
         assert reconcile.returncode == 0, reconcile.stdout + reconcile.stderr
         assert "no differences" in reconcile.stdout
+        # ...and through the API (the console's page), which has the emulator's admin key too
+        admin = (tmp_path / "data" / "admin_token").read_text().strip()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            r = await client.get(
+                "/v1/admin/reconcile",
+                params={"from": str(today), "to": str(today + timedelta(days=1))},
+                headers={"Authorization": f"Bearer {admin}"},
+            )
+        assert r.status_code == 200, r.text
+        assert r.json()["ok"] is True
 
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)

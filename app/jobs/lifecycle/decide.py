@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from app.jobs.lifecycle import events as ev
+from app.jobs.lifecycle.cache_hit import cache_hit
 from app.jobs.lifecycle.endings import (
     cancel_requested,
     canceled,
@@ -90,7 +91,7 @@ def _decide(job: JobLike, event: ev.Event, *, now: datetime, policy: Policy) -> 
         case ev.SubmitStarting():
             return _submit_starting(job, event, now)
         case ev.CacheHit():
-            return _cache_hit(job, event, now)
+            return cache_hit(job, event, now)
         case ev.BudgetRefused(code=code, message=message, details=details):
             ending = finish(
                 job, now, JobStatus.failed, error=error_of(code, message, details=details)
@@ -276,36 +277,6 @@ def _submit_starting(job: JobLike, event: ev.SubmitStarting, now: datetime) -> T
         changes=changes,
         reprice_micros=event.estimated_cost_micros,
         events=(("job.submitting", {"attempt": job.submit_attempts + 1}),),
-    )
-
-
-# How a result-cache hit is billed: the cache's own price (app.usage.ledger), never fal's.
-CACHE_HIT = "cache_hit"
-
-
-def _cache_hit(job: JobLike, event: ev.CacheHit, now: datetime) -> Transition:
-    if (
-        job.status is not JobStatus.queued
-        or job.submit_state is not SubmitState.pending
-        or job.submit_attempts > 0
-    ):
-        # A request may exist at fal (or another step is sending it, or one was sent before: an
-        # ambiguous submit the retry policy sends again may still run): that run decides it.
-        return Transition(next_action_at=now)
-    changes: dict[str, Any] = {
-        "result": event.result,
-        "cache_key": event.cache_key,
-        "cache_source_id": event.source_job,
-    }
-    if event.probe is not None:
-        changes["input_probe"] = event.probe
-    return finish(
-        job,
-        now,
-        JobStatus.succeeded,
-        billed=Outcome(CACHE_HIT),
-        changes=changes,
-        before=(("job.cache_hit", {"source_job": str(event.source_job)}),),
     )
 
 

@@ -67,8 +67,6 @@ async def dispatch(ctx: StepContext, job: Job) -> None:
     if refused is not None:  # canceled meanwhile, or no longer within its budget
         released_until.set(refused.next_action_at)
         return
-    if starting.upstream_payload is not None:  # what was committed is what is sent
-        job.upstream_payload = starting.upstream_payload
     await _submit(ctx, job)
 
 

@@ -264,6 +264,20 @@ class Settings(BaseSettings):
     thinksound_max_duration_s: float = Field(
         default=30.0, gt=0, description="Longest input video sent to ThinkSound."
     )
+    max_video_s: float = Field(
+        default=600.0,
+        gt=0,
+        le=3600,
+        description="Longest video a job takes: one longer than its model takes is split into "
+        "segments (one request each, their sound stitched), up to this length.",
+    )
+    segment_overlap_s: float = Field(
+        default=1.0,
+        ge=0.5,
+        le=5.0,
+        description="How much neighbouring segments of a split video overlap: their sound is "
+        "crossfaded there.",
+    )
     retention_days: float | None = Field(
         default=None, gt=0, description="Delete inputs and outputs after this many days."
     )

@@ -153,6 +153,10 @@ class ModelSpec:
     probed_duration: ProbedDuration | None = None
     audio_inputs: tuple[AudioInput, ...] = ()
     samples_field: str | None = None  # fal's field of how many outputs one request makes
+    # A video longer than the model takes runs as segments, one request each, their sound
+    # stitched (app.jobs.steps.split): for models whose only tie to the video is the video
+    # itself (no start offset into it, no reference clip laid against it).
+    segments: bool = False
 
     def validate_input(self, raw: Mapping[str, Any]) -> NormalizedInput:
         return self.input_model.model_validate(raw)
@@ -237,6 +241,7 @@ MODELS: tuple[ModelSpec, ...] = (
         input_model=ThinkSoundInput,
         upstream_fields=THINKSOUND_FIELDS,
         outputs=Outputs(video_field="video", audio_from_video=True, prompt_field="prompt"),
+        segments=True,
         limits=Limits(max_duration_s=30.0, max_duration_setting="thinksound_max_duration_s"),
         pricing=THINKSOUND_PRICE,
     ),
@@ -249,6 +254,7 @@ MODELS: tuple[ModelSpec, ...] = (
         input_model=ThinkSoundInput,
         upstream_fields=THINKSOUND_FIELDS,
         outputs=Outputs(audio_field="audio", prompt_field="prompt"),
+        segments=True,
         limits=Limits(max_duration_s=30.0, max_duration_setting="thinksound_max_duration_s"),
         pricing=THINKSOUND_PRICE,
     ),
@@ -265,6 +271,7 @@ MODELS: tuple[ModelSpec, ...] = (
         outputs=Outputs(
             video_field="video", audio_field="audio", prompt_from_payload="sound_effect_prompt"
         ),
+        segments=True,
         limits=Limits(
             containers=frozenset({"mp4", "mov"}),
             max_bytes=100 * 1024 * 1024,
@@ -291,6 +298,7 @@ MODELS: tuple[ModelSpec, ...] = (
             "mask_away_clip": "mask_away_clip",
         },
         outputs=Outputs(video_field="video", audio_from_video=True),
+        segments=True,
         limits=Limits(min_duration_s=1.0, max_duration_s=30.0),
         pricing=Pricing(unit="output_second", price_usd=Decimal("0.001")),
         probed_duration=ProbedDuration("duration", min_s=1.0, max_s=30.0),
@@ -313,6 +321,7 @@ MODELS: tuple[ModelSpec, ...] = (
         },
         outputs=Outputs(video_field="video", audio_from_video=True),
         # its audio stops at 15 s (models.md): a longer video would end in silence
+        segments=True,
         limits=Limits(max_duration_s=15.0),
         pricing=Pricing(unit="video", price_usd=None),
     ),

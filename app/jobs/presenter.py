@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from app.catalog.registry import CATALOG
 from app.jobs import cache
 from app.jobs.schemas import JobOut
 from app.jobs.store import NewJob
-from app.models import Job
+from app.models import Job, JobStatus
 
 RECENT_LOGS = 50
 
@@ -31,7 +33,12 @@ def job_url(base_url: str, job_id: uuid.UUID) -> str:
     return f"{base_url.rstrip('/')}/v1/jobs/{job_id}"
 
 
-def present_job(job: Job | NewJob, base_url: str, usage: dict[str, Any] | None = None) -> JobOut:
+def present_job(
+    job: Job | NewJob,
+    base_url: str,
+    usage: dict[str, Any] | None = None,
+    segments: list[dict[str, Any]] | None = None,
+) -> JobOut:
     base_url = base_url.rstrip("/")
     result = None
     if job.result is not None:
@@ -85,6 +92,7 @@ def present_job(job: Job | NewJob, base_url: str, usage: dict[str, Any] | None =
             "output": job.output_options,
             "models": [c["model"] for c in job.candidates] if job.candidates else None,
             "attempts": job.attempts or [],
+            "segments": segments,
             "urls": {
                 "self": self_url,
                 "cancel": f"{self_url}/cancel",
@@ -94,3 +102,55 @@ def present_job(job: Job | NewJob, base_url: str, usage: dict[str, Any] | None =
             },
         }
     )
+
+
+def present_segments(
+    runs: Sequence[Job], usage: dict[uuid.UUID, dict[str, Any]]
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """A split job's ``segments`` (each segment's latest run, the cost of all its runs) and its
+    ``usage``: its segments' requests summed (settled once every one is)."""
+    by_index: dict[int, list[Job]] = {}
+    for run in runs:
+        by_index.setdefault(int((run.segment or {})["index"]), []).append(run)
+    segments = []
+    for index in sorted(by_index):
+        tried = by_index[index]
+        last = tried[-1]
+        spans = last.segment or {}
+        segments.append(
+            {
+                "index": index,
+                "start_s": spans["start_s"],
+                "end_s": spans["end_s"],
+                "status": last.status,
+                "job_id": last.id,
+                "tries": len(tried),
+                "request_id": last.upstream_request_id,
+                "cost_usd": _total([usage.get(r.id) for r in tried], "cost_usd", 6),
+                "error": last.error if last.status is JobStatus.failed else None,
+            }
+        )
+    records = [usage[r.id] for r in runs if r.id in usage]
+    if not records:
+        return segments, None
+    statuses = {r["status"] for r in records}
+    summed = {
+        "unit": records[0]["unit"],
+        "units": _total(records, "units", None),
+        "estimated_cost_usd": _total(records, "estimated_cost_usd", 6),
+        "cost_usd": _total(records, "cost_usd", 6),
+        "cost_usd_exact": _total(records, "cost_usd_exact", 9),
+        "status": "settled"
+        if statuses == {"settled"}
+        else ("unpriced" if "unpriced" in statuses else "estimated"),
+    }
+    return segments, summed
+
+
+def _total(records: Sequence[dict[str, Any] | None], key: str, places: int | None) -> str | None:
+    """The sum of a decimal member over records (None when any is missing: not known yet)."""
+    values = [None if r is None else r.get(key) for r in records]
+    if not values or any(v is None for v in values):
+        return None
+    total = sum((Decimal(v) for v in values if v is not None), Decimal(0))
+    return f"{total.normalize():f}" if places is None else f"{total:.{places}f}"

@@ -332,6 +332,22 @@ class FallbackAttempt(BaseModel):
     )
 
 
+class SegmentOut(BaseModel):
+    """A segment of a video longer than the model takes: one request at fal of its own."""
+
+    index: int = Field(description="Its place in the video, from 0.")
+    start_s: float = Field(description="Where it starts in the video, in seconds.")
+    end_s: float = Field(description="Where it ends (it overlaps its neighbours, crossfaded).")
+    status: JobStatus = Field(description="Its latest run's status.")
+    job_id: uuid.UUID = Field(description="Its latest run, a job of its own (readable by id).")
+    tries: int = Field(description="Its runs: 2 when it failed at fal unbilled and ran again.")
+    request_id: str | None = Field(description="fal's request of its latest run.")
+    cost_usd: str | None = Field(
+        description="What fal billed for all its runs (null: not settled yet, or no price)."
+    )
+    error: JobError | None = Field(default=None, description="Why its latest run failed.")
+
+
 class JobOut(BaseModel):
     object: Literal["job"] = Field(default="job", description="Always job.")
     id: uuid.UUID = Field(description="The job's id.")
@@ -383,6 +399,12 @@ class JobOut(BaseModel):
         default_factory=list,
         description="The models it fell back from, in order: each with its request, the error "
         "that moved the job on, and what fal billed for it.",
+    )
+    segments: list[SegmentOut] | None = Field(
+        default=None,
+        description="The video was longer than the model takes: the segments it ran as, one "
+        "request each, their sound stitched with crossfades over the overlaps (null: one "
+        "request). `usage` is then their total.",
     )
     urls: JobUrls = Field(description="Links to act on the job.")
 

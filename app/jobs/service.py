@@ -17,7 +17,7 @@ from app.files import service as files_service
 from app.jobs import cache, lifecycle, store
 from app.jobs.choice import candidates, resolve_model
 from app.jobs.preflight import InputRejected, InputUnavailable, preflight
-from app.jobs.presenter import job_url, present_job
+from app.jobs.presenter import job_url, present_job, present_segments
 from app.jobs.schemas import FleetOut, FleetStatus, FleetWorker, JobCreate, JobOut
 from app.jobs.sources import check_input_source, check_url, names_audio_upload
 from app.jobs.store import JobStore, NewJob
@@ -32,7 +32,7 @@ from app.kit.problems import (
     ProblemError,
 )
 from app.metrics import JOBS_CREATED
-from app.models import Job, JobEvent, JobStatus, Tenant
+from app.models import Job, JobEvent, JobStatus, SubmitState, Tenant
 from app.notifications.events import DEFAULT_JOB_FILTER, job_webhook_events
 from app.storage import Storage
 from app.telemetry import tracing
@@ -431,6 +431,11 @@ async def cancel_job(
     job = await store.lock_for_tenant(session, tenant.id, job_id)
     if job is None:
         raise JobNotFound(f"No job {job_id}.", param="job_id")
+    if job.parent_id is not None:
+        # A segment alone would leave its job with a hole: the job is what is canceled.
+        raise JobNotCancelable(
+            f"Job {job_id} is a segment of job {job.parent_id}: cancel that job.", param="job_id"
+        )
     try:
         await job_store.write(session, job, lifecycle.CancelRequested(), owner=None)
     except lifecycle.NotApplicable as exc:
@@ -441,9 +446,21 @@ async def cancel_job(
 
 
 async def present(session: AsyncSession, jobs: list[Job], base_url: str) -> list[JobOut]:
-    """Job resources, with their usage read in one query for the whole page."""
-    usage = await usage_service.usage_of_jobs(session, [j.id for j in jobs])
-    return [present_job(j, base_url, usage.get(j.id)) for j in jobs]
+    """Job resources, with their usage read in one query for the whole page (and a split job's
+    segments, in one more)."""
+    runs = await store.segments_of(
+        session, [j.id for j in jobs if j.submit_state is SubmitState.split]
+    )
+    ids = [j.id for j in jobs] + [r.id for rs in runs.values() for r in rs]
+    usage = await usage_service.usage_of_jobs(session, ids)
+    out = []
+    for j in jobs:
+        if j.id in runs:
+            segments, summed = present_segments(runs[j.id], usage)
+            out.append(present_job(j, base_url, summed, segments))
+        else:
+            out.append(present_job(j, base_url, usage.get(j.id)))
+    return out
 
 
 async def fleet(session: AsyncSession, settings: Settings) -> FleetOut:

@@ -54,6 +54,9 @@ class SubmitState(enum.StrEnum):
     sending = "sending"
     submitted = "submitted"
     ambiguous = "ambiguous"
+    # A video longer than its model takes: the job's requests are its segments' (child jobs,
+    # app.jobs.steps.split); the job itself never goes to fal.
+    split = "split"
 
 
 class Job(UUIDPrimaryKey, Timestamps, Base):
@@ -81,6 +84,8 @@ class Job(UUIDPrimaryKey, Timestamps, Base):
                 "status = 'succeeded' AND cache_key IS NOT NULL AND cache_source_id IS NULL"
             ),
         ),
+        # A split job's segments (migration 0018).
+        Index("ix_jobs_parent_id", "parent_id", postgresql_where=text("parent_id IS NOT NULL")),
     )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(
@@ -176,6 +181,12 @@ class Job(UUIDPrimaryKey, Timestamps, Base):
     )
     cache_key: Mapped[str | None] = mapped_column(String(64))
     cache_source_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    # A segment of a longer video: the job it is part of, and where it lies ({index, start_s,
+    # end_s, try}); hidden from lists, shown in its parent's ``segments``.
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE", name="fk_jobs_parent_id")
+    )
+    segment: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
 
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -95,6 +95,8 @@ async def _deliveries(session: AsyncSession, rows: list[Any], settings: Settings
         job = jobs.get(row.job_id) if row.job_id is not None else None
         if row.job_id is not None and job is None:
             continue  # deleted since (its events went with it)
+        if job is not None and job.parent_id is not None:
+            continue  # a segment of a longer video's job: the tenant is told of that job
         for e in endpoints.get(row.tenant_id, ()):
             if e.events is None or row.type in e.events:
                 wanted.append((row, e.id, None, str(e.id)))

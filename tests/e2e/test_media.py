@@ -74,7 +74,9 @@ async def test_kling_limits_are_checked_before_any_upstream_request(
     code: str,
     detail_key: str | None,
 ) -> None:
-    async with gateway(public=False) as gw:
+    # A video longer than Kling takes runs as segments, up to the gateway's own longest (20 s
+    # here): the 21 s clip is over both.
+    async with gateway(public=False, max_video_s=20.0) as gw:
         if case == "short":
             url = gw.video_url(clips["short"])
         elif case == "missing":
@@ -94,10 +96,23 @@ async def test_size_and_thinksound_duration_limits(gateway, clips: dict[str, Cli
         url = gw.video_url(clips["bounce"])  # larger than 2 kB
         error = await _rejected(gw, {"model": "thinksound", "input": {"video_url": url}})
         assert error["code"] == "video_too_large"
-    async with gateway(public=False, thinksound_max_duration_s=3.0) as gw:
+    # The deployment's cap on ThinkSound's input is the model's limit: a longer video runs as
+    # segments within it, and one longer than the gateway takes is refused, naming that limit.
+    async with gateway(public=False, thinksound_max_duration_s=3.0, max_video_s=3.5) as gw:
         url = gw.video_url(clips["bounce"])
         error = await _rejected(gw, {"model": "thinksound", "input": {"video_url": url}})
-        assert error["code"] == "video_too_long" and error["details"]["max_duration_s"] == 3.0
+        assert error["code"] == "video_too_long" and error["details"]["max_duration_s"] == 3.5
+    async with gateway(public=False, thinksound_max_duration_s=3.0, segment_overlap_s=0.5) as gw:
+        url = gw.video_url(clips["bounce"])
+        job = await gw.create({"model": "thinksound", "input": {"video_url": url}})
+        done = await gw.wait(job["id"])
+        assert done["status"] == "succeeded", done
+        assert len(done["segments"]) == 2, done["segments"]
+        assert all(s["end_s"] - s["start_s"] <= 3.0 for s in done["segments"])
+        assert len(gw.emu.submits()) == 2  # one request per segment, nothing else
+        assert {s["request_id"] for s in done["segments"]} == {
+            e["request_id"] for e in gw.emu.submits()
+        }
 
 
 async def test_probe_is_kept_and_reprices_the_reservation(gateway, clips: dict[str, Clip]) -> None:

@@ -27,6 +27,9 @@ Rules the tests hold the machine to:
   (app.jobs.lifecycle.fallback); each request fal ran is settled once, when its attempt ends;
 * a job with a Cancel-After deadline is next due no later than that deadline until it is
   canceled; it ends ``aborted`` (at no cost) only if it never ran at fal;
+* a video longer than its model takes runs as segments, each a job of its own with this same
+  life (app.jobs.lifecycle.segments); the job that split never goes to fal, and ends when its
+  segments have;
 * a result-cache hit (``CacheHit``) ends a job that never left the gateway ``succeeded`` at
   once, settled once at the cache's price, with no request to fal.
 """
@@ -51,6 +54,10 @@ from app.jobs.lifecycle.events import (
     Progress,
     Reschedule,
     RetryLater,
+    SegmentRetried,
+    SegmentsAssembled,
+    SegmentsEnded,
+    Split,
     SubmitAmbiguous,
     SubmitFailed,
     SubmitRefused,
@@ -101,8 +108,12 @@ __all__ = [
     "Progress",
     "Reschedule",
     "RetryLater",
+    "SegmentRetried",
+    "SegmentsAssembled",
+    "SegmentsEnded",
     "Settle",
     "SettleRequest",
+    "Split",
     "SubmitAmbiguous",
     "SubmitFailed",
     "SubmitRefused",

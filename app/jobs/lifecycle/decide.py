@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from app.jobs.lifecycle import events as ev
+from app.jobs.lifecycle import segments
 from app.jobs.lifecycle.cache_hit import cache_hit
 from app.jobs.lifecycle.endings import (
     cancel_requested,
@@ -254,6 +255,14 @@ def _decide(job: JobLike, event: ev.Event, *, now: datetime, policy: Policy) -> 
             )
         case ev.Reschedule(at=at):
             return Transition(next_action_at=at or now)
+        case ev.Split():
+            return segments.split(job, event, now)
+        case ev.SegmentRetried():
+            return segments.segment_retried(job, event, now)
+        case ev.SegmentsAssembled():
+            return segments.assembled(job, event, now)
+        case ev.SegmentsEnded():
+            return segments.segments_ended(job, event, now)
     raise TypeError(f"not a lifecycle event: {event!r}")  # pragma: no cover
 
 

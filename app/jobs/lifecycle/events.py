@@ -215,6 +215,43 @@ class Reschedule:
     at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class Split:
+    """The video is longer than the model takes: the job runs as segments, each a job of its own
+    (inserted with this transition, each holding its share of the reservation). The job never
+    goes to fal itself."""
+
+    segments: tuple[dict[str, Any], ...]  # {index, start_s, end_s}, in order
+    probe: dict[str, Any]
+    estimated_cost_micros: int
+    original_file_id: uuid.UUID | None = None  # a URL input, stored for the final mux
+
+
+@dataclass(frozen=True)
+class SegmentRetried:
+    """Segments failed at fal for a reason that was not the input's, and fal did not bill them:
+    each runs again, once (new jobs for the same segments, inserted with this transition)."""
+
+    retries: tuple[dict[str, Any], ...]  # {index, failed_job, error}
+
+
+@dataclass(frozen=True)
+class SegmentsAssembled:
+    """Every segment succeeded and their sound is stitched onto the video: the job succeeded.
+    Its cost is its segments' (each settled when it ended)."""
+
+    result: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SegmentsEnded:
+    """The segments ended without a whole result (one failed for good, the job was canceled or
+    timed out): the job ends ``status`` with ``error``; what fal ran was billed on each."""
+
+    status: str  # failed | canceled
+    error: dict[str, Any]
+
+
 Event = (
     CancelRequested
     | DeadlinePassed
@@ -241,4 +278,8 @@ Event = (
     | CancelSent
     | RetryLater
     | Reschedule
+    | Split
+    | SegmentRetried
+    | SegmentsAssembled
+    | SegmentsEnded
 )

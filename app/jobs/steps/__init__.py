@@ -11,6 +11,8 @@ state and picks up from there.
     follow_up.py   a webhook, the status stream's news or a poll; cancel; time-out
     (a Cancel-After deadline that passed is decided here first: app.jobs.lifecycle)
     finalize.py    a success: fetch, measure and store the outputs
+    split.py       a video longer than its model takes: its segments, each a job of its own
+    assemble.py    a split job: wait for its segments (cancel them, retry one), then stitch
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from app.jobs import lifecycle
+from app.jobs.steps.assemble import assemble
 from app.jobs.steps.context import StepContext, released_until
 from app.jobs.steps.dispatch import dispatch, found_mid_send, resolve_ambiguous
 from app.jobs.steps.follow_up import follow_up, time_out
@@ -42,7 +45,9 @@ async def run_step(ctx: StepContext, job: Job) -> None:
         return
     now = utcnow()
     step: Callable[[StepContext, Job], Awaitable[None]]
-    if now - job.created_at > ctx.settings.job_timeout:
+    if job.submit_state is SubmitState.split:
+        step = assemble  # its segments' jobs do the rest (its time-out too: they end first)
+    elif now - job.created_at > ctx.settings.job_timeout:
         step = time_out
     elif (
         job.cancel_after_at is not None

@@ -20,6 +20,7 @@ from app.files.service import FileNotFound, FileRemoved
 from app.jobs import cache, lifecycle
 from app.jobs.preflight import Checked, InputRejected, InputUnavailable, preflight
 from app.jobs.steps.context import StepContext, released_until
+from app.jobs.steps.split import split, splits
 from app.jobs.store import Also
 from app.kit.clock import utcnow
 from app.metrics import SUBMIT_LATENCY
@@ -133,6 +134,9 @@ async def _preflight(ctx: StepContext, job: Job, spec: ModelSpec) -> Checked | N
             audio_uploads=audio_uploads,
         )
     except InputRejected as exc:
+        if splits(job, spec, exc.code, ctx.settings):
+            await split(ctx, job, spec)  # too long for the model: run as segments
+            return None
         log.info(
             "input rejected before any upstream request",
             job_id=str(job.id),

@@ -69,7 +69,7 @@ async def _finalize(
         else:
             made = await _render(ctx, job, spec, output, workdir)
             stored = [
-                await _store(
+                await store_output(
                     ctx,
                     item.kind,
                     f"jobs/{job.tenant_id}/{job.id}/{item.name}",
@@ -100,10 +100,10 @@ async def _finalize(
     samples = []
     for item in stored:
         if item.sample is not None:
-            samples.append({"audio": _describe(item)})
+            samples.append({"audio": describe_output(item)})
             continue
         name = "video" if item.kind is FileKind.output_video else "audio"
-        result[name] = _describe(item)
+        result[name] = describe_output(item)
     if samples:
         # Several outputs of one request: every one in samples, the first also as audio (what
         # a client of single-output models reads).
@@ -128,7 +128,7 @@ async def _finalize(
 
 
 @dataclass
-class _StoredOutput:
+class StoredOutput:
     id: uuid.UUID
     kind: FileKind
     key: str
@@ -172,7 +172,7 @@ def _used_prompt(spec: ModelSpec, job: Job, output: dict[str, Any]) -> str | Non
     return job.input.get("prompt")
 
 
-def _describe(item: _StoredOutput) -> dict[str, Any]:
+def describe_output(item: StoredOutput) -> dict[str, Any]:
     m = item.media
     out: dict[str, Any] = {
         "file_id": str(item.id),
@@ -222,8 +222,8 @@ _VIDEO_TYPES = {
 
 async def _fetch_outputs(
     ctx: StepContext, job: Job, spec: ModelSpec, output: dict[str, Any], workdir: Path
-) -> list[_StoredOutput]:
-    stored: list[_StoredOutput] = []
+) -> list[StoredOutput]:
+    stored: list[StoredOutput] = []
     prefix = f"jobs/{job.tenant_id}/{job.id}"
     video_url = _file_url(output, spec.outputs.video_field)
     audio_url = _file_url(output, spec.outputs.audio_field)
@@ -255,7 +255,7 @@ async def _fetch_outputs(
         media = await asyncio.to_thread(probe, video_path)
         ext = _EXT.get(media.container, "mp4")
         stored.append(
-            await _store(
+            await store_output(
                 ctx,
                 FileKind.output_video,
                 f"{prefix}/video.{ext}",
@@ -271,7 +271,7 @@ async def _fetch_outputs(
         media = await asyncio.to_thread(probe, audio_path)
         ext = _EXT.get(media.container, "bin") if media.container != "mp4" else "m4a"
         stored.append(
-            await _store(
+            await store_output(
                 ctx,
                 FileKind.output_audio,
                 f"{prefix}/audio.{ext}",
@@ -285,7 +285,7 @@ async def _fetch_outputs(
         m4a = workdir / "audio.m4a"
         media = await asyncio.to_thread(extract_audio, video_path, m4a)
         stored.append(
-            await _store(
+            await store_output(
                 ctx, FileKind.output_audio, f"{prefix}/audio.m4a", m4a, "audio/mp4", media, None
             )
         )
@@ -312,12 +312,12 @@ def _file_urls(output: dict[str, Any], field: str) -> list[str]:
 
 async def _audio_output(
     ctx: StepContext, url: str, workdir: Path, key: str, sample: int
-) -> _StoredOutput:
+) -> StoredOutput:
     path = workdir / f"sample-{sample}.bin"
     await download_output(ctx, url, path)
     media = await asyncio.to_thread(probe, path)
     ext = _EXT.get(media.container, "bin") if media.container != "mp4" else "m4a"
-    item = await _store(
+    item = await store_output(
         ctx,
         FileKind.output_audio,
         f"{key}.{ext}",
@@ -381,7 +381,7 @@ async def download_output(ctx: StepContext, url: str, dest: Path) -> None:
         ) from exc
 
 
-async def _store(
+async def store_output(
     ctx: StepContext,
     kind: FileKind,
     key: str,
@@ -389,9 +389,9 @@ async def _store(
     content_type: str,
     media: MediaInfo,
     source_url: str | None,
-) -> _StoredOutput:
+) -> StoredOutput:
     obj = await ctx.storage.put_file(key, path, content_type=content_type)
-    return _StoredOutput(
+    return StoredOutput(
         id=uuid.uuid4(),
         kind=kind,
         key=obj.key,

@@ -9,7 +9,7 @@ fetched again: an upload from storage, a URL from its source under the outbound 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,17 +104,22 @@ async def original_video(
     yield dest
 
 
-def render(options: OutputOptions, picture: Path, sound: Path, workdir: Path) -> Soundtrack:
+def render(
+    options: OutputOptions, picture: Path, sound: Path | Sequence[SegmentAudio], workdir: Path
+) -> Soundtrack:
     """Write the finished sound (synchronous, CPU bound: from async code through a thread).
     ``picture``: the video the sound goes on (its length is the soundtrack's); ``sound``: the
-    model's output holding the generated audio (an audio file, or a video with sound)."""
+    model's output holding the generated audio (an audio file, or a video with sound), or the
+    sound of each segment of a split job (crossfaded where they overlap)."""
     alone = options.audio_mode is AudioMode.GENERATED_ONLY
     fmt = options.audio_format
     name = ("audio" if alone else "video") + file_suffix(fmt, with_video=not alone)
     out = workdir / f"{uuid.uuid4().hex}-{name}"
+    if isinstance(sound, Path):
+        sound = [SegmentAudio(Segment(0.0, measure_video(picture).duration_s), sound)]
     made = build_soundtrack(
         picture,
-        [SegmentAudio(Segment(0.0, measure_video(picture).duration_s), sound)],
+        sound,
         out,
         mode=options.audio_mode,
         audio_format=fmt,

@@ -39,6 +39,7 @@ from app.jobs.store.rows import (
     insert_unless_budgeted,
     list_for_tenant,
     lock_for_tenant,
+    segments_of,
 )
 from app.jobs.store.transitions import (
     EVENTS_CHANNEL,
@@ -94,6 +95,7 @@ __all__ = [
     "mark_data_removed",
     "notify_workers",
     "prune_beats",
+    "segments_of",
     "settle_blocked",
     "workers_alive",
 ]

@@ -89,6 +89,8 @@ _CLAIM_DISPATCH = f"""
     WITH in_flight AS (
         SELECT tenant_id, count(*) AS n FROM jobs
         WHERE status IN ('queued', 'starting', 'processing')
+          -- a split job holds no slot: its segments do, each as a job of its own
+          AND submit_state <> 'split'
           AND (submit_state <> 'pending'
                OR (lease_expires_at > statement_timestamp() AND NOT {_owner_silent("$6")}))
           -- fal reported it complete (stream, poll or webhook): it holds no slot at fal any

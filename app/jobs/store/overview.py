@@ -15,7 +15,9 @@ _LIVE_JOBS = """
            min(created_at) FILTER (WHERE status = 'queued' AND submit_state = 'pending')
                AS oldest_waiting,
            -- a request at fal, or on its way there: what FOLEY_FAL_CONCURRENCY bounds
-           count(*) FILTER (WHERE submit_state <> 'pending' AND NOT upstream_completed)
+           -- (a split job holds none: its segments do)
+           count(*) FILTER (WHERE submit_state NOT IN ('pending', 'split')
+                                  AND NOT upstream_completed)
                AS at_fal
     FROM jobs
     WHERE status IN ('queued', 'starting', 'processing')

@@ -61,6 +61,8 @@ class NewJob:
     cache_requested: bool = False
     cache_key: str | None = None
     cache_source_id: uuid.UUID | None = None
+    parent_id: uuid.UUID | None = None  # a segment of this job (app.jobs.steps.split)
+    segment: dict[str, Any] | None = None
 
     def row(self) -> dict[str, Any]:
         """Column → value; the columns left out take their defaults (the job has not run)."""
@@ -88,6 +90,8 @@ class NewJob:
             "traceparent": self.traceparent,
             "cache_requested": self.cache_requested,
             "cache_key": self.cache_key,
+            "parent_id": self.parent_id,
+            "segment": self.segment,
             # due at once: the first worker to look claims it
             "next_action_at": self.created_at,
             "webhook_url": self.webhook_url,
@@ -110,7 +114,7 @@ class NewJob:
 
 
 _JSONB_COLUMNS = frozenset(
-    {"input", "upstream_payload", "metadata", "output_options", "candidates", "attempts"}
+    {"input", "upstream_payload", "metadata", "output_options", "candidates", "attempts", "segment"}
 )
 
 
@@ -197,8 +201,9 @@ async def list_for_tenant(
     after: tuple[datetime, uuid.UUID] | None = None,
     before: tuple[datetime, uuid.UUID] | None = None,
 ) -> tuple[Sequence[Job], bool]:
-    """Newest first, keyset-paginated on (created_at, id). Returns (page, has_more)."""
-    stmt = _tenant_jobs(tenant_id)
+    """Newest first, keyset-paginated on (created_at, id). Returns (page, has_more). A split
+    job's segments are not listed: their job shows them."""
+    stmt = _tenant_jobs(tenant_id).where(Job.parent_id.is_(None))
     if status is not None:
         stmt = stmt.where(Job.status == status)
     if model is not None:
@@ -251,3 +256,25 @@ async def events_for_tenant(
         stmt = stmt.where(JobEvent.job_created_at == job_created_at)
     rows = list((await session.scalars(stmt)).all())
     return rows[:limit], len(rows) > limit
+
+
+async def segments_of(
+    session: AsyncSession, parent_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[Job]]:
+    """Every run of the segments of these split jobs, by job, in order of segment then try."""
+    if not parent_ids:
+        return {}
+    stmt = (
+        select(Job)
+        .where(Job.parent_id.in_(parent_ids))
+        .order_by(
+            Job.parent_id,
+            Job.segment["index"].as_integer(),
+            Job.segment["try"].as_integer(),
+        )
+    )
+    out: dict[uuid.UUID, list[Job]] = {p: [] for p in parent_ids}
+    for job in (await session.scalars(stmt)).all():
+        assert job.parent_id is not None
+        out[job.parent_id].append(job)
+    return out

@@ -264,6 +264,8 @@ class JobStore:
                 )
             )
         await session.flush()
+        if job.parent_id is not None and "status" in transition.changes and job.status.terminal:
+            await _wake_parent(session, job.parent_id)
         if transition.wake is not None:
             await notify_workers(session, transition.wake)
 
@@ -490,6 +492,20 @@ _MARK_SENDING_ALONE = """
     INSERT INTO job_events (job_id, tenant_id, seq, type, data, created_at, job_created_at)
     SELECT id, tenant_id, event_seq, $7, $8::jsonb, $3, created_at FROM job
 """
+
+
+# A segment ended: the job it is part of is due now. Its row lock waits for a step of that job
+# still deciding (it read the segments under that lock): this wake-up then lands after that
+# step's own next_action_at, never under it.
+_WAKE_PARENT = text(
+    "UPDATE jobs SET next_action_at = statement_timestamp() "
+    "WHERE id = :parent AND status IN ('queued', 'starting', 'processing')"
+)
+
+
+async def _wake_parent(session: AsyncSession, parent_id: uuid.UUID) -> None:
+    await session.execute(_WAKE_PARENT, {"parent": parent_id})
+    await notify_workers(session, "segment")
 
 
 async def notify_workers(session: AsyncSession, reason: str) -> None:

@@ -58,9 +58,7 @@ def downgrade() -> None:
     op.drop_column("jobs", "segment")
     op.drop_column("jobs", "parent_id")
     op.execute("ALTER TYPE submit_state RENAME TO submit_state_with_split")
-    op.execute(
-        "CREATE TYPE submit_state AS ENUM ('pending', 'sending', 'submitted', 'ambiguous')"
-    )
+    op.execute("CREATE TYPE submit_state AS ENUM ('pending', 'sending', 'submitted', 'ambiguous')")
     op.execute(
         "ALTER TABLE jobs ALTER COLUMN submit_state TYPE submit_state "
         "USING submit_state::text::submit_state"

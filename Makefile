@@ -19,7 +19,7 @@ lint: setup
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 
-BENCHES := synth emulator gateway usage media slow_clients scale_out cache
+BENCHES := synth emulator gateway usage media slow_clients scale_out cache long_video
 
 bench: setup  ## every benchmark (bench/README.md), ~15 min; one of them: make bench BENCH=gateway
 	@for name in $(or $(BENCH),$(BENCHES)); do \

@@ -6,11 +6,13 @@ import json
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.catalog.registry import ModelSpec
 from app.config import Settings
 from app.db.driver import DriverPool
 from app.files import service as files_service
@@ -20,6 +22,7 @@ from app.jobs.preflight import InputRejected, InputUnavailable, preflight
 from app.jobs.presenter import job_url, present_job, present_segments
 from app.jobs.schemas import FleetOut, FleetStatus, FleetWorker, JobCreate, JobOut
 from app.jobs.sources import check_input_source, check_url, names_audio_upload
+from app.jobs.steps.split import segment_limits, splits
 from app.jobs.store import JobStore, NewJob
 from app.kit.clock import utcnow
 from app.kit.idempotency import IdempotencyGuard, StoredResponse, request_fingerprint
@@ -31,6 +34,7 @@ from app.kit.problems import (
     NotFound,
     ProblemError,
 )
+from app.media.segments import Segment, plan_from_cuts
 from app.metrics import JOBS_CREATED
 from app.models import Job, JobEvent, JobStatus, SubmitState, Tenant
 from app.notifications.events import DEFAULT_JOB_FILTER, job_webhook_events
@@ -249,6 +253,16 @@ async def validate_sync(
         )
         verdict["probe"], duration = checked.probe, checked.duration_s
     except InputRejected as exc:
+        planned = planned_segments(job, spec, exc, settings)
+        if planned:
+            verdict.update(
+                message=f"Longer than {spec.id} takes: it runs as {len(planned)} segments, "
+                "one request each (split where the picture cuts: boundaries may move).",
+                segments=[s.to_dict() for s in planned],
+            )
+            return verdict | {
+                "estimate": await _segments_estimate(session, spec, job, planned, settings)
+            }
         verdict.update(
             valid=False, code=exc.code, message=exc.message, details=exc.measured or None
         )
@@ -264,6 +278,56 @@ async def validate_sync(
         "basis": estimate.basis,
     }
     return verdict
+
+
+def planned_segments(
+    job: NewJob, spec: ModelSpec, rejected: InputRejected, settings: Settings
+) -> list[Segment]:
+    """The segments a job the preflight found too long would run as (evenly planned: the worker
+    plans at scene cuts, which keeps the count), or none when it would not split."""
+    duration = rejected.measured.get("duration_s")
+    if duration is None or duration > settings.max_video_s:
+        return []
+    if not splits(job, spec, rejected.code, settings):  # type: ignore[arg-type]
+        return []
+    shortest, longest = segment_limits(spec, settings)
+    try:
+        return plan_from_cuts(
+            duration,
+            [],
+            min_s=shortest,
+            max_s=longest,
+            overlap_s=settings.segment_overlap_s,
+            max_total_s=settings.max_video_s,
+        )
+    except ValueError:
+        return []
+
+
+async def _segments_estimate(
+    session: AsyncSession,
+    spec: ModelSpec,
+    job: NewJob,
+    planned: list[Segment],
+    settings: Settings,
+) -> dict[str, Any]:
+    estimates = [
+        await estimate_job(
+            session,
+            spec,
+            settings,
+            video_duration_s=s.duration_s,
+            payload=spec.payload_for_probe(job.upstream_payload, s.duration_s),
+        )
+        for s in planned
+    ]
+    costs = [e.cost_micros for e in estimates]
+    return {
+        "unit": estimates[0].unit,
+        "units": str(sum((e.units for e in estimates), Decimal(0))),
+        "estimated_cost_usd": None if None in costs else micros_to_usd(sum(costs)),  # type: ignore[arg-type]
+        "basis": f"{len(planned)} segments: " + estimates[0].basis,
+    }
 
 
 async def accept_job(

@@ -92,6 +92,12 @@ class ValidationOut(BaseModel):
     )
     probe: dict[str, Any] | None = Field(description="The input as measured (PyAV).")
     estimate: ValidationEstimate = Field(description="What the job would cost.")
+    segments: list[dict[str, float]] | None = Field(
+        default=None,
+        description="Longer than the model takes: the segments it would run as, one request "
+        "each ({start_s, end_s}, planned evenly: the job splits where the picture cuts, with as "
+        "many segments); the estimate is theirs.",
+    )
 
 
 PriceModel = column_text(Price.model)

@@ -254,7 +254,9 @@ async def test_uploads_refuse_what_is_not_a_video_and_what_is_too_large(
         assert leftovers == []
 
 
-async def test_validate_answers_without_creating(gateway, clips: dict[str, Clip]) -> None:
+async def test_validate_answers_without_creating(
+    gateway, clips: dict[str, Clip], more_clips: dict[str, Path]
+) -> None:
     async with gateway(public=False, workers=0) as gw:
         ok = (
             await gw.client.post(
@@ -273,6 +275,17 @@ async def test_validate_answers_without_creating(gateway, clips: dict[str, Clip]
             )
         ).json()
         assert bad["valid"] is False and bad["code"] == "video_too_short"
+        # longer than Kling takes: valid, as the segments it would run as, each a video's price
+        long = (
+            await gw.client.post(
+                "/v1/validate",
+                headers=gw.headers,
+                json={"model": KLING, "input": {"video_url": gw.emu.upload(more_clips["long"])}},
+            )
+        ).json()
+        assert long["valid"] is True and long["code"] is None, long
+        assert len(long["segments"]) == 2 and long["segments"][-1]["end_s"] == pytest.approx(21.0)
+        assert long["estimate"]["estimated_cost_usd"] == "0.070000"
         assert (await gw.sql("SELECT count(*) FROM jobs"))[0][0] == 0
         assert gw.emu.submits() == []
 

@@ -32,7 +32,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness.fal import start_emulator
-from harness.gateway import Api, gateway_env, start_worker
+from harness.gateway import Api, gateway_env, job_ended, start_worker
 from harness.procs import BenchError
 from harness.report import Table, pct
 from harness.run import Run, parse, parser
@@ -43,17 +43,6 @@ def _args(argv: list[str] | None) -> Any:
     g = p.add_argument_group("cache_bench")
     g.add_argument("--hits", type=int, default=200, help="hits timed per input kind [200]")
     return parse(p, argv)
-
-
-def _finished(client: httpx.Client, job_id: str, within_s: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + within_s
-    while True:
-        job = dict(client.get(f"/v1/jobs/{job_id}").json())
-        if job["status"] in ("succeeded", "failed", "canceled", "aborted"):
-            return job
-        if time.monotonic() > deadline:
-            raise BenchError(f"job {job_id} still {job['status']} after {within_s} s")
-        time.sleep(0.002)  # the next look
 
 
 def _hits(client: httpx.Client, body: dict[str, Any], n: int) -> tuple[list[float], int]:
@@ -70,7 +59,7 @@ def _hits(client: httpx.Client, body: dict[str, Any], n: int) -> tuple[list[floa
         if job["status"] == "succeeded":
             in_202 += 1
         else:
-            job = _finished(client, job["id"])
+            job = job_ended(client, job["id"])
         if not (job.get("cache") or {}).get("hit"):
             raise BenchError(f"job {job['id']} was not a cache hit: {job.get('cache')}")
         done = datetime.fromisoformat(job["completed_at"]).timestamp()
@@ -112,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             for seed, (name, source) in enumerate(inputs.items(), start=7):
                 body = {"model": "thinksound-audio", "input": {**source, "seed": seed}}
                 first = client.post("/v1/jobs", json=body).json()
-                done = _finished(client, first["id"])
+                done = job_ended(client, first["id"])
                 if done["status"] != "succeeded" or done["cache"]["hit"]:
                     raise BenchError(f"the source job: {done['status']} {done['cache']}")
                 submits = len(emu.submits())

@@ -28,7 +28,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness.fal import start_emulator
-from harness.gateway import Api, gateway_env, start_worker
+from harness.gateway import Api, gateway_env, job_ended, start_worker
 from harness.procs import BenchError
 from harness.report import Table
 from harness.run import Run, parse, parser
@@ -46,23 +46,12 @@ def _args(argv: list[str] | None) -> Any:
     return parse(p, argv)
 
 
-def _finished(client: httpx.Client, job_id: str, within_s: float = 600) -> dict[str, Any]:
-    deadline = time.monotonic() + within_s
-    while True:
-        job = dict(client.get(f"/v1/jobs/{job_id}").json())
-        if job["status"] in ("succeeded", "failed", "canceled", "aborted"):
-            return job
-        if time.monotonic() > deadline:
-            raise BenchError(f"job {job_id} still {job['status']} after {within_s} s")
-        time.sleep(0.05)  # the next look
-
-
 def _run(client: httpx.Client, url: str) -> tuple[float, dict[str, Any]]:
     started = time.monotonic()
     r = client.post("/v1/jobs", json={"model": KLING, "input": {"video_url": url}})
     if r.status_code != 202:
         raise BenchError(f"POST /v1/jobs: {r.status_code} {r.text}")
-    done = _finished(client, r.json()["id"])
+    done = job_ended(client, r.json()["id"], within_s=600, look_s=0.05)
     took = time.monotonic() - started
     if done["status"] != "succeeded":
         raise BenchError(f"job {done['id']}: {done['status']} {done['error']}")

@@ -177,3 +177,21 @@ def wait_finished(db: Database, ids: list[uuid.UUID], within_s: float) -> int:
     """Wait until every one of these jobs is in a terminal state; how many are not."""
     pending = "status NOT IN ('succeeded', 'failed', 'canceled', 'aborted')"
     return asyncio.run(_wait_jobs(db, ids, pending, within_s))
+
+
+TERMINAL = ("succeeded", "failed", "canceled", "aborted")
+
+
+def job_ended(
+    client: Any, job_id: str, within_s: float = 60, look_s: float = 0.002
+) -> dict[str, Any]:
+    """The job as the API shows it once it ended (an httpx.Client on the API with a tenant's
+    key), looked at every `look_s`."""
+    deadline = time.monotonic() + within_s
+    while True:
+        job = dict(client.get(f"/v1/jobs/{job_id}").json())
+        if job["status"] in TERMINAL:
+            return job
+        if time.monotonic() > deadline:
+            raise BenchError(f"job {job_id} still {job['status']} after {within_s} s")
+        time.sleep(look_s)  # the next look

@@ -21,7 +21,7 @@ from typing import Any
 from app.console import sessions
 from tests.e2e.conftest import ADMIN, Gateway
 from tests.support.browser import LOOPBACK_ONLY_ARGS, chromium, only_loopback
-from tests.support.clips import Clip
+from tests.support.clips import Clip, make_bouncing_square
 from tests.support.waiting import eventually
 
 ARTIFACTS = (
@@ -354,6 +354,7 @@ async def test_the_console_in_a_browser(
 async def test_compare_webhooks_and_the_operators_other_pages(
     gateway: Callable[..., contextlib.AbstractAsyncContextManager[Gateway]],
     clips: dict[str, Clip],
+    tmp_path: Path,
 ) -> None:
     executable = chromium()
     from playwright.async_api import async_playwright, expect
@@ -394,6 +395,26 @@ async def test_compare_webhooks_and_the_operators_other_pages(
         await accessible(page)
         await shot(page, "11-compare")
 
+        # A video longer than Kling takes: its page lists the segments it ran as, each a link.
+        long_clip = make_bouncing_square(
+            tmp_path / "long.mp4", duration_s=21.0, width=64, height=48, fps=12
+        )
+        job = await gw.create(
+            {"model": "kling-video-to-audio", "input": {"video_url": gw.emu.upload(long_clip.path)}}
+        )
+        done = await gw.wait(job["id"], timeout=60)
+        assert done["status"] == "succeeded", done
+        await page.goto(f"{base}/console/jobs/{job['id']}")
+        await ready(page)
+        rows = page.locator("#segments tbody tr")
+        await expect(rows).to_have_count(2)
+        await expect(rows.first.locator("a")).to_have_attribute(
+            "href", f"/console/jobs/{done['segments'][0]['job_id']}"
+        )
+        await expect(page.locator("#result-video")).to_be_visible()
+        await accessible(page)
+        await shot(page, "12-segments")
+
         # Webhooks: an endpoint added (its secret shown once), its deliveries listed.
         await page.goto(f"{base}/console/webhooks")
         await ready(page)
@@ -406,7 +427,7 @@ async def test_compare_webhooks_and_the_operators_other_pages(
         await page.get_by_role("button", name="Deliveries to http://127.0.0.1:9/hooks").click()
         await expect(page.locator("#deliveries")).to_contain_text("ping")
         await accessible(page)
-        await shot(page, "12-webhooks")
+        await shot(page, "13-webhooks")
 
         # The operator's remaining pages draw, and are accessible.
         await page.goto(f"{base}/console/jobs")
@@ -429,7 +450,7 @@ async def test_compare_webhooks_and_the_operators_other_pages(
         await page.wait_for_selector("svg.chart rect.bar", timeout=30_000)
         await expect(page.locator("#usage")).to_contain_text("e2e")
         await accessible(page)
-        await shot(page, "13-admin-usage")
+        await shot(page, "14-admin-usage")
         await browser.close()
     assert left_loopback == []
     assert errors == []

@@ -157,6 +157,7 @@ function jobView(job, events) {
       h("div", { class: "side-by-side" }, mediaFigure("Input video", inputVideo),
         mediaFigure("Result video", resultVideo))),
     sound ? h("section", { "aria-labelledby": "sound-title" }, h("h2", { id: "sound-title" }, "Generated audio"), sound) : null,
+    job.segments ? segmentsTable(job.segments) : null,
     h("section", { "aria-labelledby": "timeline-title" }, h("h2", { id: "timeline-title" }, "Timeline"),
       h("ol", { class: "timeline", id: "timeline" }, events.map(eventItem))),
     h("section", { "aria-labelledby": "logs-title" }, h("h2", { id: "logs-title" }, "Logs"),
@@ -165,6 +166,20 @@ function jobView(job, events) {
           job.logs.map((l) => `${l.timestamp || ""} ${l.level || ""} ${l.message}\n`))
         : h("p", {}, "No logs.")),
   ];
+}
+
+// A video longer than the model takes ran as segments: each its own request (and job page).
+function segmentsTable(segments) {
+  return h("section", { "aria-labelledby": "segments-title" },
+    h("h2", { id: "segments-title" }, `Segments (${segments.length})`),
+    h("table", { id: "segments" },
+      h("thead", {}, h("tr", {}, ["#", "From", "To", "Status", "Runs", "Cost", "Error"].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, segments.map((s) => h("tr", {},
+        h("td", {}, h("a", { href: `/console/jobs/${s.job_id}` }, String(s.index))),
+        h("td", {}, `${s.start_s.toFixed(2)} s`), h("td", {}, `${s.end_s.toFixed(2)} s`),
+        h("td", {}, statusBadge(s.status)), h("td", {}, String(s.tries)),
+        h("td", {}, s.cost_usd ? usd(s.cost_usd) : "—"),
+        h("td", {}, s.error ? s.error.code : "—"))))));
 }
 
 function eventItem(event) {

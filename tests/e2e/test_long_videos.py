@@ -16,9 +16,9 @@ import pytest
 from emulator.faults import rng_for
 from tests.e2e.conftest import ADMIN
 from tests.e2e.test_money import _micros
-from tests.e2e.test_soundtrack import _download
+from tests.e2e.test_soundtrack import _corr, _download
 from tests.media.conftest import decode_audio, rms_db
-from tests.support.soundtrack_clips import SceneClip, make_scene_clip
+from tests.support.soundtrack_clips import SceneClip, make_scene_clip, speechlike_track
 
 KLING = "kling-video-to-audio"
 KLING_ENDPOINT = "fal-ai/kling-video/video-to-audio"
@@ -277,3 +277,49 @@ async def test_segments_are_the_tenants_alone_and_canceled_only_with_their_job(
         assert r.status_code == 404
         await gw.client.post(f"/v1/jobs/{job['id']}/cancel", headers=gw.headers)
         await gw.wait(job["id"], timeout=60)
+
+
+async def test_mix_keeps_the_original_track_under_the_stitched_sound(
+    gateway, tmp_path: Path
+) -> None:
+    """A 4 s clip with a speech-like track, through ThinkSound capped at 3 s: two segments. No
+    ducking and no loudness: the mix is exactly original + gain × the stitched sound, which a
+    generated_only job of the same video gives (the emulator's sound is deterministic)."""
+    rate, gain_db = 44_100, -6.0
+    voice = speechlike_track(4.0, rate, seed=3)
+    talking = make_scene_clip(tmp_path / "talking.mp4", shots=(4.0,), audio=voice, audio_rate=rate)
+    common = {"audio_format": "wav", "sample_rate": rate, "loudness": None}
+    async with gateway(public=False, thinksound_max_duration_s=3.0, segment_overlap_s=0.5) as gw:
+        url = gw.emu.upload(talking.path, "video/mp4")
+        body = {"model": "thinksound", "input": {"video_url": url, "prompt": "a ball"}}
+        mixed_job = await gw.create(
+            body
+            | {
+                "output": common
+                | {
+                    "audio_mode": "mix",
+                    "mix": {"duck_db": 0, "original_gain_db": 0, "generated_gain_db": gain_db},
+                }
+            }
+        )
+        alone_job = await gw.create(body | {"output": common | {"audio_mode": "generated_only"}})
+        mixed_done = await gw.wait(mixed_job["id"], timeout=60)
+        alone_done = await gw.wait(alone_job["id"], timeout=60)
+        for done in (mixed_done, alone_done):
+            assert done["status"] == "succeeded", done
+            assert len(done["segments"]) == 2
+        assert mixed_done["result"]["soundtrack"]["audio_mode"] == "mix"
+        mixed, mixed_rate = decode_audio(
+            await _download(gw, mixed_done["result"]["audio"]["url"], tmp_path / "mix.wav")
+        )
+        alone, alone_rate = decode_audio(
+            await _download(gw, alone_done["result"]["audio"]["url"], tmp_path / "alone.wav")
+        )
+    original, original_rate = decode_audio(Path(talking.path))
+    assert mixed_rate == alone_rate == original_rate == rate
+    n = min(mixed.shape[1], alone.shape[1], original.shape[1])
+    assert n >= 3.9 * rate
+    mixed, alone, original = mixed[:, :n], alone[:, :n], original[:, :n]
+    under = mixed - alone * 10 ** (gain_db / 20)
+    assert _corr(under, original) >= 0.95  # the original is intact under the stitched sound
+    assert _corr(mixed - original, alone) >= 0.95  # and the stitched sound is there

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import shutil
 import tempfile
 import uuid
@@ -25,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.catalog.registry import ModelSpec
 from app.config import Settings
+from app.files.service import VIDEO_TYPES
 from app.jobs import lifecycle
 from app.jobs.lifecycle.fallback import next_candidate
 from app.jobs.preflight import InputRejected
@@ -46,6 +48,8 @@ log = structlog.get_logger(__name__)
 # Planned segments stay this far inside the model's limits: a stream-copied cut may come out a
 # frame longer (or shorter) than planned, and the segment's own preflight measures it again.
 _MARGIN_S = 0.25
+# A stored original's file name by its container.
+_EXT = {"mp4": "mp4", "mov": "mov", "webm": "webm", "matroska": "mkv", "avi": "avi", "3gp": "3gp"}
 
 
 def splits(job: Job, spec: ModelSpec, code: str, settings: Settings) -> bool:
@@ -146,9 +150,12 @@ async def _cut(
     settings = ctx.settings
     shortest, longest = segment_limits(spec, settings)
     upload = await ctx.input_upload(job)
-    prefix = f"jobs/{job.tenant_id}/{job.id}"
+    # A key of this run's own: a worker that lost the job's lease mid-split (and deletes what it
+    # stored) never touches the objects of the worker that took the job over.
+    prefix = f"jobs/{job.tenant_id}/{job.id}/split-{secrets.token_hex(4)}"
     async with soundtrack.original_video(ctx, job, upload, workdir) as path:
         media: MediaInfo = await asyncio.to_thread(probe, path)
+        size = path.stat().st_size
         limit = settings.max_video_s
         if media.duration_s is not None and media.duration_s > limit:
             raise InputRejected(
@@ -169,7 +176,7 @@ async def _cut(
         original = None
         if upload is None:
             original = await _store(
-                ctx, job, f"{prefix}/original.{media.container or 'mp4'}", path, media
+                ctx, job, f"{prefix}/original.{_EXT.get(media.container or '', 'bin')}", path, media
             )
             stored.append(original.storage_key)
         pieces = []
@@ -188,12 +195,13 @@ async def _cut(
                 session, spec, settings, video_duration_s=duration, payload=payload
             )
             piece.estimate_micros = estimate.cost_micros or 0
-    probe_out = {**media.to_dict(), "size_bytes": (upload.size_bytes if upload else None)}
+    probe_out = {**media.to_dict(), "size_bytes": size}
     return original, pieces, probe_out
 
 
 async def _store(ctx: StepContext, job: Job, key: str, path: Path, media: MediaInfo) -> StoredFile:
-    obj = await ctx.storage.put_file(key, path, content_type="video/mp4")
+    content_type = VIDEO_TYPES.get(media.container or "", "application/octet-stream")
+    obj = await ctx.storage.put_file(key, path, content_type=content_type)
     return StoredFile(
         id=uuid.uuid4(),
         tenant_id=job.tenant_id,
@@ -201,7 +209,7 @@ async def _store(ctx: StepContext, job: Job, key: str, path: Path, media: MediaI
         kind=FileKind.input_upload,
         storage_key=obj.key,
         filename=key.rsplit("/", 1)[-1],
-        content_type="video/mp4" if media.container != "mov" else "video/quicktime",
+        content_type=content_type,
         size_bytes=obj.size_bytes,
         sha256=obj.sha256,
         media=media.to_dict(),

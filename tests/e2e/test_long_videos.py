@@ -6,6 +6,7 @@ decoded with PyAV here (not with app.media)."""
 from __future__ import annotations
 
 import itertools
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -323,3 +324,25 @@ async def test_mix_keeps_the_original_track_under_the_stitched_sound(
     under = mixed - alone * 10 ** (gain_db / 20)
     assert _corr(under, original) >= 0.95  # the original is intact under the stitched sound
     assert _corr(mixed - original, alone) >= 0.95  # and the stitched sound is there
+
+
+async def test_segments_run_within_the_tenants_in_flight_cap(gateway, clip_30s: SceneClip) -> None:
+    """The split job holds no slot of its own: with one request in flight allowed, its segments
+    run one after the other (never both at fal at once) and the job still finishes."""
+    async with gateway(public=False) as gw:
+        r = await gw.client.patch(
+            f"/v1/admin/tenants/{gw.tenant_id}", json={"max_in_flight": 1}, headers=ADMIN_H
+        )
+        assert r.status_code == 200, r.text
+        gw.emu.control(run_time_by_model={KLING_ENDPOINT: 1})
+        job = await gw.create({"model": KLING, "input": {"video_url": gw.video_url(clip_30s)}})
+        done = await gw.wait(job["id"], timeout=90)
+        assert done["status"] == "succeeded", done
+        assert len(done["segments"]) == 2
+        # fal had the second request only once the first had completed there
+        ran = sorted(
+            (gw.emu.job(s["request_id"]) for s in done["segments"]),
+            key=lambda j: j["submitted_at"],
+        )
+        first_done = datetime.fromisoformat(ran[0]["completed_at"])
+        assert datetime.fromisoformat(ran[1]["submitted_at"]) >= first_done, ran

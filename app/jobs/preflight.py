@@ -87,13 +87,6 @@ def check_limits(spec: ModelSpec, media: MediaInfo, size: int, settings: Setting
             f"{media.container} (by its content, whatever its name says).",
             container=media.container,
         )
-    if limits.max_bytes is not None and size > limits.max_bytes:
-        raise InputRejected(
-            "video_too_large",
-            f"The input is {size} bytes; the limit is {limits.max_bytes}.",
-            size_bytes=size,
-            max_bytes=limits.max_bytes,
-        )
     duration = media.duration_s
     if duration is None:
         raise InputRejected("video_unreadable", "The input's duration cannot be measured.")
@@ -113,6 +106,15 @@ def check_limits(spec: ModelSpec, media: MediaInfo, size: int, settings: Setting
             f"The input is {duration:.2f} s; {spec.id} needs at least {limits.min_duration_s:g} s.",
             duration_s=duration,
             min_duration_s=limits.min_duration_s,
+        )
+    # After the length: a video too long for the model may run as segments, each of which is
+    # held to the model's size on its own.
+    if limits.max_bytes is not None and size > limits.max_bytes:
+        raise InputRejected(
+            "video_too_large",
+            f"The input is {size} bytes; the limit is {limits.max_bytes}.",
+            size_bytes=size,
+            max_bytes=limits.max_bytes,
         )
 
 
@@ -273,7 +275,11 @@ async def _check_video(
         return Checked(
             _probe_out(media, upload.size_bytes), media.duration_s, video_url, upload.sha256
         )
-    max_bytes = min(spec.limits.max_bytes or settings.max_input_bytes, settings.max_input_bytes)
+    max_bytes = settings.max_input_bytes
+    if (
+        not spec.segments
+    ):  # else a longer, larger video may still run as segments of the model's size
+        max_bytes = min(spec.limits.max_bytes or max_bytes, max_bytes)
     dest = tmp_dir / f"preflight-{job_id}-{secrets.token_hex(4)}"
     try:
         # One byte over the model's limit is enough to know it is too large.

@@ -144,3 +144,40 @@ async def test_a_start_offset_must_leave_a_second_of_video(
         "start_offset_too_late",
         "input.start_offset",
     )
+
+
+async def test_a_long_large_video_is_too_long_for_a_model_that_runs_on_segments(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The model's byte cap is the size of what it is sent: a video it would take as segments is
+    judged by its length first (and each segment, cut, by the cap), not refused for its size."""
+    from dataclasses import replace
+
+    kling = CATALOG.resolve("kling-video-to-audio")
+    assert kling is not None and kling.segments
+    long_clip = make_bouncing_square(tmp_path / "long.mp4", duration_s=21.0, width=96, height=64)
+    short_clip = make_bouncing_square(tmp_path / "short.mp4", duration_s=4.0, width=96, height=64)
+    cap = short_clip.path.stat().st_size // 2  # both clips are over it
+    capped = replace(kling, limits=replace(kling.limits, max_bytes=cap))
+    work = tmp_path / "work"
+    work.mkdir()
+
+    async def rejected(spec: object, clip: Path) -> InputRejected:
+        with pytest.raises(InputRejected) as caught:
+            await preflight(
+                spec=spec,  # type: ignore[arg-type]
+                job_input={"video_url": _data_uri(clip)},
+                upload=None,
+                settings=settings,
+                storage=LocalStorage(tmp_path / "storage"),
+                fal=None,
+                tmp_dir=work,
+                job_id=uuid.uuid4(),
+                secret=b"",
+            )
+        return caught.value
+
+    assert (await rejected(capped, long_clip.path)).code == "video_too_long"
+    assert (await rejected(capped, short_clip.path)).code == "video_too_large"
+    whole = replace(capped, segments=False)  # a model sent the whole video: its cap first
+    assert (await rejected(whole, long_clip.path)).code == "video_too_large"

@@ -11,7 +11,7 @@ from starlette.datastructures import MutableHeaders
 from app.auth.dependencies import AdminDep, CurrentTenant, current_principal
 from app.catalog.registry import CATALOG
 from app.db.session import SessionDep
-from app.jobs import service, stream
+from app.jobs import service, stream, validation
 from app.jobs.docs import (
     CANCEL_AFTER_PARAMETER,
     EVENT_STREAM_RESPONSE,
@@ -222,7 +222,7 @@ async def validate_input(
     whether a job would be accepted upstream, with the measured probe and the estimate.
     Nothing is created and nothing is sent to fal."""
     state = request.app.state
-    return await service.validate_sync(
+    return await validation.validate(
         session, tenant, body, state.settings, state.storage, state.job_tokens.secret
     )
 

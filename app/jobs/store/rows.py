@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, insert, select, tuple_
+from sqlalchemy import Select, select, tuple_
+from sqlalchemy import insert as sql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.driver import DriverPool
@@ -150,8 +151,8 @@ async def insert_unless_budgeted(driver: DriverPool, job: NewJob) -> bool:
     return status == "INSERT 0 1"
 
 
-_INSERT_JOB = insert(Job.__table__)
-_INSERT_EVENT = insert(JobEvent.__table__)
+_INSERT_JOB = sql_insert(Job.__table__)
+_INSERT_EVENT = sql_insert(JobEvent.__table__)
 
 
 async def insert(session: AsyncSession, job: NewJob) -> None:

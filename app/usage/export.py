@@ -74,11 +74,11 @@ ORDER BY usage_records.created_at, usage_records.id
 
 # What one chunk of the body holds, at least (the last may hold less). A socket read from
 # Postgres holds ~10 kB: handed on one by one, each paid its way through the queue, every ASGI
-# middleware, a write to the client and the client's read, which cost the API and the client more
-# CPU than Postgres's formatting left them on two cores (bench/usage_bench.py).
+# middleware, a write to the client and the client's read, CPU that Postgres (which formats the
+# rows and bounds the export) then lacked on two cores (bench/usage_bench.py, bench/README.md).
 _CHUNK_BYTES = 256 * 1024
-# Chunks waiting for a slow client, at most: the export's memory stays flat (~2 MB) whatever the
-# client's pace.
+# Chunks waiting for a slow client, at most: the export's memory stays flat (a few MB) whatever
+# the client's pace.
 _BUFFERED_CHUNKS = 8
 
 

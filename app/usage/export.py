@@ -72,8 +72,13 @@ WHERE created_at >= $1 AND created_at < $2{{tenant}}
 ORDER BY usage_records.created_at, usage_records.id
 """  # noqa: S608 (no value is spliced in: the timestamps' expressions, and "$3" for a tenant)
 
-# Chunks from Postgres waiting for a slow client, at most (each is what one socket read held,
-# tens of kB): the export's memory stays flat whatever the client's pace.
+# What one chunk of the body holds, at least (the last may hold less). A socket read from
+# Postgres holds ~10 kB: handed on one by one, each paid its way through the queue, every ASGI
+# middleware, a write to the client and the client's read, CPU that Postgres (which formats the
+# rows and bounds the export) then lacked on two cores (bench/usage_bench.py, bench/README.md).
+_CHUNK_BYTES = 256 * 1024
+# Chunks waiting for a slow client, at most: the export's memory stays flat (a few MB) whatever
+# the client's pace.
 _BUFFERED_CHUNKS = 8
 
 
@@ -107,14 +112,27 @@ async def export_csv(
     chunks: asyncio.Queue[bytes | None] = asyncio.Queue(_BUFFERED_CHUNKS)
     failed: list[BaseException] = []
 
+    pending = bytearray()
+
+    async def flush() -> None:
+        # RFC 4180's CRLF, as the export always ended its lines; no value holds a newline
+        # (ids, names of models and units, outcomes).
+        await chunks.put(bytes(pending.replace(b"\n", b"\r\n")))
+        pending.clear()
+
+    async def gather(data: bytes) -> None:
+        pending.extend(data)
+        if len(pending) >= _CHUNK_BYTES:
+            await flush()
+
     async def copy() -> None:
         try:
             async with driver.acquire() as conn, conn.transaction():
                 for setting in planner_settings(tenant_id):
                     await conn.execute(setting)
-                await conn.copy_from_query(
-                    query, *args, output=chunks.put, format="csv", header=True
-                )
+                await conn.copy_from_query(query, *args, output=gather, format="csv", header=True)
+            if pending:
+                await flush()
         except Exception as exc:  # the reader raises it: a broken body, not a silent end
             failed.append(exc)
         await chunks.put(None)  # not when canceled: then nobody reads any more
@@ -122,9 +140,7 @@ async def export_csv(
     task = asyncio.create_task(copy(), name="usage-export")
     try:
         while (chunk := await chunks.get()) is not None:
-            # RFC 4180's CRLF, as the export always ended its lines; no value holds a newline
-            # (ids, names of models and units, outcomes).
-            yield bytes(chunk.replace(b"\n", b"\r\n"))
+            yield chunk
         if failed:
             raise failed[0]
     finally:

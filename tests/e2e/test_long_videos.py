@@ -5,8 +5,10 @@ decoded with PyAV here (not with app.media)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from datetime import datetime
+import signal
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from emulator.faults import rng_for
 from tests.e2e.conftest import ADMIN
 from tests.e2e.test_money import _micros
 from tests.e2e.test_soundtrack import _corr, _download
+from tests.e2e.test_workers import _worker_process
 from tests.media.conftest import decode_audio, rms_db
 from tests.support.soundtrack_clips import SceneClip, make_scene_clip, speechlike_track
 
@@ -346,3 +349,38 @@ async def test_segments_run_within_the_tenants_in_flight_cap(gateway, clip_30s: 
         )
         first_done = datetime.fromisoformat(ran[0]["completed_at"])
         assert datetime.fromisoformat(ran[1]["submitted_at"]) >= first_done, ran
+
+
+async def test_a_worker_killed_while_segments_run_loses_nothing_and_sends_each_once(
+    gateway, clip_30s: SceneClip, tmp_path: Path
+) -> None:
+    """The worker that split the job (and follows its segments at fal) is SIGKILLed: another
+    takes the job and its segments over once their leases end; nothing is sent again."""
+    lease = timedelta(seconds=2)
+    async with gateway(public=False, workers=0, lease_duration=lease) as gw:
+        gw.emu.control(run_time_by_model={KLING_ENDPOINT: 4})
+        # (its next look at a segment it follows on fal's stream, as the tests' workers do)
+        worker = _worker_process(gw, lease, tmp_path / "worker.log", FOLEY_POLL_INTERVAL_MAX="1")
+        try:
+            job = await gw.create({"model": KLING, "input": {"video_url": gw.video_url(clip_30s)}})
+            await gw.wait(
+                job["id"],
+                until=lambda j: bool(j["segments"]) and all(s["request_id"] for s in j["segments"]),
+                timeout=60,
+            )
+        finally:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(10)
+        survivor = gw.make_worker(owner="survivor")
+        task = asyncio.create_task(survivor.run(shutdown_grace_s=5))
+        try:
+            done = await gw.wait(job["id"], timeout=60)
+        finally:
+            survivor.stop()
+            await task
+        assert done["status"] == "succeeded", done
+        assert all(s["tries"] == 1 for s in done["segments"])
+        assert len(gw.emu.submits()) == 2  # each segment's request, once
+        ledger = await _ledger(gw)
+        assert set(ledger) == {s["request_id"] for s in done["segments"]}
+        assert {r: c for r, (_, _, c) in ledger.items()} == _billed_by_fal(gw)

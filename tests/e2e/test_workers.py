@@ -72,8 +72,8 @@ async def test_fal_concurrency_cap_holds_across_workers(gateway, clips: dict[str
         assert peak == 2, f"fal saw {peak} requests at once with a cap of 2"
 
 
-def _worker_process(gw, lease: timedelta, log: Path) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
-    """A worker as operators run it: its own process, to be SIGKILLed."""
+def _worker_process(gw, lease: timedelta, log: Path, **more: str) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
+    """A worker as operators run it: its own process, to be SIGKILLed (``more``: settings)."""
     s = gw.settings
     env = {
         **os.environ,
@@ -87,6 +87,7 @@ def _worker_process(gw, lease: timedelta, log: Path) -> subprocess.Popen[bytes]:
         "FOLEY_FAL_CDN_URL": s.fal_cdn_url,
         "FAL_KEY": s.fal_key.get_secret_value() if s.fal_key else "",
         "FOLEY_WORKER_POLL_INTERVAL": "0.2",
+        **more,
     }
     return subprocess.Popen(
         [sys.executable, "-m", "app.entrypoints", "worker"],

@@ -297,10 +297,10 @@ def usage_reconcile(
 async def _reconcile(  # type: ignore[no-untyped-def]
     start: str | None, end: str | None, *, bill_orphans: bool = False
 ):
-    from datetime import UTC, datetime, timedelta
+    from datetime import UTC, datetime
 
     from app.db.engine import create_engine, create_sessionmaker
-    from app.usage.reconcile import fetch_billing_events, reconcile
+    from app.usage.reconcile import events_window, fetch_billing_events, reconcile
 
     def instant(s: str) -> datetime:
         try:
@@ -326,10 +326,9 @@ async def _reconcile(  # type: ignore[no-untyped-def]
         platform_url, key = recorded
     lo = instant(start) if start else month
     hi = instant(end) if end else now
-    slack = timedelta(hours=2)  # fal stamps completion, we stamp submission
     async with httpx.AsyncClient(timeout=30) as http:
         events = await fetch_billing_events(
-            http, platform_url, key.get_secret_value(), lo - slack, hi + slack
+            http, platform_url, key.get_secret_value(), *events_window(lo, hi)
         )
     engine = create_engine(await asyncio.to_thread(existing_database_url, settings), pool_size=1)
     try:

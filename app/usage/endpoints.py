@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
 
 import httpx
@@ -140,11 +140,6 @@ class ReconcileUnavailable(ProblemError):
     code = "reconcile_unavailable"
 
 
-# fal stamps a request's completion, the ledger its submission: read fal's events this much
-# around the window (as `foley usage reconcile` does).
-_RECONCILE_SLACK = timedelta(hours=2)
-
-
 @admin_router.get(
     "/reconcile",
     responses=problems(s503="No fal admin key (FOLEY_FAL_ADMIN_KEY or FAL_KEY), or fal failed."),
@@ -168,8 +163,7 @@ async def reconcile_report(
                 http,
                 settings.fal_platform_url,
                 key.get_secret_value(),
-                lo - _RECONCILE_SLACK,
-                hi + _RECONCILE_SLACK,
+                *reconcile.events_window(lo, hi),
             )
     except httpx.HTTPError as exc:
         raise ReconcileUnavailable(f"fal's billing events could not be read: {exc}") from exc

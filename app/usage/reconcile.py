@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -131,6 +131,21 @@ class Report:
             "totals": [t.to_dict() for t in self.totals],
             "billed_orphans": [asdict(b) for b in self.billed],
         }
+
+
+# fal stamps a request's completion, the ledger its submission: fal's events are read this much
+# around the window reconciled.
+SLACK = timedelta(hours=2)
+
+
+def events_window(lo: datetime, hi: datetime) -> tuple[datetime, datetime]:
+    """[lo, hi) widened by SLACK for reading fal's events, within what a datetime holds (a
+    window from year 1 is a client's to ask for)."""
+    first, last = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+    return (
+        lo - SLACK if lo - first > SLACK else first,
+        hi + SLACK if last - hi > SLACK else last,
+    )
 
 
 def _instant(value: str | None) -> datetime:

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.models import BudgetPeriod, UsageDaily, UsageRecord
-from app.usage.reconcile import reconcile
+from app.usage.reconcile import SLACK, events_window, reconcile
 from tests.conftest import TenantCreds
 from tests.usage.conftest import KLING, THINKSOUND, finish, set_tenant, submit
 
@@ -215,3 +215,12 @@ async def test_orphans_are_attributed_by_tag_and_billed_once_with_the_flag(
     assert (view["cost_usd"], view["status"]) == ("0.035000", "settled")
     summary = (await api.get("/v1/usage", headers=tenant.headers)).json()
     assert summary["total_cost_usd"] == "0.070000"
+
+
+def test_fals_events_are_read_around_the_window_within_what_a_datetime_holds() -> None:
+    """A window from year 1 (a client may ask for one) is read from year 1, not an overflow."""
+    lo, hi = datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)
+    assert events_window(lo, hi) == (lo - SLACK, hi + SLACK)
+    first, last = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+    assert events_window(first, datetime(3, 1, 1, tzinfo=UTC))[0] == first
+    assert events_window(lo, datetime(9999, 12, 31, 23, tzinfo=UTC))[1] == last

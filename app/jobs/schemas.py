@@ -419,7 +419,8 @@ class JobEventOut(BaseModel):
     type: str = Field(
         description="job.created, job.submitting, job.started, job.processing, job.logs, "
         "job.cancel_requested, job.submit_retrying, job.submit_ambiguous, job.attached, "
-        "job.cache_hit, job.succeeded, job.failed, job.canceled, job.aborted"
+        "job.cache_hit, job.fallback, job.split, job.segment_ended, job.segment_retried, "
+        "job.succeeded, job.failed, job.canceled, job.aborted"
     )
     data: dict[str, Any] = Field(description="What changed (status, error, logs …).")
     created_at: datetime = Field(description="When the transition was committed.")

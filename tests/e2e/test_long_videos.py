@@ -95,6 +95,14 @@ async def test_a_65s_clip_through_kling_comes_back_whole_with_hits_on_the_impact
         assert {r: c for r, (_, _, c) in ledger.items()} == billed
         assert done["usage"]["status"] == "settled"
         assert done["usage"]["cost_usd"] == f"{sum(billed.values()) / 1e6:.6f}"
+        # the job's events tell each segment's end, in order, without gaps
+        events = await gw.events(job["id"])
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        ended = [e["data"] for e in events if e["type"] == "job.segment_ended"]
+        assert sorted(e["index"] for e in ended) == [0, 1, 2, 3]
+        assert {e["request_id"] for e in ended} == {s["request_id"] for s in segments}
+        assert all(e["status"] == "succeeded" for e in ended)
+        assert events[-1]["type"] == "job.succeeded"
         # the segments are not jobs of the tenant's list, and tell no one on their own
         listed = (await gw.client.get("/v1/jobs", headers=gw.headers)).json()["data"]
         assert [j["id"] for j in listed] == [job["id"]]

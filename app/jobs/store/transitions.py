@@ -265,7 +265,7 @@ class JobStore:
             )
         await session.flush()
         if job.parent_id is not None and "status" in transition.changes and job.status.terminal:
-            await _wake_parent(session, job.parent_id)
+            await _wake_parent(session, job)
         if transition.wake is not None:
             await notify_workers(session, transition.wake)
 
@@ -494,17 +494,33 @@ _MARK_SENDING_ALONE = """
 """
 
 
-# A segment ended: the job it is part of is due now. Its row lock waits for a step of that job
-# still deciding (it read the segments under that lock): this wake-up then lands after that
-# step's own next_action_at, never under it.
-_WAKE_PARENT = text(
-    "UPDATE jobs SET next_action_at = statement_timestamp() "
-    "WHERE id = :parent AND status IN ('queued', 'starting', 'processing')"
-)
+# A segment ended: the job it is part of is due now, and its event log says so (the caller
+# following that job sees each segment end). Its row lock waits for a step of that job still
+# deciding (it read the segments under that lock): this wake-up then lands after that step's own
+# next_action_at, never under it, and the event takes the seq after that step's events.
+_WAKE_PARENT = text("""
+    WITH parent AS (
+        UPDATE jobs SET next_action_at = statement_timestamp(), event_seq = event_seq + 1,
+            updated_at = now()
+        WHERE id = :parent AND status IN ('queued', 'starting', 'processing')
+        RETURNING id, tenant_id, event_seq, created_at
+    )
+    INSERT INTO job_events (job_id, tenant_id, seq, type, data, created_at, job_created_at)
+    SELECT id, tenant_id, event_seq, 'job.segment_ended', CAST(:data AS jsonb),
+        statement_timestamp(), created_at
+    FROM parent
+""")
 
 
-async def _wake_parent(session: AsyncSession, parent_id: uuid.UUID) -> None:
-    await session.execute(_WAKE_PARENT, {"parent": parent_id})
+async def _wake_parent(session: AsyncSession, segment: Job) -> None:
+    assert segment.parent_id is not None
+    data = {
+        "index": (segment.segment or {}).get("index"),
+        "job_id": str(segment.id),
+        "status": JobStatus(segment.status).value,
+        "request_id": segment.upstream_request_id,
+    }
+    await session.execute(_WAKE_PARENT, {"parent": segment.parent_id, "data": json.dumps(data)})
     await notify_workers(session, "segment")
 
 

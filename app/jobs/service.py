@@ -18,6 +18,7 @@ from app.jobs.choice import candidates, resolve_model
 from app.jobs.presenter import job_url, present_job, present_segments
 from app.jobs.schemas import FleetOut, FleetStatus, FleetWorker, JobCreate, JobOut
 from app.jobs.sources import check_input_source, check_url, names_audio_upload
+from app.jobs.steps.split import planned_segments, segments_estimate
 from app.jobs.store import JobStore, NewJob
 from app.kit.clock import utcnow
 from app.kit.idempotency import IdempotencyGuard, StoredResponse, request_fingerprint
@@ -130,9 +131,17 @@ async def _estimate_and_reserve(
         job = replace(job, estimated_cost_micros=cost_micros or 0)
     else:
         duration = (file.media or {}).get("duration_s") if file is not None else None
-        estimate = await estimate_job(
-            session, spec, settings, video_duration_s=duration, payload=job.upstream_payload
-        )
+        # An upload longer than the model takes: priced (and reserved) as the segments it will
+        # run as, not as one request.
+        planned = planned_segments(job, spec, duration, settings) if duration else []
+        if planned:
+            estimate = await segments_estimate(
+                session, spec, job.upstream_payload, planned, settings
+            )
+        else:
+            estimate = await estimate_job(
+                session, spec, settings, video_duration_s=duration, payload=job.upstream_payload
+            )
         job = _priced(job, estimate)
         cost_micros = estimate.cost_micros
     reservation = await budgets.reserve(session, tenant.id, cost_micros, model=job.model)

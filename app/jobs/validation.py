@@ -4,12 +4,10 @@ longer than the model takes is valid, as the segments it would run as."""
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.catalog.registry import ModelSpec
 from app.config import Settings
 from app.files import service as files_service
 from app.jobs.choice import resolve_model
@@ -17,13 +15,11 @@ from app.jobs.preflight import InputRejected, InputUnavailable, preflight
 from app.jobs.schemas import JobCreate
 from app.jobs.service import build_job
 from app.jobs.sources import check_input_source
-from app.jobs.steps.split import segment_limits, splits
-from app.jobs.store import NewJob
+from app.jobs.steps.split import planned_segments, segments_estimate
 from app.kit.money import micros_to_usd
-from app.media.segments import Segment, plan_from_cuts
 from app.models import Tenant
 from app.storage import Storage
-from app.usage.estimates import estimate_job
+from app.usage.estimates import Estimate, estimate_job
 
 
 async def validate(
@@ -68,16 +64,18 @@ async def validate(
         )
         verdict["probe"], duration = checked.probe, checked.duration_s
     except InputRejected as exc:
-        planned = planned_segments(job, spec, exc, settings)
+        duration = exc.measured.get("duration_s")
+        planned = planned_segments(job, spec, duration, settings) if duration else []
         if planned:
             verdict.update(
                 message=f"Longer than {spec.id} takes: it runs as {len(planned)} segments, "
                 "one request each (split where the picture cuts: boundaries may move).",
                 segments=[s.to_dict() for s in planned],
             )
-            return verdict | {
-                "estimate": await _segments_estimate(session, spec, job, planned, settings)
-            }
+            estimate = await segments_estimate(
+                session, spec, job.upstream_payload, planned, settings
+            )
+            return verdict | {"estimate": _shown(estimate)}
         verdict.update(
             valid=False, code=exc.code, message=exc.message, details=exc.measured or None
         )
@@ -86,60 +84,14 @@ async def validate(
     estimate = await estimate_job(
         session, spec, settings, video_duration_s=duration, payload=job.upstream_payload
     )
-    verdict["estimate"] = {
+    verdict["estimate"] = _shown(estimate)
+    return verdict
+
+
+def _shown(estimate: Estimate) -> dict[str, Any]:
+    return {
         "unit": estimate.unit,
         "units": str(estimate.units),
         "estimated_cost_usd": micros_to_usd(estimate.cost_micros),
         "basis": estimate.basis,
-    }
-    return verdict
-
-
-def planned_segments(
-    job: NewJob, spec: ModelSpec, rejected: InputRejected, settings: Settings
-) -> list[Segment]:
-    """The segments a job the preflight found too long would run as (evenly planned: the worker
-    plans at scene cuts, which keeps the count), or none when it would not split."""
-    duration = rejected.measured.get("duration_s")
-    if duration is None or duration > settings.max_video_s:
-        return []
-    if not splits(job, spec, rejected.code, settings):  # type: ignore[arg-type]
-        return []
-    shortest, longest = segment_limits(spec, settings)
-    try:
-        return plan_from_cuts(
-            duration,
-            [],
-            min_s=shortest,
-            max_s=longest,
-            overlap_s=settings.segment_overlap_s,
-            max_total_s=settings.max_video_s,
-        )
-    except ValueError:
-        return []
-
-
-async def _segments_estimate(
-    session: AsyncSession,
-    spec: ModelSpec,
-    job: NewJob,
-    planned: list[Segment],
-    settings: Settings,
-) -> dict[str, Any]:
-    estimates = [
-        await estimate_job(
-            session,
-            spec,
-            settings,
-            video_duration_s=s.duration_s,
-            payload=spec.payload_for_probe(job.upstream_payload, s.duration_s),
-        )
-        for s in planned
-    ]
-    costs = [e.cost_micros for e in estimates]
-    return {
-        "unit": estimates[0].unit,
-        "units": str(sum((e.units for e in estimates), Decimal(0))),
-        "estimated_cost_usd": None if None in costs else micros_to_usd(sum(costs)),  # type: ignore[arg-type]
-        "basis": f"{len(planned)} segments: " + estimates[0].basis,
     }

@@ -19,7 +19,7 @@ import pytest
 from emulator.faults import rng_for
 from tests.e2e.conftest import ADMIN
 from tests.e2e.test_money import _micros
-from tests.e2e.test_soundtrack import _corr, _download
+from tests.e2e.test_soundtrack import _corr, _download, _upload
 from tests.e2e.test_workers import _worker_process
 from tests.media.conftest import decode_audio, rms_db
 from tests.support.soundtrack_clips import SceneClip, make_scene_clip, speechlike_track
@@ -392,3 +392,35 @@ async def test_a_worker_killed_while_segments_run_loses_nothing_and_sends_each_o
         ledger = await _ledger(gw)
         assert set(ledger) == {s["request_id"] for s in done["segments"]}
         assert {r: c for r, (_, _, c) in ledger.items()} == _billed_by_fal(gw)
+
+
+async def test_an_upload_longer_than_the_model_takes_is_reserved_whole_at_accept(
+    gateway, clip_30s: SceneClip
+) -> None:
+    """An upload's length is known when it is accepted: the job is priced and reserved as the
+    segments it will run as (two Kling videos), before any worker sees it."""
+    async with gateway(public=False, workers=0) as gw:
+        r = await gw.client.patch(
+            f"/v1/admin/tenants/{gw.tenant_id}", json={"budget_usd": "1.00"}, headers=ADMIN_H
+        )
+        assert r.status_code == 200, r.text
+        upload = await _upload(gw, Path(clip_30s.path))  # {"video_file_id": …}
+        job = await gw.create({"model": KLING, "input": upload})
+        model = (await gw.client.get(f"/v1/models/{KLING}", headers=gw.headers)).json()
+        two = round(2 * float(model["price"]["price_usd"]) * 1_000_000)
+        ((estimated, reserved),) = await gw.sql(
+            "SELECT estimated_cost_micros, reserved_micros FROM jobs WHERE id = :id", id=job["id"]
+        )
+        assert estimated == reserved == two
+        ((held,),) = await gw.sql("SELECT reserved_micros FROM budget_periods")
+        assert held == two
+        # and POST /v1/validate says the same of it
+        verdict = (
+            await gw.client.post(
+                "/v1/validate",
+                headers=gw.headers,
+                json={"model": KLING, "input": upload},
+            )
+        ).json()
+        assert verdict["valid"] is True and len(verdict["segments"]) == 2
+        assert verdict["estimate"]["estimated_cost_usd"] == f"{two / 1e6:.6f}"

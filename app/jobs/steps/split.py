@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +38,11 @@ from app.kit.clock import utcnow
 from app.media.cutting import cut_segment
 from app.media.errors import MediaError, SegmentPlanError, VideoTooLongError
 from app.media.probe import MediaInfo, probe
-from app.media.segments import Segment, plan_segments
+from app.media.segments import Segment, plan_from_cuts, plan_segments
 from app.models import FileKind, Job, StoredFile, SubmitState
 from app.upstream.errors import OutputUnavailableError, TransientUpstreamError
 from app.usage import budgets
-from app.usage.estimates import estimate_job
+from app.usage.estimates import Estimate, estimate_job
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +53,7 @@ _MARGIN_S = 0.25
 _EXT = {"mp4": "mp4", "mov": "mov", "webm": "webm", "matroska": "mkv", "avi": "avi", "3gp": "3gp"}
 
 
-def splits(job: Job, spec: ModelSpec, code: str, settings: Settings) -> bool:
+def splits(job: Job | NewJob, spec: ModelSpec, code: str, settings: Settings) -> bool:
     """Whether a job the preflight refused with ``code`` runs as segments instead: the video is
     too long, the model runs on pieces, the job is not a segment itself, and no model the job
     named after this one is left to take the video whole (fewer requests first)."""
@@ -73,6 +74,61 @@ def segment_limits(spec: ModelSpec, settings: Settings) -> tuple[float, float]:
     assert longest is not None, f"{spec.id} runs on segments but has no longest input"
     shortest = (limits.min_duration_s or 0.0) + _MARGIN_S
     return shortest, longest - _MARGIN_S
+
+
+def planned_segments(
+    job: Job | NewJob, spec: ModelSpec, duration_s: float, settings: Settings
+) -> list[Segment]:
+    """The segments a job whose video is ``duration_s`` long would run as, planned evenly (the
+    split plans at scene cuts, with as many segments: the count is the fewest either way); none
+    when it would run whole or not at all."""
+    if duration_s > settings.max_video_s or not spec.segments:
+        return []
+    shortest, longest = segment_limits(spec, settings)
+    if duration_s <= longest + _MARGIN_S or not splits(job, spec, "video_too_long", settings):
+        return []
+    try:
+        return plan_from_cuts(
+            duration_s,
+            [],
+            min_s=shortest,
+            max_s=longest,
+            overlap_s=settings.segment_overlap_s,
+            max_total_s=settings.max_video_s,
+        )
+    except ValueError:  # the model's limits leave no room for overlapping segments
+        return []
+
+
+async def segments_estimate(
+    session: AsyncSession,
+    spec: ModelSpec,
+    payload: dict[str, Any],
+    planned: list[Segment],
+    settings: Settings,
+) -> Estimate:
+    """What the segments would cost together: each priced as the job of its own it will be."""
+    estimates = [
+        await estimate_job(
+            session,
+            spec,
+            settings,
+            video_duration_s=s.duration_s,
+            payload=spec.payload_for_probe(payload, s.duration_s),
+        )
+        for s in planned
+    ]
+    costs = [e.cost_micros for e in estimates]
+    first = estimates[0]
+    return Estimate(
+        model=first.model,
+        unit=first.unit,
+        units=sum((e.units for e in estimates), Decimal(0)),
+        unit_price_micros=first.unit_price_micros,
+        cost_micros=None if any(c is None for c in costs) else sum(c or 0 for c in costs),
+        video_duration_s=planned[-1].end_s,
+        basis=f"{len(planned)} segments: {first.basis}",
+    )
 
 
 @dataclass

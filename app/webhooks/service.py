@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 
 import structlog
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -91,6 +92,12 @@ async def record_fal_webhook(
         )
         return "orphan"
     return outcome if deliveries == 1 else "duplicate"
+
+
+async def event_of_request(session: AsyncSession, request_id: str) -> FalWebhookEvent | None:
+    """The webhook fal sent for this request, if one arrived."""
+    stmt = select(FalWebhookEvent).where(FalWebhookEvent.request_id == request_id)
+    return (await session.scalars(stmt)).first()
 
 
 async def mark_processed(session: AsyncSession, event_id: uuid.UUID) -> None:

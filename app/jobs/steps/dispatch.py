@@ -21,7 +21,7 @@ from app.jobs import cache, lifecycle
 from app.jobs.preflight import Checked, InputRejected, InputUnavailable, preflight
 from app.jobs.steps.context import StepContext, released_until
 from app.jobs.steps.split import split, splits
-from app.jobs.store import Also
+from app.jobs.store import Also, known_request_ids
 from app.kit.clock import utcnow
 from app.metrics import SUBMIT_LATENCY
 from app.models import Job, StoredFile, SubmitState
@@ -300,7 +300,8 @@ async def _look_up(
             )
             mine = [r for r in listed if r.json_input == job.upstream_payload]
             ids = {r.request_id for r in mine}
-            ids -= await ctx.store.known_request_ids(ids)  # other jobs' identical requests
+            async with ctx.sessionmaker() as session:  # other jobs' identical requests
+                ids -= await known_request_ids(session, ids)
     except UpstreamError as exc:
         log.warning("fal's platform API cannot say; waiting", job_id=str(job.id), error=str(exc))
         return None

@@ -22,6 +22,7 @@ from app.upstream.schemas import (
     ResultOutcome,
     ResultPending,
 )
+from app.webhooks import service as webhooks
 
 log = structlog.get_logger(__name__)
 
@@ -31,7 +32,10 @@ async def follow_up(ctx: StepContext, job: Job) -> None:
         await send_cancel(ctx, job)
         return
     # Without a public URL no webhook was asked for: nothing to look up.
-    event = await ctx.store.webhook_event(job) if ctx.settings.public_url else None
+    event = None
+    if ctx.settings.public_url and job.upstream_request_id is not None:
+        async with ctx.sessionmaker() as session:
+            event = await webhooks.event_of_request(session, job.upstream_request_id)
     if event is not None:
         outcome = from_webhook(event.body)
         if isinstance(outcome, FetchResult):

@@ -37,10 +37,11 @@ from app.jobs.store.rows import (
     get_for_tenant,
     insert,
     insert_unless_budgeted,
+    known_request_ids,
     list_for_tenant,
     lock_for_tenant,
-    segments_of,
 )
+from app.jobs.store.segments import segments_of
 from app.jobs.store.transitions import (
     EVENTS_CHANNEL,
     NEW_JOBS_PAYLOAD,
@@ -88,6 +89,7 @@ __all__ = [
     "insert",
     "insert_unless_budgeted",
     "job_from_row",
+    "known_request_ids",
     "list_for_tenant",
     "live_jobs",
     "lock_for_tenant",

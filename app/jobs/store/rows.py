@@ -259,23 +259,11 @@ async def events_for_tenant(
     return rows[:limit], len(rows) > limit
 
 
-async def segments_of(
-    session: AsyncSession, parent_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, list[Job]]:
-    """Every run of the segments of these split jobs, by job, in order of segment then try."""
-    if not parent_ids:
-        return {}
-    stmt = (
-        select(Job)
-        .where(Job.parent_id.in_(parent_ids))
-        .order_by(
-            Job.parent_id,
-            Job.segment["index"].as_integer(),
-            Job.segment["try"].as_integer(),
-        )
+async def known_request_ids(session: AsyncSession, request_ids: set[str]) -> set[str]:
+    """Which of these fal requests are already jobs' own."""
+    if not request_ids:
+        return set()
+    rows = await session.scalars(
+        select(Job.upstream_request_id).where(Job.upstream_request_id.in_(request_ids))
     )
-    out: dict[uuid.UUID, list[Job]] = {p: [] for p in parent_ids}
-    for job in (await session.scalars(stmt)).all():
-        assert job.parent_id is not None
-        out[job.parent_id].append(job)
-    return out
+    return {r for r in rows if r is not None}

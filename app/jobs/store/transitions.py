@@ -19,12 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.db.driver import DriverPool
 from app.db.engine import unit_of_work
 from app.jobs import lifecycle
+from app.jobs.store import segments
 from app.jobs.store.claims import COLUMNS as _COLUMNS
 from app.jobs.store.claims import job_from_row
 from app.kit.clock import utcnow
 from app.kit.money import micros_to_usd
 from app.metrics import JOBS_FINISHED
-from app.models import FalWebhookEvent, Job, JobEvent, JobStatus, SubmitState
+from app.models import Job, JobEvent, JobStatus, SubmitState
 from app.upstream.queue import request_urls
 from app.usage import budgets, ledger
 
@@ -265,7 +266,8 @@ class JobStore:
             )
         await session.flush()
         if job.parent_id is not None and "status" in transition.changes and job.status.terminal:
-            await _wake_parent(session, job)
+            await segments.wake_parent(session, job)
+            await notify_workers(session, "segment")
         if transition.wake is not None:
             await notify_workers(session, transition.wake)
 
@@ -414,25 +416,6 @@ class JobStore:
     async def _due_now(self, session: AsyncSession, job: Job) -> None:
         await self.write(session, job, lifecycle.CompletionReported(), owner=None)
 
-    async def known_request_ids(self, request_ids: set[str]) -> set[str]:
-        """Which of these fal requests are already jobs' own."""
-        if not request_ids:
-            return set()
-        async with self.sessionmaker() as session:
-            rows = await session.scalars(
-                select(Job.upstream_request_id).where(Job.upstream_request_id.in_(request_ids))
-            )
-            return {r for r in rows if r is not None}
-
-    async def webhook_event(self, job: Job) -> FalWebhookEvent | None:
-        if job.upstream_request_id is None:
-            return None
-        async with self.sessionmaker() as session:
-            stmt = select(FalWebhookEvent).where(
-                FalWebhookEvent.request_id == job.upstream_request_id
-            )
-            return (await session.scalars(stmt)).first()
-
 
 _LOCK_JOB = f"SELECT {_COLUMNS} FROM jobs WHERE id = $1 FOR UPDATE"  # noqa: S608 (our columns)
 _INSERT_EVENTS = """
@@ -492,36 +475,6 @@ _MARK_SENDING_ALONE = """
     INSERT INTO job_events (job_id, tenant_id, seq, type, data, created_at, job_created_at)
     SELECT id, tenant_id, event_seq, $7, $8::jsonb, $3, created_at FROM job
 """
-
-
-# A segment ended: the job it is part of is due now, and its event log says so (the caller
-# following that job sees each segment end). Its row lock waits for a step of that job still
-# deciding (it read the segments under that lock): this wake-up then lands after that step's own
-# next_action_at, never under it, and the event takes the seq after that step's events.
-_WAKE_PARENT = text("""
-    WITH parent AS (
-        UPDATE jobs SET next_action_at = statement_timestamp(), event_seq = event_seq + 1,
-            updated_at = now()
-        WHERE id = :parent AND status IN ('queued', 'starting', 'processing')
-        RETURNING id, tenant_id, event_seq, created_at
-    )
-    INSERT INTO job_events (job_id, tenant_id, seq, type, data, created_at, job_created_at)
-    SELECT id, tenant_id, event_seq, 'job.segment_ended', CAST(:data AS jsonb),
-        statement_timestamp(), created_at
-    FROM parent
-""")
-
-
-async def _wake_parent(session: AsyncSession, segment: Job) -> None:
-    assert segment.parent_id is not None
-    data = {
-        "index": (segment.segment or {}).get("index"),
-        "job_id": str(segment.id),
-        "status": JobStatus(segment.status).value,
-        "request_id": segment.upstream_request_id,
-    }
-    await session.execute(_WAKE_PARENT, {"parent": segment.parent_id, "data": json.dumps(data)})
-    await notify_workers(session, "segment")
 
 
 async def notify_workers(session: AsyncSession, reason: str) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from app.catalog.registry import CATALOG
 from app.jobs import cache
+from app.jobs.lifecycle.segments import runs_by_segment
 from app.jobs.schemas import JobOut
 from app.jobs.store import NewJob
 from app.models import Job, JobStatus
@@ -109,17 +110,13 @@ def present_segments(
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """A split job's ``segments`` (each segment's latest run, the cost of all its runs) and its
     ``usage``: its segments' requests summed (settled once every one is)."""
-    by_index: dict[int, list[Job]] = {}
-    for run in runs:
-        by_index.setdefault(int((run.segment or {})["index"]), []).append(run)
     segments = []
-    for index in sorted(by_index):
-        tried = by_index[index]
+    for tried in runs_by_segment(runs):
         last = tried[-1]
         spans = last.segment or {}
         segments.append(
             {
-                "index": index,
+                "index": spans["index"],
                 "start_s": spans["start_s"],
                 "end_s": spans["end_s"],
                 "status": last.status,

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from app.jobs.lifecycle import events as ev
 from app.jobs.lifecycle.endings import error_of, finish
@@ -33,6 +33,14 @@ from app.models.job import JobStatus, SubmitState
 # How long a split job waits before it looks at its segments unwoken: each segment's end wakes
 # it at once; this is the safety net (a wake-up lost with a crashed worker).
 SEGMENT_LOOK = timedelta(seconds=30)
+
+
+class _SegmentRun(Protocol):
+    segment: Any  # {index, start_s, end_s, try}
+
+
+R = TypeVar("R", bound=_SegmentRun)
+
 # A segment's runs at most: the first and one retry.
 MAX_TRIES = 2
 # The wake-up that makes workers claim queued jobs (app.jobs.store.NEW_JOBS_PAYLOAD).
@@ -137,6 +145,15 @@ def _failed(
             ]
         },
     )
+
+
+def runs_by_segment(runs: Sequence[R]) -> list[list[R]]:
+    """A split job's segment runs (jobs, each with its ``segment``: index, try) grouped by
+    segment in index order, each segment's runs in the order given (the store's: by try)."""
+    grouped: dict[int, list[R]] = {}
+    for run in runs:
+        grouped.setdefault(int(run.segment["index"]), []).append(run)
+    return [grouped[index] for index in sorted(grouped)]
 
 
 # --- the parent's transitions ----------------------------------------------------------------

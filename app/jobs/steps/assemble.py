@@ -35,6 +35,7 @@ from app.jobs.lifecycle.segments import (
     SegmentState,
     Wait,
     next_move,
+    runs_by_segment,
 )
 from app.jobs.output_options import OutputOptions
 from app.jobs.steps import soundtrack
@@ -109,13 +110,8 @@ async def _look(ctx: StepContext, job: Job) -> tuple[Move, list[Job]] | None:
 
 
 def latest_runs(runs: Sequence[Job]) -> list[tuple[Job, int]]:
-    """Each segment's latest run and how many runs it had (``runs`` in segment, try order)."""
-    by_index: dict[int, tuple[Job, int]] = {}
-    for run in runs:
-        index = int((run.segment or {})["index"])
-        tries = by_index[index][1] + 1 if index in by_index else 1
-        by_index[index] = (run, tries)
-    return [by_index[i] for i in sorted(by_index)]
+    """Each segment's latest run and how many runs it had."""
+    return [(tried[-1], len(tried)) for tried in runs_by_segment(runs)]
 
 
 def _state(run: Job, tries: int) -> SegmentState:

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass, replace
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -332,7 +333,7 @@ def _shares(pieces: list[_Piece], reserved: int, total: int) -> list[int]:
 
 
 def segment_job(
-    parent: Job, file: StoredFile, segment: Segment, index: int, tries: int, now: Any
+    parent: Job, file: StoredFile, segment: Segment, index: int, tries: int, now: datetime
 ) -> NewJob:
     """The job of one segment: the parent's model and parameters on the segment's file, and
     nothing the tenant is told about directly (no webhook; its parent's events tell)."""

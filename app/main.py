@@ -119,6 +119,11 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # The gateway's telemetry is its own: traces from app.telemetry.tracing (OpenTelemetry's
+        # FastAPI instrumentation, when configured), metrics from app.metrics. FastAPI's native
+        # telemetry would trace requests a second time once a tracer provider is set, and asks
+        # OpenTelemetry for its three providers on every request even when none is.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.storage = storage_from_settings(settings)

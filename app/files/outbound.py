@@ -8,13 +8,12 @@ by the worker before anything is fetched. At request time only what needs no net
 from __future__ import annotations
 
 import functools
-import ipaddress
 
 from app.config import Settings
 from app.kit.problems import InputValidationError
 from app.netguard import OutboundPolicy, OutboundRefused
 from app.netguard.errors import DestinationNotAllowed
-from app.netguard.policy import parse_url
+from app.netguard.policy import literal_address, parse_url
 
 
 def outbound_policy(settings: Settings, max_bytes: int | None = None) -> OutboundPolicy:
@@ -54,9 +53,8 @@ def check_video_url(url: str, policy: OutboundPolicy, *, param: str = "input.vid
     try:
         parsed = parse_url(url, policy)
         host = parsed.raw_host.decode("ascii").strip("[]")
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
+        ip = literal_address(host)
+        if ip is None:
             return  # a name: resolved and vetted by the worker before the fetch
         reason = policy.refusal(ip, None)
         if reason is not None:

@@ -25,11 +25,12 @@ from app.jobs.schemas import FleetOut, JobCreate, JobEventOut, JobOut, ModelName
 from app.kit.idempotency import MAX_KEY_LENGTH, check_key
 from app.kit.pagination import ListPage
 from app.kit.problems import InputValidationError, problems, validation_errors
+from app.kit.routing import RequestRoute
 from app.kit.text import UtcDatetime, column_int
 from app.models import JobEvent, JobStatus, Tenant
 from app.usage.schemas import EstimateOut, ValidationOut
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=RequestRoute)
 validate_router = APIRouter(prefix="/v1/validate", tags=["jobs"])
 fleet_router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminDep])
 

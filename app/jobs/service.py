@@ -257,7 +257,7 @@ async def accept_job(
     if cached is not None:
         if cached.cost_micros is None:
             log.error("no price in force for a model", model=job.model)
-        job = replace(job, estimated_cost_micros=cached.cost_micros or 0)
+        job.estimated_cost_micros = cached.cost_micros or 0
     guard = None
     if idempotency_key is not None:
         guard = IdempotencyGuard(

@@ -12,6 +12,8 @@ import ipaddress
 import socket
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.netguard import (
     CredentialsNotAllowed,
@@ -25,6 +27,7 @@ from app.netguard import (
     check_url,
     system_resolver,
 )
+from app.netguard.policy import literal_address
 from tests.netguard.conftest import ScriptedResolver
 
 STRICT = OutboundPolicy(max_bytes=1024)
@@ -300,3 +303,50 @@ async def test_hanging_lookup_times_out_as_unresolvable() -> None:
     with pytest.raises(Unresolvable) as caught:
         await check_url("http://slow-dns.example.com/", policy, hangs)
     assert caught.value.retryable is True
+
+
+# --- literal_address: the cheap test for "is this host an address?" --------------------------
+
+
+def _ip_address_or_none(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "10.0.0.1",
+        "::1",
+        "fe80::1%eth0",
+        "::ffff:169.254.169.254",
+        "2001:db8::1",
+        "example.com",
+        "0x7f.1",  # glibc reads it as 127.0.0.1; ipaddress does not: a name, resolved later
+        "2130706433",
+        "0177.0.0.1",
+        "1.2.3",
+        "1.2.3.4.5",
+        "",
+        ".",
+        "١٢٣.٠.٠.١",  # digits of another script: not an IPv4 address to ipaddress either
+    ],
+)
+def test_literal_address_reads_what_ipaddress_reads(host: str) -> None:
+    assert literal_address(host) == _ip_address_or_none(host)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.text(),
+        st.text(alphabet="0123456789.", max_size=20),
+        st.text(alphabet="0123456789abcdef:.%", max_size=45),
+        st.ip_addresses().map(str),
+    )
+)
+def test_literal_address_agrees_with_ipaddress_on_any_text(host: str) -> None:
+    assert literal_address(host) == _ip_address_or_none(host)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic_core import to_json
 from sqlalchemy import Select, select, tuple_
 from sqlalchemy import insert as sql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -119,6 +119,12 @@ _JSONB_COLUMNS = frozenset(
 )
 
 
+def _json(value: Any) -> str:
+    # pydantic's serializer: the JSON of the same value as json.dumps writes (jsonb keeps the
+    # value, not the text) at a sixth of its cost; five per accepted job.
+    return to_json(value).decode()
+
+
 @functools.cache
 def _insert_alone_sql(columns: tuple[str, ...]) -> str:
     """The job's INSERT and its creation event as one statement, which inserts nothing when the
@@ -144,8 +150,8 @@ async def insert_unless_budgeted(driver: DriverPool, job: NewJob) -> bool:
     committed by itself — unless its tenant has a budget (then nothing is written and the caller
     inserts it with its reservation, ``insert``). True when inserted."""
     row = job.row()
-    params = [json.dumps(v) if c in _JSONB_COLUMNS and v is not None else v for c, v in row.items()]
-    params.append(json.dumps(job.created_event()["data"]))
+    params = [_json(v) if c in _JSONB_COLUMNS and v is not None else v for c, v in row.items()]
+    params.append(_json(job.created_event()["data"]))
     async with driver.acquire() as conn:
         status = await conn.execute(_insert_alone_sql(tuple(row)), *params)
     return status == "INSERT 0 1"

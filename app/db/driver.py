@@ -19,7 +19,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
 import asyncpg
+from sqlalchemy.exc import MissingGreenlet
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 from sqlalchemy.util import greenlet_spawn
 
 # A connection that fails with these is gone: the engine must not hand it out again (a
@@ -47,10 +49,8 @@ class EngineDriver:
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
         # The pool's own connection record, without SQLAlchemy's Connection around it (that
-        # cost ~40 µs a use, a tenth of accepting a job).
-        # A connection the server closed while pooled is replaced at checkout
-        # (app.db.engine's checkout check), here as for sessions.
-        fairy = await self.engine.raw_connection()
+        # cost ~40 µs a use).
+        fairy = await self._checkout()
         driver = fairy.driver_connection
         try:
             yield driver
@@ -65,4 +65,31 @@ class EngineDriver:
                     await driver.execute("ROLLBACK")
                 except Exception:
                     await greenlet_spawn(fairy.invalidate)
-            await greenlet_spawn(fairy.close)
+            # Given back without a greenlet: SQLAlchemy began no transaction on it, so the
+            # pool's reset has nothing to roll back and returning it does no I/O.
+            fairy.close()
+
+    async def _checkout(self) -> PoolProxiedConnection:
+        """A connection of the pool. The pool's code is synchronous and reaches the driver's
+        coroutines through a greenlet; entering one cost ~35 µs deep in a request, a tenth of
+        accepting a job (bench/README.md), and is needed only when the checkout does I/O. A
+        connection waiting in the pool is taken without one. A checkout that needs I/O stops
+        before it (an empty pool to wait on at its first await; a connection to open, new or in
+        place of one past its age, at app.db.engine's connect guard), the pool puts back what
+        it took, and the checkout is made again in a greenlet."""
+        sync = self.engine.sync_engine
+        if isinstance(sync.pool, QueuePool) and sync.pool.checkedin():
+            try:
+                fairy = sync.raw_connection()
+            except MissingGreenlet:
+                pass
+            else:
+                if not fairy.driver_connection.is_closed():
+                    return fairy
+                # The server closed it while it was pooled (app.db.engine leaves this case to
+                # us outside a greenlet: discarding it closes the driver's side, which awaits).
+                await greenlet_spawn(fairy.invalidate)
+                fairy.close()
+        # A connection the server closed while pooled is replaced here, by app.db.engine's
+        # checkout check, as for sessions.
+        return await self.engine.raw_connection()

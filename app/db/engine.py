@@ -8,13 +8,14 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, MissingGreenlet
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util.concurrency import in_greenlet
 
 from app.config import Settings
 from app.db.embedded import start_embedded_postgres
@@ -42,14 +43,14 @@ def create_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> AsyncEngin
     would open and close a connection per request (a Postgres backend's start-up cost more than
     the insert it was opened for); a request waits for a pooled connection instead."""
     kwargs.setdefault("max_overflow", 0)
+    # Recycling bounds how stale a pooled connection can get.
+    kwargs.setdefault("pool_recycle", 1800)
     engine = create_async_engine(
         url,
         pool_size=pool_size,
         # No pre-ping: it costs three round trips per checkout (most of a short request). A
-        # connection the server dropped fails its statement once and is discarded; recycling
-        # bounds how stale a pooled connection can get.
+        # connection the server dropped fails its statement once and is discarded.
         pool_pre_ping=False,
-        pool_recycle=1800,
         # Statements stay short; a stuck query should not hold a worker forever. Enforced by the
         # server: asyncpg's command_timeout arms and cancels a timer around every query, a
         # measurable share of the hot single statements (app.db.driver).
@@ -57,14 +58,25 @@ def create_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> AsyncEngin
         **kwargs,
     )
     event.listen(engine.sync_engine.pool, "checkout", _closed_is_gone)
+    event.listen(engine.sync_engine, "do_connect", _connect_in_a_greenlet)
     return engine
+
+
+def _connect_in_a_greenlet(*_: Any) -> None:
+    """Connecting awaits: outside a greenlet (app.db.driver's checkout of a pooled connection,
+    which found the connection it took needs replacing) it stops here, before the driver's
+    connect is even created, and the driver pool checks out again in a greenlet."""
+    if not in_greenlet():
+        raise MissingGreenlet("connecting needs a greenlet")
 
 
 def _closed_is_gone(dbapi_connection: Any, record: Any, proxy: Any) -> None:
     """A pooled connection the server closed (a Postgres restart, an idle timeout) is replaced
     at checkout — its driver noticed the close, so this costs no round trip — instead of
-    failing the first statement of whatever took it."""
-    if dbapi_connection.driver_connection.is_closed():
+    failing the first statement of whatever took it. Outside a greenlet (app.db.driver's
+    checkout of a pooled connection) discarding it could not close the driver's side, which
+    awaits: the driver pool checks for itself and discards it in a greenlet."""
+    if dbapi_connection.driver_connection.is_closed() and in_greenlet():
         raise DisconnectionError("the server closed this pooled connection")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -90,5 +92,78 @@ async def test_a_session_never_gets_a_connection_the_server_closed(
             assert (await session.execute(text("SELECT pg_backend_pid()"))).scalar() not in pids
         async with driver.acquire() as conn:
             assert await conn.fetchval("SELECT pg_backend_pid()") not in pids
+    finally:
+        await own.dispose()
+
+
+async def test_with_every_connection_out_an_acquire_waits_for_one_to_come_back(
+    database_url: str,
+) -> None:
+    own = create_engine(database_url, pool_size=1, pool_timeout=30)
+    driver = EngineDriver(own)
+    try:
+        holding = asyncio.Event()
+        release = asyncio.Event()
+        order: list[str] = []
+
+        async def first() -> int:
+            async with driver.acquire() as conn:
+                holding.set()
+                await release.wait()
+                order.append("first released")
+                return int(await conn.fetchval("SELECT pg_backend_pid()"))
+
+        async def second() -> int:
+            await holding.wait()
+            async with driver.acquire() as conn:
+                order.append("second acquired")
+                return int(await conn.fetchval("SELECT pg_backend_pid()"))
+
+        a = asyncio.create_task(first())
+        b = asyncio.create_task(second())
+        await holding.wait()
+        await eventually(lambda: own.sync_engine.pool.checkedout() == 1, what="the checkout")
+        assert not b.done()
+        release.set()
+        pids = await asyncio.gather(a, b)
+        assert order == ["first released", "second acquired"]
+        assert pids[0] == pids[1]  # the pool's one connection, handed on
+    finally:
+        await own.dispose()
+
+
+async def test_a_connection_past_its_recycle_age_is_replaced_at_checkout(
+    database_url: str,
+) -> None:
+    # pool_recycle=0: every pooled connection is past its age at its next checkout, which must
+    # open a new one (I/O) and still hand out a working connection each time.
+    own = create_engine(database_url, pool_size=1, pool_recycle=0)
+    driver = EngineDriver(own)
+    try:
+        pids = []
+        for _ in range(3):
+            async with driver.acquire() as conn:
+                pids.append(await conn.fetchval("SELECT pg_backend_pid()"))
+        assert len(set(pids)) == 3
+        assert own.sync_engine.pool.checkedout() == 0
+        assert own.sync_engine.pool.checkedin() == 1
+    finally:
+        await own.dispose()
+
+
+async def test_many_acquires_at_once_share_the_pool_and_give_every_connection_back(
+    database_url: str,
+) -> None:
+    own = create_engine(database_url, pool_size=3)
+    driver = EngineDriver(own)
+    try:
+
+        async def use(i: int) -> int:
+            async with driver.acquire() as conn:
+                return int(await conn.fetchval("SELECT $1::int", i))
+
+        assert await asyncio.gather(*(use(i) for i in range(200))) == list(range(200))
+        pool = own.sync_engine.pool
+        assert (pool.checkedout(), pool.checkedin()) == (0, 3)
     finally:
         await own.dispose()

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.catalog.registry import CATALOG, ModelSpec
 from app.files import service as files
@@ -112,13 +112,13 @@ async def _finalize(
     if made is not None:
         result["soundtrack"] = made.describe()
 
-    async def record_files(session: AsyncSession, row: Job) -> None:
+    async def record_files(conn: asyncpg.Connection, row: Job) -> None:
         # A repeated finalize (after a crash) replaces the files of the one before.
         await files.replace_job_outputs(
-            session, row.tenant_id, row.id, [item.as_output() for item in stored]
+            conn, row.tenant_id, row.id, [item.as_output() for item in stored]
         )
         if webhook_event is not None:
-            await webhooks.mark_processed(session, webhook_event)
+            await webhooks.mark_processed(conn, webhook_event)
 
     applied = await ctx.apply(
         job.id, lifecycle.Succeeded(result, output, inference_s, logs), also=record_files

@@ -231,11 +231,8 @@ async def replace_job_outputs(
     the raw connection of the jobs store's transition). A repeated finalize (after a crash)
     replaces the rows of the one before."""
     conn = await driver_of(executor)
-    await conn.execute("DELETE FROM files WHERE job_id = $1", job_id)
-    if not outputs:
-        return
     await conn.execute(
-        _INSERT_OUTPUTS,
+        _REPLACE_OUTPUTS,
         tenant_id,
         job_id,
         [out.id for out in outputs],
@@ -250,7 +247,9 @@ async def replace_job_outputs(
     )
 
 
-_INSERT_OUTPUTS = """
+# The rows of the finalize before (if any) deleted, and these inserted, in one statement.
+_REPLACE_OUTPUTS = """
+    WITH gone AS (DELETE FROM files WHERE job_id = $2)
     INSERT INTO files (id, tenant_id, job_id, kind, storage_key, filename, content_type,
         size_bytes, sha256, media, source_url)
     SELECT f.id, $1, $2, f.kind::file_kind, f.storage_key, f.filename, f.content_type,

@@ -174,16 +174,15 @@ class JobStore:
                 job.usage_settled = True
                 job.reserved_micros = 0
                 changed.update(usage_settled=None, reserved_micros=None)
-            if changed:
-                columns = tuple(changed)
-                await conn.execute(
-                    _update_sql(columns), job_id, *[_param(c, getattr(job, c)) for c in columns]
-                )
+            columns = tuple(changed)
+            values = [_param(c, getattr(job, c)) for c in columns]
             if transition.events:
+                # The row's changes and its events in one statement (one round trip less).
                 first = job.event_seq - len(transition.events) + 1
                 await conn.execute(
-                    _INSERT_EVENTS,
+                    _update_with_events_sql(columns),
                     job_id,
+                    *values,
                     job.tenant_id,
                     now,
                     list(range(first, job.event_seq + 1)),
@@ -191,6 +190,8 @@ class JobStore:
                     [json.dumps(data) for _, data in transition.events],
                     job.created_at,
                 )
+            elif columns:
+                await conn.execute(_update_sql(columns), job_id, *values)
             if also is not None:
                 await also(conn, job)
             if transition.wake is not None:
@@ -444,11 +445,6 @@ class JobStore:
 
 
 _LOCK_JOB = f"SELECT {_COLUMNS} FROM jobs WHERE id = $1 FOR UPDATE"  # noqa: S608 (our columns)
-_INSERT_EVENTS = """
-    INSERT INTO job_events (job_id, tenant_id, seq, type, data, created_at, job_created_at)
-    SELECT $1, $2, e.seq, e.type, e.data::jsonb, $3, $7
-    FROM unnest($4::integer[], $5::text[], $6::text[]) AS e(seq, type, data)
-"""
 _COLUMN_OF = {
     Job.__mapper__.get_property_by_column(column).key: column for column in Job.__table__.columns
 }
@@ -469,6 +465,21 @@ def _update_sql(keys: tuple[str, ...]) -> str:
         cast = "::jsonb" if isinstance(column.type, JSONB) else ""
         sets.append(f'"{column.name}" = ${i}{cast}')
     return f"UPDATE jobs SET {', '.join(sets)}, updated_at = now() WHERE id = $1"  # noqa: S608
+
+
+@functools.cache
+def _update_with_events_sql(keys: tuple[str, ...]) -> str:
+    """``_update_sql(keys)`` (none: the row as it is) and the INSERT of the job's events, as
+    one statement: $1 the job, then the attributes' values, then the tenant, the events' time,
+    their seqs, types and data (JSON text), and the job's creation (the events' partition).
+    A data-modifying WITH runs whether or not it is read."""
+    n = len(keys) + 2
+    update = f"WITH job AS ({_update_sql(keys)}) " if keys else ""
+    return f"""{update}
+        INSERT INTO job_events (job_id, tenant_id, seq, type, data, created_at, job_created_at)
+        SELECT $1, ${n}, e.seq, e.type, e.data::jsonb, ${n + 1}, ${n + 5}
+        FROM unnest(${n + 2}::integer[], ${n + 3}::text[], ${n + 4}::text[]) AS e(seq, type, data)
+    """  # noqa: S608 (our columns)
 
 
 def _param(key: str, value: Any) -> Any:

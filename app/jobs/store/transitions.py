@@ -135,8 +135,8 @@ class JobStore:
         """The transition as plain statements on the raw connection, in one transaction: the
         job, its events, its request's ledger row, its settlement (the ledger row priced, the
         daily roll-up, the budget) and what ``also`` writes. Nearly every transition of a
-        job's life is written here; through a session each cost ~2 ms of CPU and a success
-        ~8, many times their statements (bench/README.md). None when the transition needs
+        job's life is written here; through a session each cost ~2 ms of CPU (a success ~4),
+        three to ten times their statements (bench/README.md). None when the transition needs
         the session (it re-prices a reservation, settles an attempt it falls back from, or
         ends a segment): nothing was written, and ``apply`` decides again under a new lock.
         A write only the session makes raises NeedsSession inside the transaction (rolled

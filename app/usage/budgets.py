@@ -225,8 +225,7 @@ async def settle(
 ) -> None:
     """Turn a job's reservation into its real cost (0 on failure/cancel: a release). The caller
     records that the job holds no reservation any more. On a raw connection (the jobs store's
-    transitions) a spend with no reservation behind it, by a tenant that has a budget now, is
-    NeedsSession: it is charged to the current period, whose row may need seeding."""
+    transitions) only once ``check_settles_on_driver`` let it, before anything was written."""
     if isinstance(executor, asyncpg.Connection):
         await _settle_on(executor, tenant_id, period_start, reserved_micros, cost_micros)
         return
@@ -249,6 +248,21 @@ async def settle(
         )  # fmt: skip
 
 
+async def check_settles_on_driver(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, period_start: datetime | None
+) -> None:
+    """NeedsSession when ``settle`` of a spend cannot run on a raw connection: a job that
+    reserved nothing (no budget when it was created) of a tenant that has a budget now, whose
+    spend is charged to the current period, a row that may need seeding (the session's way).
+    Asked before the settlement writes anything, so that the session writes (and counts) it
+    once."""
+    if period_start is not None:
+        return
+    budget = await conn.fetchval("SELECT budget_micros FROM tenants WHERE id = $1", tenant_id)
+    if budget is not None:
+        raise NeedsSession("a spend with no reservation, charged to the current period")
+
+
 # What ``settle`` does to the period a reservation was taken in, as one statement: the UPDATE
 # takes the row lock the session's SELECT ... FOR UPDATE takes.
 _SETTLE_PERIOD = """
@@ -268,11 +282,8 @@ async def _settle_on(
     cost_micros: int,
 ) -> None:
     if period_start is None:
-        if not cost_micros:
-            return
-        budget = await conn.fetchval("SELECT budget_micros FROM tenants WHERE id = $1", tenant_id)
-        if budget is not None:
-            raise NeedsSession("a spend with no reservation, charged to the current period")
+        # Nothing reserved: a spend was checked to have no budget to count in
+        # (check_settles_on_driver), and a release has nothing to release.
         return
     row = await conn.fetchrow(_SETTLE_PERIOD, tenant_id, period_start, reserved_micros, cost_micros)
     if row is not None and row["budget_micros"] is not None:

@@ -149,6 +149,7 @@ async def _settle_job_on(
     if outcome is not None and outcome.kind == CACHE_HIT:
         raise NeedsSession("a result-cache hit is settled through a session")
     if outcome is not None and job.upstream_request_id is not None:
+        await budgets.check_settles_on_driver(conn, job.tenant_id, job.budget_period_start)
         record = await conn.fetchrow(_LOCK_RECORD, job.upstream_request_id)
         if record is None:  # submitted before the ledger existed, or attached late
             await record_request(conn, job, job.upstream_request_id, unit=unit_of(job))

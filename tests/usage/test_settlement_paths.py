@@ -17,8 +17,10 @@ from app.files import service as files
 from app.jobs import lifecycle, store
 from app.models import FileKind, Job
 from tests.conftest import TenantCreds, make_tenant
+from tests.support.metrics import sample
 from tests.usage.conftest import THINKSOUND, job_store, set_tenant, submit
 
+SETTLED = "foley_usage_settled_total"
 RESULT = {"prompt": "rain", "audio": {"file_id": "f", "content_type": "audio/mp4"}}
 
 
@@ -115,6 +117,8 @@ async def test_a_spend_with_no_reservation_behind_it_is_charged_once_to_the_curr
     job = (await api.post("/v1/jobs", json=THINKSOUND, headers=tenant.headers)).json()
     rid = await submit(sessionmaker, job["id"])
     await set_tenant(api, tenant, budget_usd="1.00", budget_thresholds=[1])
+    settled = {"model": "fal-ai/thinksound", "outcome": "succeeded"}
+    before = await sample(api, SETTLED, **settled)
     jobs = job_store(sessionmaker)
     applied = await jobs.apply(
         uuid.UUID(job["id"]), lifecycle.Succeeded(RESULT, {}, 10.5, None), owner=None
@@ -123,6 +127,7 @@ async def test_a_spend_with_no_reservation_behind_it_is_charged_once_to_the_curr
     money = await _money(sessionmaker, tenant, job["id"])
     assert [(r[8], r[9]) for r in money["ledger"]] == [(10_500, "settled")]
     assert [r[3] for r in money["daily"]] == [1]  # rolled up once
+    assert await sample(api, SETTLED, **settled) == before + 1  # and counted once
     assert money["period"] == [(10_500, 0)]
     assert money["thresholds"] == [(1, 10_500, 1_000_000)]
     assert [e[1] for e in money["events"]][-1] == "job.succeeded"

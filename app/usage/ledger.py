@@ -105,7 +105,7 @@ async def settle_job(
 
     On a raw connection (the jobs store's transitions: most jobs end there) the same writes are
     plain statements; a result-cache hit, and a spend the budget must charge to a period of its
-    own (see budgets.settle), are NeedsSession."""
+    own (budgets.check_settles_on_driver), are NeedsSession: nothing was written."""
     if isinstance(executor, asyncpg.Connection):
         return await _settle_job_on(executor, job, outcome, bill_422=bill_422)
     session = executor

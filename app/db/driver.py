@@ -20,7 +20,7 @@ from typing import Protocol
 
 import asyncpg
 from sqlalchemy.exc import MissingGreenlet
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 from sqlalchemy.util import greenlet_spawn
 
@@ -93,3 +93,19 @@ class EngineDriver:
         # A connection the server closed while pooled is replaced here, by app.db.engine's
         # checkout check, as for sessions.
         return await self.engine.raw_connection()
+
+
+async def driver_of(executor: AsyncSession | asyncpg.Connection) -> asyncpg.Connection:
+    """The asyncpg connection a write runs on: the connection itself, or the one under a
+    session's transaction. Statements on a session's driver bypass its unit of work: what the
+    session holds unflushed is written later, and what it loaded is not refreshed."""
+    if isinstance(executor, asyncpg.Connection):
+        return executor
+    raw = await (await executor.connection()).get_raw_connection()
+    return raw.driver_connection
+
+
+class NeedsSession(Exception):
+    """A write the raw connection does not make (a rare case, written only through a session):
+    raised inside the raw transaction, which then rolls back whole, and the caller writes the
+    same change through a session."""

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import shutil
 import tempfile
 import time
@@ -22,10 +23,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.catalog.registry import ModelSpec
+from app.db.driver import driver_of
 from app.kit.problems import Gone, NotFound, ProblemError, Unprocessable
 from app.media.errors import MediaError
 from app.media.probe import MediaInfo, probe
@@ -219,27 +222,42 @@ class Output:
 
 
 async def replace_job_outputs(
-    session: AsyncSession, tenant_id: uuid.UUID, job_id: uuid.UUID, outputs: list[Output]
+    executor: AsyncSession | asyncpg.Connection,
+    tenant_id: uuid.UUID,
+    job_id: uuid.UUID,
+    outputs: list[Output],
 ) -> None:
-    """Record a job's outputs, in the transaction that makes the job succeed. A repeated
-    finalize (after a crash) replaces the rows of the one before."""
-    await session.execute(delete(StoredFile).where(StoredFile.job_id == job_id))
-    for out in outputs:
-        session.add(
-            StoredFile(
-                id=out.id,
-                tenant_id=tenant_id,
-                job_id=job_id,
-                kind=out.kind,
-                storage_key=out.storage_key,
-                filename=out.filename,
-                content_type=out.content_type,
-                size_bytes=out.size_bytes,
-                sha256=out.sha256,
-                media=out.media,
-                source_url=out.source_url,
-            )
-        )
+    """Record a job's outputs, in the transaction that makes the job succeed (a session's, or
+    the raw connection of the jobs store's transition). A repeated finalize (after a crash)
+    replaces the rows of the one before."""
+    conn = await driver_of(executor)
+    await conn.execute(
+        _REPLACE_OUTPUTS,
+        tenant_id,
+        job_id,
+        [out.id for out in outputs],
+        [out.kind.value for out in outputs],
+        [out.storage_key for out in outputs],
+        [out.filename for out in outputs],
+        [out.content_type for out in outputs],
+        [out.size_bytes for out in outputs],
+        [out.sha256 for out in outputs],
+        [None if out.media is None else json.dumps(out.media) for out in outputs],
+        [out.source_url for out in outputs],
+    )
+
+
+# The rows of the finalize before (if any) deleted, and these inserted, in one statement.
+_REPLACE_OUTPUTS = """
+    WITH gone AS (DELETE FROM files WHERE job_id = $2)
+    INSERT INTO files (id, tenant_id, job_id, kind, storage_key, filename, content_type,
+        size_bytes, sha256, media, source_url)
+    SELECT f.id, $1, $2, f.kind::file_kind, f.storage_key, f.filename, f.content_type,
+        f.size_bytes, f.sha256, f.media::jsonb, f.source_url
+    FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[],
+        $9::text[], $10::text[], $11::text[])
+        AS f(id, kind, storage_key, filename, content_type, size_bytes, sha256, media, source_url)
+"""
 
 
 async def planned_shares(

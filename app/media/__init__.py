@@ -15,7 +15,7 @@ from app.media.errors import (
     SegmentPlanError,
     VideoTooLongError,
 )
-from app.media.extract import extract_audio
+from app.media.extract import FittedVideo, extract_audio, fit_measure_extract
 from app.media.loudness import LoudnessTarget
 from app.media.mixing import MixSettings
 from app.media.normalize import FitResult, fit_audio_to_video
@@ -32,6 +32,7 @@ __all__ = [
     "AudioInfo",
     "AudioMode",
     "FitResult",
+    "FittedVideo",
     "LoudnessTarget",
     "MediaError",
     "MediaInfo",
@@ -52,6 +53,7 @@ __all__ = [
     "extract_audio",
     "file_suffix",
     "fit_audio_to_video",
+    "fit_measure_extract",
     "plan_segments",
     "probe",
 ]

@@ -109,19 +109,33 @@ def fit_audio_to_video(
     codec cannot be stream-copied into an MP4, `FileNotFoundError` when there is no such file.
     On any error nothing is left at or beside `out_path`.
     """
+    video_path = Path(video_path)
+    with open_input(video_path) as source:
+        return fit_opened(source, video_path, out_path, tolerance_s=tolerance_s)
+
+
+def fit_opened(
+    source: av.container.InputContainer,
+    video_path: Path,
+    out_path: str | os.PathLike[str],
+    *,
+    tolerance_s: float = DEFAULT_TOLERANCE_S,
+) -> FitResult:
+    """``fit_audio_to_video`` of the video at ``video_path``, already open as ``source``: only
+    its headers are read, so the caller may read it on when nothing changed (one opening of
+    the file for everything done with it)."""
     if tolerance_s < 0:
         raise ValueError("tolerance_s must not be negative")
-    video_path, out_path = Path(video_path), Path(out_path)
-    with open_input(video_path) as source:
-        if source.format.name != _ISO_BMFF_DEMUXER:
-            raise MediaError(
-                f"{video_path.name} is {source.format.long_name or source.format.name}; "
-                "only MP4/MOV videos can have their audio fitted"
-            )
-        try:
-            spans = _measure(source, video_path.name)
-        except av.FFmpegError as exc:
-            raise MediaUnreadableError(f"cannot read media streams: {exc}") from exc
+    out_path = Path(out_path)
+    if source.format.name != _ISO_BMFF_DEMUXER:
+        raise MediaError(
+            f"{video_path.name} is {source.format.long_name or source.format.name}; "
+            "only MP4/MOV videos can have their audio fitted"
+        )
+    try:
+        spans = _measure(source, video_path.name)
+    except av.FFmpegError as exc:
+        raise MediaUnreadableError(f"cannot read media streams: {exc}") from exc
 
     video_s = float(spans.video_duration_s)
     audio_before_s = float(spans.audio_duration_s)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
@@ -181,10 +181,24 @@ def probe(
     """
     src = source if isinstance(source, bytes) else Path(source)
     with open_input(src, demuxers=demuxers) as container:
-        try:
-            return _measure(container, src, exact_audio_max_s)
-        except av.FFmpegError as exc:
-            raise MediaUnreadableError(f"cannot read media streams: {_reason(exc)}") from exc
+        return measure(container, src, exact_audio_max_s=exact_audio_max_s)
+
+
+def measure(
+    container: av.container.InputContainer,
+    source: Path | bytes,
+    *,
+    exact_audio_max_s: float = EXACT_AUDIO_MAX_S,
+    on_packet: Callable[[av.Packet], None] | None = None,
+) -> MediaInfo:
+    """``probe`` of a file already open (``source``: its path or bytes), which it reads to its
+    end. ``on_packet`` sees every packet of a video's whole-file read, once checked (the
+    caller may copy them elsewhere: one read of the file instead of two); an audio-only file
+    is read without it."""
+    try:
+        return _measure(container, source, exact_audio_max_s, on_packet)
+    except av.FFmpegError as exc:
+        raise MediaUnreadableError(f"cannot read media streams: {_reason(exc)}") from exc
 
 
 def _reason(exc: av.FFmpegError) -> str:
@@ -194,7 +208,10 @@ def _reason(exc: av.FFmpegError) -> str:
 
 
 def _measure(
-    container: av.container.InputContainer, source: Path | bytes, exact_audio_max_s: float
+    container: av.container.InputContainer,
+    source: Path | bytes,
+    exact_audio_max_s: float,
+    on_packet: Callable[[av.Packet], None] | None = None,
 ) -> MediaInfo:
     video_stream = primary_stream(container, "video")
     audio_stream = primary_stream(container, "audio")
@@ -211,7 +228,7 @@ def _measure(
 
     video = _video_info(video_stream, container_duration) if video_stream else None
     if video_stream is not None and video is not None:
-        _check_whole(container, video_stream, video)
+        _check_whole(container, video_stream, video, on_packet)
     audio = None
     if audio_stream is not None:
         if video_stream is None:
@@ -236,7 +253,12 @@ def _measure(
     )
 
 
-def _check_whole(container: av.container.InputContainer, stream: Any, video: VideoInfo) -> None:
+def _check_whole(
+    container: av.container.InputContainer,
+    stream: Any,
+    video: VideoInfo,
+    on_packet: Callable[[av.Packet], None] | None = None,
+) -> None:
     """Read every packet of the file (without decoding) and refuse it when one cannot be read
     whole or the video's packets end short of the duration the header declares.
 
@@ -247,9 +269,10 @@ def _check_whole(container: av.container.InputContainer, stream: Any, video: Vid
     for packet in container.demux():
         if packet.is_corrupt:
             raise MediaUnreadableError("the file is damaged or cut short (a corrupt packet)")
-        if packet.stream_index != stream.index or packet.pts is None:
-            continue
-        end = max(end, packet.pts + (packet.duration or 0))
+        if packet.stream_index == stream.index and packet.pts is not None:
+            end = max(end, packet.pts + (packet.duration or 0))
+        if on_packet is not None:
+            on_packet(packet)
     if video.duration_s is None or stream.time_base is None:
         return
     start = stream.start_time or 0

@@ -31,6 +31,7 @@ import hashlib
 import os
 import ssl
 import tempfile
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +106,7 @@ def default_tls_context() -> ssl.SSLContext:
 
 
 def build_client(
-    *, verify: ssl.SSLContext | bool = True, max_connections: int = 20
+    *, verify: ssl.SSLContext | bool = True, max_connections: int | None = 20
 ) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` fit for ``SafeFetcher`` (one per process is enough).
 
@@ -122,12 +123,30 @@ def build_client(
     )
 
 
+# One client per event loop for every fetcher built without one: it keeps no connection
+# between requests (step 4 above), so sharing it shares nothing but its set-up, which cost
+# ~0.5 ms of CPU per fetcher, twice per job (the input's fetch, the output's download). No
+# connection cap: each fetcher used to have a pool of its own.
+_LOOP_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _loop_client() -> httpx.AsyncClient:
+    loop = asyncio.get_running_loop()
+    client = _LOOP_CLIENTS.get(loop)
+    if client is None or client.is_closed:
+        client = _LOOP_CLIENTS[loop] = build_client(max_connections=None)
+    return client
+
+
 class SafeFetcher:
     """Fetches tenant URLs under an ``OutboundPolicy`` (see the module docstring for how).
 
-    ``resolver`` defaults to the system's ``getaddrinfo``; ``http`` to a client from
-    ``build_client`` that ``aclose()`` closes. An injected client is not closed; it must not use
-    a proxy (build it with ``build_client`` or ``trust_env=False``). Safe to share between tasks.
+    ``resolver`` defaults to the system's ``getaddrinfo``; ``http`` to the running event loop's
+    client from ``build_client`` (shared by such fetchers, never closed by them). An injected
+    client is not closed either; it must not use a proxy (build it with ``build_client`` or
+    ``trust_env=False``). Safe to share between tasks.
     """
 
     def __init__(
@@ -140,8 +159,7 @@ class SafeFetcher:
     ) -> None:
         self.policy = policy
         self._resolver = resolver
-        self._owns_http = http is None
-        self._http = http if http is not None else build_client()
+        self._http = http
         self._user_agent = user_agent
         self._timeout = httpx.Timeout(
             connect=policy.connect_timeout_s,
@@ -151,8 +169,7 @@ class SafeFetcher:
         )
 
     async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
+        """Nothing to release (the client is shared or the caller's); kept for ``async with``."""
 
     async def __aenter__(self) -> SafeFetcher:
         return self
@@ -281,9 +298,8 @@ class SafeFetcher:
             request = self._pinned_request(method, url, target)
             try:
                 # auth=None: an injected client's default auth must not reach a tenant's server.
-                response = await self._http.send(
-                    request, stream=True, follow_redirects=False, auth=None
-                )
+                http = self._http if self._http is not None else _loop_client()
+                response = await http.send(request, stream=True, follow_redirects=False, auth=None)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 failure = exc
                 continue
@@ -355,8 +371,7 @@ async def _save(
         if held is not None:
             return size, digest.hexdigest(), b"".join(held)
         assert handle is not None
-        await asyncio.to_thread(handle.close)
-        await asyncio.to_thread(os.replace, partial, dest)
+        await asyncio.to_thread(_close_into, handle, partial, dest)  # one hop (~120 µs), not two
     except BaseException:
         # Synchronous on purpose: this also runs on cancellation, where an await could be cut.
         if handle is not None:
@@ -372,6 +387,11 @@ async def _open_partial(dest: Path) -> tuple[BinaryIO, str]:
         tempfile.mkstemp, dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"
     )
     return os.fdopen(fd, "wb"), partial
+
+
+def _close_into(handle: BinaryIO, partial: str, dest: Path) -> None:
+    handle.close()
+    os.replace(partial, dest)
 
 
 def _join(base: httpx.URL, location: str | httpx.URL) -> httpx.URL | str:

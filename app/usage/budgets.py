@@ -17,10 +17,11 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.driver import NeedsSession, driver_of
 from app.kit.clock import utcnow
 from app.kit.money import micros_to_usd
 from app.kit.problems import ProblemError
-from app.models import BudgetEvent, BudgetPeriod, Tenant, UsageRecord
+from app.models import BudgetPeriod, Tenant, UsageRecord
 from app.usage.periods import period_bounds
 
 
@@ -215,7 +216,7 @@ def _exceeded(current: BudgetView, amount: int) -> BudgetExceeded:
 
 
 async def settle(
-    session: AsyncSession,
+    executor: AsyncSession | asyncpg.Connection,
     *,
     tenant_id: uuid.UUID,
     period_start: datetime | None,
@@ -223,7 +224,12 @@ async def settle(
     cost_micros: int,
 ) -> None:
     """Turn a job's reservation into its real cost (0 on failure/cancel: a release). The caller
-    records that the job holds no reservation any more."""
+    records that the job holds no reservation any more. On a raw connection (the jobs store's
+    transitions) only once ``check_settles_on_driver`` let it, before anything was written."""
+    if isinstance(executor, asyncpg.Connection):
+        await _settle_on(executor, tenant_id, period_start, reserved_micros, cost_micros)
+        return
+    session = executor
     tenant = await session.get(Tenant, tenant_id)
     if period_start is None:
         # Nothing reserved (no budget when it was created): the spend still counts.
@@ -236,7 +242,55 @@ async def settle(
     row.reserved_micros = max(0, row.reserved_micros - reserved_micros)
     row.spent_micros += cost_micros
     if tenant is not None and tenant.budget_micros is not None:
-        await _thresholds(session, tenant, row)
+        await _thresholds(
+            session, tenant.id, row.period_start, row.spent_micros, tenant.budget_micros,
+            tenant.budget_thresholds,
+        )  # fmt: skip
+
+
+async def check_settles_on_driver(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, period_start: datetime | None
+) -> None:
+    """NeedsSession when ``settle`` of a spend cannot run on a raw connection: a job that
+    reserved nothing (no budget when it was created) of a tenant that has a budget now, whose
+    spend is charged to the current period, a row that may need seeding (the session's way).
+    Asked before the settlement writes anything, so that the session writes (and counts) it
+    once."""
+    if period_start is not None:
+        return
+    budget = await conn.fetchval("SELECT budget_micros FROM tenants WHERE id = $1", tenant_id)
+    if budget is not None:
+        raise NeedsSession("a spend with no reservation, charged to the current period")
+
+
+# What ``settle`` does to the period a reservation was taken in, as one statement: the UPDATE
+# takes the row lock the session's SELECT ... FOR UPDATE takes.
+_SETTLE_PERIOD = """
+    UPDATE budget_periods SET reserved_micros = greatest(0, reserved_micros - $3),
+        spent_micros = spent_micros + $4
+    WHERE tenant_id = $1 AND period_start = $2
+    RETURNING spent_micros, (SELECT budget_micros FROM tenants WHERE id = $1) AS budget_micros,
+        (SELECT budget_thresholds FROM tenants WHERE id = $1) AS thresholds
+"""
+
+
+async def _settle_on(
+    conn: asyncpg.Connection,
+    tenant_id: uuid.UUID,
+    period_start: datetime | None,
+    reserved_micros: int,
+    cost_micros: int,
+) -> None:
+    if period_start is None:
+        # Nothing reserved: a spend was checked to have no budget to count in
+        # (check_settles_on_driver), and a release has nothing to release.
+        return
+    row = await conn.fetchrow(_SETTLE_PERIOD, tenant_id, period_start, reserved_micros, cost_micros)
+    if row is not None and row["budget_micros"] is not None:
+        await _thresholds(
+            conn, tenant_id, period_start, row["spent_micros"], row["budget_micros"],
+            row["thresholds"],
+        )  # fmt: skip
 
 
 async def _reserved_period(
@@ -259,7 +313,11 @@ async def charge(session: AsyncSession, tenant: Tenant, cost_micros: int) -> Non
         return
     row = await _period_row(session, tenant, utcnow(), lock=True)
     row.spent_micros += cost_micros
-    await _thresholds(session, tenant, row)
+    assert tenant.budget_micros is not None
+    await _thresholds(
+        session, tenant.id, row.period_start, row.spent_micros, tenant.budget_micros,
+        tenant.budget_thresholds,
+    )  # fmt: skip
 
 
 async def adjust(
@@ -292,20 +350,27 @@ async def adjust(
     return new_estimate_micros
 
 
-async def _thresholds(session: AsyncSession, tenant: Tenant, row: BudgetPeriod) -> None:
-    assert tenant.budget_micros is not None
-    if tenant.budget_micros <= 0:
+# Every threshold the spend has reached, recorded once each (in order: the outbox trigger on
+# budget_events tells tenants in that order).
+_THRESHOLDS = """
+    INSERT INTO budget_events (tenant_id, period_start, threshold_pct, spent_micros, budget_micros)
+    SELECT $1, $2, pct, $3::bigint, $4::bigint FROM unnest($5::integer[]) AS pct
+    WHERE $3::bigint::numeric * 100 >= $4::bigint::numeric * pct
+    ON CONFLICT DO NOTHING
+"""
+
+
+async def _thresholds(
+    executor: AsyncSession | asyncpg.Connection,
+    tenant_id: uuid.UUID,
+    period_start: datetime,
+    spent_micros: int,
+    budget_micros: int,
+    thresholds: list[int] | None,
+) -> None:
+    if budget_micros <= 0 or not thresholds:
         return
-    for pct in sorted(set(tenant.budget_thresholds or [])):
-        if row.spent_micros * 100 >= tenant.budget_micros * pct:
-            await session.execute(
-                insert(BudgetEvent)
-                .values(
-                    tenant_id=tenant.id,
-                    period_start=row.period_start,
-                    threshold_pct=pct,
-                    spent_micros=row.spent_micros,
-                    budget_micros=tenant.budget_micros,
-                )
-                .on_conflict_do_nothing()
-            )
+    conn = await driver_of(executor)
+    await conn.execute(
+        _THRESHOLDS, tenant_id, period_start, spent_micros, budget_micros, sorted(set(thresholds))
+    )

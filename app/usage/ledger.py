@@ -20,9 +20,12 @@ seconds so far on compute-second models.
 
 from __future__ import annotations
 
+import enum
+import functools
 import uuid
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 import structlog
@@ -32,6 +35,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.catalog.registry import CATALOG, ModelSpec
+from app.db.driver import NeedsSession, driver_of
 from app.kit.clock import utcnow
 from app.kit.money import NANOS_PER_MICRO, cost_nanos, nanos_to_micros
 from app.models import Job, Tenant, UsageDaily, UsageRecord, UsageStatus
@@ -69,11 +73,7 @@ async def record_request(
 ) -> None:
     """fal accepted a request for this job: put it on the ledger (once), in the caller's
     transaction — a session's, or a raw connection's (the jobs store's transitions)."""
-    if isinstance(executor, AsyncSession):
-        raw = await (await executor.connection()).get_raw_connection()
-        conn = raw.driver_connection
-    else:
-        conn = executor
+    conn = await driver_of(executor)
     await conn.execute(
         _RECORD_REQUEST,
         uuid.uuid4(),
@@ -90,7 +90,7 @@ async def record_request(
 
 
 async def settle_job(
-    session: AsyncSession,
+    executor: AsyncSession | asyncpg.Connection,
     job: Job,
     outcome: Outcome | None,
     *,
@@ -101,7 +101,14 @@ async def settle_job(
     the reservation stays held until one exists.
 
     ``outcome`` is None when no request reached fal (canceled here, refused at submit): there is
-    nothing on the ledger and the reservation is simply released."""
+    nothing on the ledger and the reservation is simply released.
+
+    On a raw connection (the jobs store's transitions: most jobs end there) the same writes are
+    plain statements; a result-cache hit, and a spend the budget must charge to a period of its
+    own (budgets.check_settles_on_driver), are NeedsSession: nothing was written."""
+    if isinstance(executor, asyncpg.Connection):
+        return await _settle_job_on(executor, job, outcome, bill_422=bill_422)
+    session = executor
     cost = 0
     if outcome is not None and outcome.kind == CACHE_HIT:
         hit = await _cache_hit_record(session, job)
@@ -125,6 +132,59 @@ async def settle_job(
         cost_micros=cost,
     )
     return True
+
+
+_LOCK_RECORD = """
+    SELECT id, upstream_request_id, tenant_id, model, estimated_cost_micros, cost_micros,
+        status, flagged, created_at
+    FROM usage_records WHERE upstream_request_id = $1 FOR UPDATE
+"""
+
+
+async def _settle_job_on(
+    conn: asyncpg.Connection, job: Job, outcome: Outcome | None, *, bill_422: bool
+) -> bool:
+    """``settle_job`` on a raw connection: the same reads and writes, as statements."""
+    cost = 0
+    if outcome is not None and outcome.kind == CACHE_HIT:
+        raise NeedsSession("a result-cache hit is settled through a session")
+    if outcome is not None and job.upstream_request_id is not None:
+        await budgets.check_settles_on_driver(conn, job.tenant_id, job.budget_period_start)
+        record = await conn.fetchrow(_LOCK_RECORD, job.upstream_request_id)
+        if record is None:  # submitted before the ledger existed, or attached late
+            await record_request(conn, job, job.upstream_request_id, unit=unit_of(job))
+            record = await conn.fetchrow(_LOCK_RECORD, job.upstream_request_id)
+            assert record is not None
+        if record["status"] == UsageStatus.settled.value:
+            cost = record["cost_micros"] or 0
+        else:
+            values = await _pricing(conn, dict(record), outcome, job, bill_422=bill_422)
+            columns = tuple(values)
+            await conn.execute(
+                _update_record_sql(columns), record["id"], *[_column(values[c]) for c in columns]
+            )
+            if values["status"] is not UsageStatus.settled:
+                return False
+            cost = values["cost_micros"]
+    await budgets.settle(
+        conn,
+        tenant_id=job.tenant_id,
+        period_start=job.budget_period_start,
+        reserved_micros=job.reserved_micros,
+        cost_micros=cost,
+    )
+    return True
+
+
+@functools.cache
+def _update_record_sql(columns: tuple[str, ...]) -> str:
+    """The UPDATE of a ledger row's settlement (among two sets of columns: built once each)."""
+    sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=2))
+    return f"UPDATE usage_records SET {sets} WHERE id = $1"  # noqa: S608 (our columns)
+
+
+def _column(value: object) -> object:
+    return value.value if isinstance(value, enum.Enum) else value
 
 
 _RECORD_CACHE_HIT = """
@@ -209,21 +269,48 @@ async def _price(
 ) -> bool:
     if record.status is UsageStatus.settled:
         return True
-    price = await price_at(session, record.model, record.created_at)
-    record.outcome = outcome.kind
-    record.job_status = job.status.value
-    record.flagged = record.flagged or outcome.kind == "upstream_422"
+    seen = {
+        "upstream_request_id": record.upstream_request_id,
+        "tenant_id": record.tenant_id,
+        "model": record.model,
+        "estimated_cost_micros": record.estimated_cost_micros,
+        "flagged": record.flagged,
+        "created_at": record.created_at,
+    }
+    values = await _pricing(session, seen, outcome, job, bill_422=bill_422)
+    for key, value in values.items():
+        setattr(record, key, value)
+    return record.status is UsageStatus.settled
+
+
+async def _pricing(
+    executor: AsyncSession | asyncpg.Connection,
+    record: dict[str, Any],
+    outcome: Outcome,
+    job: Job,
+    *,
+    bill_422: bool,
+) -> dict[str, Any]:
+    """What settling an unsettled ledger row writes on it, by the price in force when it was
+    recorded, with its daily roll-up written: its columns' new values (``status`` settled, or
+    unpriced when no price is in force). ``record``: the row's columns as read."""
+    price = await price_at(executor, record["model"], record["created_at"])
+    values: dict[str, Any] = {
+        "outcome": outcome.kind,
+        "job_status": job.status.value,
+        "flagged": record["flagged"] or outcome.kind == "upstream_422",
+    }
     if price is None:
-        record.status = UsageStatus.unpriced
-        UNPRICED.labels(model=record.model).inc()
+        values["status"] = UsageStatus.unpriced
+        UNPRICED.labels(model=record["model"]).inc()
         log.error(
             "no price in force: usage not settled",
-            model=record.model,
-            fal_request_id=record.upstream_request_id,
+            model=record["model"],
+            fal_request_id=record["upstream_request_id"],
             job_id=str(job.id),
         )
-        return False
-    spec = CATALOG.resolve(record.model)
+        return values
+    spec = CATALOG.resolve(record["model"])
     output = spec.output_quantity(job.upstream_payload or {}) if spec is not None else None
     units = billable_units(price.unit, outcome, bill_422=bill_422, output=output)
     if units is None:
@@ -231,54 +318,70 @@ async def _price(
         # without its length): settle at the estimate rather than at $0, and flag it for
         # reconciliation.
         units = Decimal(0)
-        record.cost_nanos = record.estimated_cost_micros * NANOS_PER_MICRO
-        record.flagged = True
+        values["cost_nanos"] = record["estimated_cost_micros"] * NANOS_PER_MICRO
+        values["flagged"] = True
     else:
-        record.cost_nanos = cost_nanos(units, price.unit_price_micros)
-    record.cost_micros = nanos_to_micros(record.cost_nanos)
-    record.unit = price.unit
-    record.units = units
-    record.unit_price_micros = price.unit_price_micros
-    record.price_id = price.id
-    record.status = UsageStatus.settled
-    record.settled_at = utcnow()
-    await _roll_up(session, record)
-    SETTLED.labels(model=record.model, outcome=outcome.kind).inc()
-    return True
+        values["cost_nanos"] = cost_nanos(units, price.unit_price_micros)
+    values["cost_micros"] = nanos_to_micros(values["cost_nanos"])
+    values["unit"] = price.unit
+    values["units"] = units
+    values["unit_price_micros"] = price.unit_price_micros
+    values["price_id"] = price.id
+    values["status"] = UsageStatus.settled
+    values["settled_at"] = utcnow()
+    await _roll_up(
+        executor,
+        tenant_id=record["tenant_id"],
+        model=record["model"],
+        job_status=values["job_status"],
+        unit=price.unit,
+        units=units,
+        cost_micros=values["cost_micros"],
+        cost_nanos=values["cost_nanos"],
+        settled_at=values["settled_at"],
+    )
+    SETTLED.labels(model=record["model"], outcome=outcome.kind).inc()
+    return values
 
 
-async def _roll_up(session: AsyncSession, record: UsageRecord) -> None:
-    assert record.settled_at is not None
-    assert record.cost_micros is not None and record.cost_nanos is not None
-    day = record.settled_at.date()
-    values = {
-        "tenant_id": record.tenant_id,
-        "day": day,
-        "model": record.model,
-        "job_status": record.job_status or "unknown",
-        "unit": record.unit,
-        "requests": 1,
-        "units": record.units or 0,
-        "cost_micros": record.cost_micros,
-        "cost_nanos": record.cost_nanos,
-    }
-    stmt = insert(UsageDaily).values(**values)
-    await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[
-                UsageDaily.tenant_id,
-                UsageDaily.day,
-                UsageDaily.model,
-                UsageDaily.job_status,
-            ],
-            set_={
-                "requests": UsageDaily.requests + 1,
-                "units": UsageDaily.units + stmt.excluded.units,
-                "cost_micros": UsageDaily.cost_micros + stmt.excluded.cost_micros,
-                "cost_nanos": UsageDaily.cost_nanos + stmt.excluded.cost_nanos,
-                "updated_at": func.now(),
-            },
-        )
+# A settled request added to its tenant's day, model and job status (kept in the settlement's
+# transaction: the roll-up always equals the sum of the settled ledger).
+_ROLL_UP = """
+    INSERT INTO usage_daily (tenant_id, day, model, job_status, unit, requests, units,
+        cost_micros, cost_nanos)
+    VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8)
+    ON CONFLICT (tenant_id, day, model, job_status) DO UPDATE SET
+        requests = usage_daily.requests + 1,
+        units = usage_daily.units + excluded.units,
+        cost_micros = usage_daily.cost_micros + excluded.cost_micros,
+        cost_nanos = usage_daily.cost_nanos + excluded.cost_nanos,
+        updated_at = now()
+"""
+
+
+async def _roll_up(
+    executor: AsyncSession | asyncpg.Connection,
+    *,
+    tenant_id: uuid.UUID,
+    model: str,
+    job_status: str | None,
+    unit: str,
+    units: Decimal | None,
+    cost_micros: int,
+    cost_nanos: int,
+    settled_at: datetime,
+) -> None:
+    conn = await driver_of(executor)
+    await conn.execute(
+        _ROLL_UP,
+        tenant_id,
+        settled_at.date(),
+        model,
+        job_status or "unknown",
+        unit,
+        units or 0,
+        cost_micros,
+        cost_nanos,
     )
 
 
@@ -353,8 +456,18 @@ async def bill_reconciled(
     if inserted is None:
         return False
     record = await session.get(UsageRecord, inserted)
-    assert record is not None
-    await _roll_up(session, record)
+    assert record is not None and record.settled_at is not None
+    await _roll_up(
+        session,
+        tenant_id=record.tenant_id,
+        model=record.model,
+        job_status=record.job_status,
+        unit=record.unit,
+        units=record.units,
+        cost_micros=cost,
+        cost_nanos=cost_nanos,
+        settled_at=record.settled_at,
+    )
     await budgets.charge(session, tenant, cost)
     SETTLED.labels(model=record.model, outcome=RECONCILED).inc()
     return True

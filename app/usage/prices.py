@@ -7,11 +7,13 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
+import asyncpg
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit
 from app.catalog.registry import CATALOG
+from app.db.driver import driver_of
 from app.kit.clock import utcnow
 from app.kit.problems import Conflict, InputValidationError
 from app.models import Price
@@ -24,14 +26,20 @@ class PriceExists(Conflict):
     code = "price_exists"
 
 
-async def price_at(session: AsyncSession, model: str, at: datetime) -> Price | None:
-    stmt = (
-        select(Price)
-        .where(Price.model == model, Price.effective_from <= at)
-        .order_by(Price.effective_from.desc())
-        .limit(1)
-    )
-    return (await session.scalars(stmt)).first()
+_PRICE_AT = """
+    SELECT id, model, unit, unit_price_micros, effective_from, created_at FROM prices
+    WHERE model = $1 AND effective_from <= $2 ORDER BY effective_from DESC LIMIT 1
+"""
+
+
+async def price_at(
+    executor: AsyncSession | asyncpg.Connection, model: str, at: datetime
+) -> Price | None:
+    """The price in force for ``model`` at ``at`` (a detached row: prices are never changed,
+    only added). On a session's connection or a raw one (the jobs store's settlements)."""
+    conn = await driver_of(executor)
+    row = await conn.fetchrow(_PRICE_AT, model, at)
+    return None if row is None else Price(**dict(row))
 
 
 async def list_prices(session: AsyncSession, model: str | None = None) -> Sequence[Price]:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import uuid
 
+import asyncpg
 import structlog
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.driver import driver_of
 from app.jobs.store import JobStore
 from app.kit.clock import utcnow
 from app.models import FalWebhookEvent, WebhookEventState
@@ -100,11 +102,16 @@ async def event_of_request(session: AsyncSession, request_id: str) -> FalWebhook
     return (await session.scalars(stmt)).first()
 
 
-async def mark_processed(session: AsyncSession, event_id: uuid.UUID) -> None:
-    event = await session.get(FalWebhookEvent, event_id)
-    if event is not None and event.processed_at is None:
-        event.state = WebhookEventState.processed
-        event.processed_at = utcnow()
+async def mark_processed(executor: AsyncSession | asyncpg.Connection, event_id: uuid.UUID) -> None:
+    """The webhook event, processed (once), in the transaction of the transition it told of."""
+    conn = await driver_of(executor)
+    await conn.execute(
+        "UPDATE fal_webhook_events SET state = $2, processed_at = $3"
+        " WHERE id = $1 AND processed_at IS NULL",
+        event_id,
+        WebhookEventState.processed.value,
+        utcnow(),
+    )
 
 
 def _billing_outcome(webhook: VerifiedWebhook) -> ledger.Outcome:

@@ -11,10 +11,11 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.catalog.registry import CATALOG
 from app.config import Settings
@@ -90,8 +91,8 @@ async def _run_upstream(
     }
     result = {"prompt": "rain", "audio": audio_entry}
 
-    async def record(session: AsyncSession, row: Job) -> None:
-        await files.replace_job_outputs(session, row.tenant_id, row.id, [output])
+    async def record(conn: asyncpg.Connection, row: Job) -> None:
+        await files.replace_job_outputs(conn, row.tenant_id, row.id, [output])
 
     await store.apply(job_id, lifecycle.Succeeded(result, {}, 2.0, None), owner=None, also=record)
     return str(file_id)

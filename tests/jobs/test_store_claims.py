@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from datetime import timedelta
@@ -257,3 +259,23 @@ async def test_queued_jobs_claimed_by_a_worker_that_stopped_beating_are_taken_ov
         row = await s.get(Job, dead[0].id)
         assert row is not None
         assert row.submit_state is SubmitState.pending and row.lease_owner == "survivor"
+
+
+def test_a_claimed_row_is_a_readable_job_in_a_process_that_used_no_orm_yet() -> None:
+    # A worker's first claim may come before anything else of the ORM ran (its mappers not yet
+    # configured): the job it makes of the row must still read and write like any other.
+    script = (
+        "import uuid\n"
+        "from app.models import Job, JobStatus\n"
+        "from app.jobs.store import job_from_row\n"
+        "row = {c.name: None for c in Job.__table__.columns}\n"
+        "row.update(id=uuid.UUID(int=7), status='queued', event_seq=2)\n"
+        "job = job_from_row(row)\n"
+        "job.event_seq += 1\n"
+        "assert (job.id.int, job.status, job.event_seq) == (7, JobStatus.queued, 3)\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(  # noqa: S603 (this interpreter, our script)
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.stdout.strip() == "ok", done.stderr

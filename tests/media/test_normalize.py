@@ -24,6 +24,7 @@ from app.media import (
     NoAudioStreamError,
     extract_audio,
     fit_audio_to_video,
+    fit_measure_extract,
     probe,
 )
 from app.media.normalize import DEFAULT_TOLERANCE_S, FADE_S
@@ -522,3 +523,57 @@ def test_a_video_codec_mp4_cannot_carry_is_refused(tmp_path: Path, clip_dir: Pat
 def test_a_missing_file_is_not_found(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         fit_audio_to_video(tmp_path / "nope.mp4", tmp_path / "fitted.mp4")
+
+
+# --- fitted, measured and its audio copied out, opening the file once ---------------------
+
+
+def _audio_packets(path: Path) -> list[tuple[bytes, int | None, int | None, int | None]]:
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        return [
+            (bytes(packet), packet.pts, packet.dts, packet.duration)
+            for packet in container.demux(stream)
+            if packet.dts is not None
+        ]
+
+
+@pytest.mark.parametrize("clip_name", ["equal_audio", "short_audio", "long_audio"])
+def test_fit_measure_extract_gives_what_the_three_steps_give(
+    tmp_path: Path, request: pytest.FixtureRequest, clip_name: str
+) -> None:
+    clip: Path = request.getfixturevalue(clip_name)
+    apart, together = tmp_path / "apart", tmp_path / "together"
+    apart.mkdir()
+    together.mkdir()
+    fit = fit_audio_to_video(clip, apart / "fitted.mp4")
+    kept = apart / "fitted.mp4" if fit.changed else clip
+    media = probe(kept)
+    audio = extract_audio(kept, apart / "audio.m4a")
+
+    made = fit_measure_extract(clip, together / "fitted.mp4", together / "audio.m4a")
+
+    assert made.fit == fit and made.fit.changed is (clip_name != "equal_audio")
+    assert made.path == (together / "fitted.mp4" if fit.changed else clip)
+    assert made.media == media
+    assert made.audio == audio
+    # the same M4A, packet for packet
+    assert _audio_packets(together / "audio.m4a") == _audio_packets(apart / "audio.m4a")
+    assert (together / "audio.m4a").read_bytes() == (apart / "audio.m4a").read_bytes()
+    assert sorted(files_in(together)) == sorted(files_in(apart))
+
+
+def test_fit_measure_extract_refuses_what_the_steps_refuse(
+    tmp_path: Path, video_only: Clip, clip_dir: Path
+) -> None:
+    with pytest.raises(NoAudioStreamError):
+        fit_measure_extract(video_only.path, tmp_path / "f.mp4", tmp_path / "a.m4a")
+    cut = clip_dir / "fit-equal-cut.mp4"
+    whole = (clip_dir / "fit-equal.mp4").read_bytes()
+    cut.write_bytes(whole[: len(whole) * 2 // 3])
+    with pytest.raises(MediaUnreadableError) as apart:
+        probe(cut)
+    with pytest.raises(MediaUnreadableError) as together:
+        fit_measure_extract(cut, tmp_path / "f.mp4", tmp_path / "a.m4a")
+    assert str(together.value) == str(apart.value)
+    assert files_in(tmp_path) == []

@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -216,9 +217,9 @@ async def _assemble(ctx: StepContext, job: Job, runs: list[Job]) -> None:
         result["video" if item.kind is FileKind.output_video else "audio"] = describe_output(item)
     result["soundtrack"] = made.describe()
 
-    async def record_files(session: AsyncSession, row: Job) -> None:
+    async def record_files(conn: asyncpg.Connection, row: Job) -> None:
         await files.replace_job_outputs(
-            session, row.tenant_id, row.id, [item.as_output() for item in stored]
+            conn, row.tenant_id, row.id, [item.as_output() for item in stored]
         )
 
     applied = await ctx.apply(job.id, lifecycle.SegmentsAssembled(result), also=record_files)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
@@ -83,8 +84,8 @@ def webhook_processed(event_id: uuid.UUID | None) -> Also | None:
     if event_id is None:
         return None
 
-    async def mark(session: AsyncSession, job: Job) -> None:
-        await webhooks.mark_processed(session, event_id)
+    async def mark(conn: asyncpg.Connection, job: Job) -> None:
+        await webhooks.mark_processed(conn, event_id)
 
     return mark
 

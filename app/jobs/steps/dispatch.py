@@ -21,7 +21,7 @@ from app.jobs import cache, lifecycle
 from app.jobs.preflight import Checked, InputRejected, InputUnavailable, preflight
 from app.jobs.steps.context import StepContext, released_until
 from app.jobs.steps.split import split, splits
-from app.jobs.store import Also, known_request_ids
+from app.jobs.store import AlsoInSession, known_request_ids
 from app.kit.clock import utcnow
 from app.metrics import SUBMIT_LATENCY
 from app.models import Job, StoredFile, SubmitState
@@ -79,7 +79,7 @@ async def _answered_from_cache(
     the source's file rows are share-locked until it commits, so retention cannot take them
     meanwhile, and a hit costs one transaction."""
 
-    async def find(session: AsyncSession, row: Job) -> tuple[lifecycle.Event, Also] | None:
+    async def find(session: AsyncSession, row: Job) -> tuple[lifecycle.Event, AlsoInSession] | None:
         hit = await cache.look_up(
             session, key, tenant_id=row.tenant_id, settings=ctx.settings, exclude=row.id
         )

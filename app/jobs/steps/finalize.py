@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.catalog.registry import CATALOG, ModelSpec
 from app.files import service as files
@@ -23,8 +23,8 @@ from app.jobs.output_options import OutputOptions
 from app.jobs.steps import soundtrack
 from app.jobs.steps.context import StepContext, webhook_processed
 from app.media.errors import MediaError
-from app.media.extract import extract_audio
-from app.media.normalize import fit_audio_to_video
+from app.media.extract import fit_measure_extract
+from app.media.normalize import FitResult, fit_audio_to_video
 from app.media.probe import MediaInfo, probe
 from app.models import FileKind, Job
 from app.netguard import FetchError, OutboundRefused, SafeFetcher
@@ -112,13 +112,13 @@ async def _finalize(
     if made is not None:
         result["soundtrack"] = made.describe()
 
-    async def record_files(session: AsyncSession, row: Job) -> None:
+    async def record_files(conn: asyncpg.Connection, row: Job) -> None:
         # A repeated finalize (after a crash) replaces the files of the one before.
         await files.replace_job_outputs(
-            session, row.tenant_id, row.id, [item.as_output() for item in stored]
+            conn, row.tenant_id, row.id, [item.as_output() for item in stored]
         )
         if webhook_event is not None:
-            await webhooks.mark_processed(session, webhook_event)
+            await webhooks.mark_processed(conn, webhook_event)
 
     applied = await ctx.apply(
         job.id, lifecycle.Succeeded(result, output, inference_s, logs), also=record_files
@@ -236,7 +236,39 @@ async def _fetch_outputs(
             f"the output has no '{spec.outputs.audio_field}' file", operation="result"
         )
     video_path: Path | None = None
-    if video_url is not None:
+    if video_url is not None and spec.outputs.audio_from_video and audio_url is None:
+        # ThinkSound: its video's sound fitted, the video measured and its audio copied out,
+        # opening the file once (three times, one after the other, before).
+        video_path = workdir / "video.bin"
+        await download_output(ctx, video_url, video_path)
+        made = await asyncio.to_thread(
+            fit_measure_extract, video_path, workdir / "video.fitted.mp4", workdir / "audio.m4a"
+        )
+        _log_fit(job, made.fit)
+        ext = _EXT.get(made.media.container, "mp4")
+        stored.append(
+            await store_output(
+                ctx,
+                FileKind.output_video,
+                f"{prefix}/video.{ext}",
+                made.path,
+                _VIDEO_TYPES.get(made.media.container, "video/mp4"),
+                made.media,
+                video_url,
+            )
+        )
+        stored.append(
+            await store_output(
+                ctx,
+                FileKind.output_audio,
+                f"{prefix}/audio.m4a",
+                workdir / "audio.m4a",
+                "audio/mp4",
+                made.audio,
+                None,
+            )
+        )
+    elif video_url is not None:
         video_path = workdir / "video.bin"
         await download_output(ctx, video_url, video_path)
         if spec.outputs.audio_from_video:
@@ -244,13 +276,8 @@ async def _fetch_outputs(
             # the video's length (the video stream is copied, never re-encoded).
             fitted = workdir / "video.fitted.mp4"
             fit = await asyncio.to_thread(fit_audio_to_video, video_path, fitted)
+            _log_fit(job, fit)
             if fit.changed:
-                log.info(
-                    "audio fitted to the video",
-                    job_id=str(job.id),
-                    padded_s=fit.padded_s,
-                    trimmed_s=fit.trimmed_s,
-                )
                 video_path = fitted
         media = await asyncio.to_thread(probe, video_path)
         ext = _EXT.get(media.container, "mp4")
@@ -281,18 +308,20 @@ async def _fetch_outputs(
                 audio_url,
             )
         )
-    elif spec.outputs.audio_from_video and video_path is not None:
-        m4a = workdir / "audio.m4a"
-        media = await asyncio.to_thread(extract_audio, video_path, m4a)
-        stored.append(
-            await store_output(
-                ctx, FileKind.output_audio, f"{prefix}/audio.m4a", m4a, "audio/mp4", media, None
-            )
-        )
     if spec.outputs.audio_samples_field:
         for index, url in enumerate(_file_urls(output, spec.outputs.audio_samples_field)):
             stored.append(await _audio_output(ctx, url, workdir, f"{prefix}/sample-{index}", index))
     return stored
+
+
+def _log_fit(job: Job, fit: FitResult) -> None:
+    if fit.changed:
+        log.info(
+            "audio fitted to the video",
+            job_id=str(job.id),
+            padded_s=fit.padded_s,
+            trimmed_s=fit.trimmed_s,
+        )
 
 
 def _file_urls(output: dict[str, Any], field: str) -> list[str]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
 from sqlalchemy import Enum
+from sqlalchemy.orm import configure_mappers
 
 from app.db.driver import DriverPool
 from app.models import Job
@@ -40,12 +43,24 @@ COLUMNS = ", ".join(f'jobs."{name}"' for name, _, _ in _FIELDS)
 
 
 def job_from_row(row: asyncpg.Record) -> Job:
-    """A claimed row as a ``Job`` (not attached to any session): the step's read of the job."""
-    values = {}
+    """A claimed row as a ``Job`` (not attached to any session): the step's read of the job,
+    its values as loaded (not as changes). Built the way the ORM builds a loaded row: through
+    the constructor every attribute was a tracked change, ~60 µs a row, several rows a job."""
+    job = _new_job()()
+    values = job.__dict__
     for name, key, decode in _FIELDS:
         value = row[name]
         values[key] = value if decode is None else decode(value)
-    return Job(**values)
+    return job
+
+
+@functools.cache
+def _new_job() -> Callable[[], Job]:
+    # The constructor configures the mappers when it first runs; the bare instance does not, and
+    # an unconfigured mapper's attributes cannot be read (the claim may be the process's first
+    # use of the ORM).
+    configure_mappers()
+    return Job.__mapper__.class_manager.new_instance
 
 
 def _owner_silent(stale_after: str) -> str:

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import structlog
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db.driver import DriverPool
+from app.db.driver import DriverPool, NeedsSession, driver_of
 from app.db.engine import unit_of_work
 from app.jobs import lifecycle
 from app.jobs.store import segments
@@ -58,11 +59,14 @@ class Applied:
 
 
 # Writes of other tables that must commit with the transition (an output's file rows, a webhook
-# event marked processed), given the session and the locked job.
-Also = Callable[[AsyncSession, Job], Awaitable[None]]
+# event marked processed), given the transaction's connection and the job as written: plain
+# statements, by the module that owns each table.
+Also = Callable[[asyncpg.Connection, Job], Awaitable[None]]
+# Writes that must commit with a transition found in a session (apply_found), given that session.
+AlsoInSession = Callable[[AsyncSession, Job], Awaitable[None]]
 # What happened, read from the database in the transaction of its transition (apply_found): the
 # event and what must commit with it, or None.
-Find = Callable[[AsyncSession, Job], Awaitable[tuple[lifecycle.Event, Also | None] | None]]
+Find = Callable[[AsyncSession, Job], Awaitable[tuple[lifecycle.Event, AlsoInSession | None] | None]]
 
 
 class JobStore:
@@ -93,15 +97,18 @@ class JobStore:
         ``owner``: the step's lease, checked and given back (LeaseLost if another worker holds
         the job); None for writes made without a lease (the status stream, the tenant's
         cancel), which leave any lease alone."""
-        if also is None:
-            applied = await self._apply_alone(job_id, event, owner)
-            if applied is not None:
-                return applied
+        try:
+            applied = await self._apply_alone(job_id, event, owner, also)
+        except NeedsSession:
+            applied = None  # rolled back whole: written below, through a session
+        if applied is not None:
+            _count_ending(applied.job, applied.transition)
+            return applied
         async with unit_of_work(self.sessionmaker) as session:
             job = await self._locked(session, job_id, owner)
             applied = await self.write(session, job, event, owner=owner)
             if also is not None:
-                await also(session, job)
+                await also(await driver_of(session), job)
         return applied
 
     async def apply_found(
@@ -123,14 +130,17 @@ class JobStore:
         return applied
 
     async def _apply_alone(
-        self, job_id: uuid.UUID, event: lifecycle.Event, owner: str | None
+        self, job_id: uuid.UUID, event: lifecycle.Event, owner: str | None, also: Also | None
     ) -> Applied | None:
-        """A transition that writes the job, its events and at most its request's ledger row
-        (no settlement, no budget): its statements on the raw connection, in one transaction.
-        Most of a job's transitions are these (its submit, its progress, its polls); through a
-        session each cost ~2 ms of CPU, ten times its statements (bench/README.md). None when
-        the transition needs the session (it settles usage or re-prices a reservation):
-        nothing was written, and ``apply`` decides again under a new lock."""
+        """The transition as plain statements on the raw connection, in one transaction: the
+        job, its events, its request's ledger row, its settlement (the ledger row priced, the
+        daily roll-up, the budget) and what ``also`` writes. Nearly every transition of a
+        job's life is written here; through a session each cost ~2 ms of CPU (a success ~4),
+        three to ten times their statements (bench/README.md). None when the transition needs
+        the session (it re-prices a reservation, settles an attempt it falls back from, or
+        ends a segment): nothing was written, and ``apply`` decides again under a new lock.
+        A write only the session makes raises NeedsSession inside the transaction (rolled
+        back)."""
         async with self.driver.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(_LOCK_JOB, job_id)
             if row is None or (owner is not None and row["lease_owner"] != owner):
@@ -138,23 +148,41 @@ class JobStore:
             job = job_from_row(row)
             now = utcnow()
             transition = lifecycle.decide(job, event, now=now, policy=self.policy)
+            ends_segment = (
+                job.parent_id is not None
+                and "status" in transition.changes
+                and JobStatus(transition.changes["status"]).terminal
+            )
             if (
-                transition.settle is not None
-                or transition.settle_request is not None
+                transition.settle_request is not None
                 or transition.reprice_micros is not None
+                or ends_segment
             ):
                 return None
             changed = self._apply_to(job, transition, owner=owner)
-            if changed:
-                columns = tuple(changed)
-                await conn.execute(
-                    _update_sql(columns), job_id, *[_param(c, getattr(job, c)) for c in columns]
+            if transition.record_request is not None:
+                await ledger.record_request(
+                    conn, job, transition.record_request, unit=ledger.unit_of(job)
                 )
+            if (
+                transition.settle is not None
+                and not job.usage_settled
+                and await ledger.settle_job(
+                    conn, job, transition.settle.outcome, bill_422=self.bill_422
+                )
+            ):
+                job.usage_settled = True
+                job.reserved_micros = 0
+                changed.update(usage_settled=None, reserved_micros=None)
+            columns = tuple(changed)
+            values = [_param(c, getattr(job, c)) for c in columns]
             if transition.events:
+                # The row's changes and its events in one statement (one round trip less).
                 first = job.event_seq - len(transition.events) + 1
                 await conn.execute(
-                    _INSERT_EVENTS,
+                    _update_with_events_sql(columns),
                     job_id,
+                    *values,
                     job.tenant_id,
                     now,
                     list(range(first, job.event_seq + 1)),
@@ -162,13 +190,12 @@ class JobStore:
                     [json.dumps(data) for _, data in transition.events],
                     job.created_at,
                 )
-            if transition.record_request is not None:
-                await ledger.record_request(
-                    conn, job, transition.record_request, unit=ledger.unit_of(job)
-                )
+            elif columns:
+                await conn.execute(_update_sql(columns), job_id, *values)
+            if also is not None:
+                await also(conn, job)
             if transition.wake is not None:
                 await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, transition.wake)
-        _count_ending(job, transition)
         return Applied(job, transition, None if owner is None else job.next_action_at)
 
     async def write(
@@ -418,11 +445,6 @@ class JobStore:
 
 
 _LOCK_JOB = f"SELECT {_COLUMNS} FROM jobs WHERE id = $1 FOR UPDATE"  # noqa: S608 (our columns)
-_INSERT_EVENTS = """
-    INSERT INTO job_events (job_id, tenant_id, seq, type, data, created_at, job_created_at)
-    SELECT $1, $2, e.seq, e.type, e.data::jsonb, $3, $7
-    FROM unnest($4::integer[], $5::text[], $6::text[]) AS e(seq, type, data)
-"""
 _COLUMN_OF = {
     Job.__mapper__.get_property_by_column(column).key: column for column in Job.__table__.columns
 }
@@ -443,6 +465,21 @@ def _update_sql(keys: tuple[str, ...]) -> str:
         cast = "::jsonb" if isinstance(column.type, JSONB) else ""
         sets.append(f'"{column.name}" = ${i}{cast}')
     return f"UPDATE jobs SET {', '.join(sets)}, updated_at = now() WHERE id = $1"  # noqa: S608
+
+
+@functools.cache
+def _update_with_events_sql(keys: tuple[str, ...]) -> str:
+    """``_update_sql(keys)`` (none: the row as it is) and the INSERT of the job's events, as
+    one statement: $1 the job, then the attributes' values, then the tenant, the events' time,
+    their seqs, types and data (JSON text), and the job's creation (the events' partition).
+    A data-modifying WITH runs whether or not it is read."""
+    n = len(keys) + 2
+    update = f"WITH job AS ({_update_sql(keys)}) " if keys else ""
+    return f"""{update}
+        INSERT INTO job_events (job_id, tenant_id, seq, type, data, created_at, job_created_at)
+        SELECT $1, ${n}, e.seq, e.type, e.data::jsonb, ${n + 1}, ${n + 5}
+        FROM unnest(${n + 2}::integer[], ${n + 3}::text[], ${n + 4}::text[]) AS e(seq, type, data)
+    """  # noqa: S608 (our columns)
 
 
 def _param(key: str, value: Any) -> Any:

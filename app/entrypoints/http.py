@@ -55,6 +55,9 @@ class DeadlineProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._deadline: asyncio.TimerHandle | None = None
+        # The gateway was not reading when the body's deadline last passed: the client's time
+        # had not started.
+        self._was_not_reading = False
         self._arm(self.head_timeout_s, self._head_too_slow)
 
     def on_message_begin(self) -> None:
@@ -64,10 +67,12 @@ class DeadlineProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         # Armed before the request starts: a request with no body completes in the same parse,
         # which disarms it again.
+        self._was_not_reading = False
         self._arm(self.body_timeout_s, self._body_too_slow)
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
+        self._was_not_reading = False
         self._arm(self.body_timeout_s, self._body_too_slow)
         super().on_body(body)
 
@@ -100,6 +105,13 @@ class DeadlineProtocol(HttpToolsProtocol):
             return
         if self.flow.read_paused or cycle.waiting_for_100_continue:
             # The gateway is not reading: the client is not late.
+            self._was_not_reading = True
+            self._arm(self.body_timeout_s, self._body_too_slow)
+            return
+        if self._was_not_reading:
+            # It started reading (asked to continue, or resumed) since the last deadline, maybe
+            # a moment ago: the client gets a whole pace from then, not what was left of it.
+            self._was_not_reading = False
             self._arm(self.body_timeout_s, self._body_too_slow)
             return
         log.warning("http.body_timeout", client=self.client, path=self.scope.get("path"))

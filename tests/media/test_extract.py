@@ -6,17 +6,7 @@ import av
 import pytest
 
 from app.media import AudioCopyError, NoAudioStreamError, extract_audio, probe
-from tests.support.clips import Clip
-
-
-def _audio_packets(path: Path) -> list[tuple[bytes, int | None, int | None, int | None]]:
-    with av.open(str(path)) as container:
-        stream = container.streams.audio[0]
-        return [
-            (bytes(packet), packet.pts, packet.dts, packet.duration)
-            for packet in container.demux(stream)
-            if packet.dts is not None
-        ]
+from tests.support.clips import Clip, audio_packets
 
 
 def test_audio_is_copied_packet_for_packet(tmp_path: Path, mp4_with_audio: Clip) -> None:
@@ -24,8 +14,8 @@ def test_audio_is_copied_packet_for_packet(tmp_path: Path, mp4_with_audio: Clip)
 
     extract_audio(mp4_with_audio.path, out)
 
-    source = _audio_packets(mp4_with_audio.path)
-    copied = _audio_packets(out)
+    source = audio_packets(mp4_with_audio.path)
+    copied = audio_packets(out)
     assert len(copied) == len(source) > 100
     # Same bytes and the same timestamps: a remux, not a re-encode.
     assert copied == source

@@ -29,7 +29,7 @@ from app.media import (
 )
 from app.media.normalize import DEFAULT_TOLERANCE_S, FADE_S
 from tests.media.conftest import write_sine
-from tests.support.clips import Clip, make_bouncing_square
+from tests.support.clips import Clip, audio_packets, make_bouncing_square
 
 RATE = 44_100
 VIDEO_S = 4.0
@@ -528,16 +528,6 @@ def test_a_missing_file_is_not_found(tmp_path: Path) -> None:
 # --- fitted, measured and its audio copied out, opening the file once ---------------------
 
 
-def _audio_packets(path: Path) -> list[tuple[bytes, int | None, int | None, int | None]]:
-    with av.open(str(path)) as container:
-        stream = container.streams.audio[0]
-        return [
-            (bytes(packet), packet.pts, packet.dts, packet.duration)
-            for packet in container.demux(stream)
-            if packet.dts is not None
-        ]
-
-
 @pytest.mark.parametrize("clip_name", ["equal_audio", "short_audio", "long_audio"])
 def test_fit_measure_extract_gives_what_the_three_steps_give(
     tmp_path: Path, request: pytest.FixtureRequest, clip_name: str
@@ -558,7 +548,7 @@ def test_fit_measure_extract_gives_what_the_three_steps_give(
     assert made.media == media
     assert made.audio == audio
     # the same M4A, packet for packet
-    assert _audio_packets(together / "audio.m4a") == _audio_packets(apart / "audio.m4a")
+    assert audio_packets(together / "audio.m4a") == audio_packets(apart / "audio.m4a")
     assert (together / "audio.m4a").read_bytes() == (apart / "audio.m4a").read_bytes()
     assert sorted(files_in(together)) == sorted(files_in(apart))
 

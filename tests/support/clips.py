@@ -344,3 +344,14 @@ def make_tone(path: Path, seconds: float, *, frequency: float = 330.0, rate: int
         handle.setframerate(rate)
         handle.writeframes(pcm.tobytes())
     return path
+
+
+def audio_packets(path: Path) -> list[tuple[bytes, int | None, int | None, int | None]]:
+    """A file's first audio stream as its packets (bytes and timing): what a stream copy keeps."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        return [
+            (bytes(packet), packet.pts, packet.dts, packet.duration)
+            for packet in container.demux(stream)
+            if packet.dts is not None
+        ]

@@ -59,15 +59,24 @@ class EngineDriver:
                 await greenlet_spawn(fairy.invalidate)
             raise
         finally:
-            # The pool's reset on return rolls back only the transactions SQLAlchemy began.
-            if not driver.is_closed() and driver.is_in_transaction():
-                try:
-                    await driver.execute("ROLLBACK")
-                except Exception:
-                    await greenlet_spawn(fairy.invalidate)
-            # Given back without a greenlet: SQLAlchemy began no transaction on it, so the
-            # pool's reset has nothing to roll back and returning it does no I/O.
-            fairy.close()
+            try:
+                # The pool's reset on return rolls back only the transactions SQLAlchemy began.
+                if not driver.is_closed() and driver.is_in_transaction():
+                    try:
+                        await driver.execute("ROLLBACK")
+                    except Exception:
+                        await greenlet_spawn(fairy.invalidate)
+            except BaseException:
+                # Interrupted (cancelled) while it was being cleaned up: it goes back marked
+                # to be replaced at its next checkout, never handed out as it is.
+                fairy.invalidate(soft=True)
+                raise
+            finally:
+                # Given back without a greenlet: SQLAlchemy began no transaction on it, so the
+                # pool's reset has nothing to roll back and returning it does no I/O. Always:
+                # a connection left checked out is lost to the pool until the collector finds
+                # it.
+                fairy.close()
 
     async def _checkout(self) -> PoolProxiedConnection:
         """A connection of the pool. The pool's code is synchronous and reaches the driver's
@@ -88,8 +97,10 @@ class EngineDriver:
                     return fairy
                 # The server closed it while it was pooled (app.db.engine leaves this case to
                 # us outside a greenlet: discarding it closes the driver's side, which awaits).
-                await greenlet_spawn(fairy.invalidate)
-                fairy.close()
+                try:
+                    await greenlet_spawn(fairy.invalidate)
+                finally:
+                    fairy.close()
         # A connection the server closed while pooled is replaced here, by app.db.engine's
         # checkout check, as for sessions.
         return await self.engine.raw_connection()

@@ -167,3 +167,34 @@ async def test_many_acquires_at_once_share_the_pool_and_give_every_connection_ba
         assert (pool.checkedout(), pool.checkedin()) == (0, 3)
     finally:
         await own.dispose()
+
+
+async def test_acquires_cancelled_at_any_moment_give_every_connection_back(
+    database_url: str,
+) -> None:
+    # Tasks cancelled in their statement, in the transaction's cleanup or while waiting for a
+    # connection, twice over: the pool ends with every connection checked in, each usable.
+    own = create_engine(database_url, pool_size=3, pool_timeout=30)
+    driver = EngineDriver(own)
+    try:
+
+        async def use() -> None:
+            async with driver.acquire() as conn:
+                await conn.execute("BEGIN")
+                await conn.execute("SELECT pg_sleep(0.02)")
+
+        tasks = [asyncio.create_task(use()) for _ in range(30)]
+        for i, task in enumerate(tasks):
+            await asyncio.sleep(0.002 * (i % 7))
+            task.cancel()
+            await asyncio.sleep(0.001 * (i % 3))
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        pool = own.sync_engine.pool
+        await eventually(lambda: pool.checkedout() == 0, what="every connection checked in")
+        for _ in range(3 * 2):
+            async with driver.acquire() as conn:
+                assert not conn.is_in_transaction()
+                assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await own.dispose()

@@ -109,10 +109,16 @@ async def test_a_failing_receiver_is_retried_with_the_same_webhook_id(
             assert len({h.body for h in hooks}) == 1
             for h in hooks:
                 assert verified(h, endpoint["secret"])["type"] == "job.succeeded"
-            r = await gw.client.get(
-                f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", headers=gw.headers
-            )
-            (delivery,) = r.json()["data"]
+
+            async def recorded() -> dict[str, Any] | None:
+                # The sender writes attempts' outcomes in batches, after the receiver answered.
+                r = await gw.client.get(
+                    f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", headers=gw.headers
+                )
+                (delivery,) = r.json()["data"]
+                return delivery if delivery["status"] != "pending" else None
+
+            delivery = await eventually(recorded, what="the delivery's outcome written")
             assert [a["status_code"] for a in delivery["attempts"]] == [500, 503, 200]
             assert delivery["status"] == "succeeded"
             assert delivery["webhook_id"] == hooks[0].header("webhook-id")

@@ -10,7 +10,7 @@ Two databases on an embedded Postgres of the bench's own: one migrated to head (
 `--jobs` figure is a cumulative size): jobs of `--tenants` tenants (the measured one holds
 1/`--tenants` of them) spread evenly over the last 12 months, `--events-per-job` events each
 (a succeeded job has about nine), one settled ledger row each and the daily rollups
-(`app.usage.ledger.rebuild_rollups`). After each step (VACUUM ANALYZE), on one connection with
+(`app.usage.rollups.rebuild_rollups`). After each step (VACUUM ANALYZE), on one connection with
 prepared statements, p50 and p95 of: the tenant's first page of jobs, a page six months back
 (keyset), a page filtered by a status 1 job in 50 has, by one none has, by a model none used;
 a job's events for random jobs of the year, as the gateway reads them (with the job's creation
@@ -209,7 +209,7 @@ async def load(
 
 async def rollups(db: Database, start: datetime) -> None:
     from app.db.engine import create_engine, create_sessionmaker
-    from app.usage.ledger import rebuild_rollups
+    from app.usage.rollups import rebuild_rollups
 
     engine = create_engine(db.url, pool_size=1)
     try:

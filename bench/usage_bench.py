@@ -8,7 +8,7 @@
 Setup: a database on an embedded server of its own (loading a million rows never disturbs
 gateway_bench's), ONE uvicorn API (no worker), tenants through the admin API, the ledger
 generated in SQL (indexes dropped for the load and re-created from their own definitions), the
-rollups by `app.usage.ledger.rebuild_rollups`, checked equal to the ledger.
+rollups by `app.usage.rollups.rebuild_rollups`, checked equal to the ledger.
 1. Reads for the middle month: `/v1/usage` and `/v1/admin/usage` (p50/p95/max, the total
    checked), the services' SQL under EXPLAIN ANALYZE, then the CSV export (time, rows/s, the
    API's memory and CPU, its connection afterwards).
@@ -231,7 +231,7 @@ def load_ledger(
 
 async def rebuild_rollups(db: Database, start: date, end: date) -> None:
     from app.db.engine import create_engine, create_sessionmaker
-    from app.usage.ledger import rebuild_rollups
+    from app.usage.rollups import rebuild_rollups
 
     engine = create_engine(db.url, pool_size=1)
     try:

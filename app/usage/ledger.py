@@ -23,23 +23,22 @@ from __future__ import annotations
 import enum
 import functools
 import uuid
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import structlog
 from prometheus_client import Counter
-from sqlalchemy import Select, delete, func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Select, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.catalog.registry import CATALOG, ModelSpec
+from app.catalog.registry import CATALOG
 from app.db.driver import NeedsSession, driver_of
 from app.kit.clock import utcnow
 from app.kit.money import NANOS_PER_MICRO, cost_nanos, nanos_to_micros
-from app.models import Job, Tenant, UsageDaily, UsageRecord, UsageStatus
-from app.usage import budgets
+from app.models import Job, Tenant, UsageRecord, UsageStatus
+from app.usage import budgets, rollups
 from app.usage.billing import CACHE_HIT, Outcome, billable_units
 from app.usage.prices import HIT_UNIT, price_at
 
@@ -329,7 +328,7 @@ async def _pricing(
     values["price_id"] = price.id
     values["status"] = UsageStatus.settled
     values["settled_at"] = utcnow()
-    await _roll_up(
+    await rollups.roll_up(
         executor,
         tenant_id=record["tenant_id"],
         model=record["model"],
@@ -342,47 +341,6 @@ async def _pricing(
     )
     SETTLED.labels(model=record["model"], outcome=outcome.kind).inc()
     return values
-
-
-# A settled request added to its tenant's day, model and job status (kept in the settlement's
-# transaction: the roll-up always equals the sum of the settled ledger).
-_ROLL_UP = """
-    INSERT INTO usage_daily (tenant_id, day, model, job_status, unit, requests, units,
-        cost_micros, cost_nanos)
-    VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8)
-    ON CONFLICT (tenant_id, day, model, job_status) DO UPDATE SET
-        requests = usage_daily.requests + 1,
-        units = usage_daily.units + excluded.units,
-        cost_micros = usage_daily.cost_micros + excluded.cost_micros,
-        cost_nanos = usage_daily.cost_nanos + excluded.cost_nanos,
-        updated_at = now()
-"""
-
-
-async def _roll_up(
-    executor: AsyncSession | asyncpg.Connection,
-    *,
-    tenant_id: uuid.UUID,
-    model: str,
-    job_status: str | None,
-    unit: str,
-    units: Decimal | None,
-    cost_micros: int,
-    cost_nanos: int,
-    settled_at: datetime,
-) -> None:
-    conn = await driver_of(executor)
-    await conn.execute(
-        _ROLL_UP,
-        tenant_id,
-        settled_at.date(),
-        model,
-        job_status or "unknown",
-        unit,
-        units or 0,
-        cost_micros,
-        cost_nanos,
-    )
 
 
 async def settle_orphan(
@@ -404,86 +362,6 @@ async def settle_orphan(
         tenant = await session.get(Tenant, job.tenant_id)
         if tenant is not None:
             await budgets.charge(session, tenant, record.cost_micros or 0)
-
-
-async def bill_reconciled(
-    session: AsyncSession,
-    *,
-    request_id: str,
-    tenant: Tenant,
-    job: Job | None,
-    endpoint: str,
-    units: Decimal,
-    cost_nanos: int,
-    billed_at: datetime,
-) -> bool:
-    """A request fal billed that the ledger never had (its submit's answer and its webhook were
-    lost, and the lookup could not decide), found by reconcile through the tenant and job it was
-    tagged with: put on the ledger at what fal billed, settled, charged to the tenant's budget
-    and rolled up — once. False when the ledger has it already (a second run, or its job's late
-    webhook got there first): nothing is written.
-
-    It is the job's own usage when the job recorded no request of its own, else an orphan; it is
-    always flagged (fal's numbers, not the gateway's rules, priced it)."""
-    spec = CATALOG.resolve(job.model if job is not None else endpoint) or _by_endpoint(endpoint)
-    cost = nanos_to_micros(cost_nanos)
-    own = job is not None and job.upstream_request_id is None and not await _has_own(session, job)
-    inserted = await session.scalar(
-        insert(UsageRecord)
-        .values(
-            id=uuid.uuid4(),
-            upstream_request_id=request_id,
-            tenant_id=tenant.id,
-            job_id=None if job is None else job.id,
-            model=job.model if job is not None else (spec.id if spec else endpoint),
-            endpoint=endpoint,
-            unit=spec.pricing.unit if spec else "unknown",
-            units=units,
-            estimated_cost_micros=0,
-            cost_micros=cost,
-            cost_nanos=cost_nanos,
-            status=UsageStatus.settled,
-            outcome=RECONCILED,
-            flagged=True,
-            orphan=not own,
-            job_status=None if job is None else job.status.value,
-            created_at=billed_at,
-            settled_at=utcnow(),
-        )
-        .on_conflict_do_nothing(index_elements=[UsageRecord.upstream_request_id])
-        .returning(UsageRecord.id)
-    )
-    if inserted is None:
-        return False
-    record = await session.get(UsageRecord, inserted)
-    assert record is not None and record.settled_at is not None
-    await _roll_up(
-        session,
-        tenant_id=record.tenant_id,
-        model=record.model,
-        job_status=record.job_status,
-        unit=record.unit,
-        units=record.units,
-        cost_micros=cost,
-        cost_nanos=cost_nanos,
-        settled_at=record.settled_at,
-    )
-    await budgets.charge(session, tenant, cost)
-    SETTLED.labels(model=record.model, outcome=RECONCILED).inc()
-    return True
-
-
-# The outcome of a request only fal's bill told the ledger of (see bill_reconciled).
-RECONCILED = "billed_by_fal"
-
-
-async def _has_own(session: AsyncSession, job: Job) -> bool:
-    stmt = select(UsageRecord.id).where(UsageRecord.job_id == job.id, UsageRecord.orphan.is_(False))
-    return (await session.scalar(stmt.limit(1))) is not None
-
-
-def _by_endpoint(endpoint: str) -> ModelSpec | None:
-    return next((spec for spec in CATALOG if spec.endpoint == endpoint), None)
 
 
 def unpriced_job_ids() -> Select[tuple[uuid.UUID]]:
@@ -541,39 +419,3 @@ async def prune(session: AsyncSession, retention: timedelta) -> int:
         )
     )
     return result.rowcount or 0
-
-
-async def rebuild_rollups(session: AsyncSession, start: date, end: date) -> None:
-    """Recompute the daily rollups of [start, end) from the ledger (deterministic repair)."""
-    await session.execute(delete(UsageDaily).where(UsageDaily.day >= start, UsageDaily.day < end))
-    day = func.date(func.timezone("UTC", UsageRecord.settled_at))
-    rows = await session.execute(
-        select(
-            UsageRecord.tenant_id,
-            day,
-            UsageRecord.model,
-            func.coalesce(UsageRecord.job_status, "unknown"),
-            func.min(UsageRecord.unit),
-            func.count(),
-            func.sum(UsageRecord.units),
-            func.sum(UsageRecord.cost_micros),
-            func.sum(UsageRecord.cost_nanos),
-        )
-        .where(UsageRecord.status == UsageStatus.settled, day >= start, day < end)
-        .group_by(UsageRecord.tenant_id, day, UsageRecord.model, UsageRecord.job_status)
-    )
-    for tenant_id, d, model, status, unit, n, units, cost, nanos in rows:
-        session.add(
-            UsageDaily(
-                tenant_id=tenant_id,
-                day=d,
-                model=model,
-                job_status=status,
-                unit=unit,
-                requests=n,
-                units=units or 0,
-                cost_micros=cost or 0,
-                cost_nanos=nanos or 0,
-            )
-        )
-    await session.flush()

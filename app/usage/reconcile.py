@@ -13,7 +13,7 @@ The rules (docs/money.md):
 - **Orphans by tag.** A billed request the ledger lacks is attributed to the tenant and job its
   ``X-Fal-Tags`` name (``foley.tenant``, ``foley.job``; fal's events carry them where fal reports
   tags). With ``bill_orphans`` it is put on the ledger at fal's cost, once
-  (``ledger.bill_reconciled``), unless its job is still live (the job may yet attach it).
+  (``bill_reconciled``), unless its job is still live (the job may yet attach it).
 """
 
 from __future__ import annotations
@@ -26,11 +26,14 @@ from typing import Any
 
 import httpx
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.catalog.registry import CATALOG, ModelSpec
+from app.kit.clock import utcnow
 from app.kit.money import micros_to_usd, nanos_to_micros, nanos_to_usd
 from app.models import Job, Tenant, UsageRecord, UsageStatus
-from app.usage import ledger
+from app.usage import budgets, ledger, rollups
 
 PAGE = 1000
 TENANT_TAG = "foley.tenant"
@@ -237,7 +240,7 @@ async def reconcile(
             continue
         tenant, job = await _tagged(session, e)
         if bill_orphans and tenant is not None and (job is None or job.status.terminal):
-            billed = await ledger.bill_reconciled(
+            billed = await bill_reconciled(
                 session,
                 request_id=rid,
                 tenant=tenant,
@@ -359,3 +362,86 @@ def _uuid(value: Any) -> uuid.UUID | None:
         return uuid.UUID(str(value)) if value else None
     except ValueError:
         return None
+
+
+# --- a request only fal's bill told the ledger of ----------------------------------------------
+
+
+async def bill_reconciled(
+    session: AsyncSession,
+    *,
+    request_id: str,
+    tenant: Tenant,
+    job: Job | None,
+    endpoint: str,
+    units: Decimal,
+    cost_nanos: int,
+    billed_at: datetime,
+) -> bool:
+    """A request fal billed that the ledger never had (its submit's answer and its webhook were
+    lost, and the lookup could not decide), found by reconcile through the tenant and job it was
+    tagged with: put on the ledger at what fal billed, settled, charged to the tenant's budget
+    and rolled up — once. False when the ledger has it already (a second run, or its job's late
+    webhook got there first): nothing is written.
+
+    It is the job's own usage when the job recorded no request of its own, else an orphan; it is
+    always flagged (fal's numbers, not the gateway's rules, priced it)."""
+    spec = CATALOG.resolve(job.model if job is not None else endpoint) or _by_endpoint(endpoint)
+    cost = nanos_to_micros(cost_nanos)
+    own = job is not None and job.upstream_request_id is None and not await _has_own(session, job)
+    inserted = await session.scalar(
+        insert(UsageRecord)
+        .values(
+            id=uuid.uuid4(),
+            upstream_request_id=request_id,
+            tenant_id=tenant.id,
+            job_id=None if job is None else job.id,
+            model=job.model if job is not None else (spec.id if spec else endpoint),
+            endpoint=endpoint,
+            unit=spec.pricing.unit if spec else "unknown",
+            units=units,
+            estimated_cost_micros=0,
+            cost_micros=cost,
+            cost_nanos=cost_nanos,
+            status=UsageStatus.settled,
+            outcome=RECONCILED,
+            flagged=True,
+            orphan=not own,
+            job_status=None if job is None else job.status.value,
+            created_at=billed_at,
+            settled_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=[UsageRecord.upstream_request_id])
+        .returning(UsageRecord.id)
+    )
+    if inserted is None:
+        return False
+    record = await session.get(UsageRecord, inserted)
+    assert record is not None and record.settled_at is not None
+    await rollups.roll_up(
+        session,
+        tenant_id=record.tenant_id,
+        model=record.model,
+        job_status=record.job_status,
+        unit=record.unit,
+        units=record.units,
+        cost_micros=cost,
+        cost_nanos=cost_nanos,
+        settled_at=record.settled_at,
+    )
+    await budgets.charge(session, tenant, cost)
+    ledger.SETTLED.labels(model=record.model, outcome=RECONCILED).inc()
+    return True
+
+
+# The outcome of a request only fal's bill told the ledger of (see bill_reconciled).
+RECONCILED = "billed_by_fal"
+
+
+async def _has_own(session: AsyncSession, job: Job) -> bool:
+    stmt = select(UsageRecord.id).where(UsageRecord.job_id == job.id, UsageRecord.orphan.is_(False))
+    return (await session.scalar(stmt.limit(1))) is not None
+
+
+def _by_endpoint(endpoint: str) -> ModelSpec | None:
+    return next((spec for spec in CATALOG if spec.endpoint == endpoint), None)

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.jobs import store
 from app.models import Job, Price, UsageDaily, UsageRecord, UsageStatus
-from app.usage import ledger
+from app.usage import ledger, rollups
 from tests.conftest import ADMIN, TenantCreds
 from tests.support.metrics import sample
 from tests.usage.conftest import KLING, THINKSOUND, d, finish, record_of, submit
@@ -160,7 +160,7 @@ async def test_rollups_match_the_ledger_and_rebuild_deterministically(
 
     today = date.today()
     async with sessionmaker() as s, s.begin():
-        await ledger.rebuild_rollups(s, today - timedelta(days=2), today + timedelta(days=2))
+        await rollups.rebuild_rollups(s, today - timedelta(days=2), today + timedelta(days=2))
     async with sessionmaker() as s:
         after = sorted(
             (r.job_status, r.requests, r.cost_micros)

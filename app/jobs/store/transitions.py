@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import enum
-import functools
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -14,15 +12,20 @@ from typing import Any
 import asyncpg
 import structlog
 from sqlalchemy import select, text
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.driver import DriverPool, NeedsSession, driver_of
 from app.db.engine import unit_of_work
 from app.jobs import lifecycle
 from app.jobs.store import segments
-from app.jobs.store.claims import COLUMNS as _COLUMNS
 from app.jobs.store.claims import job_from_row
+from app.jobs.store.statements import (
+    LOCK_JOB,
+    MARK_SENDING_ALONE,
+    param,
+    update_sql,
+    update_with_events_sql,
+)
 from app.kit.clock import utcnow
 from app.kit.money import micros_to_usd
 from app.metrics import JOBS_FINISHED
@@ -142,7 +145,7 @@ class JobStore:
         A write only the session makes raises NeedsSession inside the transaction (rolled
         back)."""
         async with self.driver.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(_LOCK_JOB, job_id)
+            row = await conn.fetchrow(LOCK_JOB, job_id)
             if row is None or (owner is not None and row["lease_owner"] != owner):
                 raise LeaseLost(str(job_id))
             job = job_from_row(row)
@@ -175,12 +178,12 @@ class JobStore:
                 job.reserved_micros = 0
                 changed.update(usage_settled=None, reserved_micros=None)
             columns = tuple(changed)
-            values = [_param(c, getattr(job, c)) for c in columns]
+            values = [param(c, getattr(job, c)) for c in columns]
             if transition.events:
                 # The row's changes and its events in one statement (one round trip less).
                 first = job.event_seq - len(transition.events) + 1
                 await conn.execute(
-                    _update_with_events_sql(columns),
+                    update_with_events_sql(columns),
                     job_id,
                     *values,
                     job.tenant_id,
@@ -191,7 +194,7 @@ class JobStore:
                     job.created_at,
                 )
             elif columns:
-                await conn.execute(_update_sql(columns), job_id, *values)
+                await conn.execute(update_sql(columns), job_id, *values)
             if also is not None:
                 await also(conn, job)
             if transition.wake is not None:
@@ -361,7 +364,7 @@ class JobStore:
         estimate = transition.reprice_micros
         async with self.driver.acquire() as conn:
             status = await conn.execute(
-                _MARK_SENDING_ALONE,
+                MARK_SENDING_ALONE,
                 job.id,
                 owner,
                 now,
@@ -444,74 +447,10 @@ class JobStore:
         await self.write(session, job, lifecycle.CompletionReported(), owner=None)
 
 
-_LOCK_JOB = f"SELECT {_COLUMNS} FROM jobs WHERE id = $1 FOR UPDATE"  # noqa: S608 (our columns)
-_COLUMN_OF = {
-    Job.__mapper__.get_property_by_column(column).key: column for column in Job.__table__.columns
-}
-
-
 def _count_ending(job: Job, transition: lifecycle.Transition) -> None:
     status = transition.changes.get("status")
     if status is not None and JobStatus(status).terminal:
         JOBS_FINISHED.labels(job.model, JobStatus(status).value).inc()
-
-
-@functools.cache
-def _update_sql(keys: tuple[str, ...]) -> str:
-    """The UPDATE of these attributes of a job (always among a few sets: built once each)."""
-    sets = []
-    for i, key in enumerate(keys, start=2):
-        column = _COLUMN_OF[key]
-        cast = "::jsonb" if isinstance(column.type, JSONB) else ""
-        sets.append(f'"{column.name}" = ${i}{cast}')
-    return f"UPDATE jobs SET {', '.join(sets)}, updated_at = now() WHERE id = $1"  # noqa: S608
-
-
-@functools.cache
-def _update_with_events_sql(keys: tuple[str, ...]) -> str:
-    """``_update_sql(keys)`` (none: the row as it is) and the INSERT of the job's events, as
-    one statement: $1 the job, then the attributes' values, then the tenant, the events' time,
-    their seqs, types and data (JSON text), and the job's creation (the events' partition).
-    A data-modifying WITH runs whether or not it is read."""
-    n = len(keys) + 2
-    update = f"WITH job AS ({_update_sql(keys)}) " if keys else ""
-    return f"""{update}
-        INSERT INTO job_events (job_id, tenant_id, seq, type, data, created_at, job_created_at)
-        SELECT $1, ${n}, e.seq, e.type, e.data::jsonb, ${n + 1}, ${n + 5}
-        FROM unnest(${n + 2}::integer[], ${n + 3}::text[], ${n + 4}::text[]) AS e(seq, type, data)
-    """  # noqa: S608 (our columns)
-
-
-def _param(key: str, value: Any) -> Any:
-    """A value as the raw connection takes it: JSON as text, enums as their values."""
-    if value is None:
-        return None
-    if isinstance(_COLUMN_OF[key].type, JSONB):
-        return json.dumps(value)
-    if isinstance(value, enum.Enum):
-        return value.value
-    return value
-
-
-# Columns as lifecycle.decide(SubmitStarting) sets them; NULL leaves one as it is (the probe and
-# the payload are JSON objects, never JSON null). The event takes the next seq, in the same
-# statement. Through SQLAlchemy this cost more CPU than its round trip.
-_MARK_SENDING_ALONE = """
-    WITH job AS (
-        UPDATE jobs SET submit_state = 'sending', submit_attempts = submit_attempts + 1,
-            submitted_at = $3, updated_at = now(), event_seq = event_seq + 1,
-            input_probe = coalesce($4::jsonb, input_probe),
-            upstream_payload = coalesce($5::jsonb, upstream_payload),
-            estimated_cost_micros = coalesce($6::bigint, estimated_cost_micros),
-            cache_key = coalesce($9, cache_key)
-        WHERE id = $1 AND lease_owner = $2 AND submit_state = 'pending'
-          AND budget_period_start IS NULL
-          AND status IN ('queued', 'starting', 'processing')
-        RETURNING id, tenant_id, event_seq, created_at
-    )
-    INSERT INTO job_events (job_id, tenant_id, seq, type, data, created_at, job_created_at)
-    SELECT id, tenant_id, event_seq, $7, $8::jsonb, $3, created_at FROM job
-"""
 
 
 async def notify_workers(session: AsyncSession, reason: str) -> None:

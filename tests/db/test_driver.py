@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -10,6 +13,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.db.driver import EngineDriver
 from app.db.engine import create_engine, create_sessionmaker
 from tests.support.waiting import eventually
+
+
+@asynccontextmanager
+async def _own(url: str, **kwargs: Any) -> AsyncIterator[tuple[AsyncEngine, EngineDriver]]:
+    """An engine of the test's own (its pool's size and ages chosen) and its driver pool."""
+    own = create_engine(url, **kwargs)
+    try:
+        yield own, EngineDriver(own)
+    finally:
+        await own.dispose()
 
 
 async def test_a_driver_connection_is_the_engines(engine: AsyncEngine) -> None:
@@ -41,9 +54,7 @@ async def test_a_transaction_left_open_is_rolled_back_on_release(database_url: s
 async def test_a_lost_connection_is_not_handed_out_again(
     database_url: str, engine: AsyncEngine
 ) -> None:
-    own = create_engine(database_url, pool_size=1)
-    driver = EngineDriver(own)
-    try:
+    async with _own(database_url, pool_size=1) as (_, driver):
         async with driver.acquire() as conn:
             pid = await conn.fetchval("SELECT pg_backend_pid()")
         async with engine.connect() as other:
@@ -61,8 +72,6 @@ async def test_a_lost_connection_is_not_handed_out_again(
         assert failures <= 1
         async with driver.acquire() as conn:
             assert await conn.fetchval("SELECT pg_backend_pid()") != pid
-    finally:
-        await own.dispose()
 
 
 async def test_a_session_never_gets_a_connection_the_server_closed(
@@ -70,9 +79,7 @@ async def test_a_session_never_gets_a_connection_the_server_closed(
 ) -> None:
     # After a Postgres restart every pooled connection is dead; the first statement of each
     # session or raw use must still work (the checkout replaces what the server closed).
-    own = create_engine(database_url, pool_size=3)
-    driver = EngineDriver(own)
-    try:
+    async with _own(database_url, pool_size=3) as (own, driver):
         drivers = []
         async with own.connect() as a, own.connect() as b, own.connect() as c:
             for conn in (a, b, c):
@@ -92,16 +99,12 @@ async def test_a_session_never_gets_a_connection_the_server_closed(
             assert (await session.execute(text("SELECT pg_backend_pid()"))).scalar() not in pids
         async with driver.acquire() as conn:
             assert await conn.fetchval("SELECT pg_backend_pid()") not in pids
-    finally:
-        await own.dispose()
 
 
 async def test_with_every_connection_out_an_acquire_waits_for_one_to_come_back(
     database_url: str,
 ) -> None:
-    own = create_engine(database_url, pool_size=1, pool_timeout=30)
-    driver = EngineDriver(own)
-    try:
+    async with _own(database_url, pool_size=1, pool_timeout=30) as (own, driver):
         holding = asyncio.Event()
         release = asyncio.Event()
         order: list[str] = []
@@ -128,8 +131,6 @@ async def test_with_every_connection_out_an_acquire_waits_for_one_to_come_back(
         pids = await asyncio.gather(a, b)
         assert order == ["first released", "second acquired"]
         assert pids[0] == pids[1]  # the pool's one connection, handed on
-    finally:
-        await own.dispose()
 
 
 async def test_a_connection_past_its_recycle_age_is_replaced_at_checkout(
@@ -137,9 +138,7 @@ async def test_a_connection_past_its_recycle_age_is_replaced_at_checkout(
 ) -> None:
     # pool_recycle=0: every pooled connection is past its age at its next checkout, which must
     # open a new one (I/O) and still hand out a working connection each time.
-    own = create_engine(database_url, pool_size=1, pool_recycle=0)
-    driver = EngineDriver(own)
-    try:
+    async with _own(database_url, pool_size=1, pool_recycle=0) as (own, driver):
         pids = []
         for _ in range(3):
             async with driver.acquire() as conn:
@@ -147,16 +146,12 @@ async def test_a_connection_past_its_recycle_age_is_replaced_at_checkout(
         assert len(set(pids)) == 3
         assert own.sync_engine.pool.checkedout() == 0
         assert own.sync_engine.pool.checkedin() == 1
-    finally:
-        await own.dispose()
 
 
 async def test_many_acquires_at_once_share_the_pool_and_give_every_connection_back(
     database_url: str,
 ) -> None:
-    own = create_engine(database_url, pool_size=3)
-    driver = EngineDriver(own)
-    try:
+    async with _own(database_url, pool_size=3) as (own, driver):
 
         async def use(i: int) -> int:
             async with driver.acquire() as conn:
@@ -165,8 +160,6 @@ async def test_many_acquires_at_once_share_the_pool_and_give_every_connection_ba
         assert await asyncio.gather(*(use(i) for i in range(200))) == list(range(200))
         pool = own.sync_engine.pool
         assert (pool.checkedout(), pool.checkedin()) == (0, 3)
-    finally:
-        await own.dispose()
 
 
 async def test_acquires_cancelled_at_any_moment_give_every_connection_back(
@@ -174,9 +167,7 @@ async def test_acquires_cancelled_at_any_moment_give_every_connection_back(
 ) -> None:
     # Tasks cancelled in their statement, in the transaction's cleanup or while waiting for a
     # connection, twice over: the pool ends with every connection checked in, each usable.
-    own = create_engine(database_url, pool_size=3, pool_timeout=30)
-    driver = EngineDriver(own)
-    try:
+    async with _own(database_url, pool_size=3, pool_timeout=30) as (own, driver):
 
         async def use() -> None:
             async with driver.acquire() as conn:
@@ -196,5 +187,3 @@ async def test_acquires_cancelled_at_any_moment_give_every_connection_back(
             async with driver.acquire() as conn:
                 assert not conn.is_in_transaction()
                 assert await conn.fetchval("SELECT 1") == 1
-    finally:
-        await own.dispose()

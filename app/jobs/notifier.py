@@ -16,7 +16,8 @@ import math
 import structlog
 
 from app.db.driver import DriverPool
-from app.jobs.store import NEW_JOBS_PAYLOAD, NOTIFY_CHANNEL
+from app.jobs.lifecycle import Wake
+from app.jobs.store import NOTIFY_CHANNEL
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +52,7 @@ class WorkerNotifier:
     async def _send(self) -> None:
         try:
             async with self._pool.acquire() as conn:
-                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, NEW_JOBS_PAYLOAD)
+                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, Wake.QUEUED.value)
             self.sent += 1
         except Exception:  # a hint only: the workers poll anyway
             log.warning("could not notify workers", exc_info=True)

@@ -1,7 +1,8 @@
 """The worker process: claim due jobs, run one step each, repeat.
 
 It wakes on ``NOTIFY foley_jobs`` (a new job, a webhook, a cancel), falls back to polling every
-``worker_poll_interval``, claims only new jobs when only new jobs woke it, keeps at most
+``worker_poll_interval``, claims only where a wake-up's reason can have made jobs due (queued
+jobs to send, jobs at fal to follow up, or both), keeps at most
 ``worker_concurrency`` steps running, extends the leases of the jobs it holds while they run,
 follows the status streams of the jobs it sent (app.worker.watch), beats every second or so (a
 completed job leased to a worker that stopped beating is taken over at once), and on SIGTERM
@@ -29,9 +30,10 @@ from app.db.driver import DriverPool, EngineDriver
 from app.db.engine import create_sessionmaker
 from app.db.listen import listen_forever
 from app.jobs import store
+from app.jobs.lifecycle import Wake
 from app.jobs.steps import StepContext, released_until, run_step
 from app.jobs.steps.context import policy_of
-from app.jobs.store import NEW_JOBS_PAYLOAD, NOTIFY_CHANNEL, JobStore
+from app.jobs.store import NOTIFY_CHANNEL, JobStore, Waker, wake_reason
 from app.kit.clock import utcnow
 from app.metrics import STEP_SLOTS, STEPS, STEPS_RUNNING
 from app.models import Job
@@ -56,11 +58,32 @@ def worker_id() -> str:
 
 @dataclass(frozen=True)
 class Wakeup:
-    """A call to claim at once (a NOTIFY, a step that left work due). ``new_jobs_only``: nothing
-    but queued jobs can have become due (the API's NOTIFY after accepting jobs), so the claim
-    can leave the follow-ups alone."""
+    """A call to claim at once (a NOTIFY, a step that left work due), and where: ``dispatches``
+    (queued jobs to send) and ``follow_ups`` (jobs at fal, or to cancel or finish). A claim that
+    cannot find anything is left out: the dispatch claim is the worker's costliest statement (a
+    transaction under the account's lock) and would otherwise run on every wake-up."""
 
-    new_jobs_only: bool
+    dispatches: bool = True
+    follow_ups: bool = True
+
+    def __or__(self, other: Wakeup) -> Wakeup:
+        return Wakeup(self.dispatches or other.dispatches, self.follow_ups or other.follow_ups)
+
+
+EVERYTHING = Wakeup()
+# What each reason to wake (lifecycle.Wake) can have made due; any other reason: EVERYTHING.
+_DUE_AFTER = {
+    Wake.QUEUED: Wakeup(follow_ups=False),
+    Wake.FINISHED: Wakeup(follow_ups=False),  # a place at fal is free: a queued job may go
+    Wake.CANCEL: Wakeup(dispatches=False),
+    Wake.SEGMENT_ENDED: Wakeup(dispatches=False),
+    # COMPLETED and REPORTED: the job's result is due, and the place it held at fal is free
+}
+
+
+def due_after(reason: Wake | None) -> Wakeup:
+    """Where to claim after a wake-up for ``reason`` (None: a reason not known here)."""
+    return EVERYTHING if reason is None else _DUE_AFTER.get(reason, EVERYTHING)
 
 
 class Worker:
@@ -89,6 +112,7 @@ class Worker:
             self.driver,
             policy=policy_of(settings),
             bill_422=settings.bill_upstream_422,
+            waker=Waker(self.owner, lambda reason: self.wake(due_after(reason))),
         )
         self.watcher = StatusWatcher(
             fal,
@@ -147,12 +171,11 @@ class Worker:
         self._stopping.set()
         self.wake()
 
-    def wake(self, *, new_jobs_only: bool = False) -> None:
-        """Claim at once; ``new_jobs_only``: nothing but queued jobs can have become due."""
+    def wake(self, where: Wakeup = EVERYTHING) -> None:
+        """Claim at once, ``where`` jobs can have become due."""
         pending = self._wakeup
-        if pending is not None and not pending.new_jobs_only:
-            new_jobs_only = False  # one wake-up for both: it must ask for all they asked for
-        self._wakeup = Wakeup(new_jobs_only=new_jobs_only)
+        # One wake-up for both: it must ask for all they asked for.
+        self._wakeup = where if pending is None else pending | where
         self._woken.set()
 
     async def next_wakeup(self) -> Wakeup:
@@ -192,18 +215,18 @@ class Worker:
             asyncio.create_task(self.notifications.run(), name="notifications"),
         ]
         try:
-            follow_ups = True
+            where = EVERYTHING
             while not self._stopping.is_set():
                 # Dropped before claiming (this claim answers it): a NOTIFY that lands during the
                 # claim must end the next wait, not be wiped out after it.
                 self._wakeup = None
-                if follow_ups:
+                if where == EVERYTHING:
                     self._polled_at = utcnow()
                     self._forget_passed_due_times()
-                if await self.claim(follow_ups=follow_ups):
-                    follow_ups = True  # every free slot was filled: more may be due right now
+                if await self.claim(where):
+                    where = EVERYTHING  # every free slot was filled: more may be due right now
                     continue
-                follow_ups = await self._idle()
+                where = await self._idle()
         finally:
             await self._drain(shutdown_grace_s)
             for task in helpers:
@@ -223,11 +246,9 @@ class Worker:
                 follow_up_claims=self.follow_up_claims,
             )
 
-    async def claim(self, *, follow_ups: bool) -> bool:
-        """Claim what is due into the free slots and start its steps; True when every free slot
-        was filled (a claim that came back short took everything due). Without ``follow_ups``
-        only queued jobs are claimed: the new jobs' steps then have the worker to themselves
-        instead of sharing it with a claim that would find nothing."""
+    async def claim(self, where: Wakeup = EVERYTHING) -> bool:
+        """Claim what is due ``where`` into the free slots and start its steps; True when every
+        free slot was filled (a claim that came back short took everything due there)."""
         free = self.settings.worker_concurrency - len(self._running)
         if free <= 0:
             await asyncio.wait(list(self._running.values()), return_when=asyncio.FIRST_COMPLETED)
@@ -237,17 +258,18 @@ class Worker:
         try:
             # New work first (its latency is what clients see): its steps are running before the
             # follow-ups are claimed. Follow-ups fill the rest.
-            jobs = await store.claim_dispatches(
-                self.driver,
-                self.owner,
-                lease,
-                free,
-                self.settings.fal_concurrency,
-                self.settings.max_in_flight_per_tenant,
-                self.settings.worker_stale_after,
-            )
-            started += self._start(jobs)
-            if follow_ups and started < free:
+            if where.dispatches:
+                jobs = await store.claim_dispatches(
+                    self.driver,
+                    self.owner,
+                    lease,
+                    free,
+                    self.settings.fal_concurrency,
+                    self.settings.max_in_flight_per_tenant,
+                    self.settings.worker_stale_after,
+                )
+                started += self._start(jobs)
+            if where.follow_ups and started < free:
                 jobs = await store.claim_follow_ups(
                     self.driver,
                     self.owner,
@@ -295,27 +317,25 @@ class Worker:
         while self._due_times and self._due_times[0] <= now:
             heapq.heappop(self._due_times)
 
-    async def _idle(self) -> bool:
+    async def _idle(self) -> Wakeup:
         """Until a wake-up (a NOTIFY, a step that left work due), the soonest due time of a job
         this worker put off, or the poll interval (which finds what other workers put off, and
-        any lost NOTIFY), whichever comes first. True when follow-ups may be due: anything but
-        a wake-up for new jobs alone, or one that came when a poll or a due time was reached
-        anyway (a steady stream of new jobs must not put off the polling)."""
+        any lost NOTIFY), whichever comes first. Returns where to claim: where the wake-up
+        said, or everywhere when a poll or a due time was reached anyway (a steady stream of
+        new jobs must not put off the polling; a job put off may be queued or at fal)."""
         poll_at = self._polled_at + self.settings.worker_poll_interval
         try:
             async with asyncio.timeout(None) as self._alarm:
                 self._set_alarm()
                 wakeup = await self.next_wakeup()
         except TimeoutError:
-            return True
+            return EVERYTHING
         finally:
             self._alarm = None
         now = utcnow()
-        return (
-            not wakeup.new_jobs_only
-            or now >= poll_at
-            or bool(self._due_times and self._due_times[0] <= now)
-        )
+        if now >= poll_at or (self._due_times and self._due_times[0] <= now):
+            return EVERYTHING
+        return wakeup
 
     def _set_alarm(self) -> None:
         """While idle, end the wait at the poll or the soonest due time, whichever is first (a
@@ -374,7 +394,9 @@ class Worker:
         cancelled (``run`` starts it)."""
 
         def on_notify(_conn: object, _pid: int, _channel: str, payload: str) -> None:
-            self.wake(new_jobs_only=payload == NEW_JOBS_PAYLOAD)
+            reason, sender = wake_reason(payload)
+            if sender != self.owner:  # this worker's own store woke it already (Waker)
+                self.wake(due_after(reason))
 
         def on_listening(back: bool) -> None:
             if back:

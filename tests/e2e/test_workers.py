@@ -7,10 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from app.db.driver import EngineDriver
+from app.jobs import lifecycle
+from app.jobs.store import NOTIFY_CHANNEL
+from app.worker.runner import EVERYTHING, Wakeup
 from tests.support.clips import Clip
 from tests.support.waiting import eventually
 
@@ -156,11 +161,12 @@ async def _listening_since(gw, since: datetime) -> bool:  # type: ignore[no-unty
     return bool(rows[0][0])
 
 
-async def test_a_wake_up_for_new_jobs_claims_only_queued_jobs(
+async def test_a_wake_up_claims_only_where_its_reason_can_have_made_jobs_due(
     gateway, clips: dict[str, Clip]
 ) -> None:
     # The API's NOTIFY after an accept can only have made queued jobs due: the worker claims
-    # those alone, and leaves a due follow-up to a wake-up that concerns it (or its polling).
+    # those alone, and leaves a due follow-up to a wake-up that concerns it (a cancel's) or its
+    # polling. A reason it does not know claims everywhere.
     async with gateway(public=False, workers=0, worker_poll_interval=timedelta(seconds=60)) as gw:
         url = gw.video_url(clips["bounce"])
         submitted = await gw.create({"model": "thinksound-audio", "input": {"video_url": url}})
@@ -175,21 +181,68 @@ async def test_a_wake_up_for_new_jobs_claims_only_queued_jobs(
         listening = asyncio.create_task(worker.listen())
         try:
             await eventually(lambda: _listening_since(gw, since), what="the worker's LISTEN")
-            # Any other NOTIFY (a webhook here) may concern a follow-up. First, and on its own:
-            # nothing else can have asked for a full claim yet, so none can hide a wrong answer.
-            await gw.sql("SELECT pg_notify('foley_jobs', 'webhook')")
-            assert not (await asyncio.wait_for(worker.next_wakeup(), 5)).new_jobs_only
+            # First, and on its own: nothing else can have asked for a full claim yet, so none
+            # can hide a wrong answer.
+            await gw.sql("SELECT pg_notify('foley_jobs', 'webhook')")  # fal's webhook: both
+            assert await asyncio.wait_for(worker.next_wakeup(), 5) == EVERYTHING
             await gw.sql("SELECT pg_notify('foley_jobs', 'job')")
-            assert (await asyncio.wait_for(worker.next_wakeup(), 5)).new_jobs_only
-            assert not await worker.claim(follow_ups=False)
+            where = await asyncio.wait_for(worker.next_wakeup(), 5)
+            assert where == Wakeup(dispatches=True, follow_ups=False)
+            assert not await worker.claim(where)
             assert [str(i) for i in worker.running] == [queued["id"]]
-            # What a full wake-up claims: the due follow-up too.
-            await worker.claim(follow_ups=True)
+            await gw.sql("SELECT pg_notify('foley_jobs', 'cancel')")
+            where = await asyncio.wait_for(worker.next_wakeup(), 5)
+            assert where == Wakeup(dispatches=False, follow_ups=True)
+            await worker.claim(where)
             assert submitted["id"] in {str(i) for i in worker.running}
+            await gw.sql("SELECT pg_notify('foley_jobs', 'something_new')")
+            assert await asyncio.wait_for(worker.next_wakeup(), 5) == EVERYTHING
         finally:
             listening.cancel()
             await asyncio.gather(listening, return_exceptions=True)
             await eventually(lambda: not worker.running, timeout=30, what="the steps to end")
+
+
+async def test_a_workers_own_wake_ups_reach_it_directly_and_name_it_to_the_others(
+    gateway, clips: dict[str, Clip]
+) -> None:
+    # A transition written by the worker's store wakes that worker without a round trip through
+    # Postgres; its NOTIFY, which every other worker still hears, names the worker, which leaves
+    # it alone (before, each of its own wake-ups cost it a second claim).
+    async with gateway(public=False, workers=0, worker_poll_interval=timedelta(seconds=60)) as gw:
+        url = gw.video_url(clips["bounce"])
+        job = await gw.create({"model": "thinksound-audio", "input": {"video_url": url}})
+        await gw.sql(
+            "UPDATE jobs SET status = 'starting', submit_state = 'submitted', "
+            "upstream_request_id = 'req-1' WHERE id = :id",
+            id=job["id"],
+        )
+        worker = gw.make_worker(owner="w")
+        heard: asyncio.Queue[str] = asyncio.Queue()
+        async with EngineDriver(gw.engine).acquire() as conn:
+            await conn.add_listener(NOTIFY_CHANNEL, lambda *args: heard.put_nowait(args[-1]))
+            # fal's run seen complete on its status stream (the watcher's write, no lease). The
+            # worker is not listening: only its store can wake it, and does, where a completion
+            # can have made jobs due.
+            done = lifecycle.UpstreamCompleted(1.5, [])
+            assert await worker.store.observe(uuid.UUID(job["id"]), done) is not None
+            assert await asyncio.wait_for(worker.next_wakeup(), 5) == EVERYTHING
+            assert await asyncio.wait_for(heard.get(), 5) == "completed@w"
+            (since,) = (await gw.sql("SELECT clock_timestamp()"))[0]
+            listening = asyncio.create_task(worker.listen())
+            try:
+                await eventually(lambda: _listening_since(gw, since), what="the worker's LISTEN")
+                # Its own NOTIFY, then another worker's: only the other's wakes it (a cancel's,
+                # which claims follow-ups alone, so hearing its own 'job' too would show).
+                await gw.sql("SELECT pg_notify('foley_jobs', 'job@w')")
+                await gw.sql("SELECT pg_notify('foley_jobs', 'cancel@another')")
+                where = await asyncio.wait_for(worker.next_wakeup(), 5)
+                assert where == Wakeup(dispatches=False, follow_ups=True)
+            finally:
+                listening.cancel()
+                await asyncio.gather(listening, return_exceptions=True)
+                await conn.remove_listener(NOTIFY_CHANNEL, lambda *args: None)
+                await conn.execute("UNLISTEN *")
 
 
 async def test_a_lost_listen_connection_is_back_at_once_and_the_worker_claims(
@@ -210,10 +263,11 @@ async def test_a_lost_listen_connection_is_back_at_once_and_the_worker_claims(
                 "WHERE datname = current_database() AND query LIKE 'LISTEN %'"
             )
             wakeup = await asyncio.wait_for(worker.next_wakeup(), 10)
-            assert not wakeup.new_jobs_only  # a full claim: anything may have become due
+            assert wakeup == EVERYTHING  # a full claim: anything may have become due
             await eventually(lambda: _listening_since(gw, since), what="LISTEN again")
             await gw.sql("SELECT pg_notify('foley_jobs', 'job')")
-            assert (await asyncio.wait_for(worker.next_wakeup(), 5)).new_jobs_only
+            wakeup = await asyncio.wait_for(worker.next_wakeup(), 5)
+            assert wakeup == Wakeup(dispatches=True, follow_ups=False)
         finally:
             listening.cancel()
             await asyncio.gather(listening, return_exceptions=True)

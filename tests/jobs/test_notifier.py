@@ -9,8 +9,9 @@ from contextlib import asynccontextmanager
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.driver import EngineDriver
+from app.jobs.lifecycle import Wake
 from app.jobs.notifier import WorkerNotifier
-from app.jobs.store import NEW_JOBS_PAYLOAD, NOTIFY_CHANNEL
+from app.jobs.store import NOTIFY_CHANNEL
 
 
 @asynccontextmanager
@@ -31,7 +32,7 @@ async def test_a_poke_reaches_a_listening_worker(
     notifier = WorkerNotifier(notify_pool)
     async with listening(engine) as heard:
         notifier.poke()
-        assert await asyncio.wait_for(heard.get(), 10) == NEW_JOBS_PAYLOAD
+        assert await asyncio.wait_for(heard.get(), 10) == Wake.QUEUED
     await notifier.aclose()
     assert notifier.sent == 1
 

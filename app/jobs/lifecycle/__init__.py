@@ -78,6 +78,7 @@ from app.jobs.lifecycle.transitions import (
     Settle,
     SettleRequest,
     Transition,
+    Wake,
 )
 from app.usage.billing import Outcome
 
@@ -123,6 +124,7 @@ __all__ = [
     "TimedOut",
     "Transition",
     "UpstreamCompleted",
+    "Wake",
     "decide",
     "failure_code",
     "upstream_error",

@@ -26,6 +26,7 @@ from app.jobs.lifecycle.transitions import (
     NotApplicable,
     Policy,
     Transition,
+    Wake,
 )
 from app.models.job import JobStatus, SubmitState
 from app.upstream.schemas import ResultCancelled, ResultFailed, ResultNotFound
@@ -172,7 +173,7 @@ def _decide(job: JobLike, event: ev.Event, *, now: datetime, policy: Policy) -> 
                 next_action_at=now,
                 record_request=request_id,
                 events=found,
-                wake="webhook",
+                wake=Wake.REPORTED,
             )
         case ev.NeverReceived():
             if job.submit_state not in (SubmitState.sending, SubmitState.ambiguous):
@@ -199,11 +200,13 @@ def _decide(job: JobLike, event: ev.Event, *, now: datetime, policy: Policy) -> 
             events += _new_logs(job, logs, changes)
             if inference_s is not None:
                 changes["inference_s"] = inference_s
-            return Transition(changes=changes, next_action_at=now, events=events, wake="completed")
+            return Transition(
+                changes=changes, next_action_at=now, events=events, wake=Wake.COMPLETED
+            )
         case ev.CompletionReported():
             # It holds no slot at fal any more; the result is what is due.
             changes = {} if job.upstream_completed else {"upstream_completed": True}
-            return Transition(changes=changes, next_action_at=now, wake="webhook")
+            return Transition(changes=changes, next_action_at=now, wake=Wake.REPORTED)
         case ev.Succeeded(result=result, output=output, inference_s=inference_s, logs=logs):
             changes = {"result": result, "upstream_output": output, "upstream_completed": True}
             inference = inference_s if inference_s is not None else job.inference_s

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from app.jobs.lifecycle.transitions import NOTHING, JobLike, Settle, Transition
+from app.jobs.lifecycle.transitions import NOTHING, JobLike, Settle, Transition, Wake
 from app.models.job import JobStatus, SubmitState
 from app.usage.billing import Outcome
 
@@ -56,7 +56,7 @@ def finish(
         next_action_at=None,
         events=(*before, (f"job.{status.value}", data)),
         settle=Settle(billed),
-        wake="job_finished",
+        wake=Wake.FINISHED,
     )
 
 
@@ -102,7 +102,7 @@ def deadline_passed(job: JobLike, now: datetime) -> Transition:
         changes={"cancel_requested_at": now},
         next_action_at=now,
         events=(("job.cancel_requested", {"reason": "cancel_after"}),),
-        wake="cancel",
+        wake=Wake.CANCEL,
     )
 
 
@@ -120,5 +120,5 @@ def cancel_requested(job: JobLike, now: datetime) -> Transition:
         changes={"cancel_requested_at": now},
         next_action_at=now,
         events=(("job.cancel_requested", {}),),
-        wake="cancel",
+        wake=Wake.CANCEL,
     )

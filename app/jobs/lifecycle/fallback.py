@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from app.jobs.lifecycle.endings import error_of
-from app.jobs.lifecycle.transitions import JobLike, Policy, SettleRequest, Transition
+from app.jobs.lifecycle.transitions import JobLike, Policy, SettleRequest, Transition, Wake
 from app.models.job import JobStatus, SubmitState
 from app.usage.billing import Outcome
 
@@ -36,9 +36,6 @@ BEFORE_SEND_CODES = frozenset(
         "budget_exceeded",
     }
 )
-
-# The worker's wake-up for a queued job (app.jobs.store.NEW_JOBS_PAYLOAD).
-_QUEUED = "job"
 
 
 def next_candidate(job: JobLike, policy: Policy) -> dict[str, Any] | None:
@@ -112,7 +109,7 @@ def fall_back(
         next_action_at=now,
         events=(*before, ("job.fallback", data)),
         settle_request=settle,
-        wake=_QUEUED,
+        wake=Wake.QUEUED,
     )
 
 

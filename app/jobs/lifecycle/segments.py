@@ -27,7 +27,7 @@ from typing import Any, Protocol, TypeVar
 from app.jobs.lifecycle import events as ev
 from app.jobs.lifecycle.endings import error_of, finish
 from app.jobs.lifecycle.fallback import UPSTREAM_CODES
-from app.jobs.lifecycle.transitions import NOTHING, JobLike, Transition
+from app.jobs.lifecycle.transitions import NOTHING, JobLike, Transition, Wake
 from app.models.job import JobStatus, SubmitState
 
 # How long a split job waits before it looks at its segments unwoken: each segment's end wakes
@@ -43,8 +43,6 @@ R = TypeVar("R", bound=_SegmentRun)
 
 # A segment's runs at most: the first and one retry.
 MAX_TRIES = 2
-# The wake-up that makes workers claim queued jobs (app.jobs.store.NEW_JOBS_PAYLOAD).
-_QUEUED = "job"
 
 
 @dataclass(frozen=True)
@@ -180,7 +178,7 @@ def split(job: JobLike, event: ev.Split, now: datetime) -> Transition:
             ("job.split", {"model": job.model, "segments": list(event.segments)}),
             ("job.processing", {"status": JobStatus.processing.value}),
         ),
-        wake=_QUEUED,
+        wake=Wake.QUEUED,
     )
 
 
@@ -192,7 +190,7 @@ def segment_retried(job: JobLike, event: ev.SegmentRetried, now: datetime) -> Tr
     return Transition(
         next_action_at=now,
         events=tuple(("job.segment_retried", dict(retry)) for retry in event.retries),
-        wake=_QUEUED,
+        wake=Wake.QUEUED,
     )
 
 

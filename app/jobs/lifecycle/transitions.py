@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, Protocol
 
 from app.models.job import JobStatus, SubmitState
@@ -11,6 +12,20 @@ from app.usage.billing import Outcome
 
 MAX_LOG_LINES = 100
 MAX_PREFLIGHT_TRIES = 3
+
+
+class Wake(StrEnum):
+    """Why a transition wakes the workers (its NOTIFY's payload): what may have become due, so
+    a worker claims only there (app.worker.runner)."""
+
+    QUEUED = "job"  # a job to send: accepted, or queued again (a fallback, a segment to retry)
+    FINISHED = "job_finished"  # a job ended: its place at fal, and its tenant's, are free
+    COMPLETED = (
+        "completed"  # fal finished its run (stream, poll): the result is due, the place free
+    )
+    REPORTED = "webhook"  # fal's webhook, or its request found: due now, its place maybe free
+    CANCEL = "cancel"  # a cancel to send
+    SEGMENT_ENDED = "segment"  # a segment ended: the job it is part of is due
 
 
 class JobLike(Protocol):
@@ -98,7 +113,7 @@ class Transition:
     settle_request: SettleRequest | None = None
     record_request: str | None = None  # put this fal request on the usage ledger
     reprice_micros: int | None = None  # re-price the budget reservation (may refuse)
-    wake: str | None = None  # NOTIFY payload: other workers have something to do now
+    wake: Wake | None = None  # other workers have something to do now
 
     @property
     def noop(self) -> bool:

@@ -44,7 +44,6 @@ from app.jobs.store.rows import (
 from app.jobs.store.segments import segments_of
 from app.jobs.store.transitions import (
     EVENTS_CHANNEL,
-    NEW_JOBS_PAYLOAD,
     NOTIFY_CHANNEL,
     Also,
     AlsoInSession,
@@ -52,7 +51,9 @@ from app.jobs.store.transitions import (
     Find,
     JobStore,
     LeaseLost,
+    Waker,
     notify_workers,
+    wake_reason,
 )
 from app.jobs.store.upkeep import (
     add_event_partitions,
@@ -64,7 +65,6 @@ from app.jobs.store.upkeep import (
 __all__ = [
     "DISPATCH_LOCK",
     "EVENTS_CHANNEL",
-    "NEW_JOBS_PAYLOAD",
     "NOTIFY_CHANNEL",
     "Also",
     "AlsoInSession",
@@ -74,6 +74,7 @@ __all__ = [
     "LeaseLost",
     "LiveJobs",
     "NewJob",
+    "Waker",
     "add_event_partitions",
     "beat",
     "beat_period",
@@ -101,5 +102,6 @@ __all__ = [
     "prune_beats",
     "segments_of",
     "settle_blocked",
+    "wake_reason",
     "workers_alive",
 ]

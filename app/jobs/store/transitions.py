@@ -35,10 +35,11 @@ from app.usage import budgets, ledger
 
 log = structlog.get_logger(__name__)
 
+# The workers' wake-ups. A payload is its reason (lifecycle.Wake), then, when a worker's own store
+# sent it, "@" and the worker's name (Waker): that worker was woken directly and leaves its own
+# NOTIFY alone.
 NOTIFY_CHANNEL = "foley_jobs"
-# The payload of a wake-up for newly accepted jobs alone (workers then claim only queued jobs);
-# every other payload names what happened to jobs that may already be at fal.
-NEW_JOBS_PAYLOAD = "job"
+_SENDER_MARK = "@"
 # Every committed job event but a creation is announced here by a trigger on job_events
 # (migration 0008), as "<job_id>:<seq>:<type>": what waits on a job's news listens to it.
 EVENTS_CHANNEL = "foley_events"
@@ -59,6 +60,33 @@ class Applied:
     job: Job
     transition: lifecycle.Transition
     next_action_at: datetime | None
+    # The workers' wake-ups it sent, delivered with its commit.
+    wakes: tuple[lifecycle.Wake, ...] = ()
+
+
+@dataclass(frozen=True)
+class Waker:
+    """The worker a store belongs to. A wake-up its own transitions send (``apply``,
+    ``apply_found``) reaches it directly once committed (``wake``, given the reason), without the
+    round trip through Postgres; their NOTIFYs carry its ``name`` (``wake_reason``), so it can
+    leave them alone while every other process still hears them."""
+
+    name: str
+    wake: Callable[[lifecycle.Wake], None]
+
+
+def wake_reason(payload: str) -> tuple[lifecycle.Wake | None, str | None]:
+    """A wake-up's reason (None: one this code does not know, from a newer version perhaps)
+    and the name of the worker whose store sent it (None: any other sender, such as the API)."""
+    reason, _, sender = payload.partition(_SENDER_MARK)
+    try:
+        return lifecycle.Wake(reason), sender or None
+    except ValueError:
+        return None, sender or None
+
+
+def _payload(reason: lifecycle.Wake, sender: str | None) -> str:
+    return reason if sender is None else f"{reason}{_SENDER_MARK}{sender}"
 
 
 # Writes of other tables that must commit with the transition (an output's file rows, a webhook
@@ -82,11 +110,14 @@ class JobStore:
         *,
         policy: lifecycle.Policy,
         bill_422: bool,
+        waker: Waker | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.driver = driver
         self.policy = policy
         self.bill_422 = bill_422
+        self._waker = waker
+        self._sender = None if waker is None else waker.name
 
     async def apply(
         self,
@@ -106,12 +137,13 @@ class JobStore:
             applied = None  # rolled back whole: written below, through a session
         if applied is not None:
             _count_ending(applied.job, applied.transition)
-            return applied
-        async with unit_of_work(self.sessionmaker) as session:
-            job = await self._locked(session, job_id, owner)
-            applied = await self.write(session, job, event, owner=owner)
-            if also is not None:
-                await also(await driver_of(session), job)
+        else:
+            async with unit_of_work(self.sessionmaker) as session:
+                job = await self._locked(session, job_id, owner)
+                applied = await self._decide(session, job, event, owner, self._sender)
+                if also is not None:
+                    await also(await driver_of(session), job)
+        self._woke(applied)
         return applied
 
     async def apply_found(
@@ -127,10 +159,17 @@ class JobStore:
             if found is None:
                 return None
             event, also = found
-            applied = await self.write(session, job, event, owner=owner)
+            applied = await self._decide(session, job, event, owner, self._sender)
             if also is not None:
                 await also(session, job)
+        self._woke(applied)
         return applied
+
+    def _woke(self, applied: Applied) -> None:
+        """Committed: the wake-ups it sent reach this store's own worker directly."""
+        if self._waker is not None:
+            for reason in applied.wakes:
+                self._waker.wake(reason)
 
     async def _apply_alone(
         self, job_id: uuid.UUID, event: lifecycle.Event, owner: str | None, also: Also | None
@@ -197,14 +236,28 @@ class JobStore:
                 await conn.execute(update_sql(columns), job_id, *values)
             if also is not None:
                 await also(conn, job)
-            if transition.wake is not None:
-                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, transition.wake)
-        return Applied(job, transition, None if owner is None else job.next_action_at)
+            wakes = () if transition.wake is None else (transition.wake,)
+            for reason in wakes:
+                payload = _payload(reason, self._sender)
+                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, payload)
+        due = None if owner is None else job.next_action_at
+        return Applied(job, transition, due, wakes)
 
     async def write(
         self, session: AsyncSession, job: Job, event: lifecycle.Event, *, owner: str | None
     ) -> Applied:
-        """``apply`` inside the caller's transaction, on a job it has locked."""
+        """``apply`` inside the caller's transaction, on a job it has locked. Its wake-ups are
+        NOTIFYs only: this store cannot know when the caller commits."""
+        return await self._decide(session, job, event, owner, None)
+
+    async def _decide(
+        self,
+        session: AsyncSession,
+        job: Job,
+        event: lifecycle.Event,
+        owner: str | None,
+        sender: str | None,
+    ) -> Applied:
         now = utcnow()
         transition = lifecycle.decide(job, event, now=now, policy=self.policy)
         if transition.reprice_micros is not None:
@@ -213,10 +266,10 @@ class JobStore:
             except budgets.BudgetExceeded as exc:
                 refused = lifecycle.BudgetRefused(exc.code, exc.detail, exc.extra)
                 transition = lifecycle.decide(job, refused, now=now, policy=self.policy)
-        await self._write(session, job, transition, owner=owner, now=now)
+        wakes = await self._write(session, job, transition, owner=owner, now=now, sender=sender)
         _count_ending(job, transition)
         due = None if owner is None else job.next_action_at
-        return Applied(job, transition, due)
+        return Applied(job, transition, due, wakes)
 
     async def _locked(self, session: AsyncSession, job_id: uuid.UUID, owner: str | None) -> Job:
         stmt = select(Job).where(Job.id == job_id).with_for_update()
@@ -270,7 +323,9 @@ class JobStore:
         *,
         owner: str | None,
         now: datetime,
-    ) -> None:
+        sender: str | None,
+    ) -> tuple[lifecycle.Wake, ...]:
+        """The transition written in ``session``; returns the wake-ups it sent."""
         if transition.settle_request is not None:
             # Priced with the model it ran on, before the job moves on to the next.
             await self._settle_attempt(session, job, transition)
@@ -295,11 +350,15 @@ class JobStore:
                 )
             )
         await session.flush()
+        wakes: tuple[lifecycle.Wake, ...] = ()
         if job.parent_id is not None and "status" in transition.changes and job.status.terminal:
             await segments.wake_parent(session, job)
-            await notify_workers(session, "segment")
+            wakes += (lifecycle.Wake.SEGMENT_ENDED,)
         if transition.wake is not None:
-            await notify_workers(session, transition.wake)
+            wakes += (transition.wake,)
+        for reason in wakes:
+            await notify_workers(session, _payload(reason, sender))
+        return wakes
 
     async def _settle_attempt(
         self, session: AsyncSession, job: Job, transition: lifecycle.Transition
@@ -453,8 +512,9 @@ def _count_ending(job: Job, transition: lifecycle.Transition) -> None:
         JOBS_FINISHED.labels(job.model, JobStatus(status).value).inc()
 
 
-async def notify_workers(session: AsyncSession, reason: str) -> None:
+async def notify_workers(session: AsyncSession, payload: str) -> None:
     """Wake the workers. Delivered at commit, so a worker never sees an uncommitted job."""
     await session.execute(
-        text("SELECT pg_notify(:channel, :payload)"), {"channel": NOTIFY_CHANNEL, "payload": reason}
+        text("SELECT pg_notify(:channel, :payload)"),
+        {"channel": NOTIFY_CHANNEL, "payload": payload},
     )

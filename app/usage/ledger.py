@@ -34,7 +34,7 @@ from sqlalchemy import Select, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.catalog.registry import CATALOG
-from app.db.driver import NeedsSession, driver_of
+from app.db.driver import driver_of
 from app.kit.clock import utcnow
 from app.kit.money import NANOS_PER_MICRO, cost_nanos, nanos_to_micros
 from app.models import Job, Tenant, UsageRecord, UsageStatus
@@ -102,29 +102,23 @@ async def settle_job(
     ``outcome`` is None when no request reached fal (canceled here, refused at submit): there is
     nothing on the ledger and the reservation is simply released.
 
-    On a raw connection (the jobs store's transitions: most jobs end there) the same writes are
-    plain statements; a result-cache hit, and a spend the budget must charge to a period of its
-    own (budgets.check_settles_on_driver), are NeedsSession: nothing was written."""
-    if isinstance(executor, asyncpg.Connection):
-        return await _settle_job_on(executor, job, outcome, bill_422=bill_422)
-    session = executor
-    cost = 0
+    The ledger's writes are the same statements either way (on a session, they run on its
+    connection); the budget's are the session's or the connection's (app.usage.budgets). On a
+    raw connection (the jobs store's transitions: most jobs end there), a spend the budget must
+    charge to a period of its own is NeedsSession, raised before anything was written."""
+    conn = await driver_of(executor)
+    if isinstance(executor, asyncpg.Connection) and outcome is not None:
+        await budgets.check_settles_on_driver(conn, job.tenant_id, job.budget_period_start)
+    cost: int | None = 0
     if outcome is not None and outcome.kind == CACHE_HIT:
-        hit = await _cache_hit_record(session, job)
-        if not await _price(session, hit, outcome, job, bill_422=bill_422):
-            return False
-        cost = hit.cost_micros or 0
+        cost = await _settle_row(conn, await _hit_row(conn, job), outcome, job, bill_422=bill_422)
     elif outcome is not None and job.upstream_request_id is not None:
-        record = await _locked_record(session, job.upstream_request_id)
-        if record is None:  # submitted before the ledger existed, or attached late
-            await record_request(session, job, job.upstream_request_id, unit=unit_of(job))
-            record = await _locked_record(session, job.upstream_request_id)
-            assert record is not None
-        if not await _price(session, record, outcome, job, bill_422=bill_422):
-            return False
-        cost = record.cost_micros or 0
+        row = await _request_row(conn, job, job.upstream_request_id)
+        cost = await _settle_row(conn, row, outcome, job, bill_422=bill_422)
+    if cost is None:
+        return False
     await budgets.settle(
-        session,
+        executor,
         tenant_id=job.tenant_id,
         period_start=job.budget_period_start,
         reserved_micros=job.reserved_micros,
@@ -133,46 +127,114 @@ async def settle_job(
     return True
 
 
-_LOCK_RECORD = """
+async def settle_request(
+    session: AsyncSession,
+    job: Job,
+    request_id: str,
+    outcome: Outcome,
+    *,
+    bill_422: bool,
+) -> int | None:
+    """Settle one request of a job that goes on (an attempt it fell back from): priced and
+    charged to the budget period the job reserved in, its reservation kept for the next
+    model. Returns its cost, or None when blocked (no price in force: it stays ``unpriced``
+    until one exists and reconciliation settles it)."""
+    conn = await driver_of(session)
+    row = await _request_row(conn, job, request_id)
+    if row["status"] == UsageStatus.settled.value:
+        return int(row["cost_micros"] or 0)
+    cost = await _settle_row(conn, row, outcome, job, bill_422=bill_422)
+    if cost is not None:
+        await budgets.settle(
+            session,
+            tenant_id=job.tenant_id,
+            period_start=job.budget_period_start,
+            reserved_micros=0,
+            cost_micros=cost,
+        )
+    return cost
+
+
+async def settle_orphan(
+    session: AsyncSession, job: Job, request_id: str, outcome: Outcome, *, bill_422: bool
+) -> None:
+    """A request fal ran for this job that is not the job's own (a late webhook for an
+    ambiguous submit that was retried): the tenant pays what fal billed for it too."""
+    conn = await driver_of(session)
+    row = await _request_row(conn, job, request_id, orphan=True)
+    if row["status"] == UsageStatus.settled.value:
+        return
+    cost = await _settle_row(conn, row, outcome, job, bill_422=bill_422)
+    if cost is not None:
+        tenant = await session.get(Tenant, job.tenant_id)
+        if tenant is not None:
+            await budgets.charge(session, tenant, cost)
+
+
+# A ledger row as its settlement reads it, row-locked: a request's, or a job's result-cache hit
+# (which has no request: one row per job).
+_ROW = """
     SELECT id, upstream_request_id, tenant_id, model, estimated_cost_micros, cost_micros,
         status, flagged, created_at
-    FROM usage_records WHERE upstream_request_id = $1 FOR UPDATE
+    FROM usage_records
+"""
+_LOCK_REQUEST_ROW = _ROW + "WHERE upstream_request_id = $1 FOR UPDATE"
+_LOCK_HIT_ROW = _ROW + "WHERE job_id = $1 AND upstream_request_id IS NULL FOR UPDATE"
+
+
+async def _request_row(
+    conn: asyncpg.Connection, job: Job, request_id: str, *, orphan: bool = False
+) -> asyncpg.Record:
+    """The request's ledger row, locked; put on the ledger first when it is not (submitted
+    before the ledger existed, attached late, or an orphan)."""
+    row = await conn.fetchrow(_LOCK_REQUEST_ROW, request_id)
+    if row is None:
+        await record_request(conn, job, request_id, unit=unit_of(job), orphan=orphan)
+        row = await conn.fetchrow(_LOCK_REQUEST_ROW, request_id)
+        assert row is not None
+    return row
+
+
+_RECORD_CACHE_HIT = """
+    INSERT INTO usage_records (id, upstream_request_id, tenant_id, job_id, model, endpoint, unit,
+        estimated_cost_micros, status, orphan, flagged, created_at)
+    VALUES ($1, NULL, $2, $3, $4, $5, $6, $7, 'estimated', false, false, $8)
+    ON CONFLICT (job_id) WHERE upstream_request_id IS NULL DO NOTHING
 """
 
 
-async def _settle_job_on(
-    conn: asyncpg.Connection, job: Job, outcome: Outcome | None, *, bill_422: bool
-) -> bool:
-    """``settle_job`` on a raw connection: the same reads and writes, as statements."""
-    cost = 0
-    if outcome is not None and outcome.kind == CACHE_HIT:
-        raise NeedsSession("a result-cache hit is settled through a session")
-    if outcome is not None and job.upstream_request_id is not None:
-        await budgets.check_settles_on_driver(conn, job.tenant_id, job.budget_period_start)
-        record = await conn.fetchrow(_LOCK_RECORD, job.upstream_request_id)
-        if record is None:  # submitted before the ledger existed, or attached late
-            await record_request(conn, job, job.upstream_request_id, unit=unit_of(job))
-            record = await conn.fetchrow(_LOCK_RECORD, job.upstream_request_id)
-            assert record is not None
-        if record["status"] == UsageStatus.settled.value:
-            cost = record["cost_micros"] or 0
-        else:
-            values = await _pricing(conn, dict(record), outcome, job, bill_422=bill_422)
-            columns = tuple(values)
-            await conn.execute(
-                _update_record_sql(columns), record["id"], *[_column(values[c]) for c in columns]
-            )
-            if values["status"] is not UsageStatus.settled:
-                return False
-            cost = values["cost_micros"]
-    await budgets.settle(
-        conn,
-        tenant_id=job.tenant_id,
-        period_start=job.budget_period_start,
-        reserved_micros=job.reserved_micros,
-        cost_micros=cost,
+async def _hit_row(conn: asyncpg.Connection, job: Job) -> asyncpg.Record:
+    """The job's hit on the ledger (once: unique per job), locked."""
+    await conn.execute(
+        _RECORD_CACHE_HIT,
+        uuid.uuid4(),
+        job.tenant_id,
+        job.id,
+        CACHE_HIT,
+        job.endpoint,
+        HIT_UNIT,
+        job.estimated_cost_micros,
+        utcnow(),
     )
-    return True
+    row = await conn.fetchrow(_LOCK_HIT_ROW, job.id)
+    assert row is not None
+    return row
+
+
+async def _settle_row(
+    conn: asyncpg.Connection, row: asyncpg.Record, outcome: Outcome, job: Job, *, bill_422: bool
+) -> int | None:
+    """Settle the locked ledger row ``row`` (its daily roll-up with it): its cost, or None
+    when no price is in force (it is left ``unpriced``). A row settled already keeps its
+    cost: nothing is written."""
+    if row["status"] == UsageStatus.settled.value:
+        return int(row["cost_micros"] or 0)
+    values = await _pricing(conn, dict(row), outcome, job, bill_422=bill_422)
+    columns = tuple(values)
+    await conn.execute(
+        _update_record_sql(columns), row["id"], *[_column(values[c]) for c in columns]
+    )
+    return int(values["cost_micros"]) if values["status"] is UsageStatus.settled else None
 
 
 @functools.cache
@@ -186,33 +248,6 @@ def _column(value: object) -> object:
     return value.value if isinstance(value, enum.Enum) else value
 
 
-_RECORD_CACHE_HIT = """
-    INSERT INTO usage_records (id, upstream_request_id, tenant_id, job_id, model, endpoint, unit,
-        estimated_cost_micros, status, orphan, flagged, created_at)
-    VALUES ($1, NULL, $2, $3, $4, $5, $6, $7, 'estimated', false, false, $8)
-    ON CONFLICT (job_id) WHERE upstream_request_id IS NULL DO NOTHING
-"""
-
-
-async def _cache_hit_record(session: AsyncSession, job: Job) -> UsageRecord:
-    """The job's hit on the ledger (once: unique per job), row-locked."""
-    raw = await (await session.connection()).get_raw_connection()
-    await raw.driver_connection.execute(
-        _RECORD_CACHE_HIT,
-        uuid.uuid4(),
-        job.tenant_id,
-        job.id,
-        CACHE_HIT,
-        job.endpoint,
-        HIT_UNIT,
-        job.estimated_cost_micros,
-        utcnow(),
-    )
-    record = await _hit_of(session, job.id)
-    assert record is not None
-    return record
-
-
 async def _hit_of(session: AsyncSession, job_id: uuid.UUID) -> UsageRecord | None:
     stmt = select(UsageRecord).where(
         UsageRecord.job_id == job_id, UsageRecord.upstream_request_id.is_(None)
@@ -222,64 +257,16 @@ async def _hit_of(session: AsyncSession, job_id: uuid.UUID) -> UsageRecord | Non
     ).first()
 
 
-async def settle_request(
-    session: AsyncSession,
-    job: Job,
-    request_id: str,
-    outcome: Outcome,
-    *,
-    bill_422: bool,
-) -> UsageRecord | None:
-    """Settle one request of a job that goes on (an attempt it fell back from): priced and
-    charged to the budget period the job reserved in, its reservation kept for the next
-    model. Returns the settled record, or None when blocked (no price in force: it stays
-    ``unpriced`` until one exists and reconciliation settles it)."""
-    record = await _locked_record(session, request_id)
-    if record is None:
-        await record_request(session, job, request_id, unit=unit_of(job))
-        record = await _locked_record(session, request_id)
-        assert record is not None
-    if record.status is UsageStatus.settled:
-        return record
-    if not await _price(session, record, outcome, job, bill_422=bill_422):
-        return None
-    await budgets.settle(
-        session,
-        tenant_id=job.tenant_id,
-        period_start=job.budget_period_start,
-        reserved_micros=0,
-        cost_micros=record.cost_micros or 0,
-    )
-    return record
-
-
 async def _locked_record(session: AsyncSession, request_id: str) -> UsageRecord | None:
     stmt = select(UsageRecord).where(UsageRecord.upstream_request_id == request_id)
-    return (await session.scalars(stmt.with_for_update())).first()
+    return (
+        await session.scalars(stmt.with_for_update().execution_options(populate_existing=True))
+    ).first()
 
 
 def unit_of(job: Job) -> str:
     spec = CATALOG.resolve(job.model)
     return spec.pricing.unit if spec else "video"
-
-
-async def _price(
-    session: AsyncSession, record: UsageRecord, outcome: Outcome, job: Job, *, bill_422: bool
-) -> bool:
-    if record.status is UsageStatus.settled:
-        return True
-    seen = {
-        "upstream_request_id": record.upstream_request_id,
-        "tenant_id": record.tenant_id,
-        "model": record.model,
-        "estimated_cost_micros": record.estimated_cost_micros,
-        "flagged": record.flagged,
-        "created_at": record.created_at,
-    }
-    values = await _pricing(session, seen, outcome, job, bill_422=bill_422)
-    for key, value in values.items():
-        setattr(record, key, value)
-    return record.status is UsageStatus.settled
 
 
 async def _pricing(
@@ -341,27 +328,6 @@ async def _pricing(
     )
     SETTLED.labels(model=record["model"], outcome=outcome.kind).inc()
     return values
-
-
-async def settle_orphan(
-    session: AsyncSession, job: Job, request_id: str, outcome: Outcome, *, bill_422: bool
-) -> None:
-    """A request fal ran for this job that is not the job's own (a late webhook for an
-    ambiguous submit that was retried): the tenant pays what fal billed for it too."""
-    await record_request(session, job, request_id, unit=unit_of(job), orphan=True)
-    record = (
-        await session.scalars(
-            select(UsageRecord)
-            .where(UsageRecord.upstream_request_id == request_id)
-            .with_for_update()
-        )
-    ).one()
-    if record.status is UsageStatus.settled:
-        return
-    if await _price(session, record, outcome, job, bill_422=bill_422):
-        tenant = await session.get(Tenant, job.tenant_id)
-        if tenant is not None:
-            await budgets.charge(session, tenant, record.cost_micros or 0)
 
 
 def unpriced_job_ids() -> Select[tuple[uuid.UUID]]:

@@ -137,3 +137,34 @@ async def test_a_spend_with_no_reservation_behind_it_is_charged_once_to_the_curr
             text("SELECT count(*) FROM usage_records WHERE upstream_request_id = :r"), {"r": rid}
         )
     assert count == 1
+
+
+async def test_a_cache_hit_is_settled_the_same_on_the_raw_connection_and_through_a_session(
+    api: httpx.AsyncClient, tenant: TenantCreds, sessionmaker: async_sessionmaker
+) -> None:
+    # A hit has no request at fal: its ledger row is the job's own, priced at the hit's price.
+    other = await make_tenant(api, "initech")
+    hit = lifecycle.CacheHit(uuid.uuid4(), {"prompt": "x"}, "k" * 64)
+    jobs = job_store(sessionmaker)
+    ids: dict[str, str] = {}
+    for who in (tenant, other):
+        await set_tenant(api, who, budget_usd="1.00")
+        r = await api.post("/v1/jobs", json=THINKSOUND, headers=who.headers)
+        assert r.status_code == 202, r.text
+        ids[who.id] = r.json()["id"]
+    applied = await jobs.apply(uuid.UUID(ids[tenant.id]), hit, owner=None)
+    assert applied.job.usage_settled and applied.job.reserved_micros == 0
+    async with sessionmaker() as session, session.begin():
+        locked = await store.lock_for_tenant(session, uuid.UUID(other.id), uuid.UUID(ids[other.id]))
+        assert locked is not None
+        await jobs.write(session, locked, hit, owner=None)
+
+    on_raw = await _money(sessionmaker, tenant, ids[tenant.id])
+    in_session = await _money(sessionmaker, other, ids[other.id])
+    assert [e[:2] for e in on_raw.pop("events")] == [e[:2] for e in in_session.pop("events")]
+    assert on_raw == in_session
+    (ledger_row,) = on_raw["ledger"]
+    assert ledger_row[:4] == ("cache_hit", "fal-ai/thinksound", "hit", 1)
+    assert ledger_row[8:11] == (0, "settled", "cache_hit")
+    assert on_raw["period"] == [(0, 0)]  # nothing spent, the reservation released
+    assert on_raw["job"][0][:3] == ("succeeded", True, 0)

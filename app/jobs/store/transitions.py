@@ -367,12 +367,12 @@ class JobStore:
         that attempt (the last of ``attempts`` in the transition's changes)."""
         assert transition.settle_request is not None
         request = transition.settle_request
-        record = await ledger.settle_request(
+        cost = await ledger.settle_request(
             session, job, request.request_id, request.outcome, bill_422=self.bill_422
         )
         attempts = transition.changes.get("attempts")
-        if record is not None and attempts and attempts[-1]["request_id"] == request.request_id:
-            attempts[-1]["cost_usd"] = micros_to_usd(record.cost_micros or 0)
+        if cost is not None and attempts and attempts[-1]["request_id"] == request.request_id:
+            attempts[-1]["cost_usd"] = micros_to_usd(cost)
 
     async def _settle(
         self, session: AsyncSession, job: Job, outcome: ledger.Outcome | None

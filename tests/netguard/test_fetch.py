@@ -13,7 +13,7 @@ import gzip
 import hashlib
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -700,3 +700,99 @@ async def test_head_refuses_forbidden_destinations_too(resolver: ScriptedResolve
         with pytest.raises(DestinationNotAllowed):
             await fetcher.head("http://169.254.169.254/latest/meta-data/")
     assert spy.requests == []
+
+
+# --- kept-alive connections (a fetcher with no client of its own) -------------------------------
+
+
+class KeepAliveServer:
+    """An HTTP/1.1 server on 127.0.0.1 that keeps connections open: it records each request with
+    the connection it came on, and drops (closes unanswered) the requests ``drop`` says."""
+
+    def __init__(self, drop: Callable[[int, int], bool] = lambda _conn, _nth: False) -> None:
+        self.drop = drop
+        self.requests: list[tuple[int, str, dict[str, str]]] = []  # (connection, host, headers)
+        self.connections = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def __aenter__(self) -> KeepAliveServer:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:  # the kept connections: wait_closed waits for them
+            writer.close()
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self._writers.add(writer)
+        connection, nth = self.connections, 0
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+                headers = {
+                    k.strip().lower(): v.strip()
+                    for k, _, v in (line.partition(":") for line in head[1:] if line)
+                }
+                nth += 1
+                self.requests.append((connection, headers["host"].split(":")[0], headers))
+                if self.drop(connection, nth):
+                    return
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(DATA) + DATA)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_a_names_connection_is_kept_for_its_next_fetch_and_never_lent_to_another_name(
+    resolver: ScriptedResolver, tmp_path: Path
+) -> None:
+    # Both names resolve to the same address: a pool keyed by the address alone would send the
+    # second name's request on the first name's connection (opened, under TLS checked, for it).
+    resolver.add("files.test", ["127.0.0.1"])
+    resolver.add("other.test", ["127.0.0.1"])
+    async with KeepAliveServer() as srv:
+        fetcher = SafeFetcher(LOOPBACK, resolver=resolver)
+        for name in ("files.test", "files.test", "other.test", "files.test"):
+            result = await fetcher.download(f"http://{name}:{srv.port}/v.mp4", tmp_path / "v")
+            assert result.sha256 == DATA_SHA256
+    assert [(c, host) for c, host, _ in srv.requests] == [
+        (1, "files.test"),
+        (1, "files.test"),
+        (2, "other.test"),
+        (1, "files.test"),
+    ]
+    assert all("connection" not in headers for _, _, headers in srv.requests)
+    assert resolver.calls == ["files.test", "files.test", "other.test", "files.test"]  # each vetted
+
+
+async def test_a_kept_connection_the_server_dropped_is_replaced_and_the_fetch_succeeds(
+    resolver: ScriptedResolver, tmp_path: Path
+) -> None:
+    # The second request on the first connection is read and never answered (the server closed
+    # it just then): sent once more, on a new connection.
+    resolver.add("files.test", ["127.0.0.1"])
+    async with KeepAliveServer(drop=lambda conn, nth: (conn, nth) == (1, 2)) as srv:
+        fetcher = SafeFetcher(LOOPBACK, resolver=resolver)
+        for _ in range(2):
+            result = await fetcher.download(f"http://files.test:{srv.port}/v.mp4", tmp_path / "v")
+            assert (result.status, result.sha256) == (200, DATA_SHA256)
+    assert [c for c, _, _ in srv.requests] == [1, 1, 2]
+
+
+async def test_a_fetcher_with_an_injected_client_keeps_no_connection(
+    resolver: ScriptedResolver, tmp_path: Path
+) -> None:
+    resolver.add("files.test", ["127.0.0.1"])
+    async with KeepAliveServer() as srv, fetching(LOOPBACK, resolver) as (fetcher, _):
+        for _ in range(2):
+            await fetcher.download(f"http://files.test:{srv.port}/v.mp4", tmp_path / "v")
+    assert [(c, h["connection"]) for c, _, h in srv.requests] == [(1, "close"), (2, "close")]

@@ -18,7 +18,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, KeysView
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from app.db.engine import create_sessionmaker
 from app.db.listen import listen_forever
 from app.jobs import store
 from app.jobs.lifecycle import Wake
-from app.jobs.steps import StepContext, released_until, run_step
+from app.jobs.steps import StepContext, run_step, step_written
 from app.jobs.steps.context import policy_of
 from app.jobs.store import NOTIFY_CHANNEL, JobStore, Waker, wake_reason
 from app.kit.clock import utcnow
@@ -58,27 +58,39 @@ def worker_id() -> str:
 
 @dataclass(frozen=True)
 class Wakeup:
-    """A call to claim at once (a NOTIFY, a step that left work due), and where: ``dispatches``
-    (queued jobs to send) and ``follow_ups`` (jobs at fal, or to cancel or finish). A claim that
-    cannot find anything is left out: the dispatch claim is the worker's costliest statement (a
-    transaction under the account's lock) and would otherwise run on every wake-up."""
+    """A call to claim at once (a NOTIFY, a step that left work due), and what can have become
+    due: ``queued`` jobs to send (accepted, or queued again), ``room`` for queued jobs held
+    back (a place at fal freed), ``follow_ups`` (jobs at fal, or to cancel or finish). A claim
+    that cannot find anything is left out: the dispatch claim is the worker's costliest (a
+    transaction under the account's lock, which every worker's dispatch claim waits on), and a
+    place freed can only let a job go when one is waiting."""
 
-    dispatches: bool = True
+    queued: bool = True
+    room: bool = True
     follow_ups: bool = True
 
     def __or__(self, other: Wakeup) -> Wakeup:
-        return Wakeup(self.dispatches or other.dispatches, self.follow_ups or other.follow_ups)
+        return Wakeup(
+            self.queued or other.queued,
+            self.room or other.room,
+            self.follow_ups or other.follow_ups,
+        )
 
 
 EVERYTHING = Wakeup()
+NOTHING = Wakeup(queued=False, room=False, follow_ups=False)
+FOLLOW_UP = replace(NOTHING, follow_ups=True)  # a job at fal, or to cancel, is due
 # What each reason to wake (lifecycle.Wake) can have made due; any other reason: EVERYTHING.
 _DUE_AFTER = {
-    Wake.QUEUED: Wakeup(follow_ups=False),
-    Wake.FINISHED: Wakeup(follow_ups=False),  # a place at fal is free: a queued job may go
-    Wake.CANCEL: Wakeup(dispatches=False),
-    Wake.SEGMENT_ENDED: Wakeup(dispatches=False),
-    # COMPLETED and REPORTED: the job's result is due, and the place it held at fal is free
+    Wake.QUEUED: replace(NOTHING, queued=True),
+    Wake.FINISHED: replace(NOTHING, room=True),
+    Wake.COMPLETED: replace(NOTHING, room=True, follow_ups=True),  # its result, and its place
+    Wake.REPORTED: replace(NOTHING, room=True, follow_ups=True),
+    Wake.CANCEL: FOLLOW_UP,
+    Wake.SEGMENT_ENDED: FOLLOW_UP,  # the job it is part of
 }
+# A step ended its job: its place at fal is free.
+ENDED = replace(NOTHING, room=True)
 
 
 def due_after(reason: Wake | None) -> Wakeup:
@@ -145,6 +157,9 @@ class Worker:
         self._after_outage: asyncio.Task[None] | None = None  # held: a task nobody holds may vanish
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._due_times: list[datetime] = []  # a heap: when jobs this worker released are due
+        # This worker's last dispatch claim left due queued jobs waiting (or it has not made
+        # one): a place freed at fal is worth a dispatch claim.
+        self._left_waiting = True
         # Counted for the log at stop; also what shows from outside that the worker got going.
         self.steps_run = 0
         self.follow_up_claims = 0
@@ -163,7 +178,7 @@ class Worker:
     def due_at(self, when: datetime) -> None:
         """A job is due at ``when`` (told by its status stream): claim then."""
         if when <= utcnow():
-            self.wake()
+            self.wake(FOLLOW_UP)
         else:
             self._claim_later(when)
 
@@ -258,8 +273,8 @@ class Worker:
         try:
             # New work first (its latency is what clients see): its steps are running before the
             # follow-ups are claimed. Follow-ups fill the rest.
-            if where.dispatches:
-                jobs = await store.claim_dispatches(
+            if where.queued or (where.room and self._left_waiting):
+                claim = await store.claim_dispatches(
                     self.driver,
                     self.owner,
                     lease,
@@ -268,7 +283,8 @@ class Worker:
                     self.settings.max_in_flight_per_tenant,
                     self.settings.worker_stale_after,
                 )
-                started += self._start(jobs)
+                self._left_waiting = claim.left_waiting
+                started += self._start(claim.jobs)
             if where.follow_ups and started < free:
                 jobs = await store.claim_follow_ups(
                     self.driver,
@@ -297,13 +313,15 @@ class Worker:
             self.steps_run += 1
             STEPS.inc()
             self._running.pop(job.id, None)
-            due = released_until.get()
-            if due is None or due <= utcnow():
-                # Finished (its place at fal may let a queued job go), due again now, or its
-                # state unknown: claim now.
-                self.wake()
+            written = step_written.get()
+            if written is not None and written.job.status.terminal:
+                self.wake(ENDED)
+            elif written is None or written.next_action_at is None:
+                self.wake()  # its state unknown: claim now
+            elif written.next_action_at <= utcnow():
+                self.wake()  # due again now
             else:
-                self._claim_later(due)
+                self._claim_later(written.next_action_at)
 
     def _claim_later(self, due: datetime) -> None:
         """A job this worker let go of is due at ``due``: claim then, sooner than planned

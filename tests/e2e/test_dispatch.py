@@ -8,15 +8,17 @@ from tests.support.clips import Clip
 
 
 async def _claim(gw, worker):  # type: ignore[no-untyped-def]
-    return await store.claim_dispatches(
-        worker.driver,
-        worker.owner,
-        gw.settings.lease_duration,
-        10,
-        100,
-        None,
-        gw.settings.worker_stale_after,
-    )
+    return (
+        await store.claim_dispatches(
+            worker.driver,
+            worker.owner,
+            gw.settings.lease_duration,
+            10,
+            100,
+            None,
+            gw.settings.worker_stale_after,
+        )
+    ).jobs
 
 
 async def test_a_checked_job_is_recorded_and_marked_sending_before_its_submit(

@@ -276,15 +276,17 @@ async def test_a_submit_fal_never_received_is_sent_once(gateway, clips) -> None:
     ) as gw:
         job = await gw.create(thinksound(gw, clips["bounce"]))
         async with gw.make_worker(owner="dies") as dying:
-            (claimed,) = await store.claim_dispatches(
-                dying.driver,
-                "dies",
-                gw.settings.lease_duration,
-                1,
-                10,
-                None,
-                gw.settings.worker_stale_after,
-            )
+            (claimed,) = (
+                await store.claim_dispatches(
+                    dying.driver,
+                    "dies",
+                    gw.settings.lease_duration,
+                    1,
+                    10,
+                    None,
+                    gw.settings.worker_stale_after,
+                )
+            ).jobs
             assert (
                 await dying.store.mark_sending(claimed, "dies", lifecycle.SubmitStarting()) is None
             )

@@ -15,7 +15,7 @@ from pathlib import Path
 from app.db.driver import EngineDriver
 from app.jobs import lifecycle
 from app.jobs.store import NOTIFY_CHANNEL
-from app.worker.runner import EVERYTHING, Wakeup
+from app.worker.runner import ENDED, EVERYTHING, Wakeup
 from tests.support.clips import Clip
 from tests.support.waiting import eventually
 
@@ -183,16 +183,18 @@ async def test_a_wake_up_claims_only_where_its_reason_can_have_made_jobs_due(
             await eventually(lambda: _listening_since(gw, since), what="the worker's LISTEN")
             # First, and on its own: nothing else can have asked for a full claim yet, so none
             # can hide a wrong answer.
-            await gw.sql("SELECT pg_notify('foley_jobs', 'webhook')")  # fal's webhook: both
-            assert await asyncio.wait_for(worker.next_wakeup(), 5) == EVERYTHING
+            # fal's webhook: the job's result is due, and the place it held at fal is free.
+            await gw.sql("SELECT pg_notify('foley_jobs', 'webhook')")
+            where = await asyncio.wait_for(worker.next_wakeup(), 5)
+            assert where == Wakeup(queued=False, room=True, follow_ups=True)
             await gw.sql("SELECT pg_notify('foley_jobs', 'job')")
             where = await asyncio.wait_for(worker.next_wakeup(), 5)
-            assert where == Wakeup(dispatches=True, follow_ups=False)
+            assert where == Wakeup(queued=True, room=False, follow_ups=False)
             assert not await worker.claim(where)
             assert [str(i) for i in worker.running] == [queued["id"]]
             await gw.sql("SELECT pg_notify('foley_jobs', 'cancel')")
             where = await asyncio.wait_for(worker.next_wakeup(), 5)
-            assert where == Wakeup(dispatches=False, follow_ups=True)
+            assert where == Wakeup(queued=False, room=False, follow_ups=True)
             await worker.claim(where)
             assert submitted["id"] in {str(i) for i in worker.running}
             await gw.sql("SELECT pg_notify('foley_jobs', 'something_new')")
@@ -201,6 +203,40 @@ async def test_a_wake_up_claims_only_where_its_reason_can_have_made_jobs_due(
             listening.cancel()
             await asyncio.gather(listening, return_exceptions=True)
             await eventually(lambda: not worker.running, timeout=30, what="the steps to end")
+
+
+async def test_a_freed_place_at_fal_is_claimed_only_when_a_queued_job_waits_for_one(
+    gateway, clips: dict[str, Clip]
+) -> None:
+    # One place at fal. The second job's claim leaves it waiting; the first job's end (a place
+    # freed) then claims it. With nothing left waiting, a freed place claims nothing: the
+    # dispatch claim, which every worker's waits on, is not made for nothing.
+    async with gateway(
+        public=False, workers=0, fal_concurrency=1, worker_poll_interval=timedelta(seconds=60)
+    ) as gw:
+        url = gw.video_url(clips["bounce"])
+        worker = gw.make_worker(owner="w")
+        body = {"model": "thinksound-audio", "input": {"video_url": url}}
+        first = await gw.create(body)
+        await gw.sql(  # at fal, holding the one place
+            "UPDATE jobs SET status = 'starting', submit_state = 'submitted', "
+            "next_action_at = now() + interval '1 hour' WHERE id = :id",
+            id=first["id"],
+        )
+        second = await gw.create(body)
+        assert not await worker.claim(Wakeup(queued=True, room=False, follow_ups=False))
+        assert not worker.running  # held back by the account's concurrency
+        await gw.sql("UPDATE jobs SET status = 'failed' WHERE id = :id", id=first["id"])
+        await worker.claim(ENDED)
+        assert [str(i) for i in worker.running] == [second["id"]]
+        await eventually(lambda: not worker.running, timeout=30, what="the step to end")
+        await gw.sql("UPDATE jobs SET status = 'failed' WHERE id = :id", id=second["id"])
+        third = await gw.create(body)  # queued with no wake-up this worker heard
+        assert not await worker.claim(ENDED)
+        assert not worker.running
+        await worker.claim(Wakeup(queued=True, room=False, follow_ups=False))
+        assert [str(i) for i in worker.running] == [third["id"]]
+        await eventually(lambda: not worker.running, timeout=30, what="the step to end")
 
 
 async def test_a_workers_own_wake_ups_reach_it_directly_and_name_it_to_the_others(
@@ -226,7 +262,8 @@ async def test_a_workers_own_wake_ups_reach_it_directly_and_name_it_to_the_other
             # can have made jobs due.
             done = lifecycle.UpstreamCompleted(1.5, [])
             assert await worker.store.observe(uuid.UUID(job["id"]), done) is not None
-            assert await asyncio.wait_for(worker.next_wakeup(), 5) == EVERYTHING
+            where = await asyncio.wait_for(worker.next_wakeup(), 5)
+            assert where == Wakeup(queued=False, room=True, follow_ups=True)
             assert await asyncio.wait_for(heard.get(), 5) == "completed@w"
             (since,) = (await gw.sql("SELECT clock_timestamp()"))[0]
             listening = asyncio.create_task(worker.listen())
@@ -237,7 +274,7 @@ async def test_a_workers_own_wake_ups_reach_it_directly_and_name_it_to_the_other
                 await gw.sql("SELECT pg_notify('foley_jobs', 'job@w')")
                 await gw.sql("SELECT pg_notify('foley_jobs', 'cancel@another')")
                 where = await asyncio.wait_for(worker.next_wakeup(), 5)
-                assert where == Wakeup(dispatches=False, follow_ups=True)
+                assert where == Wakeup(queued=False, room=False, follow_ups=True)
             finally:
                 listening.cancel()
                 await asyncio.gather(listening, return_exceptions=True)
@@ -267,7 +304,7 @@ async def test_a_lost_listen_connection_is_back_at_once_and_the_worker_claims(
             await eventually(lambda: _listening_since(gw, since), what="LISTEN again")
             await gw.sql("SELECT pg_notify('foley_jobs', 'job')")
             wakeup = await asyncio.wait_for(worker.next_wakeup(), 5)
-            assert wakeup == Wakeup(dispatches=True, follow_ups=False)
+            assert wakeup == Wakeup(queued=True, room=False, follow_ups=False)
         finally:
             listening.cancel()
             await asyncio.gather(listening, return_exceptions=True)

@@ -36,7 +36,7 @@ def job_store(sessionmaker: async_sessionmaker, driver_pool: TransactionPool) ->
 async def _claimed(api: httpx.AsyncClient, tenant: TenantCreds, driver_pool, n: int) -> list[Job]:  # type: ignore[no-untyped-def]
     for _ in range(n):
         assert (await api.post("/v1/jobs", json=KLING, headers=tenant.headers)).status_code == 202
-    return await store.claim_dispatches(driver_pool, "w1", LEASE, n, 100, None, STALE)
+    return (await store.claim_dispatches(driver_pool, "w1", LEASE, n, 100, None, STALE)).jobs
 
 
 COLUMNS = (

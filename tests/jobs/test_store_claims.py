@@ -44,10 +44,31 @@ async def _claim(
     cap: int = 1000,
     default_tenant_cap: int | None = None,
 ) -> list[uuid.UUID]:
-    jobs = await store.claim_dispatches(
-        driver_pool, "w1", LEASE, limit, cap, default_tenant_cap, STALE
-    )
+    jobs = (
+        await store.claim_dispatches(
+            driver_pool, "w1", LEASE, limit, cap, default_tenant_cap, STALE
+        )
+    ).jobs
     return [j.id for j in jobs]
+
+
+async def test_a_claim_says_whether_it_left_due_queued_jobs_waiting(
+    api: httpx.AsyncClient, tenant: TenantCreds, driver_pool: TransactionPool
+) -> None:
+    # What the worker needs to know whether a place freed at fal is worth claiming for.
+    async def claim(limit: int, cap: int) -> store.DispatchClaim:
+        return await store.claim_dispatches(driver_pool, "w1", LEASE, limit, cap, None, STALE)
+
+    nothing = await claim(5, 1000)
+    assert (nothing.jobs, nothing.left_waiting) == ([], False)  # nothing queued
+    await _queue(api, tenant, 3)
+    held = await claim(5, 0)
+    assert (held.jobs, held.left_waiting) == ([], True)  # no place at fal: all three wait
+    some = await claim(2, 1000)
+    assert (len(some.jobs), some.left_waiting) == (2, True)  # past the claim's limit
+    rest = await claim(5, 1000)
+    assert (len(rest.jobs), rest.left_waiting) == (1, False)  # took the last one
+    assert (await claim(5, 1000)).left_waiting is False
 
 
 async def test_a_claim_answers_the_rows_it_claimed(
@@ -57,7 +78,7 @@ async def test_a_claim_answers_the_rows_it_claimed(
     driver_pool: TransactionPool,
 ) -> None:
     (job_id,) = await _queue(api, tenant, 1)
-    (job,) = await store.claim_dispatches(driver_pool, "w1", LEASE, 5, 1000, None, STALE)
+    (job,) = (await store.claim_dispatches(driver_pool, "w1", LEASE, 5, 1000, None, STALE)).jobs
     # Typed like a loaded row (the step works from it without reading the job again).
     assert job.id == uuid.UUID(job_id)
     assert job.status is JobStatus.queued and job.submit_state is SubmitState.pending
@@ -234,20 +255,22 @@ async def test_queued_jobs_claimed_by_a_worker_that_stopped_beating_are_taken_ov
     sent): they neither hold the account's slots nor wait for the lease."""
     await _queue(api, tenant, 3)
     stale = timedelta(seconds=5)
-    dead = await store.claim_dispatches(driver_pool, "dead", LEASE, 2, 3, None, stale)
-    busy = await store.claim_dispatches(driver_pool, "busy", LEASE, 1, 3, None, stale)
+    dead = (await store.claim_dispatches(driver_pool, "dead", LEASE, 2, 3, None, stale)).jobs
+    busy = (await store.claim_dispatches(driver_pool, "busy", LEASE, 1, 3, None, stale)).jobs
     assert len(dead) == 2 and len(busy) == 1
     for owner in ("dead", "busy"):
         await store.beat(driver_pool, owner)
     # All three slots are leased to live workers: nothing more is claimed.
-    assert await store.claim_dispatches(driver_pool, "survivor", LEASE, 3, 3, None, stale) == []
+    assert (
+        await store.claim_dispatches(driver_pool, "survivor", LEASE, 3, 3, None, stale)
+    ).jobs == []
     async with sessionmaker() as s, s.begin():  # "dead" last beat 10 s ago
         await s.execute(
             update(WorkerBeat)
             .where(WorkerBeat.owner == "dead")
             .values(beat_at=func.statement_timestamp() - timedelta(seconds=10))
         )
-    taken = await store.claim_dispatches(driver_pool, "survivor", LEASE, 3, 3, None, stale)
+    taken = (await store.claim_dispatches(driver_pool, "survivor", LEASE, 3, 3, None, stale)).jobs
     # The dead worker's two, not the busy one's (it beats: its lease runs its course).
     assert sorted(j.id for j in taken) == sorted(j.id for j in dead)
     assert {j.lease_owner for j in taken} == {"survivor"}

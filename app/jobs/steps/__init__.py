@@ -23,7 +23,7 @@ import structlog
 
 from app.jobs import lifecycle
 from app.jobs.steps.assemble import assemble
-from app.jobs.steps.context import StepContext, released_until
+from app.jobs.steps.context import StepContext, step_written
 from app.jobs.steps.dispatch import dispatch, found_mid_send, resolve_ambiguous
 from app.jobs.steps.follow_up import follow_up, time_out
 from app.jobs.store import LeaseLost
@@ -33,7 +33,7 @@ from app.telemetry import tracing
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["StepContext", "released_until", "run_step"]
+__all__ = ["StepContext", "run_step", "step_written"]
 
 
 async def run_step(ctx: StepContext, job: Job) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -21,10 +20,10 @@ from app.upstream.platform import PlatformClient
 from app.webhooks import service as webhooks
 from app.webhooks.tokens import JobTokens
 
-# When the job a step released is next due (None: finished, or not released). Each step runs in
-# a task of its own, so the worker reads its step's value: it looks again at that time instead of
-# claiming at once (nothing of this job is due) or only at its next poll.
-released_until: ContextVar[datetime | None] = ContextVar("released_until", default=None)
+# The last transition a step wrote (None: none). Each step runs in a task of its own, so the
+# worker reads its step's value: when the job is next due (it looks again then instead of
+# claiming at once, since nothing of this job is due, or only at its next poll), or that it ended.
+step_written: ContextVar[Applied | None] = ContextVar("step_written", default=None)
 
 
 class Watcher:
@@ -58,7 +57,7 @@ class StepContext:
     ) -> Applied:
         """Write ``event``'s transition under our lease (LeaseLost if it is not ours any more)."""
         applied = await self.store.apply(job_id, event, owner=self.owner, also=also)
-        released_until.set(applied.next_action_at)
+        step_written.set(applied)
         return applied
 
     async def apply_found(self, job_id: uuid.UUID, find: Find) -> Applied | None:
@@ -66,7 +65,7 @@ class StepContext:
         nothing, nothing was written and the lease is still ours)."""
         applied = await self.store.apply_found(job_id, find, owner=self.owner)
         if applied is not None:
-            released_until.set(applied.next_action_at)
+            step_written.set(applied)
         return applied
 
     async def input_upload(self, job: Job) -> StoredFile | None:

@@ -19,7 +19,7 @@ from app.files import service as files_service
 from app.files.service import FileNotFound, FileRemoved
 from app.jobs import cache, lifecycle
 from app.jobs.preflight import Checked, InputRejected, InputUnavailable, preflight
-from app.jobs.steps.context import StepContext, released_until
+from app.jobs.steps.context import StepContext, step_written
 from app.jobs.steps.split import split, splits
 from app.jobs.store import AlsoInSession, known_request_ids
 from app.kit.clock import utcnow
@@ -66,7 +66,7 @@ async def dispatch(ctx: StepContext, job: Job) -> None:
                 starting = replace(starting, cache_key=key)
     refused = await ctx.store.mark_sending(job, ctx.owner, starting)
     if refused is not None:  # canceled meanwhile, or no longer within its budget
-        released_until.set(refused.next_action_at)
+        step_written.set(refused)
         return
     await _submit(ctx, job)
 

@@ -13,6 +13,7 @@ that owns them: a caller sees one function, the tests cover it as one.
 
 from app.jobs.store.claims import (
     DISPATCH_LOCK,
+    DispatchClaim,
     claim_dispatches,
     claim_follow_ups,
     extend_leases,
@@ -69,6 +70,7 @@ __all__ = [
     "Also",
     "AlsoInSession",
     "Applied",
+    "DispatchClaim",
     "Find",
     "JobStore",
     "LeaseLost",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -139,10 +140,17 @@ _CLAIM_DISPATCH = f"""
               <= coalesce(t.max_in_flight, $5::integer, 2147483647)
         ORDER BY (coalesce(f.n, 0) + q.rn) / t.weight, q.rn, q.id
         LIMIT (SELECT n FROM room)
+    ),
+    claimed AS (
+        UPDATE jobs SET lease_owner = $1, lease_expires_at = statement_timestamp() + $2::interval
+        WHERE id IN (SELECT id FROM jobs WHERE id IN (SELECT id FROM picked) FOR UPDATE SKIP LOCKED)
+        RETURNING {COLUMNS}
     )
-    UPDATE jobs SET lease_owner = $1, lease_expires_at = statement_timestamp() + $2::interval
-    WHERE id IN (SELECT id FROM jobs WHERE id IN (SELECT id FROM picked) FOR UPDATE SKIP LOCKED)
-    RETURNING {COLUMNS}
+    -- One row per claimed job, each with how many due queued jobs the claim left waiting; one
+    -- row of NULLs with that count when it claimed none.
+    SELECT claimed.*, left_waiting
+    FROM (SELECT (SELECT count(*) FROM queued) - (SELECT count(*) FROM picked) AS left_waiting) w
+    LEFT JOIN claimed ON true
 """  # noqa: S608 (as above)
 
 
@@ -163,6 +171,15 @@ async def claim_follow_ups(
     return [job_from_row(r) for r in rows]
 
 
+@dataclass(frozen=True)
+class DispatchClaim:
+    """What a dispatch claim took, and whether it left due queued jobs waiting: held back by
+    the account's free concurrency or their tenant's cap, or past the claim's limit."""
+
+    jobs: list[Job]
+    left_waiting: bool
+
+
 async def claim_dispatches(
     driver: DriverPool,
     owner: str,
@@ -171,7 +188,7 @@ async def claim_dispatches(
     fal_concurrency: int,
     default_tenant_cap: int | None,
     stale_after: timedelta,
-) -> list[Job]:
+) -> DispatchClaim:
     """Queued jobs to send to fal: no more than the account's free concurrency, each tenant
     within its own in-flight cap, tenants interleaved by weighted fair share. A queued job
     claimed by a worker that stopped beating for ``stale_after`` (killed before it sent
@@ -179,7 +196,7 @@ async def claim_dispatches(
     requests in flight and the claim are one decision even with many workers: they run under a
     transaction-level advisory lock."""
     if limit <= 0:
-        return []
+        return DispatchClaim([], left_waiting=True)
     async with driver.acquire() as conn, conn.transaction():
         # The claim only takes leases, so its commit need not wait for the WAL flush: lost in a
         # Postgres crash, it is as if never made (the job is unleased, due, and claimed again,
@@ -194,7 +211,8 @@ async def claim_dispatches(
         rows = await conn.fetch(
             _CLAIM_DISPATCH, owner, lease, limit, fal_concurrency, default_tenant_cap, stale_after
         )
-    return [job_from_row(r) for r in rows]
+    jobs = [job_from_row(r) for r in rows if r["id"] is not None]
+    return DispatchClaim(jobs, left_waiting=rows[0]["left_waiting"] > 0)
 
 
 async def extend_leases(

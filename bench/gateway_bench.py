@@ -12,7 +12,8 @@ whole life: worker CPU and requests sent to fal.
 2. Jobs at a steady `--rate` through the API, ONE worker and the emulator (`--fast`, each run
    taking `--runtime-s`), polling or `--webhooks`. Latency = the emulator's log time of the
    submit minus the client's wall clock at the 202. The CPU meters and the emulator's request
-   log cover the run until every job has reached a terminal state: per job, whole life.
+   log cover the run until every job has reached a terminal state: per job, whole life. With
+   `--count-statements`, the statements the worker sent to Postgres too (harness/statements.py).
 See bench/README.md for what each figure means and the figures of earlier runs.
 """
 
@@ -24,6 +25,7 @@ import math
 import os
 import statistics
 import sys
+import time
 import uuid
 from collections.abc import Sequence
 from functools import partial
@@ -45,6 +47,8 @@ from harness.meters import CpuMeter, cpu_of
 from harness.procs import REPO, BenchError, unpin
 from harness.profile import profiling
 from harness.run import Run, add_load_flags, parse, parser
+from harness.statements import ENV as STATEMENTS_ENV
+from harness.statements import counts as statement_counts
 
 BENCH = REPO / "bench"
 BASELINE_APP = "gateway_bench:create_baseline_app"  # this file, served from bench/
@@ -182,11 +186,15 @@ def life_cycle(args: Any, run: Run, db: Database, api: Api, key: str, emu: Any, 
     to fal per job."""
     run_sql(db, "TRUNCATE jobs CASCADE")  # measurement 1's jobs were never meant to run
     unpin(api.pid)  # the API may use both cores from now on
+    counted = run.out_dir / "statements.json"
+    counted.unlink(missing_ok=True)
     worker = start_worker(
         run.procs,
-        api.env,
+        api.env | {STATEMENTS_ENV: str(counted)},
         run.out_dir / "worker.log",
-        args.worker_cmd,
+        f"{sys.executable} {BENCH / 'harness' / 'statements.py'} worker"
+        if args.count_statements
+        else args.worker_cmd,
         FOLEY_WORKER_CONCURRENCY=str(args.worker_concurrency),
         FOLEY_FAL_CONCURRENCY=str(args.fal_concurrency),
     )
@@ -198,6 +206,8 @@ def life_cycle(args: Any, run: Run, db: Database, api: Api, key: str, emu: Any, 
     if wait_finished(db, [uuid.UUID(r.json()["id"])], within_s=60 + 2 * args.runtime_s):
         raise BenchError(f"a first job did not end within 60 s; {worker.log}:\n{worker.tail()}")
     emu.reset(jobs=False)  # the request log and webhook attempts start empty
+    time.sleep(0.5)  # the statements counted so far written (every 0.2 s): not this run's
+    sent_before = statement_counts(counted)
     mode = "webhooks (FOLEY_PUBLIC_URL set)" if args.webhooks else "polling (no FOLEY_PUBLIC_URL)"
     print(
         f"\n== 2. jobs at {args.rate:g}/s for {args.latency_warmup:g} s warm-up + "
@@ -267,7 +277,32 @@ def life_cycle(args: Any, run: Run, db: Database, api: Api, key: str, emu: Any, 
     table.row("load generator", result["client_cpu"], None)
     figures["worker_ms"] = life.used["worker"] / per_job * 1000
     figures |= fal_requests(entries, emu, body, per_job)
+    if args.count_statements:
+        time.sleep(0.5)
+        figures |= statements(statement_counts(counted) - sent_before, per_job)
     return figures
+
+
+def statements(sent: Any, per_job: int, shown: int = 10) -> dict:
+    """The statements the worker sent to Postgres during the run, per ended job, the most sent
+    first (each by the start of its text)."""
+    table = report.Table(
+        ("statement", "<72"),
+        ("count", "d"),
+        ("per job", ".2f"),
+        title=f"statements the worker sent to Postgres, per ended job ({per_job}):",
+    )
+    for text, n in sent.most_common(shown):
+        table.row(text[:72], n, n / per_job)
+    total = sum(sent.values())
+    table.row(
+        f"(the {max(0, len(sent) - shown)} other kinds)",
+        total - sum(n for _, n in sent.most_common(shown)),
+        None,
+    )
+    table.row("all statements (a transaction's BEGIN and COMMIT included)", total, total / per_job)
+    table.note("counted in the worker (a few µs each): its CPU figure above is a little high")
+    return {"statements_per_job": total / per_job}
 
 
 def latency(args: Any, db: Database, accepted: list, entries: list, unsubmitted: int) -> dict:
@@ -364,6 +399,9 @@ def summary(accept: dict | None, jobs: dict | None) -> None:
         table.row("(c) worker CPU per job, whole life", f"{jobs['worker_ms']:.1f} ms", "")
         kinds = ", ".join(f"{k} {v:.2f}" for k, v in jobs["fal_by_kind"].items())
         table.row("(d) requests to fal per job", f"{jobs['fal_per_job']:.2f} ({kinds})", "")
+        if "statements_per_job" in jobs:
+            value = f"{jobs['statements_per_job']:.1f}"
+            table.row("(e) the worker's statements to Postgres per job", value, "")
 
 
 def parse_args(argv: Sequence[str] | None) -> Any:
@@ -416,6 +454,11 @@ def parse_args(argv: Sequence[str] | None) -> Any:
     )
     g.add_argument(
         "--worker-cmd", default=None, help="[python -m app.entrypoints worker]; same purpose"
+    )
+    g.add_argument(
+        "--count-statements",
+        action="store_true",
+        help="count the statements the worker sends to Postgres (its CPU figure a little high)",
     )
     return parse(p, argv)
 

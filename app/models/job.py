@@ -86,6 +86,14 @@ class Job(UUIDPrimaryKey, Timestamps, Base):
         ),
         # A split job's segments (migration 0018).
         Index("ix_jobs_parent_id", "parent_id", postgresql_where=text("parent_id IS NOT NULL")),
+        # fal's request id, unique where there is one: no entry for a job not yet at fal
+        # (migration 0019).
+        Index(
+            "uq_jobs_upstream_request_id",
+            "upstream_request_id",
+            unique=True,
+            postgresql_where=text("upstream_request_id IS NOT NULL"),
+        ),
     )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(
@@ -133,7 +141,7 @@ class Job(UUIDPrimaryKey, Timestamps, Base):
         default=SubmitState.pending,
     )
     submit_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    upstream_request_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    upstream_request_id: Mapped[str | None] = mapped_column(String(100))
     status_url: Mapped[str | None] = mapped_column(Text)
     response_url: Mapped[str | None] = mapped_column(Text)
     cancel_url: Mapped[str | None] = mapped_column(Text)

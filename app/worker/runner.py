@@ -157,8 +157,8 @@ class Worker:
         self._after_outage: asyncio.Task[None] | None = None  # held: a task nobody holds may vanish
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._due_times: list[datetime] = []  # a heap: when jobs this worker released are due
-        # This worker's last dispatch claim left due queued jobs waiting (or it has not made
-        # one): a place freed at fal is worth a dispatch claim.
+        # This worker's last dispatch claim left due jobs unsent (or it has not made one): a
+        # place freed at fal is worth a dispatch claim.
         self._left_waiting = True
         # Counted for the log at stop; also what shows from outside that the worker got going.
         self.steps_run = 0

@@ -27,7 +27,10 @@ from harness.procs import Procs
 from tests.support.clips import make_bouncing_square
 
 SIZES = chaos.Sizes(
-    jobs=16,
+    # Enough for a backlog at fal's 4 slots through the three kills, each of which waits for a
+    # dispatch under way: with 16, a machine busy enough to start the replacement workers slowly
+    # (seconds each) had sent every job before the third kill, which then found none.
+    jobs=24,
     rate=5.0,
     slots=4,
     run_time="0.5..1",

@@ -52,12 +52,20 @@ async def _claim(
     return [j.id for j in jobs]
 
 
-async def test_a_claim_says_whether_it_left_due_queued_jobs_waiting(
-    api: httpx.AsyncClient, tenant: TenantCreds, driver_pool: TransactionPool
+async def test_a_claim_says_whether_it_left_due_jobs_unsent(
+    api: httpx.AsyncClient,
+    tenant: TenantCreds,
+    sessionmaker: async_sessionmaker,
+    driver_pool: TransactionPool,
 ) -> None:
     # What the worker needs to know whether a place freed at fal is worth claiming for.
-    async def claim(limit: int, cap: int) -> store.DispatchClaim:
-        return await store.claim_dispatches(driver_pool, "w1", LEASE, limit, cap, None, STALE)
+    async def claim(limit: int, cap: int, owner: str = "w1") -> store.DispatchClaim:
+        return await store.claim_dispatches(driver_pool, owner, LEASE, limit, cap, None, STALE)
+
+    async def sent(jobs: list[Job]) -> None:
+        async with sessionmaker() as s, s.begin():
+            ids = [j.id for j in jobs]
+            await s.execute(update(Job).where(Job.id.in_(ids)).values(submit_state="submitted"))
 
     nothing = await claim(5, 1000)
     assert (nothing.jobs, nothing.left_waiting) == ([], False)  # nothing queued
@@ -66,9 +74,11 @@ async def test_a_claim_says_whether_it_left_due_queued_jobs_waiting(
     assert (held.jobs, held.left_waiting) == ([], True)  # no place at fal: all three wait
     some = await claim(2, 1000)
     assert (len(some.jobs), some.left_waiting) == (2, True)  # past the claim's limit
-    rest = await claim(5, 1000)
-    assert (len(rest.jobs), rest.left_waiting) == (1, False)  # took the last one
-    assert (await claim(5, 1000)).left_waiting is False
+    rest = await claim(5, 1000, owner="w2")
+    # took the last one; the first two are claimed and not sent yet: due again if w1 dies
+    assert (len(rest.jobs), rest.left_waiting) == (1, True)
+    await sent(some.jobs + rest.jobs)
+    assert (await claim(5, 1000)).left_waiting is False  # every job sent
 
 
 async def test_a_claim_answers_the_rows_it_claimed(

@@ -145,11 +145,17 @@ _CLAIM_DISPATCH = f"""
         UPDATE jobs SET lease_owner = $1, lease_expires_at = statement_timestamp() + $2::interval
         WHERE id IN (SELECT id FROM jobs WHERE id IN (SELECT id FROM picked) FOR UPDATE SKIP LOCKED)
         RETURNING {COLUMNS}
+    ),
+    -- Due jobs not sent yet, whoever holds them: one whose holder dies is due again.
+    unsent AS (
+        SELECT count(*) AS n FROM jobs
+        WHERE status = 'queued' AND submit_state = 'pending'
+          AND next_action_at <= statement_timestamp()
     )
-    -- One row per claimed job, each with how many due queued jobs the claim left waiting; one
-    -- row of NULLs with that count when it claimed none.
+    -- One row per claimed job, each with how many unsent jobs the claim left; one row of NULLs
+    -- with that count when it claimed none.
     SELECT claimed.*, left_waiting
-    FROM (SELECT (SELECT count(*) FROM queued) - (SELECT count(*) FROM picked) AS left_waiting) w
+    FROM (SELECT (SELECT n FROM unsent) - (SELECT count(*) FROM picked) AS left_waiting) w
     LEFT JOIN claimed ON true
 """  # noqa: S608 (as above)
 
@@ -173,8 +179,9 @@ async def claim_follow_ups(
 
 @dataclass(frozen=True)
 class DispatchClaim:
-    """What a dispatch claim took, and whether it left due queued jobs waiting: held back by
-    the account's free concurrency or their tenant's cap, or past the claim's limit."""
+    """What a dispatch claim took, and whether it left due jobs unsent: held back by the
+    account's free concurrency or their tenant's cap, past the claim's limit, or claimed by a
+    worker that has not sent them yet (due again should it die)."""
 
     jobs: list[Job]
     left_waiting: bool

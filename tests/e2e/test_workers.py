@@ -12,10 +12,9 @@ from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from app.db.driver import EngineDriver
 from app.jobs import lifecycle
-from app.jobs.store import NOTIFY_CHANNEL
 from app.worker.runner import ENDED, EVERYTHING, Wakeup
+from tests.support import notify
 from tests.support.clips import Clip
 from tests.support.waiting import eventually
 
@@ -254,9 +253,7 @@ async def test_a_workers_own_wake_ups_reach_it_directly_and_name_it_to_the_other
             id=job["id"],
         )
         worker = gw.make_worker(owner="w")
-        heard: asyncio.Queue[str] = asyncio.Queue()
-        async with EngineDriver(gw.engine).acquire() as conn:
-            await conn.add_listener(NOTIFY_CHANNEL, lambda *args: heard.put_nowait(args[-1]))
+        async with notify.listening(gw.engine) as heard:
             # fal's run seen complete on its status stream (the watcher's write, no lease). The
             # worker is not listening: only its store can wake it, and does, where a completion
             # can have made jobs due.
@@ -266,7 +263,7 @@ async def test_a_workers_own_wake_ups_reach_it_directly_and_name_it_to_the_other
             assert where == Wakeup(queued=False, room=True, follow_ups=True)
             assert await asyncio.wait_for(heard.get(), 5) == "completed@w"
             (since,) = (await gw.sql("SELECT clock_timestamp()"))[0]
-            listening = asyncio.create_task(worker.listen())
+            worker_listening = asyncio.create_task(worker.listen())
             try:
                 await eventually(lambda: _listening_since(gw, since), what="the worker's LISTEN")
                 # Its own NOTIFY, then another worker's: only the other's wakes it (a cancel's,
@@ -276,10 +273,8 @@ async def test_a_workers_own_wake_ups_reach_it_directly_and_name_it_to_the_other
                 where = await asyncio.wait_for(worker.next_wakeup(), 5)
                 assert where == Wakeup(queued=False, room=False, follow_ups=True)
             finally:
-                listening.cancel()
-                await asyncio.gather(listening, return_exceptions=True)
-                await conn.remove_listener(NOTIFY_CHANNEL, lambda *args: None)
-                await conn.execute("UNLISTEN *")
+                worker_listening.cancel()
+                await asyncio.gather(worker_listening, return_exceptions=True)
 
 
 async def test_a_lost_listen_connection_is_back_at_once_and_the_worker_claims(

@@ -11,19 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.db.driver import EngineDriver
 from app.jobs.lifecycle import Wake
 from app.jobs.notifier import WorkerNotifier
-from app.jobs.store import NOTIFY_CHANNEL
-
-
-@asynccontextmanager
-async def listening(engine: AsyncEngine) -> AsyncIterator[asyncio.Queue[str]]:
-    heard: asyncio.Queue[str] = asyncio.Queue()
-    async with EngineDriver(engine).acquire() as conn:
-        await conn.add_listener(NOTIFY_CHANNEL, lambda *args: heard.put_nowait(args[-1]))
-        try:
-            yield heard
-        finally:
-            await conn.remove_listener(NOTIFY_CHANNEL, lambda *args: None)
-            await conn.execute("UNLISTEN *")
+from tests.support.notify import listening
 
 
 async def test_a_poke_reaches_a_listening_worker(

@@ -44,23 +44,25 @@ from app.jobs.store.rows import (
 )
 from app.jobs.store.segments import segments_of
 from app.jobs.store.transitions import (
-    EVENTS_CHANNEL,
-    NOTIFY_CHANNEL,
     Also,
     AlsoInSession,
     Applied,
     Find,
     JobStore,
     LeaseLost,
-    Waker,
-    notify_workers,
-    wake_reason,
 )
 from app.jobs.store.upkeep import (
     add_event_partitions,
     look_again_at_fal,
     mark_data_removed,
     settle_blocked,
+)
+from app.jobs.store.wakeups import (
+    EVENTS_CHANNEL,
+    NOTIFY_CHANNEL,
+    Waker,
+    notify_workers,
+    wake_reason,
 )
 
 __all__ = [

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 import structlog
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.driver import DriverPool, NeedsSession, driver_of
@@ -26,6 +26,7 @@ from app.jobs.store.statements import (
     update_sql,
     update_with_events_sql,
 )
+from app.jobs.store.wakeups import NOTIFY_CHANNEL, Waker, notify_workers, payload_of
 from app.kit.clock import utcnow
 from app.kit.money import micros_to_usd
 from app.metrics import JOBS_FINISHED
@@ -34,15 +35,6 @@ from app.upstream.queue import request_urls
 from app.usage import budgets, ledger
 
 log = structlog.get_logger(__name__)
-
-# The workers' wake-ups. A payload is its reason (lifecycle.Wake), then, when a worker's own store
-# sent it, "@" and the worker's name (Waker): that worker was woken directly and leaves its own
-# NOTIFY alone.
-NOTIFY_CHANNEL = "foley_jobs"
-_SENDER_MARK = "@"
-# Every committed job event but a creation is announced here by a trigger on job_events
-# (migration 0008), as "<job_id>:<seq>:<type>": what waits on a job's news listens to it.
-EVENTS_CHANNEL = "foley_events"
 
 
 class LeaseLost(Exception):
@@ -62,31 +54,6 @@ class Applied:
     next_action_at: datetime | None
     # The workers' wake-ups it sent, delivered with its commit.
     wakes: tuple[lifecycle.Wake, ...] = ()
-
-
-@dataclass(frozen=True)
-class Waker:
-    """The worker a store belongs to. A wake-up its own transitions send (``apply``,
-    ``apply_found``) reaches it directly once committed (``wake``, given the reason), without the
-    round trip through Postgres; their NOTIFYs carry its ``name`` (``wake_reason``), so it can
-    leave them alone while every other process still hears them."""
-
-    name: str
-    wake: Callable[[lifecycle.Wake], None]
-
-
-def wake_reason(payload: str) -> tuple[lifecycle.Wake | None, str | None]:
-    """A wake-up's reason (None: one this code does not know, from a newer version perhaps)
-    and the name of the worker whose store sent it (None: any other sender, such as the API)."""
-    reason, _, sender = payload.partition(_SENDER_MARK)
-    try:
-        return lifecycle.Wake(reason), sender or None
-    except ValueError:
-        return None, sender or None
-
-
-def _payload(reason: lifecycle.Wake, sender: str | None) -> str:
-    return reason if sender is None else f"{reason}{_SENDER_MARK}{sender}"
 
 
 # Writes of other tables that must commit with the transition (an output's file rows, a webhook
@@ -238,7 +205,7 @@ class JobStore:
                 await also(conn, job)
             wakes = () if transition.wake is None else (transition.wake,)
             for reason in wakes:
-                payload = _payload(reason, self._sender)
+                payload = payload_of(reason, self._sender)
                 await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, payload)
         due = None if owner is None else job.next_action_at
         return Applied(job, transition, due, wakes)
@@ -357,7 +324,7 @@ class JobStore:
         if transition.wake is not None:
             wakes += (transition.wake,)
         for reason in wakes:
-            await notify_workers(session, _payload(reason, sender))
+            await notify_workers(session, payload_of(reason, sender))
         return wakes
 
     async def _settle_attempt(
@@ -510,11 +477,3 @@ def _count_ending(job: Job, transition: lifecycle.Transition) -> None:
     status = transition.changes.get("status")
     if status is not None and JobStatus(status).terminal:
         JOBS_FINISHED.labels(job.model, JobStatus(status).value).inc()
-
-
-async def notify_workers(session: AsyncSession, payload: str) -> None:
-    """Wake the workers. Delivered at commit, so a worker never sees an uncommitted job."""
-    await session.execute(
-        text("SELECT pg_notify(:channel, :payload)"),
-        {"channel": NOTIFY_CHANNEL, "payload": payload},
-    )

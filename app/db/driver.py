@@ -52,16 +52,25 @@ class EngineDriver:
         # cost ~40 µs a use).
         fairy = await self._checkout()
         driver = fairy.driver_connection
+        cut_short = False
         try:
             yield driver
         except BaseException as exc:
             if driver.is_closed() or isinstance(exc, _CONNECTION_LOST):
                 await greenlet_spawn(fairy.invalidate)
+            # Cancelled (or timed out) in a statement: asyncpg cancels it at the server in the
+            # background, and the transaction status it reports is the one before that
+            # statement until the server answers, so a BEGIN cut short reads "not in a
+            # transaction" now and "in one" later. A server's error arrives with its status.
+            cut_short = not isinstance(exc, asyncpg.PostgresError)
             raise
         finally:
             try:
                 # The pool's reset on return rolls back only the transactions SQLAlchemy began.
-                if not driver.is_closed() and driver.is_in_transaction():
+                # After a statement cut short, ROLLBACK whatever the status says: asyncpg sends
+                # it only once the cut statement has ended, and outside a transaction it is a
+                # no-op (an exception's path only; the usual one costs nothing).
+                if not driver.is_closed() and (cut_short or driver.is_in_transaction()):
                     try:
                         await driver.execute("ROLLBACK")
                     except Exception:

@@ -51,6 +51,41 @@ async def test_a_transaction_left_open_is_rolled_back_on_release(database_url: s
         await engine.dispose()
 
 
+async def test_a_transaction_begun_by_a_statement_cancelled_midway_is_rolled_back_on_release(
+    database_url: str, engine: AsyncEngine
+) -> None:
+    # The statement opens a transaction and is cancelled while the server runs it: until the
+    # server answers the cancel, the connection's status is the one from before (no
+    # transaction), then an aborted transaction. The release must not trust the status it
+    # reads at once: the next user gets no transaction, aborted or not.
+    async with _own(database_url, pool_size=1) as (own, driver):
+
+        async def use() -> None:
+            async with driver.acquire() as conn:
+                await conn.execute("BEGIN; SELECT pg_sleep(30)")
+
+        task = asyncio.create_task(use())
+
+        async def sleeping() -> bool:
+            async with engine.connect() as other:
+                found = await other.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE query LIKE 'BEGIN; SELECT pg_sleep%' AND state = 'active'"
+                    )
+                )
+            return bool(found)
+
+        await eventually(sleeping, what="the statement running at the server")
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert task.cancelled()
+        await eventually(lambda: own.sync_engine.pool.checkedout() == 0, what="checked in")
+        async with driver.acquire() as conn:  # the same connection (pool of one), or its heir
+            await conn.execute("SELECT 1")  # the status below is the server's answer to it
+            assert not conn.is_in_transaction()
+
+
 async def test_a_lost_connection_is_not_handed_out_again(
     database_url: str, engine: AsyncEngine
 ) -> None:

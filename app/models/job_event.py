@@ -29,8 +29,8 @@ class JobEvent(Base):
         # A job's history and "its events after N" (SSE resumption by Last-Event-ID).
         # (job_created_at: a unique index must hold the partition key; one value per job)
         Index("ix_job_events_job_seq", "job_id", "seq", "job_created_at", unique=True),
-        # A tenant's events after a cursor (outbound notifications).
-        Index("ix_job_events_tenant_id", "tenant_id", "id"),
+        # No index by tenant: notifications take events by trigger, in their transaction
+        # (migration 0020).
         {"postgresql_partition_by": "RANGE (job_created_at)"},
     )
 

@@ -26,11 +26,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from pyloudnorm.iirfilter import IIRfilter
-from scipy.ndimage import minimum_filter1d, uniform_filter1d
-from scipy.signal import firwin, sosfilt, upfirdn
 
 from app.media.pcm import PcmFormat, control_step
+
+# scipy (and pyloudnorm, which imports scipy.signal) is imported where it is used, not here:
+# importing scipy.signal cost 2.2 s of CPU, a third of every API and worker process's start, and
+# only a job that builds a soundtrack measures loudness.
 
 DEFAULT_TARGET_LUFS = -16.0
 DEFAULT_TRUE_PEAK_DBTP = -1.0
@@ -113,6 +114,8 @@ class LoudnessMeter:
             self._ended = True
         samples = np.zeros((block.shape[0], chunks * self.chunk), np.float64)
         samples[:, :count] = block
+        from scipy.signal import sosfilt
+
         weighted, self._zi = sosfilt(self._sos, samples, axis=1, zi=self._zi)
         # BS.1770 channel weights are 1 for left, right and mono.
         squares = np.square(weighted).sum(axis=0)
@@ -129,6 +132,8 @@ class LoudnessMeter:
         """The oversampled peak of each chunk; the filter's history carries across blocks."""
         joined = np.concatenate([self._history, samples], axis=1)
         self._history = joined[:, -self._history.shape[1] :]
+        from scipy.signal import upfirdn
+
         over = upfirdn(self._taps, joined, up=OVERSAMPLING, axis=1)
         # Outputs that depend on the history only, and the filter's tail past the input: out.
         start = self._history.shape[1] * OVERSAMPLING
@@ -239,6 +244,8 @@ def limiter_curve(peaks: np.ndarray, *, ceiling: float, chunk_s: float) -> np.nd
     ramp = max(1, round(ATTACK_S / chunk_s))
     hold = round(HOLD_S / chunk_s)
     held = _window_min(need, before=ramp + hold + 1, after=ramp + 1)
+    from scipy.ndimage import uniform_filter1d
+
     return np.minimum(1.0, uniform_filter1d(held, size=2 * ramp + 1, mode="nearest")).astype(
         np.float32
     )
@@ -266,6 +273,8 @@ def integrated_loudness(energy: np.ndarray, *, chunk: int, rate: int) -> float:
 def k_weighting(rate: int) -> np.ndarray:
     """BS.1770's K-weighting as second-order sections, from pyloudnorm's filter definitions (the
     two stages its Meter uses), so both measure the same thing."""
+    from pyloudnorm.iirfilter import IIRfilter
+
     stages = (
         IIRfilter(4.0, 1 / math.sqrt(2), 1500.0, rate, "high_shelf"),
         IIRfilter(0.0, 0.5, 38.0, rate, "high_pass"),
@@ -276,6 +285,8 @@ def k_weighting(rate: int) -> np.ndarray:
 def interpolation_filter() -> np.ndarray:
     """The 4x oversampler's low-pass: cut at the original Nyquist, gain 4 (zero stuffing loses
     3/4 of the amplitude)."""
+    from scipy.signal import firwin
+
     return OVERSAMPLING * firwin(_TAPS, 1 / OVERSAMPLING, window=("kaiser", 8.0))
 
 
@@ -283,6 +294,8 @@ def _window_min(values: np.ndarray, *, before: int, after: int) -> np.ndarray:
     """min(values[k - before : k + after + 1]) for every k (1.0 past the ends)."""
     size = before + after + 1
     padded = np.pad(values, (before, after), constant_values=1.0)
+    from scipy.ndimage import minimum_filter1d
+
     centred = minimum_filter1d(padded, size=size, mode="nearest")
     return centred[size // 2 : size // 2 + values.size]
 

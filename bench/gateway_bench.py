@@ -131,6 +131,8 @@ def throughput(args: Any, run: Run, db: Database, api: Api, key: str, body: dict
         ("client CPU", ".0%"),
     )
     rps: dict[str, list[float]] = {name: [] for name in targets}
+    if args.interleave is not None:
+        return interleaved(args, run, db, targets, body, table, baseline)
     for rnd in range(1, args.rounds + 1):
         for name, (target, headers) in targets.items():
             meter = CpuMeter(
@@ -162,6 +164,45 @@ def throughput(args: Any, run: Run, db: Database, api: Api, key: str, body: dict
         spec.warmup_s, spec.duration_s = 0.5, seconds + 1
         with profiling(True, run.out_dir, api.pid, "api-accept", seconds, args.profile_top):
             run_load(spec, args.client_core)
+    return medians
+
+
+def interleaved(
+    args: Any, run: Run, db: Database, targets: dict, body: dict, table: Any, baseline: Api
+) -> dict:
+    """One load of --rounds x --duration seconds on baseline and gateway in turn (`alternate`
+    in harness.load): the ratio of two throughputs measured in the same seconds."""
+    (base, _), (gateway, headers) = targets["baseline"], targets["gateway"]
+    spec = accept_load(args, base.port, body, {})
+    spec.mode, spec.slice_s = "alternate", args.interleave
+    spec.other_port, spec.other_headers_list = gateway.port, [headers]
+    spec.duration_s = args.duration * args.rounds
+    meter = CpuMeter(
+        {"baseline": lambda: cpu_of(base.pid), "gateway": lambda: cpu_of(gateway.pid)}
+        | {"pg": partial(postgres_cpu, db)}
+    )
+    meter.start()
+    result = run_load(spec, args.client_core)
+    meter.stop()
+    sides = dict(zip(("baseline", "gateway"), result["sides"], strict=True))
+    for name, side in sides.items():
+        table.row(
+            *("-", name, side["rps"], side["ok"], side["errors"]),
+            *(side["lat_p50_ms"], side["lat_p99_ms"]),
+            meter.used[name] / max(1, side["answered"]) * 1000,
+            "shared",
+            result["client_cpu"],
+        )
+        if side["first_error"]:
+            table.note(f"first error: {side['first_error']}")
+    baseline.stop()
+    medians = {name: side["rps"] for name, side in sides.items()}
+    medians["ratio"] = medians["gateway"] / medians["baseline"] if medians["baseline"] else 0.0
+    print(
+        f"   in turn, {args.interleave:g} s each over {spec.duration_s:g} s: baseline "
+        f"{medians['baseline']:.0f} req/s, gateway {medians['gateway']:.0f} req/s of their own "
+        f"time: ratio {medians['ratio']:.2f} (target >= 0.6)"
+    )
     return medians
 
 
@@ -410,6 +451,15 @@ def parse_args(argv: Sequence[str] | None) -> Any:
     g.add_argument("--concurrency", type=int, default=32, help="connections in flight [32]")
     add_load_flags(g, warmup=2.0, duration=8.0, per="round")
     g.add_argument("--client", choices=("raw", "httpx"), default="raw", help="[raw asyncio]")
+    g.add_argument(
+        "--interleave",
+        type=float,
+        default=None,
+        metavar="SLICE_S",
+        help="load baseline and gateway in turn, SLICE_S seconds each, for --rounds x "
+        "--duration seconds (both servers up, on the same core), instead of rounds one after "
+        "the other: both meet the machine of the same second",
+    )
     g = p.add_argument_group("2. jobs: accept -> submit latency, CPU and fal requests per job")
     g.add_argument("--rate", type=float, default=10.0, help="jobs per second [10]")
     g.add_argument("--latency-warmup", type=float, default=3.0, help="seconds not counted [3]")

@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from harness.meters import self_cpu
@@ -42,6 +42,11 @@ class LoadSpec:
     path: str = "/v1/jobs"
     ok_status: int = 202
     host: str = HOST
+    # mode "alternate": a second server (its port, its headers) loaded in turn with the first,
+    # `slice_s` each, `concurrency` connections to each; see `alternate`.
+    other_port: int | None = None
+    other_headers_list: list[dict[str, str]] = field(default_factory=lambda: [{}])
+    slice_s: float = 0.25
 
 
 class HttpError(Exception):
@@ -222,6 +227,88 @@ async def closed_loop(spec: LoadSpec) -> dict[str, Any]:
     }
 
 
+async def alternate(spec: LoadSpec) -> dict[str, Any]:
+    """Two servers (`port`, `other_port`) under a closed loop in turn, `slice_s` each: the
+    connections of the server whose turn it is send, the others wait. Both meet the machine of
+    the same second, so the ratio of their throughputs holds still where rounds seconds apart
+    do not. A request counts for its server when it was sent in that server's turn after the
+    warm-up; each server had half the measured time. Answers `sides`: each server's result."""
+    assert spec.other_port is not None
+    pools = [
+        Connections(spec),
+        Connections(replace(spec, port=spec.other_port, headers_list=spec.other_headers_list)),
+    ]
+    turns = [asyncio.Event(), asyncio.Event()]
+    turns[0].set()
+    warm_end = time.perf_counter() + spec.warmup_s
+    end = warm_end + spec.duration_s
+    sides: list[dict[str, Any]] = [
+        {"ok": 0, "errors": 0, "first_error": None, "lat": [], "statuses": {}} for _ in pools
+    ]
+
+    async def run(side: int, conn: Any, request: bytes) -> None:
+        state = sides[side]
+        while True:
+            await turns[side].wait()
+            t0 = time.perf_counter()
+            if t0 >= end:
+                return
+            status, answer = await _send(conn, request, spec.request_timeout_s)
+            t1 = time.perf_counter()
+            if t0 < warm_end:
+                continue
+            state["statuses"][str(status)] = state["statuses"].get(str(status), 0) + 1
+            if status == spec.ok_status:
+                state["ok"] += 1
+                state["lat"].append(t1 - t0)
+                continue
+            state["errors"] += 1
+            state["first_error"] = state["first_error"] or f"{status} {answer[:300]!r}"
+            if status == 0 and spec.request_timeout_s is not None:
+                return
+
+    async def turner() -> None:
+        side = 0
+        while time.perf_counter() < end:
+            await asyncio.sleep(spec.slice_s)
+            turns[side].clear()
+            side = 1 - side
+            turns[side].set()
+        for turn in turns:
+            turn.set()  # everyone sees the end
+
+    tasks = [
+        asyncio.create_task(run(side, c, r))
+        for side, pool in enumerate(pools)
+        for c, r in zip(pool.conns, pool.requests, strict=True)
+    ]
+    tasks.append(asyncio.create_task(turner()))
+    await asyncio.sleep(max(0.0, warm_end - time.perf_counter()))
+    cpu0, t_measure = self_cpu(), time.perf_counter()
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - t_measure
+    cpu = self_cpu() - cpu0
+    for pool in pools:
+        await pool.aclose()
+    results = []
+    for state in sides:
+        lat = sorted(state.pop("lat"))
+        results.append(
+            {
+                **state,
+                "answered": state["ok"] + state["errors"],
+                "rps": state["ok"] / (elapsed / 2) if elapsed > 0 else 0.0,
+                "lat_p50_ms": pct(lat, 50) * 1000 if lat else None,
+                "lat_p99_ms": pct(lat, 99) * 1000 if lat else None,
+            }
+        )
+    return {
+        "sides": results,
+        "elapsed_s": elapsed,
+        "client_cpu": cpu / elapsed if elapsed > 0 else 0.0,
+    }
+
+
 async def steady_rate(spec: LoadSpec) -> dict[str, Any]:
     """Every accepted request: its answer's id, the wall clock when the answer was fully read
     (`at`), the answer time, and whether it left during the warm-up."""
@@ -300,7 +387,8 @@ def main(spec_json: str) -> None:
         import uvloop
 
         uvloop.install()
-    result = asyncio.run(closed_loop(spec) if spec.mode == "closed" else steady_rate(spec))
+    modes = {"closed": closed_loop, "rate": steady_rate, "alternate": alternate}
+    result = asyncio.run(modes[spec.mode](spec))
     sys.stdout.write(json.dumps(result) + "\n")
 
 

@@ -118,17 +118,24 @@ _CLAIM_DISPATCH = f"""
         SELECT greatest(0, least($3::integer, $4::integer - coalesce(sum(n), 0))) AS n
         FROM in_flight
     ),
-    queued AS (
-        SELECT id, tenant_id,
-               row_number() OVER (PARTITION BY tenant_id ORDER BY created_at, id) AS rn
+    -- Due jobs not sent yet, whoever holds them (one whose holder dies is due again), and
+    -- whether this claim may take each.
+    unsent AS (
+        SELECT id, tenant_id, created_at,
+               -- a dead worker's claim is taken over at once: nothing of it reached fal
+               -- ('pending' is written 'sending', under the lease, before a request leaves),
+               -- and a worker wrongly judged dead can no longer mark it sending (its lease is
+               -- gone)
+               (lease_expires_at IS NULL OR lease_expires_at < statement_timestamp()
+                OR {_owner_silent("$6")}) AS free
         FROM jobs
         WHERE status = 'queued' AND submit_state = 'pending'
           AND next_action_at <= statement_timestamp()
-          -- a dead worker's claim is taken over at once: nothing of it reached fal ('pending'
-          -- is written 'sending', under the lease, before a request leaves), and a worker
-          -- wrongly judged dead can no longer mark it sending (its lease is gone)
-          AND (lease_expires_at IS NULL OR lease_expires_at < statement_timestamp()
-               OR {_owner_silent("$6")})
+    ),
+    queued AS (
+        SELECT id, tenant_id,
+               row_number() OVER (PARTITION BY tenant_id ORDER BY created_at, id) AS rn
+        FROM unsent WHERE free
     ),
     picked AS (
         SELECT q.id
@@ -145,17 +152,11 @@ _CLAIM_DISPATCH = f"""
         UPDATE jobs SET lease_owner = $1, lease_expires_at = statement_timestamp() + $2::interval
         WHERE id IN (SELECT id FROM jobs WHERE id IN (SELECT id FROM picked) FOR UPDATE SKIP LOCKED)
         RETURNING {COLUMNS}
-    ),
-    -- Due jobs not sent yet, whoever holds them: one whose holder dies is due again.
-    unsent AS (
-        SELECT count(*) AS n FROM jobs
-        WHERE status = 'queued' AND submit_state = 'pending'
-          AND next_action_at <= statement_timestamp()
     )
     -- One row per claimed job, each with how many unsent jobs the claim left; one row of NULLs
     -- with that count when it claimed none.
     SELECT claimed.*, left_waiting
-    FROM (SELECT (SELECT n FROM unsent) - (SELECT count(*) FROM picked) AS left_waiting) w
+    FROM (SELECT (SELECT count(*) FROM unsent) - (SELECT count(*) FROM picked) AS left_waiting) w
     LEFT JOIN claimed ON true
 """  # noqa: S608 (as above)
 
